@@ -1,0 +1,277 @@
+"""The Typer app: flags -> option objects -> commands, and the one error boundary.
+
+Only typer and the standard library are imported here at start-up; each command
+imports what it needs when it runs, so `--help` and `--version` stay fast.
+"""
+
+import functools
+import inspect
+import os
+import sys
+from typing import Annotated, List, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from anyfast_cli import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# --- option groups shared by the commands -------------------------------------------------
+# Each command names the groups it takes as parameters (`settings_flags`, `request`, `out`);
+# `with_option_groups` replaces each with its flags, then packs the values back into one object.
+
+
+def _option(name: str, annotation, default=None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+SETTING_OPTIONS = [
+    _option("api_key", Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", help="API key (visible in `ps`: prefer ANYFAST_API_KEY).")]),
+    _option("base_url", Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].")]),
+    _option("model", Annotated[Optional[str], typer.Option("-m", "--model", metavar="NAME", help="Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].")]),
+    _option("profile", Annotated[Optional[str], typer.Option("--profile", metavar="NAME", help="Config profile [env ANYFAST_PROFILE].")]),
+    _option("config", Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="Config file [env ANYFAST_CONFIG; default ~/.config/anyfast/config.yaml].")]),
+    _option("timeout", Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Request timeout in seconds [default 600].")]),
+    _option("retries", Annotated[Optional[int], typer.Option("--retries", metavar="N", help="Retries for 408/409/429/5xx and network failures.")]),
+]
+
+REQUEST_OPTIONS = [
+    _option("system", Annotated[Optional[str], typer.Option("-s", "--system", metavar="TEXT", help="System prompt.")]),
+    _option("max_tokens", Annotated[Optional[int], typer.Option("--max-tokens", metavar="N", help="Most tokens to generate (1..8192 for the default model).")]),
+    _option("temperature", Annotated[Optional[float], typer.Option("-t", "--temperature", metavar="X", help="Sampling temperature, 0..2.")]),
+    _option("top_p", Annotated[Optional[float], typer.Option("--top-p", metavar="X", help="Nucleus sampling, 0..1.")]),
+    _option("frequency_penalty", Annotated[Optional[float], typer.Option("--frequency-penalty", metavar="X", help="Frequency penalty, -2..2.")]),
+    _option("presence_penalty", Annotated[Optional[float], typer.Option("--presence-penalty", metavar="X", help="Presence penalty, -2..2.")]),
+    _option("stop", Annotated[Optional[List[str]], typer.Option("--stop", metavar="TEXT", help="Stop sequence (repeatable).")]),
+    _option("params", Annotated[Optional[List[str]], typer.Option("-p", "--param", metavar="KEY=VALUE", help="Any other body field, VALUE as JSON if it parses (repeatable).")]),
+    _option("images", Annotated[Optional[List[str]], typer.Option("-i", "--image", metavar="PATH|URL", help="Attach an image file or URL (repeatable).")]),
+]
+
+OUTPUT_OPTIONS = [
+    _option("stream", Annotated[Optional[bool], typer.Option("--stream/--no-stream", help="Stream the answer [default: stream, except with --json].")]),
+    _option("json", Annotated[bool, typer.Option("--json", help="Print the response object (JSONL chunks with --stream).")], False),
+    _option("reasoning", Annotated[bool, typer.Option("--reasoning", help="Show the model's reasoning on stderr.")], False),
+    _option("usage", Annotated[bool, typer.Option("--usage", help="Show token usage on stderr.")], False),
+    _option("verbose", Annotated[bool, typer.Option("-v", "--verbose", help="Show URL, status, request id, timings and retries on stderr.")], False),
+    _option("dry_run", Annotated[bool, typer.Option("--dry-run", help="Print the request that would be sent; send nothing.")], False),
+]
+
+
+def _settings_flags(**values):
+    from anyfast_cli.settings import SettingFlags
+
+    return SettingFlags(**values)
+
+
+def _request_flags(**values):
+    from anyfast_cli.request import RequestFlags
+
+    return RequestFlags(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None})
+
+
+def _output_flags(**values):
+    from anyfast_cli.commands.common import OutputFlags
+
+    return OutputFlags(**values)
+
+
+OPTION_GROUPS = {
+    "settings_flags": (SETTING_OPTIONS, _settings_flags),
+    "request": (REQUEST_OPTIONS, _request_flags),
+    "out": (OUTPUT_OPTIONS, _output_flags),
+}
+
+
+def with_option_groups(func):
+    signature = inspect.signature(func, eval_str=True)
+    parameters, groups = [], []
+    for parameter in signature.parameters.values():
+        if parameter.name in OPTION_GROUPS:
+            options, build = OPTION_GROUPS[parameter.name]
+            parameters += options
+            groups.append((parameter.name, [o.name for o in options], build))
+        else:
+            parameters.append(parameter)
+
+    @functools.wraps(func)
+    def command(**values):
+        for group, names, build in groups:
+            values[group] = build(**{name: values.pop(name) for name in names})
+        return func(**values)
+
+    del command.__wrapped__  # Typer must see the expanded signature, not the original
+    command.__signature__ = signature.replace(parameters=parameters)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
+# --- the error boundary --------------------------------------------------------------------
+
+
+def guarded(run):
+    """Run a command: AnyfastError -> one `anyfast: error:` line and its exit code;
+    a closed stdout -> 141 quietly; Ctrl-C -> 130."""
+    from anyfast_cli.errors import AnyfastError, ExitCode
+    from anyfast_cli.settings import debug_enabled
+    from anyfast_cli.streams import Streams
+
+    streams = Streams.from_sys()
+    try:
+        code = run(streams)
+    except AnyfastError as exc:
+        _report(exc.message, exc.hint, debug_enabled(streams.env))
+        code = exc.exit_code
+    except BrokenPipeError:
+        _silence_stdout()
+        code = ExitCode.BROKEN_PIPE
+    except KeyboardInterrupt:
+        code = ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        _report(f"internal error: {type(exc).__name__}: {exc}", "set ANYFAST_DEBUG=1 to see the traceback", debug_enabled(streams.env))
+        code = ExitCode.API
+    raise typer.Exit(int(code))
+
+
+def _report(message: str, hint: Optional[str], debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    lines = f"anyfast: error: {message}\n" + (f"anyfast: hint: {hint}\n" if hint else "")
+    try:
+        sys.stderr.write(lines)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test runner's buffer): nothing to silence
+
+
+class AnyfastGroup(TyperGroup):
+    """Click's own usage errors become one `anyfast: error:` line and exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            code = 130
+        except Exception as exc:
+            if not hasattr(exc, "format_message"):  # not a Click exception
+                raise
+            context = getattr(exc, "ctx", None)
+            where = context.command_path if context is not None else "anyfast"
+            _report(exc.format_message(), f"see '{where} --help'", False)
+            code = getattr(exc, "exit_code", 2)
+        sys.exit(code or 0)
+
+
+app = typer.Typer(
+    cls=AnyfastGroup,
+    name="anyfast",
+    help="A Unix-style client for the AnyFast chat-completions gateway: answers on stdout, errors on stderr, exit codes that mean something.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"anyfast {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback(
+    epilog="\b\nExamples:\n  echo 'Write a haiku about pipes' | anyfast complete\n  git diff | anyfast complete 'Write a commit message:'\n  anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'\n\nExit status: 0 ok, 1 API error, 2 usage, 3 auth, 4 network, 5 rate limited, 6 batch partly failed, 130 interrupted, 141 stdout closed."
+)
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """A Unix-style client for the AnyFast chat-completions gateway."""
+
+
+COMPLETE_EXAMPLES = """\b
+Examples:
+  echo 'Write a haiku about pipes' | anyfast complete
+  git diff | anyfast complete 'Write a commit message for this diff:'
+  anyfast complete -i screenshot.png 'What is wrong on this page?'
+  anyfast complete --json 'hi' | jq .usage
+  while read -r q; do anyfast complete -n "$q"; done < questions.txt
+"""
+
+
+@app.command(context_settings=CONTEXT, epilog=COMPLETE_EXAMPLES)
+@with_option_groups
+def complete(
+    prompt: Annotated[Optional[List[str]], typer.Argument(metavar="[PROMPT]...", help="The prompt; piped stdin follows it after a blank line; '-' is stdin alone.", show_default=False)] = None,
+    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input.")] = False,
+    settings_flags=None,
+    request=None,
+    out=None,
+) -> None:
+    """One prompt, one answer on stdout."""
+
+    def run(streams):
+        from anyfast_cli.commands.complete import run_complete
+
+        return run_complete(list(prompt or []), no_stdin=no_stdin, settings_flags=settings_flags, request=request, out=out, streams=streams)
+
+    guarded(run)
+
+
+CHAT_EXAMPLES = """\b
+Examples:
+  anyfast chat -f talk.yaml 'Summarise our plan'
+  anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'
+  printf '[{"user": "hi"}]' | anyfast chat -f -
+
+\b
+A conversation file is a list of messages, or a mapping:
+  model: doubao-seed-1-6-251015      # optional
+  system: You are terse.             # optional
+  params: {temperature: 0.2}         # optional body fields
+  messages:
+    - user: What is on this picture?
+      images: [photo.jpg]
+    - assistant: A cat.
+"""
+
+
+@app.command(context_settings=CONTEXT, epilog=CHAT_EXAMPLES)
+@with_option_groups
+def chat(
+    prompt: Annotated[Optional[List[str]], typer.Argument(metavar="[PROMPT]...", help="Appended as a final user message (also from piped stdin).", show_default=False)] = None,
+    messages_file: Annotated[Optional[str], typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin).")] = None,
+    save: Annotated[Optional[str], typer.Option("--save", metavar="FILE", help="Write the conversation with the reply to FILE (atomically).")] = None,
+    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input.")] = False,
+    settings_flags=None,
+    request=None,
+    out=None,
+) -> None:
+    """A conversation: messages from a file, the reply appended and saved."""
+
+    def run(streams):
+        from anyfast_cli.commands.chat import run_chat
+
+        return run_chat(
+            list(prompt or []), messages_file=messages_file, save=save, no_stdin=no_stdin,
+            settings_flags=settings_flags, request=request, out=out, streams=streams,
+        )
+
+    guarded(run)
+
+
+def main() -> None:
+    app()

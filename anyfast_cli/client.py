@@ -1,0 +1,243 @@
+"""The only module that imports httpx (besides batch): send, stream, and the retry loop.
+
+Retries follow retry.py; they happen only before the first chunk has been handed
+to the caller, so nothing is ever printed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import httpx
+
+from anyfast_cli import __version__
+from anyfast_cli.errors import ApiError, NetworkError, StreamError, api_error_for_status
+from anyfast_cli.request import endpoint_url
+from anyfast_cli.retry import backoff_delay, is_retryable_status, parse_retry_after, should_retry
+from anyfast_cli.sse import iter_events
+
+CONNECT_TIMEOUT = 10.0  # a gateway that does not accept a connection in this long is down
+READ_TIMEOUT = 600.0  # long answers from reasoning models take minutes
+USER_AGENT = f"anyfast/{__version__}"
+
+
+class _Truncated(Exception):
+    """The body ended before [DONE] or a finish_reason."""
+
+
+def build_timeout(timeout: float | None) -> httpx.Timeout:
+    total = timeout or READ_TIMEOUT
+    return httpx.Timeout(total, connect=min(CONNECT_TIMEOUT, total))
+
+
+def build_http_client(base_url: str, timeout: float | None, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    # Plain http:// (a local gateway) never uses TLS: skip loading the CA bundle at start-up.
+    verify = not base_url.startswith("http://")
+    return httpx.Client(timeout=build_timeout(timeout), transport=transport, verify=verify)
+
+
+def auth_headers(api_key: str) -> dict:
+    return {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+
+
+def error_from_response(status: int, content: bytes, reason: str = "") -> ApiError:
+    """The server's own message when the body is an OpenAI-style error object."""
+    message, code, body = None, None, None
+    try:
+        body = json.loads(content)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = error.get("message")
+            code = error.get("code") or error.get("type")
+        elif isinstance(error, str):
+            message = error
+        elif isinstance(body, dict) and isinstance(body.get("message"), str):
+            message = body["message"]
+    except ValueError:
+        text = content.decode("utf-8", "replace").strip()
+        message = " ".join(text.split())[:200] or None
+    summary = f"HTTP {status}" + (f" {reason}" if reason else "")
+    text = f"{summary}: {message}" if message else summary
+    return api_error_for_status(status, text, code=str(code) if code is not None else None, hint=_hint(status), body=body)
+
+
+def error_in_body(data) -> ApiError | None:
+    """An `{"error": …}` object in a 200 response or stream event."""
+    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        return ApiError(f"the server reported an error: {message or error}", code=code, body=data)
+    return None
+
+
+def _hint(status: int) -> str | None:
+    if status in (401, 403):
+        return "check ANYFAST_API_KEY, --api-key or the config's api_key"
+    if status == 404:
+        return "check the model name (-m) and the base URL"
+    return None
+
+
+def describe_transport_error(exc: Exception, url: str) -> str:
+    host = httpx.URL(url).host
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"timed out connecting to {host}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out waiting for {host}"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {host}: {exc}"
+    if isinstance(exc, _Truncated):
+        return f"{host} ended the response before it was complete"
+    return f"connection to {host} failed: {exc or type(exc).__name__}"
+
+
+class ApiClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float | None = None,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = endpoint_url(base_url)
+        self.retries = retries
+        self._headers = auth_headers(api_key)
+        self._http = build_http_client(base_url, timeout, transport)
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._log = log or (lambda message: None)
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._http.close()
+
+    def send(self, body: dict) -> dict:
+        """One whole (non-streamed) response object."""
+        attempt = 0
+        while True:
+            started = self._log_request(body, attempt)
+            try:
+                response = self._http.post(self.url, json=body, headers=self._headers)
+            except httpx.TransportError as exc:
+                attempt = self._retry_or_raise(attempt, exc, None, None)
+                continue
+            self._log_response(response, started)
+            if response.status_code >= 400:
+                error = error_from_response(response.status_code, response.content, response.reason_phrase)
+                attempt = self._retry_or_raise(attempt, error, response.status_code, response.headers)
+                continue
+            try:
+                data = response.json()
+            except ValueError:
+                raise ApiError("the server's answer is not JSON", status=response.status_code) from None
+            error = error_in_body(data)
+            if error:
+                raise error
+            return data
+
+    def stream(self, body: dict) -> Iterator[dict]:
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
+        attempt = 0
+        while True:
+            yielded = False
+            started = self._log_request(body, attempt)
+            try:
+                headers = {**self._headers, "Accept": "text/event-stream"}
+                with self._http.stream("POST", self.url, json=body, headers=headers) as response:
+                    self._log_response(response, started)
+                    if response.status_code >= 400:
+                        response.read()
+                        error = error_from_response(response.status_code, response.content, response.reason_phrase)
+                        attempt = self._retry_or_raise(attempt, error, response.status_code, response.headers)
+                        continue
+                    if "json" in response.headers.get("content-type", ""):
+                        # Some gateways answer a stream request with one JSON object (often an error).
+                        yield self._whole_response_as_chunk(response)
+                        return
+                    finished = False
+                    for event in iter_events(response.iter_bytes()):
+                        chunk = _chunk_from_event(event.data, yielded)
+                        if chunk is None:
+                            return
+                        finished = finished or _has_finish_reason(chunk)
+                        yielded = True
+                        yield chunk
+                    if finished:
+                        return
+                    raise _Truncated()
+            except (httpx.TransportError, _Truncated) as exc:
+                if yielded:
+                    raise StreamError(f"the stream broke: {describe_transport_error(exc, self.url)}") from None
+                attempt = self._retry_or_raise(attempt, exc, None, None)
+
+    def _whole_response_as_chunk(self, response: httpx.Response) -> dict:
+        response.read()
+        try:
+            data = response.json()
+        except ValueError:
+            raise ApiError("the server's answer is not JSON", status=response.status_code) from None
+        error = error_in_body(data)
+        if error:
+            raise error
+        choices = [
+            {"index": c.get("index", 0), "delta": c.get("message", {}), "finish_reason": c.get("finish_reason")}
+            for c in data.get("choices") or []
+        ]
+        return {**data, "choices": choices}
+
+    def _retry_or_raise(self, attempt: int, failure: Exception, status: int | None, headers: Mapping | None) -> int:
+        """Sleep and return the next attempt number, or raise the failure as the user should see it."""
+        retryable = status is None or is_retryable_status(status)
+        retry_after = parse_retry_after(headers, self._clock()) if headers is not None else None
+        if not retryable or not should_retry(attempt, self.retries, retry_after):
+            if isinstance(failure, ApiError):
+                raise failure
+            raise NetworkError(describe_transport_error(failure, self.url), hint="check the network and the base URL") from None
+        delay = backoff_delay(attempt, retry_after, self._rng)
+        reason = f"HTTP {status}" if status else type(failure).__name__
+        self._log(f"retry {attempt + 1} of {self.retries} in {delay:.2f} s after {reason}")
+        self._sleep(delay)
+        return attempt + 1
+
+    def _log_request(self, body: dict, attempt: int) -> float:
+        if attempt == 0:
+            self._log(f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}")
+        return time.monotonic()
+
+    def _log_response(self, response: httpx.Response, started: float) -> None:
+        request_id = response.headers.get("x-request-id") or response.headers.get("x-tt-logid") or "-"
+        elapsed = time.monotonic() - started
+        self._log(f"{response.status_code} {response.reason_phrase} in {elapsed:.3f} s, request id {request_id}")
+
+
+def _chunk_from_event(data: str, yielded: bool) -> dict | None:
+    """A chunk object, None for [DONE]; an error event raises."""
+    if data == "[DONE]":
+        return None
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
+    error = error_in_body(chunk)
+    if error:
+        if yielded:
+            raise StreamError(error.message)
+        raise error
+    return chunk
+
+
+def _has_finish_reason(chunk: dict) -> bool:
+    return any(choice.get("finish_reason") for choice in chunk.get("choices") or ())

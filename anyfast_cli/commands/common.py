@@ -1,0 +1,181 @@
+"""What complete and chat share: settings with their I/O, the API key, body fields,
+and one request-and-render exchange."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass, field
+
+from anyfast_cli.errors import AuthError, UsageError
+from anyfast_cli.inputs import parse_param
+from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json
+from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
+from anyfast_cli.settings import KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, resolve_settings
+from anyfast_cli.streams import Streams
+
+KEY_COMMAND_TIMEOUT = 30  # seconds for `api_key_command` (a password manager may ask for a PIN)
+
+
+@dataclass(frozen=True)
+class OutputFlags:
+    stream: bool | None = None  # None: stream text, but not --json
+    json: bool = False
+    reasoning: bool = False
+    usage: bool = False
+    verbose: bool = False
+    dry_run: bool = False
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream if self.stream is not None else not self.json
+
+
+@dataclass
+class Reply:
+    content: str = ""
+    reasoning: str = ""
+    usage: dict | None = None
+    raw: list = field(default_factory=list)
+
+
+def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
+    """The parsed config file and its path; a missing default file is an empty config."""
+    path, named = config_path(flags.config, streams.env)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+            mode = os.fstat(handle.fileno()).st_mode
+    except FileNotFoundError:
+        if named:
+            raise UsageError(f"config file {path} does not exist") from None
+        return {}, path
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    config = parse_config(text, path)
+    if config_holds_key(config) and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        streams.warn(f"{path} holds an API key and others can read it; run: chmod 600 {path}")
+    return config, path
+
+
+def load_settings(flags: SettingFlags, streams: Streams, *, default_retries: int = 2, file_model: str | None = None) -> Settings:
+    config, path = read_config(flags, streams)
+    return resolve_settings(flags, streams.env, config, path=path, default_retries=default_retries, file_model=file_model)
+
+
+def resolve_api_key(source: KeySource | None, env) -> str:
+    """The key itself; runs `api_key_command` only now, when a request is about to be sent."""
+    hint = "set ANYFAST_API_KEY, or api_key / api_key_env / api_key_command in the config"
+    if source is None:
+        raise AuthError("no API key", hint=hint)
+    if source.kind == "value":
+        return source.value
+    if source.kind == "env":
+        if not env.get(source.value):
+            raise AuthError(f"no API key: the config's api_key_env names {source.value}, which is not set", hint=hint)
+        return env[source.value]
+    try:
+        done = subprocess.run(source.value, shell=True, capture_output=True, text=True, timeout=KEY_COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise AuthError(f"api_key_command took longer than {KEY_COMMAND_TIMEOUT} s") from None
+    key = done.stdout.strip().splitlines()[0].strip() if done.stdout.strip() else ""
+    if done.returncode != 0 or not key:
+        detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise AuthError(f"api_key_command gave no key: {detail}", hint=hint)
+    return key
+
+
+def body_fields(settings: Settings, request: RequestFlags, file_params: dict | None = None) -> dict:
+    """Body fields by rank: profile < conversation file < -p < dedicated flags; ranges checked."""
+    params = dict(parse_param(p) for p in request.params)
+    fields = {**settings.body_defaults, **(file_params or {}), **flag_fields(request, params)}
+    check_fields(fields, settings.model)
+    return fields
+
+
+def exchange(settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams, transport=None) -> Reply | None:
+    """Send one request and render its answer; None for --dry-run."""
+    body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
+    if out.dry_run:
+        print_json(describe_request(settings.base_url, body), streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+        return None
+    api_key = resolve_api_key(settings.key, streams.env)
+    from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
+
+    log = _stderr_log(streams) if out.verbose else None
+    if out.verbose:
+        log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
+    with ApiClient(
+        base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries, transport=transport, log=log
+    ) as client:
+        reply = _stream_reply(client, body, out, streams) if out.streaming else _whole_reply(client, body, out, streams)
+    if out.usage:
+        print_usage(reply.usage, streams.stderr)
+    return reply
+
+
+def _stream_reply(client, body: dict, out: OutputFlags, streams: Streams) -> Reply:
+    reply = Reply()
+    printer = _printer(out, streams)
+    try:
+        for chunk in client.stream(body):
+            reply.usage = chunk.get("usage") or reply.usage
+            if out.json:
+                streams.stdout.write(render_json(chunk) + "\n")
+                streams.stdout.flush()
+                _collect_json_chunk(chunk, printer)
+            else:
+                printer.feed_chunk(chunk)
+    except BrokenPipeError:
+        raise
+    except BaseException:
+        _end(printer, out)  # keep what was printed, and end its line
+        raise
+    _end(printer, out)
+    reply.content = "".join(printer.content)
+    reply.reasoning = "".join(printer.reasoning)
+    return reply
+
+
+def _whole_reply(client, body: dict, out: OutputFlags, streams: Streams) -> Reply:
+    data = client.send(body)
+    message = ((data.get("choices") or [{}])[0]).get("message") or {}
+    reply = Reply(content=message.get("content") or "", reasoning=message.get("reasoning_content") or "", usage=data.get("usage"))
+    printer = _printer(out, streams)
+    printer.write_reasoning(reply.reasoning)
+    if out.json:
+        printer.end_reasoning()
+        print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+    else:
+        printer.write_content(reply.content)
+        printer.end_lines()
+    return reply
+
+
+def _printer(out: OutputFlags, streams: Streams) -> TextPrinter:
+    return TextPrinter(streams.stdout, streams.stderr, show_reasoning=out.reasoning, dim=streams.stderr_color)
+
+
+def _collect_json_chunk(chunk: dict, printer: TextPrinter) -> None:
+    """With --json the chunks are the output; --reasoning still copies reasoning to stderr."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        printer.write_reasoning(delta.get("reasoning_content"))
+        if delta.get("content"):
+            printer.content.append(delta["content"])
+
+
+def _end(printer: TextPrinter, out: OutputFlags) -> None:
+    if out.json:
+        printer.end_reasoning()
+    else:
+        printer.end_lines()
+
+
+def _stderr_log(streams: Streams):
+    def log(message: str) -> None:
+        streams.stderr.write(f"anyfast: {message}\n")
+        streams.stderr.flush()
+
+    return log

@@ -1,0 +1,30 @@
+"""`anyfast complete`: one prompt (arguments and/or stdin), one answer."""
+
+from __future__ import annotations
+
+from anyfast_cli.attachments import load_media
+from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
+from anyfast_cli.errors import ExitCode
+from anyfast_cli.inputs import build_prompt, with_system
+from anyfast_cli.request import RequestFlags, user_message
+from anyfast_cli.settings import SettingFlags
+from anyfast_cli.streams import Streams
+
+
+def run_complete(
+    prompt_args: list[str],
+    *,
+    no_stdin: bool,
+    settings_flags: SettingFlags,
+    request: RequestFlags,
+    out: OutputFlags,
+    streams: Streams,
+) -> ExitCode:
+    stdin_text = None if no_stdin else streams.read_stdin()
+    prompt = build_prompt(prompt_args, stdin_text)
+    settings = load_settings(settings_flags, streams)
+    fields = body_fields(settings, request)
+    images = [load_media(ref, "image") for ref in request.images]
+    messages = with_system([user_message(prompt, images)], request.system)
+    exchange(settings, messages, fields, out, streams)
+    return ExitCode.OK

@@ -1,0 +1,83 @@
+"""Exit codes and the exception tree. Imports nothing from the package.
+
+Every failure a user can meet is an AnyfastError carrying its exit code; the CLI
+boundary (cli.py) is the one place that turns it into `anyfast: error: …` and `$?`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    API = 1  # the API answered with an error, or a stream broke after output began
+    USAGE = 2  # bad flag, value or input file; found before anything is sent
+    AUTH = 3  # no API key, or 401/403
+    NETWORK = 4  # cannot connect, timed out, reset before any output
+    RATE_LIMITED = 5  # 429 after retries
+    BATCH_PARTIAL = 6  # batch finished but some records failed
+    INTERRUPTED = 130  # Ctrl-C
+    BROKEN_PIPE = 141  # stdout closed by the reader, as a C tool killed by SIGPIPE
+
+
+class AnyfastError(Exception):
+    """A failure with a one-line message, an optional hint line and an exit code."""
+
+    exit_code = ExitCode.API
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(AnyfastError):
+    exit_code = ExitCode.USAGE
+
+
+class AuthError(AnyfastError):
+    exit_code = ExitCode.AUTH
+
+
+class NetworkError(AnyfastError):
+    exit_code = ExitCode.NETWORK
+
+
+class ApiError(AnyfastError):
+    """The server answered with an error (HTTP status, or an error object in a 200)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+        self.body = body
+
+
+class RateLimitError(ApiError):
+    exit_code = ExitCode.RATE_LIMITED
+
+
+class ApiAuthError(ApiError):
+    exit_code = ExitCode.AUTH
+
+
+class StreamError(AnyfastError):
+    """The stream broke, or carried an error event, after it began."""
+
+
+def api_error_for_status(status: int, message: str, **kwargs) -> ApiError:
+    """The ApiError subclass whose exit code matches an HTTP status (§5)."""
+    if status in (401, 403):
+        return ApiAuthError(message, status=status, **kwargs)
+    if status == 429:
+        return RateLimitError(message, status=status, **kwargs)
+    return ApiError(message, status=status, **kwargs)

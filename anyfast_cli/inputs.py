@@ -1,0 +1,169 @@
+"""What the user typed or piped, turned into messages (pure parsing, no I/O).
+
+Covers the prompt rules of `complete`, `-p KEY=VALUE`, and the conversation files of
+`chat -f` (a list of messages, or a mapping with model/system/params/messages).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from anyfast_cli.errors import UsageError
+from anyfast_cli.request import image_part
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+SHORTHAND_ROLES = ("user", "assistant", "system")
+
+
+def build_prompt(args: list[str], stdin_text: str | None) -> str:
+    """The arguments joined by spaces, then stdin after a blank line; `-` is stdin alone."""
+    piped = stdin_text.rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
+    if args == ["-"]:
+        prompt = piped
+    else:
+        words = [piped if a == "-" else a for a in args]
+        prompt = " ".join(words)
+        if piped and "-" not in args:
+            prompt = f"{prompt}\n\n{piped}" if prompt else piped
+    if not prompt.strip():
+        raise UsageError("no prompt: give it as arguments or on standard input", hint="try: echo 'hi' | anyfast complete")
+    return prompt
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """`-p KEY=VALUE`: VALUE as JSON when it parses, else as a plain string."""
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise UsageError(f"--param expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+@dataclass
+class Conversation:
+    """A `chat -f` file. Messages keep an `images` list of references (paths or URLs)."""
+
+    messages: list[dict] = field(default_factory=list)
+    model: str | None = None
+    system: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+def load_structured(text: str, source: str):
+    """YAML or JSON text (JSON is tried first: it is faster and its errors are clearer)."""
+    stripped = text.lstrip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # maybe YAML flow style; let YAML judge
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{where}: invalid YAML or JSON: {problem}") from None
+
+
+def parse_conversation(text: str, source: str) -> Conversation:
+    data = load_structured(text, source)
+    if data is None:
+        return Conversation()
+    if isinstance(data, list):
+        return Conversation(messages=parse_messages(data, source))
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a list of messages or a mapping with 'messages'")
+    unknown = set(data) - {"model", "system", "params", "messages"}
+    if unknown:
+        raise UsageError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} (expected model, system, params, messages)")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise UsageError(f"{source}: 'params' must be a mapping of body fields")
+    for key in ("model", "system"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise UsageError(f"{source}: '{key}' must be a string")
+    return Conversation(
+        messages=parse_messages(data.get("messages") or [], source),
+        model=data.get("model"),
+        system=data.get("system"),
+        params=params,
+    )
+
+
+def parse_messages(items, source: str) -> list[dict]:
+    if not isinstance(items, list):
+        raise UsageError(f"{source}: 'messages' must be a list")
+    return [parse_message(item, source, number) for number, item in enumerate(items, 1)]
+
+
+def parse_message(item, source: str, number: int) -> dict:
+    """One message, normalised to {role, content[, images][, other API keys]}."""
+    where = f"{source}: message {number}"
+    if not isinstance(item, dict):
+        raise UsageError(f"{where}: expected a mapping like {{user: text}} or {{role: user, content: text}}")
+    message = dict(item)
+    if "role" not in message:
+        shorthand = [r for r in SHORTHAND_ROLES if r in message]
+        if len(shorthand) != 1:
+            raise UsageError(f"{where}: needs 'role' and 'content', or one of user:/assistant:/system:")
+        role = shorthand[0]
+        message["role"] = role
+        message["content"] = message.pop(role)
+    if message["role"] not in ROLES:
+        raise UsageError(f"{where}: unknown role {message['role']!r} (expected {', '.join(ROLES)})")
+    content = message.get("content")
+    if content is None and not message.get("tool_calls"):
+        raise UsageError(f"{where}: has no content")
+    if content is not None and not isinstance(content, (str, list)):
+        message["content"] = str(content)  # a YAML number or date is meant as text
+    images = message.get("images", [])
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise UsageError(f"{where}: 'images' must be a list of paths or URLs")
+    if images:
+        message["images"] = images
+    else:
+        message.pop("images", None)
+    return message
+
+
+def with_system(messages: list[dict], system: str | None) -> list[dict]:
+    """Put `system` first, replacing a system message already there."""
+    if system is None:
+        return messages
+    rest = messages[1:] if messages and messages[0].get("role") == "system" else messages
+    return [{"role": "system", "content": system}, *rest]
+
+
+def to_api_message(message: dict, image_urls: list[str]) -> dict:
+    """A message as the API takes it: `images` become image_url parts after the text."""
+    api = {k: v for k, v in message.items() if k != "images"}
+    if image_urls:
+        content = api.get("content")
+        parts = list(content) if isinstance(content, list) else ([{"type": "text", "text": content}] if content else [])
+        parts += [image_part(url) for url in image_urls]
+        api["content"] = parts
+    return api
+
+
+def render_conversation(conversation: Conversation) -> str:
+    """The YAML form `chat -f` reads and `--save` writes."""
+    import yaml
+
+    data: dict = {}
+    if conversation.model:
+        data["model"] = conversation.model
+    if conversation.system:
+        data["system"] = conversation.system
+    if conversation.params:
+        data["params"] = conversation.params
+    data["messages"] = conversation.messages
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)

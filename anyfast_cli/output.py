@@ -1,0 +1,99 @@
+"""Rendering: answer text, JSON, JSONL chunks, reasoning and usage. Never imports the client.
+
+Text goes to stdout and is flushed per delta; everything that is not the answer
+(reasoning, usage) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+DIM = "\x1b[2m"
+RESET = "\x1b[0m"
+
+
+def render_json(obj, *, pretty: bool = False) -> str:
+    if pretty:
+        return json.dumps(obj, ensure_ascii=False, indent=2)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def print_json(obj, out: TextIO, *, terminal: bool, color: bool) -> None:
+    """Compact in a pipe; pretty on a terminal, and coloured when colour is allowed."""
+    if terminal and color:
+        from rich.console import Console  # only paid for on a terminal
+
+        Console(file=out, force_terminal=True, highlight=False, soft_wrap=True).print_json(render_json(obj))
+    else:
+        out.write(render_json(obj, pretty=terminal) + "\n")
+    out.flush()
+
+
+def render_usage(usage: dict) -> str:
+    prompt = usage.get("prompt_tokens", "?")
+    completion = usage.get("completion_tokens", "?")
+    total = usage.get("total_tokens", "?")
+    text = f"usage: {prompt} prompt + {completion} completion = {total} tokens"
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    if reasoning:
+        text += f" ({reasoning} reasoning)"
+    return text
+
+
+def print_usage(usage: dict | None, err: TextIO) -> None:
+    err.write((render_usage(usage) if usage else "usage: the server reported none") + "\n")
+    err.flush()
+
+
+class TextPrinter:
+    """Writes answer deltas to stdout and, if asked, reasoning deltas to stderr."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, show_reasoning: bool, dim: bool) -> None:
+        self._out = out
+        self._err = err
+        self._show_reasoning = show_reasoning
+        self._dim = dim
+        self._out_ends_line = True
+        self._err_ends_line = True
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+
+    def feed_chunk(self, chunk: dict) -> None:
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) == 0:
+                delta = choice.get("delta") or choice.get("message") or {}
+                self.write_reasoning(delta.get("reasoning_content"))
+                self.write_content(delta.get("content"))
+
+    def write_reasoning(self, text: str | None) -> None:
+        if not text:
+            return
+        self.reasoning.append(text)
+        if self._show_reasoning:
+            self._err.write(f"{DIM}{text}{RESET}" if self._dim else text)
+            self._err.flush()
+            self._err_ends_line = text.endswith("\n")
+
+    def write_content(self, text: str | None) -> None:
+        if not text:
+            return
+        self.end_reasoning()  # the reasoning block ends before the answer starts
+        self.content.append(text)
+        self._out.write(text)
+        self._out.flush()
+        self._out_ends_line = text.endswith("\n")
+
+    def end_reasoning(self) -> None:
+        if not self._err_ends_line:
+            self._err.write("\n")
+            self._err.flush()
+            self._err_ends_line = True
+
+    def end_lines(self) -> None:
+        """The answer ends with a newline, even when it was cut short or empty."""
+        self.end_reasoning()
+        if not self._out_ends_line or not self.content:
+            self._out.write("\n")
+            self._out.flush()
+            self._out_ends_line = True

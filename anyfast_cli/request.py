@@ -1,0 +1,117 @@
+"""Messages + settings -> request body (pure). The one place body fields live."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from anyfast_cli.errors import UsageError
+from anyfast_cli.settings import DEFAULT_MODEL
+
+# field -> (low, high), both inclusive (§1)
+RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+}
+DEFAULT_MODEL_MAX_TOKENS = 8192
+THINKING_TYPES = ("enabled", "disabled", "auto")
+
+
+@dataclass(frozen=True)
+class RequestFlags:
+    """The request options of §3 as the user gave them; None/empty means not given."""
+
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()  # KEY=VALUE
+    images: tuple[str, ...] = ()
+    videos: tuple[str, ...] = field(default=())
+    fps: float | None = None
+
+
+def flag_fields(flags: RequestFlags, params: dict) -> dict:
+    """Body fields from `-p` and the dedicated flags (a dedicated flag wins over `-p`)."""
+    fields = dict(params)
+    for name in ("max_tokens", "temperature", "top_p", "frequency_penalty", "presence_penalty"):
+        value = getattr(flags, name)
+        if value is not None:
+            fields[name] = value
+    if flags.stop:
+        fields["stop"] = flags.stop[0] if len(flags.stop) == 1 else list(flags.stop)
+    return fields
+
+
+def check_fields(fields: dict, model: str) -> None:
+    """Reject out-of-range values before anything is sent (exit 2)."""
+    for name, (low, high) in RANGES.items():
+        if name in fields:
+            value = fields[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not low <= value <= high:
+                raise UsageError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    if "max_tokens" in fields:
+        value = fields["max_tokens"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"max_tokens must be a whole number, 1 or more, got {value!r}")
+        if model == DEFAULT_MODEL and value > DEFAULT_MODEL_MAX_TOKENS:
+            raise UsageError(f"max_tokens must be at most {DEFAULT_MODEL_MAX_TOKENS} for {model}, got {value}")
+    if "stop" in fields:
+        stop = fields["stop"]
+        if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+            raise UsageError(f"stop must be a string or a list of strings, got {stop!r}")
+    if "stream" in fields or "messages" in fields or "model" in fields:
+        raise UsageError("model, messages and stream are set by anyfast itself; use -m/--model and --stream")
+    thinking = fields.get("thinking")
+    if thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") in THINKING_TYPES):
+        raise UsageError(f"thinking must look like {{\"type\": \"enabled\"}} or {{\"type\": \"disabled\"}}, got {thinking!r}")
+
+
+def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False) -> dict:
+    """The JSON body: model, messages, the fields the user set, and stream."""
+    if not messages:
+        raise UsageError("nothing to send: the conversation has no messages")
+    body = {"model": model, "messages": messages, **fields, "stream": stream}
+    if stream and include_usage:
+        body["stream_options"] = {**fields.get("stream_options", {}), "include_usage": True}
+    return body
+
+
+def user_message(text: str, image_urls: list[str] = (), video_parts: list[dict] = ()) -> dict:
+    """A user message: plain text, or text followed by image/video parts."""
+    if not image_urls and not video_parts:
+        return {"role": "user", "content": text}
+    parts: list[dict] = [{"type": "text", "text": text}] if text else []
+    parts += [image_part(url) for url in image_urls]
+    parts += list(video_parts)
+    return {"role": "user", "content": parts}
+
+
+def endpoint_url(base_url: str) -> str:
+    return f"{base_url.rstrip('/')}/chat/completions"
+
+
+def describe_request(base_url: str, body: dict) -> dict:
+    """What `--dry-run` prints: the request as it would be sent, the key redacted."""
+    return {
+        "method": "POST",
+        "url": endpoint_url(base_url),
+        "headers": {"Authorization": "Bearer ***", "Content-Type": "application/json"},
+        "body": body,
+    }
+
+
+def image_part(url: str) -> dict:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def video_part(url: str, fps: float | None = None) -> dict:
+    video = {"url": url}
+    if fps is not None:
+        video["fps"] = fps
+    return {"type": "video_url", "video_url": video}

@@ -1,0 +1,200 @@
+"""Settings: flags > environment > config profile > built-in default (§2).
+
+Pure: callers pass the environment mapping and the config file's text in; the only
+I/O here is none at all. This is the one module that knows environment variable names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from anyfast_cli.errors import UsageError
+
+DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
+DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
+DEFAULT_PROFILE = "default"
+
+ENV_API_KEY = "ANYFAST_API_KEY"
+ENV_BASE_URL = "ANYFAST_BASE_URL"
+ENV_MODEL = "ANYFAST_MODEL"
+ENV_PROFILE = "ANYFAST_PROFILE"
+ENV_CONFIG = "ANYFAST_CONFIG"
+ENV_DEBUG = "ANYFAST_DEBUG"
+
+# Profile keys that configure anyfast itself; every other profile key is a request body default.
+SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "retries")
+KEY_SETTINGS = ("api_key", "api_key_env", "api_key_command")
+
+
+@dataclass(frozen=True)
+class SettingFlags:
+    """The settings a user gave as flags; None means not given."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    profile: str | None = None
+    config: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where the API key comes from; the key itself is fetched only when a request is sent."""
+
+    kind: str  # "value", "env" (an environment variable named by the config) or "command"
+    value: str
+    origin: str  # "flag", "environment" or "profile", for `-v` and `config show`
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str
+    model: str
+    timeout: float | None
+    retries: int
+    key: KeySource | None
+    body_defaults: dict = field(default_factory=dict)
+    profile: str = DEFAULT_PROFILE
+    config_path: str = ""
+    origins: dict = field(default_factory=dict)  # setting name -> flag/environment/file/profile/default
+
+
+def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, bool]:
+    """The config file to read, and whether the user named it (then it must exist)."""
+    if flag:
+        return flag, True
+    if env.get(ENV_CONFIG):
+        return env[ENV_CONFIG], True
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.join(base, "anyfast", "config.yaml"), False
+
+
+def parse_config(text: str, path: str) -> dict:
+    """The config file's mapping, checked for shape; errors name the file and line."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: the config must be a mapping of keys, not {type(data).__name__}")
+    profiles = data.get("profiles", {}) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise UsageError(f"{path}: 'profiles' must map profile names to mappings of settings")
+    if "profile" in data and not isinstance(data["profile"], str):
+        raise UsageError(f"{path}: 'profile' must be a profile name")
+    return data
+
+
+def config_holds_key(config: Mapping) -> bool:
+    """Whether the config stores a key itself (worth a warning if others can read it)."""
+    return any("api_key" in profile for profile in (config.get("profiles") or {}).values())
+
+
+def resolve_settings(
+    flags: SettingFlags,
+    env: Mapping[str, str],
+    config: Mapping,
+    *,
+    path: str = "",
+    default_retries: int = 2,
+    file_model: str | None = None,
+) -> Settings:
+    """Combine flags, environment, the chosen profile and defaults into Settings."""
+    profile_name, profile = _choose_profile(flags, env, config, path)
+    origins: dict[str, str] = {}
+
+    def pick(name: str, flag_value, env_name: str | None, default, between=None):
+        candidates = [("flag", flag_value)]
+        if between is not None:
+            candidates.append(between)
+        if env_name:
+            candidates.append(("environment", env.get(env_name) or None))
+        candidates += [("profile", profile.get(name)), ("default", default)]
+        for origin, value in candidates:
+            if value is not None:
+                origins[name] = origin
+                return value
+        return None
+
+    model = pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model))
+    base_url = pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL)
+    timeout = _positive_number(pick("timeout", flags.timeout, None, None), "timeout")
+    retries = _retry_count(pick("retries", flags.retries, None, default_retries))
+    body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
+    return Settings(
+        base_url=str(base_url).rstrip("/"),
+        model=str(model),
+        timeout=timeout,
+        retries=retries,
+        key=_key_source(flags, env, profile),
+        body_defaults=body_defaults,
+        profile=profile_name,
+        config_path=path,
+        origins=origins,
+    )
+
+
+def _choose_profile(flags: SettingFlags, env: Mapping[str, str], config: Mapping, path: str) -> tuple[str, dict]:
+    profiles = config.get("profiles") or {}
+    named = flags.profile or env.get(ENV_PROFILE) or config.get("profile")
+    name = named or DEFAULT_PROFILE
+    if name not in profiles:
+        if named:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise UsageError(f"no profile '{name}' in {path or 'the config'} (profiles: {known})")
+        return name, {}
+    return name, dict(profiles[name])
+
+
+def _key_source(flags: SettingFlags, env: Mapping[str, str], profile: Mapping) -> KeySource | None:
+    if flags.api_key:
+        return KeySource("value", flags.api_key, "flag")
+    if env.get(ENV_API_KEY):
+        return KeySource("value", env[ENV_API_KEY], "environment")
+    if profile.get("api_key"):
+        return KeySource("value", str(profile["api_key"]), "profile")
+    if profile.get("api_key_env"):
+        return KeySource("env", str(profile["api_key_env"]), "profile")
+    if profile.get("api_key_command"):
+        return KeySource("command", str(profile["api_key_command"]), "profile")
+    return None
+
+
+def _positive_number(value, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not number > 0:
+        raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _retry_count(value) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"retries must be a whole number, 0 or more, got {value!r}")
+    return value
+
+
+def debug_enabled(env: Mapping[str, str]) -> bool:
+    return env.get(ENV_DEBUG, "") not in ("", "0")
+
+
+def color_allowed(env: Mapping[str, str]) -> bool:
+    """NO_COLOR (non-empty) or TERM=dumb forbid every escape sequence."""
+    return not env.get("NO_COLOR") and env.get("TERM") != "dumb"
