@@ -90,10 +90,11 @@ class TextPrinter:
             self._err.flush()
             self._err_ends_line = True
 
-    def end_lines(self) -> None:
-        """The answer ends with a newline, even when it was cut short or empty."""
+    def end_lines(self, *, complete: bool = True) -> None:
+        """A complete answer ends with a newline, even an empty one; a cut one
+        has its open line ended, and nothing is printed if nothing was."""
         self.end_reasoning()
-        if not self._out_ends_line or not self.content:
+        if not self._out_ends_line or (complete and not self.content):
             self._out.write("\n")
             self._out.flush()
             self._out_ends_line = True

@@ -130,9 +130,9 @@ def _stream_reply(client, body: dict, out: OutputFlags, streams: Streams) -> Rep
     except BrokenPipeError:
         raise
     except BaseException:
-        _end(printer, out)  # keep what was printed, and end its line
+        _end(printer, out, complete=False)  # keep what was printed, and end its line
         raise
-    _end(printer, out)
+    _end(printer, out, complete=True)
     reply.content = "".join(printer.content)
     reply.reasoning = "".join(printer.reasoning)
     return reply
@@ -166,11 +166,11 @@ def _collect_json_chunk(chunk: dict, printer: TextPrinter) -> None:
             printer.content.append(delta["content"])
 
 
-def _end(printer: TextPrinter, out: OutputFlags) -> None:
+def _end(printer: TextPrinter, out: OutputFlags, *, complete: bool) -> None:
     if out.json:
         printer.end_reasoning()
     else:
-        printer.end_lines()
+        printer.end_lines(complete=complete)
 
 
 def _stderr_log(streams: Streams):
