@@ -273,5 +273,55 @@ def chat(
     guarded(run)
 
 
+BATCH_EXAMPLES = """\b
+Examples:
+  anyfast batch prompts.jsonl -o answers.jsonl -j 64 --rpm 3000 --resume
+  cut -f2 questions.tsv | anyfast batch --lines > answers.jsonl
+  anyfast batch reviews.jsonl --template 'Summarise: {text}' -o summaries.jsonl
+  anyfast batch big.jsonl --shard 2/4 -o part2.jsonl      # the 2nd of 4 machines
+  anyfast batch prompts.jsonl --dry-run > openai-batch-input.jsonl
+
+\b
+Input lines: "a prompt" | {"prompt": ..., "system"?: ...} | {"messages": [...]}
+  | {"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}};
+  other body fields on a line (model, temperature, ...) override the flags for it.
+Exit status: 0 all answered, 2 invalid input (nothing sent), 3 authentication,
+  6 some records failed (the rest written), 130 interrupted (--resume finishes).
+"""
+
+
+@app.command(context_settings=CONTEXT, epilog=BATCH_EXAMPLES)
+@with_option_groups
+def batch(
+    input: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="JSONL input file; stdin when omitted or '-'.", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", metavar="FILE", help="Write results to FILE instead of stdout.")] = None,
+    lines: Annotated[bool, typer.Option("--lines", help="Read each line as a plain-text prompt.")] = False,
+    template: Annotated[Optional[str], typer.Option("--template", metavar="TEXT", help="Build each prompt from the record's fields: 'Summarise {text}'.")] = None,
+    ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (default: as they complete).")] = False,
+    concurrency: Annotated[int, typer.Option("-j", "--concurrency", metavar="N", help="Requests in flight at once.")] = 8,
+    rpm: Annotated[Optional[float], typer.Option("--rpm", metavar="N", help="At most N requests a minute, spread evenly.")] = None,
+    tpm: Annotated[Optional[float], typer.Option("--tpm", metavar="N", help="At most about N tokens a minute (estimated).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the answered records in -o FILE and run only the rest.")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only records whose index i has i mod N = K-1.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (it shows only on a terminal anyway).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, then print each request as an OpenAI Batch input line.")] = False,
+    settings_flags=None,
+    request=None,
+) -> None:
+    """Many requests from JSONL, concurrently, resumably; one result line per record."""
+
+    def run(streams):
+        from anyfast_cli.commands.batch import BatchFlags, run_batch
+
+        flags = BatchFlags(
+            input=input, output=output, plain_lines=lines, template=template, ordered=ordered,
+            concurrency=concurrency, rpm=rpm, tpm=tpm, resume=resume, shard=shard,
+            progress=not no_progress, dry_run=dry_run,
+        )
+        return run_batch(flags, settings_flags=settings_flags, request=request, streams=streams)
+
+    guarded(run)
+
+
 def main() -> None:
     app()

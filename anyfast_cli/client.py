@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 import httpx
 
 from anyfast_cli import __version__
-from anyfast_cli.errors import ApiError, NetworkError, StreamError, api_error_for_status
+from anyfast_cli.errors import ApiError, AuthError, NetworkError, StreamError, error_from_response, error_in_body
 from anyfast_cli.request import endpoint_url
 from anyfast_cli.retry import backoff_delay, is_retryable_status, parse_retry_after, should_retry
 from anyfast_cli.sse import iter_events
@@ -40,46 +40,12 @@ def build_http_client(base_url: str, timeout: float | None, transport: httpx.Bas
 
 
 def auth_headers(api_key: str) -> dict:
-    return {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
-
-
-def error_from_response(status: int, content: bytes, reason: str = "") -> ApiError:
-    """The server's own message when the body is an OpenAI-style error object."""
-    message, code, body = None, None, None
-    try:
-        body = json.loads(content)
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            message = error.get("message")
-            code = error.get("code") or error.get("type")
-        elif isinstance(error, str):
-            message = error
-        elif isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]
-    except ValueError:
-        text = content.decode("utf-8", "replace").strip()
-        message = " ".join(text.split())[:200] or None
-    summary = f"HTTP {status}" + (f" {reason}" if reason else "")
-    text = f"{summary}: {message}" if message else summary
-    return api_error_for_status(status, text, code=str(code) if code is not None else None, hint=_hint(status), body=body)
-
-
-def error_in_body(data) -> ApiError | None:
-    """An `{"error": …}` object in a 200 response or stream event."""
-    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
-        error = data["error"]
-        message = error.get("message") if isinstance(error, dict) else str(error)
-        code = error.get("code") if isinstance(error, dict) else None
-        return ApiError(f"the server reported an error: {message or error}", code=code, body=data)
-    return None
-
-
-def _hint(status: int) -> str | None:
-    if status in (401, 403):
-        return "check ANYFAST_API_KEY, --api-key or the config's api_key"
-    if status == 404:
-        return "check the model name (-m) and the base URL"
-    return None
+    # A key pasted with its newline still works; a key that cannot be a header value is
+    # refused here, because httpx's own error would quote the whole header, key included.
+    key = api_key.strip()
+    if not key or not key.isascii() or not key.isprintable():
+        raise AuthError("the API key holds characters that cannot be sent in a header (the key is not shown)")
+    return {"Authorization": f"Bearer {key}", "User-Agent": USER_AGENT}
 
 
 def describe_transport_error(exc: Exception, url: str) -> str:

@@ -6,6 +6,7 @@ boundary (cli.py) is the one place that turns it into `anyfast: error: …` and 
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum
 
 
@@ -81,3 +82,42 @@ def api_error_for_status(status: int, message: str, **kwargs) -> ApiError:
     if status == 429:
         return RateLimitError(message, status=status, **kwargs)
     return ApiError(message, status=status, **kwargs)
+
+
+def error_from_response(status: int, content: bytes, reason: str = "") -> ApiError:
+    """The server's own message when the body is an OpenAI-style error object."""
+    message, code, body = None, None, None
+    try:
+        body = json.loads(content)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = error.get("message")
+            code = error.get("code") or error.get("type")
+        elif isinstance(error, str):
+            message = error
+        elif isinstance(body, dict) and isinstance(body.get("message"), str):
+            message = body["message"]
+    except ValueError:
+        text = content.decode("utf-8", "replace").strip()
+        message = " ".join(text.split())[:200] or None
+    summary = f"HTTP {status}" + (f" {reason}" if reason else "")
+    text = f"{summary}: {message}" if message else summary
+    return api_error_for_status(status, text, code=str(code) if code is not None else None, hint=_hint(status), body=body)
+
+
+def error_in_body(data) -> ApiError | None:
+    """An `{"error": …}` object in a 200 response or stream event."""
+    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        return ApiError(f"the server reported an error: {message or error}", code=code, body=data)
+    return None
+
+
+def _hint(status: int) -> str | None:
+    if status in (401, 403):
+        return "check ANYFAST_API_KEY, --api-key or the config's api_key"
+    if status == 404:
+        return "check the model name (-m) and the base URL"
+    return None

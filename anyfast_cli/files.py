@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 
 
 def write_atomic(path: str, text: str) -> None:
     """Write to a temporary file beside `path`, then rename it over `path`."""
+    write_atomic_lines(path, [text.encode("utf-8")])
+
+
+def write_atomic_lines(path: str, chunks: Iterable[bytes]) -> None:
+    """Stream byte chunks into a temporary file beside `path`, then rename it over `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=".anyfast-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.writelines(chunks)
             handle.flush()
             os.fsync(handle.fileno())
         try:

@@ -115,3 +115,19 @@ def video_part(url: str, fps: float | None = None) -> dict:
     if fps is not None:
         video["fps"] = fps
     return {"type": "video_url", "video_url": video}
+
+
+# Fields a batch record may carry to override the command's settings for itself.
+BODY_FIELDS = frozenset({
+    "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "frequency_penalty", "presence_penalty",
+    "stop", "seed", "n", "logprobs", "top_logprobs", "logit_bias", "user", "thinking", "reasoning_effort",
+    "tools", "tool_choice", "parallel_tool_calls", "response_format",
+})
+
+
+def estimate_tokens(body: dict) -> int:
+    """A rough token count for client-side --tpm pacing: ~4 characters a token, plus max_tokens."""
+    import json
+
+    prompt = len(json.dumps(body.get("messages", ()), ensure_ascii=False)) // 4 + 1
+    return prompt + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)

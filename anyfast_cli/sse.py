@@ -49,7 +49,7 @@ class SSEDecoder:
             self._buffer = lines.pop()
         else:
             self._buffer = b""
-        if lines and lines[-1].endswith(b"\r"):
+        if buffer.endswith(b"\r"):  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
         events: list[Event] = []
         for line in lines:

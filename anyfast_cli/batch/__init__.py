@@ -1,0 +1,1 @@
+"""`anyfast batch`: input records (jobs), resumable output (journal), pacing (limiter), concurrency (runner)."""

@@ -1,0 +1,154 @@
+"""`anyfast batch`: validate the whole input, then run its records concurrently,
+writing one result line per record as each completes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from anyfast_cli.attachments import load_media
+from anyfast_cli.batch.jobs import JobOptions, batch_input_line, check_template, iter_records, parse_shard, scan_input
+from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
+from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
+from anyfast_cli.errors import ExitCode, UsageError
+from anyfast_cli.output import render_json
+from anyfast_cli.request import RequestFlags
+from anyfast_cli.settings import SettingFlags
+from anyfast_cli.streams import Streams
+
+
+@dataclass(frozen=True)
+class BatchFlags:
+    input: str | None = None
+    output: str | None = None
+    plain_lines: bool = False
+    template: str | None = None
+    ordered: bool = False
+    concurrency: int = 8
+    rpm: float | None = None
+    tpm: float | None = None
+    resume: bool = False
+    shard: str | None = None
+    progress: bool = True
+    dry_run: bool = False
+
+
+def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: RequestFlags, streams: Streams) -> ExitCode:
+    shard = parse_shard(flags.shard)
+    check_flags(flags)
+    settings = load_settings(settings_flags, streams, default_retries=5)
+    options = JobOptions(
+        model=settings.model,
+        fields=body_fields(settings, request),
+        system=request.system,
+        template=flags.template,
+        plain_lines=flags.plain_lines,
+        image_urls=tuple(load_media(ref, "image") for ref in request.images),
+    )
+    with input_lines(flags.input, streams) as lines:
+        scan = scan_input(lines(), options, shard)
+        if scan.error_count:
+            report_invalid(scan, streams)
+        if flags.dry_run:
+            for record in iter_records(lines(), options, shard):
+                streams.stdout.write(render_json(batch_input_line(record)) + "\n")
+            streams.stdout.flush()
+            return ExitCode.OK
+        api_key = resolve_api_key(settings.key, streams.env)
+        answered = set()
+        if flags.resume:
+            from anyfast_cli.batch.journal import keep_answered
+
+            answered = keep_answered(flags.output, scan.ids)
+        tally = Tally(total=len(scan.ids) - len(answered), skipped=len(answered))
+        del scan  # its id set is no longer needed; `answered` keeps only what resume skips
+        send_all(iter_records(lines(), options, shard, skip=answered), flags, settings, api_key, tally, streams)
+    return ExitCode.OK if tally.failed == 0 else ExitCode.BATCH_PARTIAL
+
+
+def check_flags(flags: BatchFlags) -> None:
+    check_template(flags.template)
+    if flags.concurrency < 1:
+        raise UsageError(f"--concurrency must be 1 or more, got {flags.concurrency}")
+    for name, value in (("--rpm", flags.rpm), ("--tpm", flags.tpm)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{name} must be a positive number, got {value}")
+    if flags.resume and not flags.output:
+        raise UsageError("--resume needs -o FILE: it continues the results already in that file")
+    if flags.output and flags.input not in (None, "-") and os.path.exists(flags.output) and os.path.exists(flags.input):
+        if os.path.samefile(flags.output, flags.input):
+            raise UsageError("the output file is the input file; that would overwrite the input")
+
+
+def report_invalid(scan, streams: Streams) -> None:
+    for message in scan.errors:
+        streams.stderr.write(f"anyfast: error: {message}\n")
+    shown = len(scan.errors)
+    more = f" ({scan.error_count - shown:,} more not shown)" if scan.error_count > shown else ""
+    raise UsageError(f"{scan.error_count:,} invalid line(s) in the input{more}; nothing was sent")
+
+
+@contextmanager
+def input_lines(path: str | None, streams: Streams) -> Iterator[Callable[[], Iterator[bytes]]]:
+    """A function giving a fresh pass over the input's lines; stdin is spooled to a
+    temporary file first, because the input is read twice (validate, then run)."""
+    if path in (None, "-"):
+        if streams.stdin is None or streams.stdin_isatty:
+            raise UsageError("batch reads JSONL from a file or from piped standard input", hint="anyfast batch prompts.jsonl")
+        with tempfile.TemporaryFile() as spool:
+            try:
+                shutil.copyfileobj(streams.stdin, spool)
+            except (OSError, ValueError):
+                pass  # a closed stdin is an empty input
+            yield lambda: _lines_of(spool)
+        return
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        yield lambda: _lines_of(handle)
+
+
+def _lines_of(handle) -> Iterator[bytes]:
+    handle.seek(0)
+    yield from handle
+
+
+def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, streams: Streams) -> None:
+    import asyncio
+
+    from anyfast_cli.batch.journal import ResultSink
+    from anyfast_cli.batch.limiter import Limiter, Pacer
+    from anyfast_cli.batch.runner import BatchRunner, RunConfig
+
+    sink = ResultSink(flags.output, streams.stdout, append=flags.resume)
+    bar = ProgressBar(tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color)
+
+    def emit(outcome) -> None:
+        sink.write(outcome.line)
+        tally.add(outcome.ok, outcome.tokens)
+        bar.update()
+
+    config = RunConfig(
+        base_url=settings.base_url, api_key=api_key, concurrency=flags.concurrency,
+        retries=settings.retries, timeout=settings.timeout, ordered=flags.ordered,
+    )
+    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit)
+    interrupted = False
+    try:
+        asyncio.run(runner.run(records))
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        sink.close()
+        bar.close()
+        summary = render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted)
+        streams.stderr.write(f"anyfast: {summary}\n")
+        streams.stderr.flush()
