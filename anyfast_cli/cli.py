@@ -323,5 +323,44 @@ def batch(
     guarded(run)
 
 
+config_app = typer.Typer(
+    name="config",
+    help="Show which config file and settings are in force.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(config_app)
+
+
+@config_app.command("path", context_settings=CONTEXT, epilog="\b\nExamples:\n  anyfast config path\n  ${EDITOR:-vi} \"$(anyfast config path)\"")
+@with_option_groups
+def config_path(settings_flags=None) -> None:
+    """Print the config file in use (it need not exist)."""
+
+    def run(streams):
+        from anyfast_cli.commands.config import run_config_path
+
+        return run_config_path(settings_flags, streams)
+
+    guarded(run)
+
+
+@config_app.command("show", context_settings=CONTEXT, epilog="\b\nExamples:\n  anyfast config show\n  anyfast --profile local config show --json | jq -r .model.value")
+@with_option_groups
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as a JSON object.")] = False,
+    settings_flags=None,
+) -> None:
+    """Print the effective settings and their sources (key redacted)."""
+
+    def run(streams):
+        from anyfast_cli.commands.config import run_config_show
+
+        return run_config_show(settings_flags, as_json=as_json, streams=streams)
+
+    guarded(run)
+
+
 def main() -> None:
     app()

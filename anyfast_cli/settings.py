@@ -132,6 +132,10 @@ def resolve_settings(
     timeout = _positive_number(pick("timeout", flags.timeout, None, None), "timeout")
     retries = _retry_count(pick("retries", flags.retries, None, default_retries))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
+    origins["config"] = "flag" if flags.config else "environment" if env.get(ENV_CONFIG) else "default"
+    origins["profile"] = (
+        "flag" if flags.profile else "environment" if env.get(ENV_PROFILE) else "config" if config.get("profile") else "default"
+    )
     return Settings(
         base_url=str(base_url).rstrip("/"),
         model=str(model),

@@ -1,0 +1,57 @@
+"""`anyfast config path` and `anyfast config show`: which settings are in force, and why."""
+
+from __future__ import annotations
+
+import os
+
+from anyfast_cli.commands.common import load_settings
+from anyfast_cli.errors import ExitCode
+from anyfast_cli.output import print_json
+from anyfast_cli.settings import SettingFlags, config_path
+from anyfast_cli.streams import Streams
+
+
+def run_config_path(settings_flags: SettingFlags, streams: Streams) -> ExitCode:
+    path, _ = config_path(settings_flags.config, streams.env)
+    streams.stdout.write(path + "\n")
+    if not os.path.exists(path):
+        streams.warn(f"{path} does not exist (that is fine: built-in defaults apply)")
+    return ExitCode.OK
+
+
+def run_config_show(settings_flags: SettingFlags, *, as_json: bool, streams: Streams) -> ExitCode:
+    settings = load_settings(settings_flags, streams)
+    rows = describe_settings(settings, exists=os.path.exists(settings.config_path))
+    if as_json:
+        print_json({name: {"value": value, "source": source} for name, value, source in rows},
+                   streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+        return ExitCode.OK
+    shown = [(name, "-" if value is None else str(value), source) for name, value, source in rows]
+    name_width = max(len(name) for name, _, _ in shown)
+    value_width = max(len(value) for _, value, _ in shown)
+    for name, value, source in shown:
+        streams.stdout.write(f"{name:<{name_width}}  {value:<{value_width}}  ({source})\n")
+    streams.stdout.flush()
+    return ExitCode.OK
+
+
+def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]]:
+    """(name, value, where it came from) for each setting; the API key is never shown."""
+    origins = settings.origins
+    key = settings.key
+    if key is None:
+        key_row = ("api_key", None, "not set")
+    else:
+        how = {"value": "", "env": f" via ${key.value}", "command": " via api_key_command"}[key.kind]
+        key_row = ("api_key", "***", f"{key.origin}{how}")
+    rows = [
+        ("config", settings.config_path, origins["config"] + ("" if exists else ", not found")),
+        ("profile", settings.profile, origins["profile"]),
+        ("model", settings.model, origins["model"]),
+        ("base_url", settings.base_url, origins["base_url"]),
+        key_row,
+        ("timeout", settings.timeout, origins.get("timeout", "default: 600 s read, 10 s connect")),
+        ("retries", settings.retries, origins["retries"]),
+    ]
+    rows += [(name, value, "profile") for name, value in settings.body_defaults.items()]
+    return rows
