@@ -7,6 +7,7 @@ Text goes to stdout and is flushed per delta; everything that is not the answer
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import TextIO
 
 DIM = "\x1b[2m"
@@ -46,18 +47,35 @@ def print_usage(usage: dict | None, err: TextIO) -> None:
     err.flush()
 
 
-class TextPrinter:
-    """Writes answer deltas to stdout and, if asked, reasoning deltas to stderr."""
+@dataclass
+class Reply:
+    """What an answer has delivered so far; kept when a stream is cut short."""
 
-    def __init__(self, out: TextIO, err: TextIO, *, show_reasoning: bool, dim: bool) -> None:
+    content_parts: list = field(default_factory=list)
+    reasoning_parts: list = field(default_factory=list)
+    usage: dict | None = None
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
+
+
+class TextPrinter:
+    """Writes answer deltas to stdout and, if asked, reasoning deltas to stderr,
+    collecting both into a Reply."""
+
+    def __init__(self, out: TextIO, err: TextIO, reply: Reply, *, show_reasoning: bool, dim: bool) -> None:
         self._out = out
         self._err = err
+        self.reply = reply
         self._show_reasoning = show_reasoning
         self._dim = dim
         self._out_ends_line = True
         self._err_ends_line = True
-        self.content: list[str] = []
-        self.reasoning: list[str] = []
 
     def feed_chunk(self, chunk: dict) -> None:
         for choice in chunk.get("choices") or ():
@@ -69,7 +87,7 @@ class TextPrinter:
     def write_reasoning(self, text: str | None) -> None:
         if not text:
             return
-        self.reasoning.append(text)
+        self.reply.reasoning_parts.append(text)
         if self._show_reasoning:
             self._err.write(f"{DIM}{text}{RESET}" if self._dim else text)
             self._err.flush()
@@ -79,7 +97,7 @@ class TextPrinter:
         if not text:
             return
         self.end_reasoning()  # the reasoning block ends before the answer starts
-        self.content.append(text)
+        self.reply.content_parts.append(text)
         self._out.write(text)
         self._out.flush()
         self._out_ends_line = text.endswith("\n")
@@ -94,7 +112,7 @@ class TextPrinter:
         """A complete answer ends with a newline, even an empty one; a cut one
         has its open line ended, and nothing is printed if nothing was."""
         self.end_reasoning()
-        if not self._out_ends_line or (complete and not self.content):
+        if not self._out_ends_line or (complete and not self.reply.content_parts):
             self._out.write("\n")
             self._out.flush()
             self._out_ends_line = True

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.inputs import parse_param
-from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json
+from anyfast_cli.output import Reply, TextPrinter, print_json, print_usage, render_json
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.settings import KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, resolve_settings
 from anyfast_cli.streams import Streams
@@ -30,14 +30,6 @@ class OutputFlags:
     @property
     def streaming(self) -> bool:
         return self.stream if self.stream is not None else not self.json
-
-
-@dataclass
-class Reply:
-    content: str = ""
-    reasoning: str = ""
-    usage: dict | None = None
-    raw: list = field(default_factory=list)
 
 
 def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
@@ -94,8 +86,12 @@ def body_fields(settings: Settings, request: RequestFlags, file_params: dict | N
     return fields
 
 
-def exchange(settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams, transport=None) -> Reply | None:
-    """Send one request and render its answer; None for --dry-run."""
+def exchange(
+    settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams,
+    *, reply: Reply | None = None, transport=None,
+) -> Reply | None:
+    """Send one request and render its answer into `reply` (which keeps what arrived
+    even if the stream is cut or interrupted); None for --dry-run."""
     body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
     if out.dry_run:
         print_json(describe_request(settings.base_url, body), streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
@@ -104,23 +100,26 @@ def exchange(settings: Settings, messages: list[dict], fields: dict, out: Output
     from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
 
     log = _stderr_log(streams) if out.verbose else None
-    if out.verbose:
+    if log:
         log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
+    reply = reply if reply is not None else Reply()
+    printer = TextPrinter(streams.stdout, streams.stderr, reply, show_reasoning=out.reasoning, dim=streams.stderr_color)
     with ApiClient(
         base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries, transport=transport, log=log
     ) as client:
-        reply = _stream_reply(client, body, out, streams) if out.streaming else _whole_reply(client, body, out, streams)
+        if out.streaming:
+            _stream_reply(client, body, out, streams, printer)
+        else:
+            _whole_reply(client, body, out, streams, printer)
     if out.usage:
         print_usage(reply.usage, streams.stderr)
     return reply
 
 
-def _stream_reply(client, body: dict, out: OutputFlags, streams: Streams) -> Reply:
-    reply = Reply()
-    printer = _printer(out, streams)
+def _stream_reply(client, body: dict, out: OutputFlags, streams: Streams, printer: TextPrinter) -> None:
     try:
         for chunk in client.stream(body):
-            reply.usage = chunk.get("usage") or reply.usage
+            printer.reply.usage = chunk.get("usage") or printer.reply.usage
             if out.json:
                 streams.stdout.write(render_json(chunk) + "\n")
                 streams.stdout.flush()
@@ -133,28 +132,20 @@ def _stream_reply(client, body: dict, out: OutputFlags, streams: Streams) -> Rep
         _end(printer, out, complete=False)  # keep what was printed, and end its line
         raise
     _end(printer, out, complete=True)
-    reply.content = "".join(printer.content)
-    reply.reasoning = "".join(printer.reasoning)
-    return reply
 
 
-def _whole_reply(client, body: dict, out: OutputFlags, streams: Streams) -> Reply:
+def _whole_reply(client, body: dict, out: OutputFlags, streams: Streams, printer: TextPrinter) -> None:
     data = client.send(body)
     message = ((data.get("choices") or [{}])[0]).get("message") or {}
-    reply = Reply(content=message.get("content") or "", reasoning=message.get("reasoning_content") or "", usage=data.get("usage"))
-    printer = _printer(out, streams)
-    printer.write_reasoning(reply.reasoning)
+    printer.reply.usage = data.get("usage")
+    printer.write_reasoning(message.get("reasoning_content"))
     if out.json:
         printer.end_reasoning()
+        printer.reply.content_parts.append(message.get("content") or "")
         print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
     else:
-        printer.write_content(reply.content)
+        printer.write_content(message.get("content"))
         printer.end_lines()
-    return reply
-
-
-def _printer(out: OutputFlags, streams: Streams) -> TextPrinter:
-    return TextPrinter(streams.stdout, streams.stderr, show_reasoning=out.reasoning, dim=streams.stderr_color)
 
 
 def _collect_json_chunk(chunk: dict, printer: TextPrinter) -> None:
@@ -163,7 +154,7 @@ def _collect_json_chunk(chunk: dict, printer: TextPrinter) -> None:
         delta = choice.get("delta") or {}
         printer.write_reasoning(delta.get("reasoning_content"))
         if delta.get("content"):
-            printer.content.append(delta["content"])
+            printer.reply.content_parts.append(delta["content"])
 
 
 def _end(printer: TextPrinter, out: OutputFlags, *, complete: bool) -> None:
