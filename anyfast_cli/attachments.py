@@ -17,6 +17,15 @@ VIDEO_MAX_BYTES = 50 * 1024 * 1024  # larger clips should be passed by URL
 URL_PREFIXES = ("https://", "http://", "data:")
 
 
+def load_video_parts(refs, fps: float | None, base_dir: str | None = None) -> list[dict]:
+    """`video_url` content parts for --video (Doubao models), with --fps when given."""
+    from anyfast_cli.request import video_part
+
+    if fps is not None and not fps > 0:
+        raise UsageError(f"--fps must be a positive number of frames a second, got {fps}")
+    return [video_part(load_media(ref, "video", base_dir), fps) for ref in refs]
+
+
 def is_url(ref: str) -> bool:
     return ref.startswith(URL_PREFIXES)
 

@@ -47,6 +47,8 @@ REQUEST_OPTIONS = [
     _option("stop", Annotated[Optional[List[str]], typer.Option("--stop", metavar="TEXT", help="Stop sequence (repeatable).")]),
     _option("params", Annotated[Optional[List[str]], typer.Option("-p", "--param", metavar="KEY=VALUE", help="Any other body field, VALUE as JSON if it parses (repeatable).")]),
     _option("images", Annotated[Optional[List[str]], typer.Option("-i", "--image", metavar="PATH|URL", help="Attach an image file or URL (repeatable).")]),
+    _option("videos", Annotated[Optional[List[str]], typer.Option("--video", metavar="PATH|URL", help="Attach a video file or URL, for Doubao models (repeatable).")]),
+    _option("fps", Annotated[Optional[float], typer.Option("--fps", metavar="N", help="Frames a second to sample from --video.")]),
 ]
 
 OUTPUT_OPTIONS = [
@@ -139,9 +141,10 @@ def _report(message: str, hint: Optional[str], debug: bool) -> None:
         import traceback
 
         traceback.print_exc()
-    lines = f"anyfast: error: {message}\n" + (f"anyfast: hint: {hint}\n" if hint else "")
+    from anyfast_cli.errors import render_error
+
     try:
-        sys.stderr.write(lines)
+        sys.stderr.write(render_error(message, hint))
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
@@ -236,6 +239,12 @@ Examples:
   anyfast chat -f talk.yaml 'Summarise our plan'
   anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'
   printf '[{"user": "hi"}]' | anyfast chat -f -
+  anyfast chat                       # interactive, at a terminal
+  anyfast chat -I -f talk.yaml --save talk.yaml   # a session seeded by a file
+
+\b
+In a session: /save FILE, /reset, /system TEXT, /help, /exit (or Ctrl-D);
+Ctrl-C stops a reply, or leaves at an empty prompt.
 
 \b
 A conversation file is a list of messages, or a mapping:
@@ -256,17 +265,19 @@ def chat(
     messages_file: Annotated[Optional[str], typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin).")] = None,
     save: Annotated[Optional[str], typer.Option("--save", metavar="FILE", help="Write the conversation with the reply to FILE (atomically).")] = None,
     no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input.")] = False,
+    interactive: Annotated[bool, typer.Option("-I", "--interactive", help="Start an interactive session, seeded by -f FILE if given.")] = False,
     settings_flags=None,
     request=None,
     out=None,
 ) -> None:
-    """A conversation: messages from a file, the reply appended and saved."""
+    """A conversation: messages from a file, the reply appended and saved.
+    At a terminal with no file and no prompt: an interactive session."""
 
     def run(streams):
         from anyfast_cli.commands.chat import run_chat
 
         return run_chat(
-            list(prompt or []), messages_file=messages_file, save=save, no_stdin=no_stdin,
+            list(prompt or []), messages_file=messages_file, save=save, no_stdin=no_stdin, interactive=interactive,
             settings_flags=settings_flags, request=request, out=out, streams=streams,
         )
 

@@ -32,6 +32,14 @@ class AnyfastError(Exception):
         self.message = message
         self.hint = hint
 
+    def render(self) -> str:
+        """The one error line (and at most one hint line) a user sees on stderr."""
+        return render_error(self.message, self.hint)
+
+
+def render_error(message: str, hint: str | None = None) -> str:
+    return f"anyfast: error: {message}\n" + (f"anyfast: hint: {hint}\n" if hint else "")
+
 
 class UsageError(AnyfastError):
     exit_code = ExitCode.USAGE

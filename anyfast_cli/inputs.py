@@ -123,15 +123,18 @@ def parse_message(item, source: str, number: int) -> dict:
         raise UsageError(f"{where}: has no content")
     if content is not None and not isinstance(content, (str, list)):
         message["content"] = str(content)  # a YAML number or date is meant as text
-    images = message.get("images", [])
-    if isinstance(images, str):
-        images = [images]
-    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-        raise UsageError(f"{where}: 'images' must be a list of paths or URLs")
-    if images:
-        message["images"] = images
-    else:
-        message.pop("images", None)
+    for key in ("images", "videos"):
+        refs = message.get(key, [])
+        if isinstance(refs, str):
+            refs = [refs]
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            raise UsageError(f"{where}: '{key}' must be a list of paths or URLs")
+        if refs:
+            message[key] = refs
+        else:
+            message.pop(key, None)
+    if "fps" in message and (isinstance(message["fps"], bool) or not isinstance(message["fps"], (int, float))):
+        raise UsageError(f"{where}: 'fps' must be a number")
     return message
 
 
@@ -143,13 +146,18 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}, *rest]
 
 
-def to_api_message(message: dict, image_urls: list[str]) -> dict:
-    """A message as the API takes it: `images` become image_url parts after the text."""
-    api = {k: v for k, v in message.items() if k != "images"}
-    if image_urls:
+# Keys a conversation file may carry on a message that are ours, not the API's.
+LOCAL_KEYS = ("images", "videos", "fps", "cut")
+
+
+def to_api_message(message: dict, image_urls: list[str], video_parts: list[dict] = ()) -> dict:
+    """A message as the API takes it: `images`/`videos` become content parts after the text."""
+    api = {k: v for k, v in message.items() if k not in LOCAL_KEYS}
+    if image_urls or video_parts:
         content = api.get("content")
         parts = list(content) if isinstance(content, list) else ([{"type": "text", "text": content}] if content else [])
         parts += [image_part(url) for url in image_urls]
+        parts += list(video_parts)
         api["content"] = parts
     return api
 

@@ -28,6 +28,7 @@ class JobOptions:
     template: str | None = None
     plain_lines: bool = False  # --lines
     image_urls: tuple = ()
+    video_parts: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
         if any("images" in m for m in messages):
             raise RecordError("'images' is not supported in batch records; use image_url content parts")
     elif "prompt" in data:
-        messages = [user_message(_string(data, "prompt"), list(options.image_urls))]
+        messages = [user_message(_string(data, "prompt"), list(options.image_urls), list(options.video_parts))]
         if "system" in data:
             messages = with_system(messages, _string(data, "system"))
     else:
@@ -148,7 +149,7 @@ def _prompt_messages(data: dict, prompt: str | None, options: JobOptions) -> lis
             raise RecordError(f"--template cannot be filled from this record: {exc}") from None
     if not prompt or not prompt.strip():
         raise RecordError("the prompt is empty")
-    return [user_message(prompt, list(options.image_urls))]
+    return [user_message(prompt, list(options.image_urls), list(options.video_parts))]
 
 
 def _record_id(data: dict, line_no: int) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from anyfast_cli.attachments import load_media
+from anyfast_cli.attachments import load_media, load_video_parts
 from anyfast_cli.batch.jobs import JobOptions, batch_input_line, check_template, iter_records, parse_shard, scan_input
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
 from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
@@ -49,6 +49,7 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         template=flags.template,
         plain_lines=flags.plain_lines,
         image_urls=tuple(load_media(ref, "image") for ref in request.images),
+        video_parts=tuple(load_video_parts(request.videos, request.fps)),
     )
     with input_lines(flags.input, streams) as lines:
         scan = scan_input(lines(), options, shard)
