@@ -171,10 +171,13 @@ class AnyfastGroup(TyperGroup):
         except Exception as exc:
             if not hasattr(exc, "format_message"):  # not a Click exception
                 raise
-            context = getattr(exc, "ctx", None)
-            where = context.command_path if context is not None else "anyfast"
-            _report(exc.format_message(), f"see '{where} --help'", False)
             code = getattr(exc, "exit_code", 2)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `anyfast` alone: the help, as a usage error
+                sys.stderr.write(exc.format_message() + "\n")
+            else:
+                context = getattr(exc, "ctx", None)
+                where = context.command_path if context is not None else "anyfast"
+                _report(exc.format_message(), f"see '{where} --help'", False)
         sys.exit(code or 0)
 
 
@@ -357,7 +360,7 @@ def config_path(settings_flags=None) -> None:
     guarded(run)
 
 
-@config_app.command("show", context_settings=CONTEXT, epilog="\b\nExamples:\n  anyfast config show\n  anyfast --profile local config show --json | jq -r .model.value")
+@config_app.command("show", context_settings=CONTEXT, epilog="\b\nExamples:\n  anyfast config show\n  anyfast config show --profile local --json | jq -r .model.value")
 @with_option_groups
 def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the settings as a JSON object.")] = False,
