@@ -13,15 +13,13 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 
-from anyfast_cli import __version__
-from anyfast_cli.errors import ApiError, AuthError, NetworkError, StreamError, error_from_response, error_in_body
-from anyfast_cli.request import endpoint_url
+from anyfast_cli.errors import ApiError, NetworkError, StreamError, error_from_response, error_in_body
+from anyfast_cli.request import auth_headers, endpoint_url
 from anyfast_cli.retry import backoff_delay, is_retryable_status, parse_retry_after, should_retry
 from anyfast_cli.sse import iter_events
 
 CONNECT_TIMEOUT = 10.0  # a gateway that does not accept a connection in this long is down
 READ_TIMEOUT = 600.0  # long answers from reasoning models take minutes
-USER_AGENT = f"anyfast/{__version__}"
 
 
 class _Truncated(Exception):
@@ -37,15 +35,6 @@ def build_http_client(base_url: str, timeout: float | None, transport: httpx.Bas
     # Plain http:// (a local gateway) never uses TLS: skip loading the CA bundle at start-up.
     verify = not base_url.startswith("http://")
     return httpx.Client(timeout=build_timeout(timeout), transport=transport, verify=verify)
-
-
-def auth_headers(api_key: str) -> dict:
-    # A key pasted with its newline still works; a key that cannot be a header value is
-    # refused here, because httpx's own error would quote the whole header, key included.
-    key = api_key.strip()
-    if not key or not key.isascii() or not key.isprintable():
-        raise AuthError("the API key holds characters that cannot be sent in a header (the key is not shown)")
-    return {"Authorization": f"Bearer {key}", "User-Agent": USER_AGENT}
 
 
 def describe_transport_error(exc: Exception, url: str) -> str:
@@ -134,16 +123,24 @@ class ApiClient:
                         yield self._whole_response_as_chunk(response)
                         return
                     finished = False
+                    held: list[dict] = []  # opening role-only deltas: nothing shown yet, so a failure still retries
                     for event in iter_events(response.iter_bytes()):
                         chunk = _chunk_from_event(event.data, yielded)
                         if chunk is None:
-                            return
+                            finished = True
+                            break
                         finished = finished or _has_finish_reason(chunk)
+                        if not yielded and not _says_something(chunk):
+                            held.append(chunk)
+                            continue
                         yielded = True
+                        yield from held
+                        held = []
                         yield chunk
-                    if finished:
-                        return
-                    raise _Truncated()
+                    if not finished:
+                        raise _Truncated()
+                    yield from held
+                    return
             except (httpx.TransportError, _Truncated) as exc:
                 if yielded:
                     raise StreamError(f"the stream broke: {describe_transport_error(exc, self.url)}") from None
@@ -203,6 +200,17 @@ def _chunk_from_event(data: str, yielded: bool) -> dict | None:
             raise StreamError(error.message)
         raise error
     return chunk
+
+
+def _says_something(chunk: dict) -> bool:
+    """More than a role: text, reasoning, tool calls, a finish_reason or usage."""
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or any(value for key, value in delta.items() if key != "role"):
+            return True
+    return False
 
 
 def _has_finish_reason(chunk: dict) -> bool:

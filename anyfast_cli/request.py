@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from anyfast_cli.errors import UsageError
+from anyfast_cli import __version__
+from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.settings import DEFAULT_MODEL
 
 # field -> (low, high), both inclusive (§1)
@@ -16,6 +17,7 @@ RANGES = {
     "presence_penalty": (-2.0, 2.0),
 }
 DEFAULT_MODEL_MAX_TOKENS = 8192
+USER_AGENT = f"anyfast/{__version__}"
 THINKING_TYPES = ("enabled", "disabled", "auto")
 
 
@@ -90,6 +92,15 @@ def user_message(text: str, image_urls: list[str] = (), video_parts: list[dict] 
     parts += [image_part(url) for url in image_urls]
     parts += list(video_parts)
     return {"role": "user", "content": parts}
+
+
+def auth_headers(api_key: str) -> dict:
+    # A key pasted with its newline still works; a key that cannot be a header value is
+    # refused here, because httpx's own error would quote the whole header, key included.
+    key = api_key.strip()
+    if not key or not key.isascii() or not key.isprintable():
+        raise AuthError("the API key holds characters that cannot be sent in a header (the key is not shown)")
+    return {"Authorization": f"Bearer {key}", "User-Agent": USER_AGENT}
 
 
 def endpoint_url(base_url: str) -> str:

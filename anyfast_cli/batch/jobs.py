@@ -106,7 +106,7 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
         if any("images" in m for m in messages):
             raise RecordError("'images' is not supported in batch records; use image_url content parts")
     elif "prompt" in data:
-        messages = [user_message(_string(data, "prompt"), list(options.image_urls), list(options.video_parts))]
+        messages = _prompt_messages(data, _string(data, "prompt"), options)  # refuses an empty prompt, as for a string line
         if "system" in data:
             messages = with_system(messages, _string(data, "system"))
     else:

@@ -11,6 +11,7 @@ import json
 import os
 from typing import TextIO
 
+from anyfast_cli.errors import UsageError
 from anyfast_cli.files import write_atomic_lines
 
 
@@ -34,8 +35,13 @@ def keep_answered(path: str, wanted_ids: set) -> set:
         handle = open(path, "rb")
     except FileNotFoundError:
         return kept
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     with handle:
-        write_atomic_lines(path, answered_lines(handle))
+        try:
+            write_atomic_lines(path, answered_lines(handle))
+        except OSError as exc:
+            raise UsageError(f"cannot rewrite {path}: {exc.strerror or exc}") from None
     return kept
 
 
@@ -47,7 +53,10 @@ class ResultSink:
         self._fd = None
         if path is not None:
             flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-            self._fd = os.open(path, flags, 0o666)
+            try:
+                self._fd = os.open(path, flags, 0o666)
+            except OSError as exc:  # before anything is sent: a usage error, not a crash
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def write(self, result: dict) -> None:
         line = json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n"

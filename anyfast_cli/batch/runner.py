@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from anyfast_cli import __version__
 from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import Limiter
 from anyfast_cli.errors import ApiAuthError, NetworkError, error_from_response, error_in_body
-from anyfast_cli.request import endpoint_url, estimate_tokens
+from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
 from anyfast_cli.retry import backoff_delay, is_retryable_status, parse_retry_after, should_retry
 
 CONNECT_TIMEOUT = 10.0
@@ -73,7 +72,7 @@ class BatchRunner:
         concurrency = self.config.concurrency
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self.config.timeout or READ_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-        headers = {"Authorization": f"Bearer {self.config.api_key}", "Content-Type": "application/json", "User-Agent": f"anyfast/{__version__}"}
+        headers = {**auth_headers(self.config.api_key), "Content-Type": "application/json"}
         queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
         output = _Reorderer(self._emit, concurrency * REORDER_WINDOW_PER_WORKER) if self.config.ordered else None
 
@@ -149,6 +148,9 @@ class BatchRunner:
         except ValueError:
             error = {"code": "invalid_response", "message": "the server's answer is not JSON"}
             return Outcome(record, result_line(record.id, status=200, request_id=request_id, body=None, error=error), ok=False)
+        if not isinstance(body, dict):  # `null`, a list, …: not an answer (and body.get below would crash the batch)
+            error = {"code": "invalid_response", "message": "the server's answer is not a JSON object"}
+            return Outcome(record, result_line(record.id, status=200, request_id=request_id, body=body, error=error), ok=False)
         problem = error_in_body(body)
         if problem is not None:
             error = {"code": problem.code or "error", "message": problem.message}

@@ -113,7 +113,16 @@ def input_lines(path: str | None, streams: Streams) -> Iterator[Callable[[], Ite
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     with handle:
-        yield lambda: _lines_of(handle)
+        if handle.seekable():
+            yield lambda: _lines_of(handle)
+            return
+        # a pipe such as <(jq …) or /dev/stdin can be read only once: spool it like stdin
+        with tempfile.TemporaryFile() as spool:
+            try:
+                shutil.copyfileobj(handle, spool)
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+            yield lambda: _lines_of(spool)
 
 
 def _lines_of(handle) -> Iterator[bytes]:

@@ -1,0 +1,72 @@
+"""Imports point toward purer modules, and heavy libraries stay where they belong."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "anyfast_cli"
+
+# module prefix -> the files (relative to the package; "dir/" for a whole folder) that may import it
+ALLOWED = {
+    "typer": {"cli.py"},
+    "click": set(),  # Typer vendors it; it is not even installed
+    "httpx": {"client.py", "batch/"},
+    "aiohttp": {"client.py", "batch/"},  # the batch transport, chosen by measurement
+    "yaml": {"inputs.py", "settings.py"},
+    "anyfast_cli.cli": {"__main__.py"},
+    "anyfast_cli.commands": {"cli.py", "commands/"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports inside functions count)."""
+    package = ".".join(("anyfast_cli", *path.relative_to(PACKAGE).parent.parts))
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, [base, node.module]))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return names
+
+
+def allowed(relative: str, places: set[str]) -> bool:
+    return any(relative == p or (p.endswith("/") and relative.startswith(p)) for p in places)
+
+
+FILES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_stay_where_they_belong(path):
+    relative = path.relative_to(PACKAGE).as_posix()
+    for module in imported_modules(path):
+        for prefix, places in ALLOWED.items():
+            if (module == prefix or module.startswith(prefix + ".")) and not allowed(relative, places):
+                pytest.fail(f"{relative} imports {module}; only {sorted(places) or 'nothing'} may")
+
+
+def test_errors_imports_nothing_from_the_package():
+    assert not {m for m in imported_modules(PACKAGE / "errors.py") if m.startswith("anyfast_cli")}
+
+
+def test_output_never_imports_the_client():
+    assert not {m for m in imported_modules(PACKAGE / "output.py") if m.startswith(("anyfast_cli.client", "httpx"))}
+
+
+def test_importing_the_cli_loads_no_heavy_library():
+    code = "import json, sys, anyfast_cli.cli; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    modules = set(json.loads(done.stdout))
+    loaded = modules | {name.split(".")[0] for name in modules}
+    assert "typer" in loaded  # the check itself works
+    assert loaded.isdisjoint({"httpx", "httpcore", "aiohttp", "yaml", "rich", "asyncio", "anyfast_cli.client"})
