@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
 from anyfast_cli.request import image_part
+from anyfast_cli.settings import load_yaml
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 SHORTHAND_ROLES = ("user", "assistant", "system")
@@ -61,15 +62,7 @@ def load_structured(text: str, source: str):
             return json.loads(text)
         except ValueError:
             pass  # maybe YAML flow style; let YAML judge
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{where}: invalid YAML or JSON: {problem}") from None
+    return load_yaml(text, source, "YAML or JSON")
 
 
 def parse_conversation(text: str, source: str) -> Conversation:

@@ -75,15 +75,7 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, bool]:
 
 def parse_config(text: str, path: str) -> dict:
     """The config file's mapping, checked for shape; errors name the file and line."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{where}: invalid YAML: {problem}") from None
+    data = load_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -94,6 +86,19 @@ def parse_config(text: str, path: str) -> dict:
     if "profile" in data and not isinstance(data["profile"], str):
         raise UsageError(f"{path}: 'profile' must be a profile name")
     return data
+
+
+def load_yaml(text: str, source: str, kind: str = "YAML"):
+    """Parse YAML; a syntax error becomes a UsageError naming `source` and the line."""
+    import yaml  # loaded only when there is YAML to read
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{where}: invalid {kind}: {problem}") from None
 
 
 def config_holds_key(config: Mapping) -> bool:

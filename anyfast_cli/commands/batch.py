@@ -96,37 +96,40 @@ def report_invalid(scan, streams: Streams) -> None:
 
 @contextmanager
 def input_lines(path: str | None, streams: Streams) -> Iterator[Callable[[], Iterator[bytes]]]:
-    """A function giving a fresh pass over the input's lines; stdin is spooled to a
-    temporary file first, because the input is read twice (validate, then run)."""
+    """A function giving a fresh pass over the input's lines (it is read twice:
+    validated whole, then run)."""
     if path in (None, "-"):
         if streams.stdin is None or streams.stdin_isatty:
             raise UsageError("batch reads JSONL from a file or from piped standard input", hint="anyfast batch prompts.jsonl")
-        with tempfile.TemporaryFile() as spool:
-            try:
-                shutil.copyfileobj(streams.stdin, spool)
-            except (OSError, ValueError):
-                pass  # a closed stdin is an empty input
-            yield lambda: _lines_of(spool)
+        with _rereadable(streams.stdin, "standard input") as lines:
+            yield lines
         return
     try:
         handle = open(path, "rb")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        if handle.seekable():
-            yield lambda: _lines_of(handle)
-            return
-        # a pipe such as <(jq …) or /dev/stdin can be read only once: spool it like stdin
-        with tempfile.TemporaryFile() as spool:
-            try:
-                shutil.copyfileobj(handle, spool)
-            except OSError as exc:
-                raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-            yield lambda: _lines_of(spool)
+    with handle, _rereadable(handle, path) as lines:
+        yield lines
 
 
-def _lines_of(handle) -> Iterator[bytes]:
-    handle.seek(0)
+@contextmanager
+def _rereadable(handle, name: str) -> Iterator[Callable[[], Iterator[bytes]]]:
+    """Passes over a seekable file from where it stands now; a pipe (stdin, <(jq …))
+    can be read only once, so it is spooled to a temporary file first."""
+    if handle.seekable():
+        origin = handle.tell()
+        yield lambda: _lines_from(handle, origin)
+        return
+    with tempfile.TemporaryFile() as spool:
+        try:
+            shutil.copyfileobj(handle, spool)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+        yield lambda: _lines_from(spool, 0)
+
+
+def _lines_from(handle, origin: int) -> Iterator[bytes]:
+    handle.seek(origin)
     yield from handle
 
 
