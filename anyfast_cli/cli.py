@@ -340,6 +340,7 @@ def batch(
 config_app = typer.Typer(
     name="config",
     help="Show which config file and settings are in force.",
+    epilog="\b\nExamples:\n  anyfast config path\n  anyfast config show\n  anyfast config show --profile local --json",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings=CONTEXT,
