@@ -247,7 +247,7 @@ Examples:
 
 \b
 In a session: /save FILE, /reset, /system TEXT, /help, /exit (or Ctrl-D);
-Ctrl-C stops a reply, or leaves at an empty prompt.
+Ctrl-C stops a reply, or leaves at an empty prompt; --save FILE saves after every reply.
 
 \b
 A conversation file is a list of messages, or a mapping:
