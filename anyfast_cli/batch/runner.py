@@ -23,7 +23,7 @@ from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import Limiter
 from anyfast_cli.errors import ApiAuthError, NetworkError, error_from_response, error_in_body
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
-from anyfast_cli.retry import backoff_delay, is_retryable_status, parse_retry_after, should_retry
+from anyfast_cli.retry import MAX_RETRY_AFTER, backoff_delay, is_retryable_status, parse_retry_after, should_retry
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
@@ -132,8 +132,8 @@ class BatchRunner:
             if isinstance(error, ApiAuthError):
                 raise error  # every other record would fail the same way
             retry_after = parse_retry_after(headers, time.time())
-            if status == 429 and retry_after is not None:
-                self.limiter.pause_for(retry_after)
+            if status == 429 and retry_after is not None and retry_after <= MAX_RETRY_AFTER:
+                self.limiter.pause_for(retry_after)  # a longer wait is not honoured: the record fails instead
             if is_retryable_status(status) and should_retry(attempt, self.config.retries, retry_after):
                 await self._sleep(backoff_delay(attempt, retry_after, self._rng))
                 attempt += 1
@@ -143,20 +143,22 @@ class BatchRunner:
             return Outcome(record, line, ok=False)
 
     def _answer(self, record: Record, content: bytes, request_id: str | None) -> Outcome:
+        body, problem = None, None
         try:
             body = json.loads(content)
         except ValueError:
-            error = {"code": "invalid_response", "message": "the server's answer is not JSON"}
-            return Outcome(record, result_line(record.id, status=200, request_id=request_id, body=None, error=error), ok=False)
-        if not isinstance(body, dict):  # `null`, a list, …: not an answer (and body.get below would crash the batch)
-            error = {"code": "invalid_response", "message": "the server's answer is not a JSON object"}
-            return Outcome(record, result_line(record.id, status=200, request_id=request_id, body=body, error=error), ok=False)
-        problem = error_in_body(body)
+            problem = ("invalid_response", "the server's answer is not JSON")
+        else:
+            error = error_in_body(body)
+            if error is not None:
+                problem = (error.code or "error", error.message)
+            elif not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+                problem = ("invalid_response", "the server's answer is not a chat completion")
         if problem is not None:
-            error = {"code": problem.code or "error", "message": problem.message}
+            error = {"code": problem[0], "message": problem[1]}
             return Outcome(record, result_line(record.id, status=200, request_id=request_id, body=body, error=error), ok=False)
         self._answered += 1
-        tokens = ((body.get("usage") or {}).get("total_tokens") or 0) if isinstance(body, dict) else 0
+        tokens = (body.get("usage") or {}).get("total_tokens") or 0
         line = result_line(record.id, status=200, request_id=request_id or body.get("id"), body=body, error=None)
         return Outcome(record, line, ok=True, tokens=tokens)
 

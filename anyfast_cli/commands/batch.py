@@ -16,7 +16,6 @@ from anyfast_cli.batch.jobs import JobOptions, batch_input_line, check_template,
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
 from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
-from anyfast_cli.output import render_json
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags
 from anyfast_cli.streams import Streams
@@ -56,9 +55,7 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         if scan.error_count:
             report_invalid(scan, streams)
         if flags.dry_run:
-            for record in iter_records(lines(), options, shard):
-                streams.stdout.write(render_json(batch_input_line(record)) + "\n")
-            streams.stdout.flush()
+            write_lines(flags.output, streams, (batch_input_line(r) for r in iter_records(lines(), options, shard)))
             return ExitCode.OK
         api_key = resolve_api_key(settings.key, streams.env)
         answered = set()
@@ -70,6 +67,17 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         del scan  # its id set is no longer needed; `answered` keeps only what resume skips
         send_all(iter_records(lines(), options, shard, skip=answered), flags, settings, api_key, tally, streams)
     return ExitCode.OK if tally.failed == 0 else ExitCode.BATCH_PARTIAL
+
+
+def write_lines(path: str | None, streams: Streams, objects) -> None:
+    from anyfast_cli.batch.journal import ResultSink
+
+    sink = ResultSink(path, streams.stdout, append=False)
+    try:
+        for obj in objects:
+            sink.write(obj)
+    finally:
+        sink.close()
 
 
 def check_flags(flags: BatchFlags) -> None:
