@@ -1,4 +1,4 @@
-"""The only module that imports httpx (besides batch): send, stream, and the retry loop.
+"""The only module that imports httpx: send, stream, and the retry loop of complete/chat.
 
 Retries follow retry.py; they happen only before the first chunk has been handed
 to the caller, so nothing is ever printed twice.
@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 
-from anyfast_cli.errors import ApiError, NetworkError, StreamError, error_from_response, error_in_body
+from anyfast_cli.errors import ApiError, NetworkError, StreamError, answer_problem, error_from_response
 from anyfast_cli.request import auth_headers, endpoint_url
-from anyfast_cli.retry import backoff_delay, is_retryable_status, parse_retry_after, should_retry
+from anyfast_cli.retry import MAX_RETRY_AFTER, next_delay, parse_retry_after
 from anyfast_cli.sse import iter_events
 
 CONNECT_TIMEOUT = 10.0  # a gateway that does not accept a connection in this long is down
@@ -94,14 +94,7 @@ class ApiClient:
                 error = error_from_response(response.status_code, response.content, response.reason_phrase)
                 attempt = self._retry_or_raise(attempt, error, response.status_code, response.headers)
                 continue
-            try:
-                data = response.json()
-            except ValueError:
-                raise ApiError("the server's answer is not JSON", status=response.status_code) from None
-            error = error_in_body(data)
-            if error:
-                raise error
-            return data
+            return _answer_of(response)
 
     def stream(self, body: dict) -> Iterator[dict]:
         """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
@@ -148,13 +141,7 @@ class ApiClient:
 
     def _whole_response_as_chunk(self, response: httpx.Response) -> dict:
         response.read()
-        try:
-            data = response.json()
-        except ValueError:
-            raise ApiError("the server's answer is not JSON", status=response.status_code) from None
-        error = error_in_body(data)
-        if error:
-            raise error
+        data = _answer_of(response)
         choices = [
             {"index": c.get("index", 0), "delta": c.get("message", {}), "finish_reason": c.get("finish_reason")}
             for c in data.get("choices") or []
@@ -163,13 +150,14 @@ class ApiClient:
 
     def _retry_or_raise(self, attempt: int, failure: Exception, status: int | None, headers: Mapping | None) -> int:
         """Sleep and return the next attempt number, or raise the failure as the user should see it."""
-        retryable = status is None or is_retryable_status(status)
-        retry_after = parse_retry_after(headers, self._clock()) if headers is not None else None
-        if not retryable or not should_retry(attempt, self.retries, retry_after):
-            if isinstance(failure, ApiError):
-                raise failure
-            raise NetworkError(describe_transport_error(failure, self.url), hint="check the network and the base URL") from None
-        delay = backoff_delay(attempt, retry_after, self._rng)
+        delay = next_delay(attempt, self.retries, self._rng, status=status, headers=headers, now=self._clock())
+        if delay is None:
+            if not isinstance(failure, ApiError):
+                raise NetworkError(describe_transport_error(failure, self.url), hint="check the network and the base URL") from None
+            retry_after = parse_retry_after(headers, self._clock()) if headers is not None else None
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                failure.message += f" (the server asks to wait {retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
+            raise failure
         reason = f"HTTP {status}" if status else type(failure).__name__
         self._log(f"retry {attempt + 1} of {self.retries} in {delay:.2f} s after {reason}")
         self._sleep(delay)
@@ -186,19 +174,31 @@ class ApiClient:
         self._log(f"{response.status_code} {response.reason_phrase} in {elapsed:.3f} s, request id {request_id}")
 
 
+def _answer_of(response: httpx.Response) -> dict:
+    """A whole 200 response's object; an error object or a malformed answer raises."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise ApiError("the server's answer is not JSON", status=response.status_code) from None
+    problem = answer_problem(data)
+    if problem:
+        raise problem
+    return data
+
+
 def _chunk_from_event(data: str, yielded: bool) -> dict | None:
-    """A chunk object, None for [DONE]; an error event raises."""
+    """A chunk object, None for [DONE]; an error event or a malformed one raises."""
     if data == "[DONE]":
         return None
     try:
         chunk = json.loads(data)
     except ValueError:
         raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
-    error = error_in_body(chunk)
-    if error:
+    problem = answer_problem(chunk, chunk=True)
+    if problem:
         if yielded:
-            raise StreamError(error.message)
-        raise error
+            raise StreamError(problem.message)
+        raise problem
     return chunk
 
 

@@ -92,6 +92,20 @@ def api_error_for_status(status: int, message: str, **kwargs) -> ApiError:
     return ApiError(message, status=status, **kwargs)
 
 
+MESSAGE_LIMIT = 300  # characters of a server's message shown in the one error line
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A server's message as one line of bounded length (§5: each error is one line)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """The key is never printed, even when a server echoes it back."""
+    return text.replace(secret, "***") if secret else text
+
+
 def error_from_response(status: int, content: bytes, reason: str = "") -> ApiError:
     """The server's own message when the body is an OpenAI-style error object."""
     message, code, body = None, None, None
@@ -106,9 +120,9 @@ def error_from_response(status: int, content: bytes, reason: str = "") -> ApiErr
         elif isinstance(body, dict) and isinstance(body.get("message"), str):
             message = body["message"]
     except ValueError:
-        text = content.decode("utf-8", "replace").strip()
-        message = " ".join(text.split())[:200] or None
+        message = content.decode("utf-8", "replace")
     summary = f"HTTP {status}" + (f" {reason}" if reason else "")
+    message = one_line(message) if message else ""
     text = f"{summary}: {message}" if message else summary
     return api_error_for_status(status, text, code=str(code) if code is not None else None, hint=_hint(status), body=body)
 
@@ -117,9 +131,26 @@ def error_in_body(data) -> ApiError | None:
     """An `{"error": …}` object in a 200 response or stream event."""
     if isinstance(data, dict) and data.get("error") and not data.get("choices"):
         error = data["error"]
-        message = error.get("message") if isinstance(error, dict) else str(error)
+        message = error.get("message") if isinstance(error, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        return ApiError(f"the server reported an error: {message or error}", code=code, body=data)
+        return ApiError(f"the server reported an error: {one_line(message or json.dumps(error))}", code=code, body=data)
+    return None
+
+
+def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
+    """Why a 200 body (or, with chunk=True, a stream event) is not a usable answer:
+    an error object, or not the shape of a chat completion."""
+    error = error_in_body(data)
+    if error is not None:
+        return error
+    part = "delta" if chunk else "message"
+    choices = data.get("choices", [] if chunk else None) if isinstance(data, dict) else None
+    if (
+        not isinstance(choices, list)
+        or not all(isinstance(c, dict) and isinstance(c.get(part) or {}, dict) for c in choices)
+    ):
+        what = "stream event" if chunk else "answer"
+        return ApiError(f"the server's {what} is not a chat completion", code="invalid_response", body=data)
     return None
 
 

@@ -55,6 +55,20 @@ def backoff_delay(attempt: int, retry_after: float | None, rng: random.Random) -
     return base * (1 - JITTER * rng.random())
 
 
+def next_delay(
+    attempt: int, max_retries: int, rng: random.Random, *,
+    status: int | None = None, headers: Mapping[str, str] | None = None, now: float = 0.0,
+) -> float | None:
+    """Seconds to wait before retrying a failed attempt (0-based), or None when the
+    failure is final. `status` None means a network failure."""
+    if status is not None and not is_retryable_status(status):
+        return None
+    retry_after = parse_retry_after(headers, now) if headers is not None else None
+    if not should_retry(attempt, max_retries, retry_after):
+        return None
+    return backoff_delay(attempt, retry_after, rng)
+
+
 def should_retry(attempt: int, max_retries: int, retry_after: float | None) -> bool:
     """Retry while attempts remain, unless the server asked for an absurd wait."""
     if attempt >= max_retries:

@@ -21,9 +21,9 @@ import aiohttp
 
 from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import Limiter
-from anyfast_cli.errors import ApiAuthError, NetworkError, error_from_response, error_in_body
+from anyfast_cli.errors import ApiAuthError, ApiError, NetworkError, answer_problem, error_from_response
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
-from anyfast_cli.retry import MAX_RETRY_AFTER, backoff_delay, is_retryable_status, parse_retry_after, should_retry
+from anyfast_cli.retry import MAX_RETRY_AFTER, next_delay, parse_retry_after
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
@@ -112,10 +112,11 @@ class BatchRunner:
             try:
                 async with session.post(self._url, data=payload) as response:
                     content = await response.read()
-                    status, headers = response.status, response.headers
+                    status, headers, reason = response.status, response.headers, response.reason or ""
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if should_retry(attempt, self.config.retries, None):
-                    await self._sleep(backoff_delay(attempt, None, self._rng))
+                delay = next_delay(attempt, self.config.retries, self._rng)
+                if delay is not None:
+                    await self._sleep(delay)
                     attempt += 1
                     continue
                 message = _describe_network_error(exc)
@@ -123,40 +124,45 @@ class BatchRunner:
                     # Nothing has worked yet: the gateway is unreachable, and every record would wait out its retries.
                     raise NetworkError(message, hint="check the network and the base URL") from None
                 code = "timeout" if isinstance(exc, asyncio.TimeoutError) else "network_error"
-                return Outcome(record, result_line(record.id, status=None, request_id=None, body=None, error={"code": code, "message": message}), ok=False)
+                return self._failed(record, status=None, request_id=None, body=None, error={"code": code, "message": message})
 
             request_id = headers.get("x-request-id")
             if status == 200:
                 return self._answer(record, content, request_id)
-            error = error_from_response(status, content, response.reason or "")
+            error = error_from_response(status, content, reason)
             if isinstance(error, ApiAuthError):
                 raise error  # every other record would fail the same way
-            retry_after = parse_retry_after(headers, time.time())
+            now = time.time()
+            retry_after = parse_retry_after(headers, now)
             if status == 429 and retry_after is not None and retry_after <= MAX_RETRY_AFTER:
                 self.limiter.pause_for(retry_after)  # a longer wait is not honoured: the record fails instead
-            if is_retryable_status(status) and should_retry(attempt, self.config.retries, retry_after):
-                await self._sleep(backoff_delay(attempt, retry_after, self._rng))
+            delay = next_delay(attempt, self.config.retries, self._rng, status=status, headers=headers, now=now)
+            if delay is not None:
+                await self._sleep(delay)
                 attempt += 1
                 continue
-            line = result_line(record.id, status=status, request_id=request_id, body=error.body,
-                               error={"code": error.code or f"http_{status}", "message": error.message})
-            return Outcome(record, line, ok=False)
+            return self._failed(record, status=status, request_id=request_id, body=error.body,
+                                error={"code": error.code or f"http_{status}", "message": error.message})
+
+    def _failed(self, record: Record, **result) -> Outcome:
+        """A failed record's line, with the key masked should the server have echoed it."""
+        line = result_line(record.id, **result)
+        secret = json.dumps(self.config.api_key.strip())[1:-1]  # as it appears inside JSON text
+        text = json.dumps(line, ensure_ascii=False)
+        if secret and secret in text:
+            line = json.loads(text.replace(secret, "***"))
+        return Outcome(record, line, ok=False)
 
     def _answer(self, record: Record, content: bytes, request_id: str | None) -> Outcome:
-        body, problem = None, None
         try:
             body = json.loads(content)
         except ValueError:
-            problem = ("invalid_response", "the server's answer is not JSON")
+            body, problem = None, ApiError("the server's answer is not JSON", code="invalid_response")
         else:
-            error = error_in_body(body)
-            if error is not None:
-                problem = (error.code or "error", error.message)
-            elif not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-                problem = ("invalid_response", "the server's answer is not a chat completion")
+            problem = answer_problem(body)
         if problem is not None:
-            error = {"code": problem[0], "message": problem[1]}
-            return Outcome(record, result_line(record.id, status=200, request_id=request_id, body=body, error=error), ok=False)
+            error = {"code": problem.code or "error", "message": problem.message}
+            return self._failed(record, status=200, request_id=request_id, body=body, error=error)
         self._answered += 1
         tokens = (body.get("usage") or {}).get("total_tokens") or 0
         line = result_line(record.id, status=200, request_id=request_id or body.get("id"), body=body, error=None)

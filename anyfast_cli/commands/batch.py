@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from anyfast_cli.attachments import load_media, load_video_parts
 from anyfast_cli.batch.jobs import JobOptions, batch_input_line, check_template, iter_records, parse_shard, scan_input
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
-from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
+from anyfast_cli.commands.common import body_fields, key_redacted, load_settings, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags
@@ -163,7 +163,8 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
     runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit)
     interrupted = False
     try:
-        asyncio.run(runner.run(records))
+        with key_redacted(api_key):
+            asyncio.run(runner.run(records))
     except KeyboardInterrupt:
         interrupted = True
         raise

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from anyfast_cli.errors import AuthError, UsageError
+from anyfast_cli.errors import AnyfastError, AuthError, UsageError, redact
 from anyfast_cli.inputs import parse_param
 from anyfast_cli.output import Reply, TextPrinter, print_json, print_usage, render_json
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
@@ -68,7 +69,10 @@ def resolve_api_key(source: KeySource | None, env) -> str:
             raise AuthError(f"no API key: the config's api_key_env names {source.value}, which is not set", hint=hint)
         return env[source.value]
     try:
-        done = subprocess.run(source.value, shell=True, capture_output=True, text=True, timeout=KEY_COMMAND_TIMEOUT)
+        # stdin is not the command's: in `while read q; do anyfast complete -n …` it is the loop's file.
+        done = subprocess.run(
+            source.value, shell=True, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=KEY_COMMAND_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         raise AuthError(f"api_key_command took longer than {KEY_COMMAND_TIMEOUT} s") from None
     key = done.stdout.strip().splitlines()[0].strip() if done.stdout.strip() else ""
@@ -76,6 +80,16 @@ def resolve_api_key(source: KeySource | None, env) -> str:
         detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise AuthError(f"api_key_command gave no key: {detail}", hint=hint)
     return key
+
+
+@contextmanager
+def key_redacted(api_key: str):
+    """Mask the key in any error on its way out, should a server have echoed it."""
+    try:
+        yield
+    except AnyfastError as exc:
+        exc.message = redact(exc.message, api_key.strip())
+        raise
 
 
 def body_fields(settings: Settings, request: RequestFlags, file_params: dict | None = None) -> dict:
@@ -104,7 +118,7 @@ def exchange(
         log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
     reply = reply if reply is not None else Reply()
     printer = TextPrinter(streams.stdout, streams.stderr, reply, show_reasoning=out.reasoning, dim=streams.stderr_color)
-    with ApiClient(
+    with key_redacted(api_key), ApiClient(
         base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries, transport=transport, log=log
     ) as client:
         if out.streaming:
