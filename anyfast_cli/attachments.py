@@ -21,6 +21,8 @@ def load_video_parts(refs, fps: float | None, base_dir: str | None = None) -> li
     """`video_url` content parts for --video (Doubao models), with --fps when given."""
     from anyfast_cli.request import video_part
 
+    if fps is not None and not refs:
+        raise UsageError("--fps applies to --video, and no video was given")
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps must be a positive number of frames a second, got {fps}")
     return [video_part(load_media(ref, "video", base_dir), fps) for ref in refs]

@@ -32,9 +32,9 @@ SETTING_OPTIONS = [
     _option("base_url", Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].")]),
     _option("model", Annotated[Optional[str], typer.Option("-m", "--model", metavar="NAME", help="Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].")]),
     _option("profile", Annotated[Optional[str], typer.Option("--profile", metavar="NAME", help="Config profile [env ANYFAST_PROFILE].")]),
-    _option("config", Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="Config file [env ANYFAST_CONFIG; default ~/.config/anyfast/config.yaml].")]),
-    _option("timeout", Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Request timeout in seconds [default 600].")]),
-    _option("retries", Annotated[Optional[int], typer.Option("--retries", metavar="N", help="Retries for 408/409/429/5xx and network failures.")]),
+    _option("config", Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].")]),
+    _option("timeout", Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the server to connect or send more [default 600; connect 10].")]),
+    _option("retries", Annotated[Optional[int], typer.Option("--retries", metavar="N", help="Retries for 408/409/429/5xx and network failures [default 2; batch 5].")]),
 ]
 
 REQUEST_OPTIONS = [
@@ -131,7 +131,8 @@ def guarded(run):
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
     except Exception as exc:  # a bug: still one line, the traceback only on request
-        _report(f"internal error: {type(exc).__name__}: {exc}", "set ANYFAST_DEBUG=1 to see the traceback", debug_enabled(streams.env))
+        debug = debug_enabled(streams.env)
+        _report(f"internal error: {type(exc).__name__}: {exc}", None if debug else "set ANYFAST_DEBUG=1 to see the traceback", debug)
         code = ExitCode.API
     raise typer.Exit(int(code))
 
@@ -195,7 +196,12 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"anyfast {__version__}\n")
+        try:
+            sys.stdout.write(f"anyfast {__version__}\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(141) from None
         raise typer.Exit()
 
 
@@ -377,5 +383,23 @@ def config_show(
     guarded(run)
 
 
+class _ClosedStdout:
+    """Stands in for a closed stdout (`>&-`): the first write ends the program as a
+    closed pipe does (141), instead of crashing on None."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "standard output is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def main() -> None:
+    if sys.stderr is None:  # `2>&-`: errors have nowhere to go, but exit codes still tell
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
     app()

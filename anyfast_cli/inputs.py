@@ -19,13 +19,14 @@ SHORTHAND_ROLES = ("user", "assistant", "system")
 
 def build_prompt(args: list[str], stdin_text: str | None) -> str:
     """The arguments joined by spaces, then stdin after a blank line; `-` is stdin alone."""
-    piped = stdin_text.rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
-    if args == ["-"]:
+    piped = stdin_text.removeprefix("\ufeff").rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
+    if "-" in args:
+        if args != ["-"]:
+            raise UsageError("'-' means standard input alone; give it without other words", hint="echo text | anyfast complete 'instruction'")
         prompt = piped
     else:
-        words = [piped if a == "-" else a for a in args]
-        prompt = " ".join(words)
-        if piped and "-" not in args:
+        prompt = " ".join(args)
+        if piped:
             prompt = f"{prompt}\n\n{piped}" if prompt else piped
     if not prompt.strip():
         raise UsageError("no prompt: give it as arguments or on standard input", hint="try: echo 'hi' | anyfast complete")
@@ -107,8 +108,7 @@ def parse_message(item, source: str, number: int) -> dict:
         if len(shorthand) != 1:
             raise UsageError(f"{where}: needs 'role' and 'content', or one of user:/assistant:/system:")
         role = shorthand[0]
-        message["role"] = role
-        message["content"] = message.pop(role)
+        message = {"role": role, "content": message.pop(role), **message}  # role first, as --save writes it
     if message["role"] not in ROLES:
         raise UsageError(f"{where}: unknown role {message['role']!r} (expected {', '.join(ROLES)})")
     content = message.get("content")
@@ -155,10 +155,8 @@ def to_api_message(message: dict, image_urls: list[str], video_parts: list[dict]
     return api
 
 
-def render_conversation(conversation: Conversation) -> str:
-    """The YAML form `chat -f` reads and `--save` writes."""
-    import yaml
-
+def render_conversation(conversation: Conversation, *, as_json: bool = False) -> str:
+    """The form `chat -f` reads and `--save` writes: YAML, or JSON for a .json file."""
     data: dict = {}
     if conversation.model:
         data["model"] = conversation.model
@@ -166,5 +164,9 @@ def render_conversation(conversation: Conversation) -> str:
         data["system"] = conversation.system
     if conversation.params:
         data["params"] = conversation.params
-    data["messages"] = conversation.messages
+    data["messages"] = [{"role": m["role"], **m} for m in conversation.messages]  # role first
+    if as_json:
+        return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    import yaml
+
     return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)

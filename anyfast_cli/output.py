@@ -12,6 +12,16 @@ from typing import TextIO
 
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
+PIECE = 16384  # write big texts in pieces: a reader that has gone is then always noticed
+
+
+def write_flushed(out: TextIO, text: str) -> None:
+    """Write and flush. One huge write into a pipe whose reader has left can end
+    without an error (the partial write is dropped); piece by piece, it raises
+    BrokenPipeError, which the CLI turns into exit 141."""
+    for start in range(0, len(text), PIECE):
+        out.write(text[start : start + PIECE])
+        out.flush()
 
 
 def render_json(obj, *, pretty: bool = False) -> str:
@@ -27,7 +37,7 @@ def print_json(obj, out: TextIO, *, terminal: bool, color: bool) -> None:
 
         Console(file=out, force_terminal=True, highlight=False, soft_wrap=True).print_json(render_json(obj))
     else:
-        out.write(render_json(obj, pretty=terminal) + "\n")
+        write_flushed(out, render_json(obj, pretty=terminal) + "\n")
     out.flush()
 
 
@@ -98,8 +108,7 @@ class TextPrinter:
             return
         self.end_reasoning()  # the reasoning block ends before the answer starts
         self.reply.content_parts.append(text)
-        self._out.write(text)
-        self._out.flush()
+        write_flushed(self._out, text)
         self._out_ends_line = text.endswith("\n")
 
     def end_reasoning(self) -> None:

@@ -67,6 +67,8 @@ def check_fields(fields: dict, model: str) -> None:
         stop = fields["stop"]
         if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
             raise UsageError(f"stop must be a string or a list of strings, got {stop!r}")
+    if "stream_options" in fields and not isinstance(fields["stream_options"], dict):
+        raise UsageError(f"stream_options must be an object like {{\"include_usage\": true}}, got {fields['stream_options']!r}")
     if "stream" in fields or "messages" in fields or "model" in fields:
         raise UsageError("model, messages and stream are set by anyfast itself; use -m/--model and --stream")
     thinking = fields.get("thinking")

@@ -133,7 +133,7 @@ def resolve_settings(
         return None
 
     model = pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model))
-    base_url = pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL)
+    base_url = _http_url(pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL), origins["base_url"])
     timeout = _positive_number(pick("timeout", flags.timeout, None, None), "timeout")
     retries = _retry_count(pick("retries", flags.retries, None, default_retries))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
@@ -142,7 +142,7 @@ def resolve_settings(
         "flag" if flags.profile else "environment" if env.get(ENV_PROFILE) else "config" if config.get("profile") else "default"
     )
     return Settings(
-        base_url=str(base_url).rstrip("/"),
+        base_url=base_url.rstrip("/"),
         model=str(model),
         timeout=timeout,
         retries=retries,
@@ -178,6 +178,22 @@ def _key_source(flags: SettingFlags, env: Mapping[str, str], profile: Mapping) -
     if profile.get("api_key_command"):
         return KeySource("command", str(profile["api_key_command"]), "profile")
     return None
+
+
+def _http_url(value, origin: str) -> str:
+    """A base URL must be http(s) with a host: anything else is a usage error, not a network one."""
+    from urllib.parse import urlsplit
+
+    url = str(value).strip()
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # raises ValueError for a malformed port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(f"the base URL must look like https://host/v1, got {url!r} (from {origin})")
+    return url
 
 
 def _positive_number(value, name: str) -> float | None:

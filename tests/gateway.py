@@ -173,8 +173,8 @@ class Gateway:
                 keep_alive = await self._respond(request, writer)
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client left, or the server is stopping
         finally:
             try:
                 writer.close()

@@ -57,9 +57,17 @@ def config_file(tmp_path):
 
 def test_config_path_follows_xdg_then_env_then_flag(cli, tmp_path, config_file):
     assert cli("config", "path").stdout == f"{config_file}\n"
-    other = tmp_path / "other.yaml"
+    other, flagged = tmp_path / "other.yaml", tmp_path / "flagged.yaml"
+    other.write_text("")
+    flagged.write_text("")
     assert cli("config", "path", ANYFAST_CONFIG=str(other)).stdout == f"{other}\n"
-    assert cli("config", "path", "--config", "/x/y.yaml", ANYFAST_CONFIG=str(other)).stdout == "/x/y.yaml\n"
+    assert cli("config", "path", "--config", flagged, ANYFAST_CONFIG=str(other)).stdout == f"{flagged}\n"
+
+
+def test_config_path_of_a_named_missing_file_is_an_error(cli, tmp_path):
+    result = cli("config", "path", "--config", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "does not exist" in result.stderr
 
 
 def test_config_path_of_a_missing_file_says_so_on_stderr_only(cli, tmp_path):

@@ -30,7 +30,7 @@ from anyfast_cli.inputs import (
         ([], "piped question\n", "piped question"),
         ([], "line one\r\nline two\r\n", "line one\r\nline two"),
         (["-"], "only stdin\n", "only stdin"),
-        (["translate", "-", "please"], "bonjour\n", "translate bonjour please"),
+        (["-"], "\ufeffwith a byte-order mark\n", "with a byte-order mark"),
         (["hello"], "", "hello"),  # empty stdin adds nothing
         (["hello"], "  \n\n", "hello"),  # blank stdin adds nothing
         (["hello"], None, "hello"),  # closed stdin or a terminal
@@ -39,6 +39,12 @@ from anyfast_cli.inputs import (
 )
 def test_build_prompt(args, stdin, expected):
     assert build_prompt(args, stdin) == expected
+
+
+def test_dash_mixed_with_words_is_a_usage_error():
+    with pytest.raises(UsageError) as raised:
+        build_prompt(["translate", "-", "please"], "bonjour\n")
+    assert "standard input alone" in raised.value.message
 
 
 @pytest.mark.parametrize(

@@ -615,7 +615,7 @@ EXAMPLES = [
          "anyfast batch --resume -o answers.jsonl questions.jsonl"),
         ("Plain-text lines through a template, at most 60 requests a minute:",
          "anyfast batch --lines --template 'Translate into French: {text}' --rpm 60 < lines.txt > french.jsonl"),
-        ("Share a file among four machines; this one takes the first quarter:",
+        ("Share a file among four machines; this one takes records 0, 4, 8, …:",
          "anyfast batch --shard 1/4 -o part-1.jsonl questions.jsonl"),
         ("The answers of the records that succeeded:",
          "jq -r 'select(.error == null) | .response.body.choices[0].message.content' answers.jsonl"),

@@ -78,6 +78,8 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     """One input line -> Record; a RecordError says what is wrong with it."""
     try:
         text = raw.decode("utf-8").rstrip("\r\n")
+        if line_no == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     except UnicodeDecodeError:
         raise RecordError("not valid UTF-8") from None
     if options.plain_lines:
@@ -85,7 +87,7 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise RecordError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise RecordError(f"not valid JSON: {exc.msg}, column {exc.colno}") from None
     if isinstance(data, str):
         return _record(str(line_no), line_no, index, _prompt_messages({"text": data}, data, options), {}, options)
     if not isinstance(data, dict):
@@ -99,13 +101,10 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
         if "system" in data:
             messages = with_system(messages, _string(data, "system"))
     elif "messages" in data:
-        try:
-            messages = parse_messages(data["messages"], "record")
-        except UsageError as exc:
-            raise RecordError(exc.message.removeprefix("record: ")) from None
-        if any("images" in m for m in messages):
-            raise RecordError("'images' is not supported in batch records; use image_url content parts")
+        messages = _messages(data["messages"])
     elif "prompt" in data:
+        if "images" in data:
+            raise RecordError("'images' is not supported in batch records; use image_url content parts")
         messages = _prompt_messages(data, _string(data, "prompt"), options)  # refuses an empty prompt, as for a string line
         if "system" in data:
             messages = with_system(messages, _string(data, "system"))
@@ -121,7 +120,18 @@ def _openai_batch_record(data: dict, record_id: str, line_no: int, index: int, o
     if data.get("method", "POST") != "POST" or not str(data.get("url", BATCH_URL)).endswith("/chat/completions"):
         raise RecordError("only POST /v1/chat/completions lines are supported")
     overrides = {k: v for k, v in body.items() if k not in ("messages", "stream", "stream_options")}
-    return _record(record_id, line_no, index, body["messages"], overrides, options)
+    return _record(record_id, line_no, index, _messages(body["messages"]), overrides, options)
+
+
+def _messages(items) -> list[dict]:
+    """A record's messages, checked as a conversation file's are (local attachments excepted)."""
+    try:
+        messages = parse_messages(items, "record")
+    except UsageError as exc:
+        raise RecordError(exc.message.removeprefix("record: ")) from None
+    if any("images" in m or "videos" in m for m in messages):
+        raise RecordError("'images' is not supported in batch records; use image_url content parts")
+    return messages
 
 
 def _record(record_id: str, line_no: int, index: int, messages: list, overrides: dict, options: JobOptions) -> Record:

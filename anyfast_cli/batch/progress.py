@@ -38,34 +38,56 @@ def render_summary(tally: Tally, elapsed: float, *, interrupted: bool = False) -
     return text + f"; {tally.tokens:,} tokens, {elapsed:.1f} s, {rate:.1f} requests/s"
 
 
+def render_progress(tally: Tally, now: float) -> str:
+    elapsed = max(now - tally.started, 1e-9)
+    return f"{tally.done:,}/{tally.total:,} done, {tally.ok:,} ok, {tally.failed:,} failed, {tally.done / elapsed:.1f} req/s, {tally.tokens:,} tokens"
+
+
 class ProgressBar:
-    """A rich progress bar on stderr; a do-nothing stand-in when it is off."""
+    """Progress on stderr when it is a terminal: a rich bar where colour is allowed,
+    else one plain line redrawn with a carriage return (NO_COLOR and TERM=dumb
+    forbid escape sequences, the bar's cursor controls included)."""
+
+    PLAIN_INTERVAL = 0.2  # seconds between redraws of the plain line
 
     def __init__(self, tally: Tally, err: TextIO, *, enabled: bool, color: bool) -> None:
         self._tally = tally
+        self._err = err
+        self._enabled = enabled
         self._progress = None
-        if not enabled:
+        self._plain_width = 0
+        self._plain_drawn = 0.0
+        if not enabled or not color:
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        console = Console(file=err, no_color=not color, highlight=False)
         self._progress = Progress(
             BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
-            console=console, transient=False, refresh_per_second=5,
+            console=Console(file=err, highlight=False), transient=False, refresh_per_second=5,
         )
         self._task = self._progress.add_task("batch", total=tally.total, detail="")
         self._progress.start()
 
-    def update(self) -> None:
-        if self._progress is None:
+    def update(self, *, force: bool = False) -> None:
+        if not self._enabled:
             return
-        tally = self._tally
-        elapsed = max(time.monotonic() - tally.started, 1e-9)
-        detail = f"{tally.ok:,} ok {tally.failed:,} failed {tally.done / elapsed:.1f} req/s {tally.tokens:,} tok"
-        self._progress.update(self._task, completed=tally.done, detail=detail)
+        now = time.monotonic()
+        if self._progress is not None:
+            detail = render_progress(self._tally, now).split(" done, ", 1)[1]
+            self._progress.update(self._task, completed=self._tally.done, detail=detail)
+        elif force or now - self._plain_drawn >= self.PLAIN_INTERVAL:
+            line = render_progress(self._tally, now)
+            self._err.write("\r" + line.ljust(self._plain_width))
+            self._err.flush()
+            self._plain_width, self._plain_drawn = len(line), now
 
     def close(self) -> None:
+        if not self._enabled:
+            return
+        self.update(force=True)
         if self._progress is not None:
-            self.update()
             self._progress.stop()
+        else:
+            self._err.write("\n")
+            self._err.flush()

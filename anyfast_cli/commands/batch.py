@@ -21,6 +21,9 @@ from anyfast_cli.settings import SettingFlags
 from anyfast_cli.streams import Streams
 
 
+MAX_CONCURRENCY = 1000  # far past what one gateway connection pool or rate limit allows
+
+
 @dataclass(frozen=True)
 class BatchFlags:
     input: str | None = None
@@ -82,8 +85,8 @@ def write_lines(path: str | None, streams: Streams, objects) -> None:
 
 def check_flags(flags: BatchFlags) -> None:
     check_template(flags.template)
-    if flags.concurrency < 1:
-        raise UsageError(f"--concurrency must be 1 or more, got {flags.concurrency}")
+    if not 1 <= flags.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {flags.concurrency}")
     for name, value in (("--rpm", flags.rpm), ("--tpm", flags.tpm)):
         if value is not None and not value > 0:
             raise UsageError(f"{name} must be a positive number, got {value}")
@@ -157,7 +160,7 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
         bar.update()
 
     config = RunConfig(
-        base_url=settings.base_url, api_key=api_key, concurrency=flags.concurrency,
+        base_url=settings.base_url, api_key=api_key, concurrency=max(1, min(flags.concurrency, tally.total)),
         retries=settings.retries, timeout=settings.timeout, ordered=flags.ordered,
     )
     runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit)

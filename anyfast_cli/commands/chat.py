@@ -43,6 +43,8 @@ def run_chat(
 
         return run_session(conversation, save=save, settings_flags=settings_flags, request=request, out=out, streams=streams)
     if prompt is None and not conversation.messages:
+        if messages_file:
+            raise UsageError(f"nothing to send: {messages_file} holds no messages and no prompt was given")
         raise UsageError("nothing to send: give -f FILE, a prompt, or text on standard input")
     if (request.images or request.videos) and prompt is None:
         raise UsageError("-i/--image and --video need a prompt to attach to")
@@ -113,8 +115,12 @@ def read_conversation(path: str, streams: Streams) -> Conversation:
 def check_writable(path: str) -> None:
     """Fail before sending, not after the answer has been paid for."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"cannot save to {path}: it is a directory")
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
         raise UsageError(f"cannot save to {path}: its directory does not exist or is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"cannot save to {path}: the file is not writable")
 
 
 def save_conversation(conversation: Conversation, path: str) -> None:
@@ -126,6 +132,6 @@ def save_conversation(conversation: Conversation, path: str) -> None:
             if key in message:
                 message[key] = [ref if is_url(ref) else os.path.relpath(ref, save_dir) for ref in message[key]]
     try:
-        write_atomic(path, render_conversation(saved))
+        write_atomic(path, render_conversation(saved, as_json=path.lower().endswith(".json")))
     except OSError as exc:
         raise UsageError(f"cannot save the conversation to {path}: {exc.strerror or exc}") from None

@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 
 from anyfast_cli.commands.common import load_settings
-from anyfast_cli.errors import ExitCode
-from anyfast_cli.output import print_json
+from anyfast_cli.errors import ExitCode, UsageError
+from anyfast_cli.output import print_json, write_flushed
 from anyfast_cli.settings import SettingFlags, config_path
 from anyfast_cli.streams import Streams
 
 
 def run_config_path(settings_flags: SettingFlags, streams: Streams) -> ExitCode:
-    path, _ = config_path(settings_flags.config, streams.env)
-    streams.stdout.write(path + "\n")
+    path, named = config_path(settings_flags.config, streams.env)
+    if named and not os.path.exists(path):
+        raise UsageError(f"config file {path} does not exist")
+    write_flushed(streams.stdout, path + "\n")
     if not os.path.exists(path):
         streams.warn(f"{path} does not exist (that is fine: built-in defaults apply)")
     return ExitCode.OK
@@ -29,9 +31,7 @@ def run_config_show(settings_flags: SettingFlags, *, as_json: bool, streams: Str
     shown = [(name, "-" if value is None else str(value), source) for name, value, source in rows]
     name_width = max(len(name) for name, _, _ in shown)
     value_width = max(len(value) for _, value, _ in shown)
-    for name, value, source in shown:
-        streams.stdout.write(f"{name:<{name_width}}  {value:<{value_width}}  ({source})\n")
-    streams.stdout.flush()
+    write_flushed(streams.stdout, "".join(f"{n:<{name_width}}  {v:<{value_width}}  ({s})\n" for n, v, s in shown))
     return ExitCode.OK
 
 

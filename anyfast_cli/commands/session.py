@@ -44,7 +44,7 @@ def run_session(
     out = dataclasses.replace(out, stream=True, json=False, dry_run=False)
     attachments = request  # -i/--video attach to the first message typed
     line_editor = _enable_line_editing()
-    _say(streams, f"anyfast chat with {settings.model}: /help for commands, Ctrl-D to leave")
+    _say(streams, f"chatting with {settings.model}; /help lists commands, Ctrl-D leaves")
     while True:
         try:
             line = input(PROMPT)
