@@ -734,7 +734,17 @@ def _shared_option_groups(tree: Command) -> list[tuple[str, list[Option]]]:
             groups.setdefault(keys, []).append(option)
     every = tuple(c.key for c in commands)
     ordered = sorted(groups.items(), key=lambda item: -len(item[0]))  # stable: ties keep --help order
-    return [("every command" if keys == every else _join(list(keys)), options) for keys, options in ordered]
+    return [(_group_title(options, "every command" if keys == every else _join(list(keys))), options) for keys, options in ordered]
+
+
+# A shared group is named after what it holds, recognised by one option in it.
+GROUP_NAMES = {"--api-key": "Settings", "--temperature": "Request options", "--json": "Output options", "--help": "Help"}
+
+
+def _group_title(options: list[Option], takers: str) -> str:
+    names = {name for option in options for name in option.names}
+    kind = next((title for marker, title in GROUP_NAMES.items() if marker in names), "Options")
+    return f"{kind} ({takers})"
 
 
 def _takes_all(command: Command, options: list[Option]) -> bool:
@@ -936,11 +946,11 @@ def render_reference(tree: Command) -> str:
         lines += [f"- `{a.metavar}`: {a.help}" for a in command.arguments]
         own = [o for o in command.options if not command.path or not any(o in options for _, options in shared)]
         lines += [_markdown_option(o) for o in own]
-        titles = [title for title, options in shared if command.path and _takes_all(command, options)]
+        titles = [title.split(" (")[0] for title, options in shared if command.path and _takes_all(command, options)]
         if titles:
-            lines.append("- plus the shared options (below) of: " + "; ".join(titles))
+            lines.append("- and the shared " + ", ".join(f"*{t}*" for t in titles) + " below")
     for title, options in shared:
-        lines += ["", f"### Shared options: {title}", "", *[_markdown_option(o) for o in options]]
+        lines += ["", f"### {title}", "", *[_markdown_option(o) for o in options]]
     return "\n".join(lines[1:]) + "\n"
 
 
