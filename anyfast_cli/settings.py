@@ -132,10 +132,19 @@ def resolve_settings(
                 return value
         return None
 
+    def checked(name: str, check, value):
+        """A bad value from the config names the profile and file it came from."""
+        try:
+            return check(value)
+        except UsageError as exc:
+            if origins.get(name) == "profile":
+                exc.message = f"profile '{profile_name}' in {path}: {exc.message}"
+            raise
+
     model = pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model))
-    base_url = _http_url(pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL), origins["base_url"])
-    timeout = _positive_number(pick("timeout", flags.timeout, None, None), "timeout")
-    retries = _retry_count(pick("retries", flags.retries, None, default_retries))
+    base_url = checked("base_url", _http_url, pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL))
+    timeout = checked("timeout", _positive_number, pick("timeout", flags.timeout, None, None))
+    retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     origins["config"] = "flag" if flags.config else "environment" if env.get(ENV_CONFIG) else "default"
     origins["profile"] = (
@@ -180,7 +189,7 @@ def _key_source(flags: SettingFlags, env: Mapping[str, str], profile: Mapping) -
     return None
 
 
-def _http_url(value, origin: str) -> str:
+def _http_url(value) -> str:
     """A base URL must be http(s) with a host: anything else is a usage error, not a network one."""
     from urllib.parse import urlsplit
 
@@ -192,11 +201,11 @@ def _http_url(value, origin: str) -> str:
     except ValueError:
         valid = False
     if not valid:
-        raise UsageError(f"the base URL must look like https://host/v1, got {url!r} (from {origin})")
+        raise UsageError(f"the base URL must look like https://host/v1, got {url!r}")
     return url
 
 
-def _positive_number(value, name: str) -> float | None:
+def _positive_number(value) -> float | None:
     if value is None:
         return None
     try:
@@ -204,7 +213,7 @@ def _positive_number(value, name: str) -> float | None:
     except (TypeError, ValueError):
         number = -1.0
     if isinstance(value, bool) or not number > 0:
-        raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
+        raise UsageError(f"timeout must be a positive number of seconds, got {value!r}")
     return number
 
 

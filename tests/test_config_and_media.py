@@ -221,3 +221,14 @@ def test_chat_keeps_video_references_in_the_saved_conversation(run, gateway, tmp
     again = run("chat", "-f", saved, "and now?")  # the saved reference loads again
     assert again.exit_code == 0, again.stderr
     assert gateway.requests[-1].body["messages"][0]["content"][1]["video_url"]["fps"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "profile_line, words",
+    [("temperature: 7", "temperature"), ("timeout: abc", "timeout"), ("retries: -1", "retries"), ("base_url: ftp://x", "base URL")],
+)
+def test_a_bad_profile_value_names_the_profile_and_file(cli, config_file, profile_line, words):
+    config_file.write_text(f"profiles:\n  default:\n    {profile_line}\n")
+    result = cli("complete", "--dry-run", "hi")
+    assert result.exit_code == 2
+    assert f"profile 'default' in {config_file}:" in result.stderr and words in result.stderr

@@ -94,6 +94,11 @@ def key_redacted(api_key: str):
 
 def body_fields(settings: Settings, request: RequestFlags, file_params: dict | None = None) -> dict:
     """Body fields by rank: profile < conversation file < -p < dedicated flags; ranges checked."""
+    try:
+        check_fields(settings.body_defaults, settings.model)
+    except UsageError as exc:
+        exc.message = f"profile '{settings.profile}' in {settings.config_path}: {exc.message}"
+        raise
     params = dict(parse_param(p) for p in request.params)
     fields = {**settings.body_defaults, **(file_params or {}), **flag_fields(request, params)}
     check_fields(fields, settings.model)
