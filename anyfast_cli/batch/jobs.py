@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
@@ -195,7 +195,7 @@ class Scan:
     records: int = 0
     errors: list = field(default_factory=list)  # the first MAX_REPORTED_ERRORS "line N: …"
     error_count: int = 0
-    ids: set = field(default_factory=set)  # the ids of the records this shard runs
+    ids: Collection = ()  # the ids of the records this shard runs
 
     def add_error(self, line_no: int, message: str) -> None:
         self.error_count += 1
@@ -206,7 +206,8 @@ class Scan:
 def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None) -> Scan:
     """Validate every line and find duplicate ids, keeping one id per record."""
     scan = Scan()
-    first_line: dict[str, int] = {}
+    first_line: dict[str, int] = {}  # id -> line, to name a duplicate's first line
+    shard_ids: set = set()
     for index, line_no, raw in numbered_lines(lines):
         scan.records += 1
         try:
@@ -218,8 +219,9 @@ def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None 
             scan.add_error(line_no, f"duplicate id {record.id!r} (first on line {first_line[record.id]})")
             continue
         first_line[record.id] = line_no
-        if shard is None or index in shard:
-            scan.ids.add(record.id)
+        if shard is not None and index in shard:
+            shard_ids.add(record.id)
+    scan.ids = first_line if shard is None else shard_ids  # one id per record, kept once
     return scan
 
 

@@ -35,7 +35,8 @@ def render_summary(tally: Tally, elapsed: float, *, interrupted: bool = False) -
         text += f", {tally.total - tally.done:,} not run" + (" (interrupted)" if interrupted else "")
     if tally.skipped:
         text += f", {tally.skipped:,} already answered"
-    return text + f"; {tally.tokens:,} tokens, {elapsed:.1f} s, {rate:.1f} requests/s"
+    seconds = f"{elapsed:.2f}" if elapsed < 10 else f"{elapsed:.1f}"
+    return text + f"; {tally.tokens:,} tokens, {seconds} s, {rate:.1f} requests/s"
 
 
 def render_progress(tally: Tally, now: float) -> str:

@@ -165,6 +165,7 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
     )
     runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit)
     interrupted = False
+    tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
         with key_redacted(api_key):
             asyncio.run(runner.run(records))

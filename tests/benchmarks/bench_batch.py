@@ -1,0 +1,277 @@
+"""`anyfast batch` throughput and memory.
+
+1. Throughput: 2,000 records, each answered after 200 ms, at -j 200 (ideal 2.0 s) and -j 50
+   (ideal 8.0 s). "% of the limit" is ideal / elapsed. Targets: >= 90% at -j 200, >= 95% at
+   -j 50, judged on the run phase from anyfast's summary line on stderr (`… N.N s …`: the time
+   after the input was validated; 0.1 s resolution). Also shown: whole-process wall time
+   (start-up and validation included), and the span the gateway saw (first request arrived ->
+   last answer written, ms resolution, the same instrument for both). The floor is a bare
+   aiohttp script, one session, asyncio.Semaphore(j), the same POSTs: if the floor itself is
+   below the target, the gateway is the bottleneck, not anyfast.
+2. Peak RSS (/usr/bin/time -f %M, separate runs) of `--dry-run` and of a real run (-j 64 -o FILE,
+   zero-latency gateway) on 1,000, 50,000 and 200,000 records. Target: < 120 MiB, and flat apart
+   from one id per record (the contract allows that much): <= 256 B per extra record.
+
+The gateway (tests/gateway.py) runs in its own process, so it shares no GIL with what is
+measured; it keeps no received requests (a 200,000-record run would hold them all).
+Run: .venv/bin/python tests/benchmarks/bench_batch.py [--rounds 5] [--no-memory] [--no-throughput]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from _harness import ANYFAST, PYTHON, ROOT, TIME, Run, clean_env
+
+REQUESTS = 2_000
+LATENCY = 0.2
+THROUGHPUT = [(200, 0.90), (50, 0.95)]  # (-j, target share of the concurrency limit)
+MEMORY_SIZES = (1_000, 50_000, 200_000)
+MEMORY_TARGET_MIB = 120
+# "Flat apart from one id per record" (cli-contract §3): validation keeps each id to find duplicates.
+# A short id costs ~106 B in a set, ~172 B at the scan's peak (set + first-line dict, tracemalloc);
+# more than this per extra record means something else grows with the input.
+ID_BYTES = 256
+SUMMARY = re.compile(rb"anyfast: batch: ([\d,]+) ok, ([\d,]+) failed.*?, ([\d.]+) s, ([\d.]+) requests/s")
+
+# The gateway in a child process. Each line on its stdin asks for "answered seconds cpu" since the
+# last ask: how many answers it wrote, first request arrived -> last answer written, and its CPU seconds.
+LAUNCHER = r"""import sys, time
+sys.path.insert(0, sys.argv[2])
+from gateway import Gateway
+
+class Span:
+    first = last = None
+    count = 0
+
+class Forget(list):  # keeps no requests; notes when the first one arrived
+    def append(self, request):
+        if Span.first is None:
+            Span.first = request.at
+
+gateway = Gateway()
+gateway.latency = float(sys.argv[1])
+gateway.requests = Forget()
+respond = gateway._respond
+
+async def timed(request, writer):
+    keep_alive = await respond(request, writer)
+    Span.last = time.monotonic()
+    Span.count += 1
+    return keep_alive
+
+gateway._respond = timed
+gateway.start()
+print(gateway.url, flush=True)
+cpu = time.process_time()
+for _ in sys.stdin:
+    print(Span.count, (Span.last or 0.0) - (Span.first or 0.0), time.process_time() - cpu, flush=True)
+    Span.first = Span.last = None
+    Span.count = 0
+    cpu = time.process_time()
+"""
+
+# The floor: what anyone would write with aiohttp for the same load. Prints the run phase
+# (session opened -> every answer read and parsed) the way anyfast's summary does.
+FLOOR = r"""import asyncio, json, os, sys, time
+import aiohttp
+
+async def main(path, limit):
+    url = os.environ["ANYFAST_BASE_URL"] + "/chat/completions"
+    headers = {"Authorization": "Bearer " + os.environ["ANYFAST_API_KEY"], "Content-Type": "application/json"}
+    with open(path, "rb") as handle:
+        bodies = [json.dumps({"model": "doubao-seed-1-6-vision-250815",
+                              "messages": [{"role": "user", "content": json.loads(line)["prompt"]}]}).encode() for line in handle]
+    gate = asyncio.Semaphore(limit)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), headers=headers) as session:
+        async def one(body):
+            async with gate:
+                async with session.post(url, data=body) as response:
+                    response.raise_for_status()
+                    json.loads(await response.read())
+        await asyncio.gather(*(one(body) for body in bodies))
+    elapsed = time.monotonic() - started
+    print(f"anyfast: batch: {len(bodies):,} ok, 0 failed; 0 tokens, {elapsed:.3f} s, {len(bodies) / elapsed:.1f} requests/s", file=sys.stderr)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def run_once(argv: list, env: dict) -> tuple[Run, bytes]:
+    """_harness.run_once, keeping the child's stderr (anyfast's summary line is read from it)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from reaping it again
+    process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{argv!r} exited {process.returncode}: {stderr.decode(errors='replace')[-2000:]}")
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, process.returncode), stderr
+
+
+class GatewayProcess:
+    def __init__(self, latency: float) -> None:
+        self.process = subprocess.Popen([PYTHON, "-c", LAUNCHER, str(latency), os.path.join(ROOT, "tests")],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()
+
+    def span(self) -> tuple[int, float, float]:
+        """Since the last call: (answers written, seconds from the first request's arrival to the
+        last answer, the gateway's CPU seconds)."""
+        self.process.stdin.write("?\n")
+        self.process.stdin.flush()
+        count, seconds, cpu = self.process.stdout.readline().split()
+        return int(count), float(seconds), float(cpu)
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+def write_records(path: str, count: int) -> str:
+    with open(path, "w") as handle:
+        for i in range(count):
+            handle.write(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n")
+    return path
+
+
+def summary(stderr: bytes) -> tuple[int, int, float]:
+    """(ok, failed, run-phase seconds) from the summary line."""
+    match = SUMMARY.search(stderr)
+    if match is None:
+        raise SystemExit(f"no summary line in: {stderr.decode(errors='replace')[-500:]}")
+    return int(match[1].replace(b",", b"")), int(match[2].replace(b",", b"")), float(match[3])
+
+
+def check_output(path: str, count: int) -> None:
+    with open(path, "rb") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert len(lines) == count and all(line["error"] is None for line in lines), (path, len(lines))
+    assert len({line["custom_id"] for line in lines}) == count
+
+
+def throughput(tmp: str, env: dict, rounds: int) -> list:
+    gateway = GatewayProcess(LATENCY)
+    env = {**env, "ANYFAST_BASE_URL": gateway.url}
+    source = write_records(os.path.join(tmp, "requests.jsonl"), REQUESTS)
+    out = os.path.join(tmp, "out.jsonl")
+    rows = []
+    for limit, target in THROUGHPUT:
+        kinds = {
+            "ours": [ANYFAST, "batch", source, "-j", str(limit), "-o", out],
+            "floor": [PYTHON, "-c", FLOOR, source, str(limit)],
+        }
+        runs = {kind: [] for kind in kinds}
+        for index in range(1 + rounds):  # one warm-up round, then alternate which goes first
+            order = list(kinds) if index % 2 == 0 else list(reversed(kinds))
+            for kind in order:
+                gateway.span()  # reset
+                run, stderr = run_once(kinds[kind], env)
+                ok, failed, phase = summary(stderr)
+                answered, span, gateway_cpu = gateway.span()
+                assert ok == REQUESTS and failed == 0 and answered == REQUESTS, (kind, ok, failed, answered)
+                if kind == "ours":
+                    check_output(out, REQUESTS)
+                if index:
+                    runs[kind].append((phase, run.seconds, span, run.cpu_seconds, gateway_cpu))
+        rows.append((limit, target, runs))
+        print_throughput_row(limit, target, runs, partial=True)
+    gateway.stop()
+    return rows
+
+
+def median(runs: list, column: int) -> float:
+    return statistics.median(run[column] for run in runs)
+
+
+def print_throughput_row(limit: int, target: float, runs: dict, partial: bool = False) -> None:
+    ideal = REQUESTS / limit * LATENCY
+    ours, floor = runs["ours"], runs["floor"]
+    phase, floor_phase = median(ours, 0), median(floor, 0)
+    if partial:
+        print(f"  -j {limit}: ours {[r[0] for r in ours]} s, floor {[round(r[0], 3) for r in floor]} s (run phase, per round)", flush=True)
+        return
+    met = ideal / phase >= target
+    print(f"-j {limit:<4} {ideal:5.1f} s  {phase:6.2f} s {ideal / phase:5.0%}  {floor_phase:6.3f} s {ideal / floor_phase:5.0%}  "
+          f"{target:4.0%}  {'yes' if met else 'NO ':<3}  | "
+          f"{median(ours, 1):5.2f} / {median(floor, 1):5.2f} s ({ideal / median(ours, 1):.0%} / {ideal / median(floor, 1):.0%})  "
+          f"{median(ours, 2):5.3f} / {median(floor, 2):5.3f} s ({ideal / median(ours, 2):.0%} / {ideal / median(floor, 2):.0%})  "
+          f"{median(ours, 3):4.2f} / {median(floor, 3):4.2f} s  {median(ours, 4):4.2f} / {median(floor, 4):4.2f} s")
+
+
+def memory(tmp: str, env: dict, runs: int) -> list:
+    gateway = GatewayProcess(0.0)
+    env = {**env, "ANYFAST_BASE_URL": gateway.url}
+    out = os.path.join(tmp, "out.jsonl")
+    rows = []
+    for count in MEMORY_SIZES:
+        source = write_records(os.path.join(tmp, f"records-{count}.jsonl"), count)
+        for label, argv in (("--dry-run", [ANYFAST, "batch", source, "--dry-run"]),
+                            ("-j 64 -o FILE", [ANYFAST, "batch", source, "-j", "64", "-o", out])):
+            peaks, walls, phases = [], [], []
+            for _ in range(runs):
+                with tempfile.NamedTemporaryFile("r") as rss:
+                    run, stderr = run_once([TIME, "-f", "%M", "-o", rss.name, *argv], env)
+                    peaks.append(int(rss.read().split()[-1]) / 1024)
+                walls.append(run.seconds)
+                if label != "--dry-run":
+                    ok, failed, phase = summary(stderr)
+                    assert ok == count and failed == 0, (ok, failed)
+                    phases.append(phase)
+            if label != "--dry-run":
+                check_output(out, count)
+            rate = f"{count / statistics.median(phases):8,.0f} req/s" if phases else ""
+            print(f"  {count:>9,} records {label:<14} peak RSS {max(peaks):6.1f} MiB  wall {statistics.median(walls):6.2f} s  {rate}", flush=True)
+            rows.append((count, label, max(peaks)))
+        os.unlink(source)
+    gateway.stop()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5, help="measured throughput rounds (after 1 warm-up round)")
+    parser.add_argument("--memory-runs", type=int, default=1, help="runs per memory measurement (the peak is the max)")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-throughput", action="store_true")
+    args = parser.parse_args()
+    env = clean_env(ANYFAST_API_KEY="x")
+    met = True
+    with tempfile.TemporaryDirectory(prefix="anyfast-bench-batch-") as tmp:
+        if not args.no_throughput:
+            print(f"throughput: {REQUESTS:,} requests, {LATENCY * 1000:.0f} ms each, gateway in its own process")
+            rows = throughput(tmp, env, args.rounds)
+            print(f"\n{'':8} {'ideal':>7}  {'ours (run phase)':>16}  {'floor (run phase)':>17}  target met  | "
+                  "whole process ours / floor (% of limit)   gateway span ours / floor (% of limit)   CPU s ours / floor   gateway CPU s")
+            for limit, target, runs in rows:
+                print_throughput_row(limit, target, runs)
+                met &= REQUESTS / limit * LATENCY / median(runs["ours"], 0) >= target
+            print(f"(median of {args.rounds} rounds, interleaved; targets judged on the run phase from anyfast's summary line, "
+                  f"0.1 s resolution; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)")
+        if not args.no_memory:
+            print(f"\npeak RSS (/usr/bin/time -f %M, max of {args.memory_runs} run(s)); zero-latency gateway in its own process")
+            rows = memory(tmp, env, args.memory_runs)
+            for label in ("--dry-run", "-j 64 -o FILE"):
+                peaks = [peak for _, kind, peak in rows if kind == label]
+                per_record = (peaks[-1] - peaks[1]) * 2**20 / (MEMORY_SIZES[-1] - MEMORY_SIZES[1])
+                ok = max(peaks) < MEMORY_TARGET_MIB and per_record <= ID_BYTES
+                met &= ok
+                print(f"{label:<14} {' / '.join(f'{p:.1f}' for p in peaks)} MiB at {' / '.join(f'{n:,}' for n in MEMORY_SIZES)} records; "
+                      f"{per_record:.0f} B per record from {MEMORY_SIZES[1]:,} to {MEMORY_SIZES[-1]:,}; "
+                      f"target < {MEMORY_TARGET_MIB} MiB and <= {ID_BYTES} B/record: {'yes' if ok else 'NO'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
