@@ -140,18 +140,22 @@ def error_in_body(data) -> ApiError | None:
 def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
     """Why a 200 body (or, with chunk=True, a stream event) is not a usable answer:
     an error object, or not the shape of a chat completion."""
-    error = error_in_body(data)
-    if error is not None:
-        return error
-    part = "delta" if chunk else "message"
-    choices = data.get("choices", [] if chunk else None) if isinstance(data, dict) else None
-    if (
-        not isinstance(choices, list)
-        or not all(isinstance(c, dict) and isinstance(c.get(part) or {}, dict) for c in choices)
-    ):
-        what = "stream event" if chunk else "answer"
-        return ApiError(f"the server's {what} is not a chat completion", code="invalid_response", body=data)
-    return None
+    # Runs once per stream event: plain loops, no generators.
+    if isinstance(data, dict):
+        if "error" in data:
+            error = error_in_body(data)
+            if error is not None:
+                return error
+        part = "delta" if chunk else "message"
+        choices = data.get("choices", [] if chunk else None)
+        if isinstance(choices, list):
+            for choice in choices:
+                if not isinstance(choice, dict) or not isinstance(choice.get(part) or {}, dict):
+                    break
+            else:
+                return None
+    what = "stream event" if chunk else "answer"
+    return ApiError(f"the server's {what} is not a chat completion", code="invalid_response", body=data)
 
 
 def _hint(status: int) -> str | None:

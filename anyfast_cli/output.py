@@ -19,6 +19,10 @@ def write_flushed(out: TextIO, text: str) -> None:
     """Write and flush. One huge write into a pipe whose reader has left can end
     without an error (the partial write is dropped); piece by piece, it raises
     BrokenPipeError, which the CLI turns into exit 141."""
+    if len(text) <= PIECE:  # the usual streamed delta
+        out.write(text)
+        out.flush()
+        return
     for start in range(0, len(text), PIECE):
         out.write(text[start : start + PIECE])
         out.flush()
