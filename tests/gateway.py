@@ -157,6 +157,17 @@ class Gateway:
         self.latency = 0.0
         self.chunks = 3
 
+    def settle(self, quiet: float = 0.25, limit: float = 5.0) -> None:
+        """Wait until requests a stopped client had already sent have all arrived, so
+        they are not counted by the next step or test."""
+        deadline = time.monotonic() + limit
+        seen = len(self.requests)
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            if len(self.requests) == seen:
+                return
+            seen = len(self.requests)
+
     def _next_scripted(self):
         with self._lock:
             return self._script.pop(0) if self._script else None

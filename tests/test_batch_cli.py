@@ -75,18 +75,6 @@ def answer_text(line: dict) -> str:
     return line["response"]["body"]["choices"][0]["message"]["content"]
 
 
-def settle(gateway, quiet: float = 0.25, limit: float = 5.0) -> None:
-    """Wait until requests a stopped client had already sent have all reached the gateway,
-    so they are not counted by the next step or test."""
-    deadline = time.monotonic() + limit
-    seen = len(gateway.requests)
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        if len(gateway.requests) == seen:
-            return
-        seen = len(gateway.requests)
-
-
 def summary_of(stderr: str) -> str:
     lines = [l for l in stderr.splitlines() if l.startswith("anyfast: batch:")]
     assert len(lines) == 1, stderr
@@ -620,7 +608,7 @@ def test_auth_failure_stops_the_batch_at_once(env, gateway, behave, status):
 def test_auth_failure_stops_a_concurrent_batch(env, gateway, behave):
     behave(lambda prompt, n: Json(error_body("invalid key"), status=401) if prompt == "p0" else 0.05)
     result = invoke("-j", "4", input=jsonl(*[f"p{i}" for i in range(60)]))
-    settle(gateway)
+    gateway.settle()
     assert result.exit_code == 3
     assert len(gateway.requests) < 20
 

@@ -53,18 +53,6 @@ def wait_for_lines(path, proc, at_least: int) -> None:
     pytest.fail("no output lines appeared")
 
 
-def settle(gateway, quiet: float = 0.25, limit: float = 5.0) -> None:
-    """Wait until requests a stopped client had already sent have all reached the gateway,
-    so they are not counted by the next step or test."""
-    deadline = time.monotonic() + limit
-    seen = len(gateway.requests)
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        if len(gateway.requests) == seen:
-            return
-        seen = len(gateway.requests)
-
-
 def check_complete(path, ids: set) -> list[dict]:
     lines = whole_lines(path)
     got = [l["custom_id"] for l in lines]
@@ -93,7 +81,7 @@ def test_ctrl_c_then_resume(gateway, proc_env, tmp_path):
     assert 1 <= len(partial) < len(ids)
     assert all(l["error"] is None for l in partial)
 
-    settle(gateway)
+    gateway.settle()
     gateway.requests.clear()
     done = subprocess.run(command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"), env=proc_env,
                           capture_output=True, timeout=TIMEOUT)
@@ -113,7 +101,7 @@ def test_kill_9_then_resume(gateway, proc_env, tmp_path):
     wait_for_lines(out, proc, 3)
     proc.kill()
     proc.wait(timeout=TIMEOUT)
-    settle(gateway)
+    gateway.settle()
     assert proc.returncode == -signal.SIGKILL
     before = out.read_bytes().count(b"\n")
     assert before < len(ids)
@@ -203,7 +191,7 @@ def test_closed_stdout_exits_141_quietly(gateway, proc_env, tmp_path):
     proc.stdout.close()  # like `| head -1`
     stderr = proc.stderr.read()
     proc.wait(timeout=TIMEOUT)
-    settle(gateway)
+    gateway.settle()
     assert proc.returncode == 141, stderr.decode()
     assert b"Traceback" not in stderr and b"Exception ignored" not in stderr
     assert len(gateway.requests) < 300

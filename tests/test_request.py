@@ -13,7 +13,6 @@ from anyfast_cli.request import (
     check_fields,
     describe_request,
     endpoint_url,
-    flag_fields,
     user_message,
     video_part,
 )

@@ -33,6 +33,7 @@ class Run:
     seconds: float
     cpu_seconds: float  # user + system of the child alone: steadier than wall time on a busy machine
     returncode: int
+    stderr: bytes = b""  # anyfast's summary line, for bench_batch.py
 
 
 @dataclass
@@ -87,7 +88,7 @@ def run_once(argv: list, env: dict, stdin: bytes | None = None, stdout=subproces
     process.stderr.close()
     if process.returncode != 0:
         raise SystemExit(f"{argv!r} exited {process.returncode}: {stderr.decode(errors='replace')[-2000:]}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, process.returncode)
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, process.returncode, stderr)
 
 
 def interleave(pairs: list, env: dict, rounds: int, warmup: int = 2, before_each=None) -> None:

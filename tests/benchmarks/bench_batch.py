@@ -2,8 +2,8 @@
 
 1. Throughput: 2,000 records, each answered after 200 ms, at -j 200 (ideal 2.0 s) and -j 50
    (ideal 8.0 s). "% of the limit" is ideal / elapsed. Targets: >= 90% at -j 200, >= 95% at
-   -j 50, judged on the run phase from anyfast's summary line on stderr (`… N.N s …`: the time
-   after the input was validated; 0.1 s resolution). Also shown: whole-process wall time
+   -j 50, judged on the run phase from anyfast's summary line on stderr (`… N.NN s …`: from
+   the first request to the last answer, after validation and set-up; 0.01 s resolution). Also shown: whole-process wall time
    (start-up and validation included), and the span the gateway saw (first request arrived ->
    last answer written, ms resolution, the same instrument for both). The floor is a bare
    aiohttp script, one session, asyncio.Semaphore(j), the same POSTs: if the floor itself is
@@ -27,9 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-from _harness import ANYFAST, PYTHON, ROOT, TIME, Run, clean_env
+from _harness import ANYFAST, PYTHON, ROOT, TIME, clean_env, run_once
 
 REQUESTS = 2_000
 LATENCY = 0.2
@@ -106,20 +105,6 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
-def run_once(argv: list, env: dict) -> tuple[Run, bytes]:
-    """_harness.run_once, keeping the child's stderr (anyfast's summary line is read from it)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from reaping it again
-    process.stderr.close()
-    if process.returncode != 0:
-        raise SystemExit(f"{argv!r} exited {process.returncode}: {stderr.decode(errors='replace')[-2000:]}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, process.returncode), stderr
-
-
 class GatewayProcess:
     def __init__(self, latency: float) -> None:
         self.process = subprocess.Popen([PYTHON, "-c", LAUNCHER, str(latency), os.path.join(ROOT, "tests")],
@@ -177,7 +162,8 @@ def throughput(tmp: str, env: dict, rounds: int) -> list:
             order = list(kinds) if index % 2 == 0 else list(reversed(kinds))
             for kind in order:
                 gateway.span()  # reset
-                run, stderr = run_once(kinds[kind], env)
+                run = run_once(kinds[kind], env)
+                stderr = run.stderr
                 ok, failed, phase = summary(stderr)
                 answered, span, gateway_cpu = gateway.span()
                 assert ok == REQUESTS and failed == 0 and answered == REQUESTS, (kind, ok, failed, answered)
@@ -222,7 +208,8 @@ def memory(tmp: str, env: dict, runs: int) -> list:
             peaks, walls, phases = [], [], []
             for _ in range(runs):
                 with tempfile.NamedTemporaryFile("r") as rss:
-                    run, stderr = run_once([TIME, "-f", "%M", "-o", rss.name, *argv], env)
+                    run = run_once([TIME, "-f", "%M", "-o", rss.name, *argv], env)
+                    stderr = run.stderr
                     peaks.append(int(rss.read().split()[-1]) / 1024)
                 walls.append(run.seconds)
                 if label != "--dry-run":
@@ -258,7 +245,7 @@ def main() -> int:
                 print_throughput_row(limit, target, runs)
                 met &= REQUESTS / limit * LATENCY / median(runs["ours"], 0) >= target
             print(f"(median of {args.rounds} rounds, interleaved; targets judged on the run phase from anyfast's summary line, "
-                  f"0.1 s resolution; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)")
+                  f"0.01 s resolution; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)")
         if not args.no_memory:
             print(f"\npeak RSS (/usr/bin/time -f %M, max of {args.memory_runs} run(s)); zero-latency gateway in its own process")
             rows = memory(tmp, env, args.memory_runs)
