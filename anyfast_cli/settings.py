@@ -80,6 +80,12 @@ def parse_config(text: str, path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config must be a mapping of keys, not {type(data).__name__}")
+    unknown = sorted(set(data) - {"profile", "profiles"})
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}",
+            hint="settings go inside a profile: profiles: {default: {model: …}}",
+        )
     profiles = data.get("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
         raise UsageError(f"{path}: 'profiles' must map profile names to mappings of settings")

@@ -232,3 +232,10 @@ def test_a_bad_profile_value_names_the_profile_and_file(cli, config_file, profil
     result = cli("complete", "--dry-run", "hi")
     assert result.exit_code == 2
     assert f"profile 'default' in {config_file}:" in result.stderr and words in result.stderr
+
+
+def test_a_setting_at_the_top_level_of_the_config_is_an_error_not_ignored(cli, config_file):
+    config_file.write_text("model: glm-4-7-251222\n")
+    result = cli("config", "show")
+    assert result.exit_code == 2
+    assert "unknown top-level key(s) model" in result.stderr and "inside a profile" in result.stderr
