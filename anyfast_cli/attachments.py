@@ -11,44 +11,44 @@ import mimetypes
 import os
 
 from anyfast_cli.errors import UsageError
+from anyfast_cli.request import video_part
 
 IMAGE_MAX_BYTES = 10 * 1024 * 1024  # the gateway's limit for one image
 VIDEO_MAX_BYTES = 50 * 1024 * 1024  # larger clips should be passed by URL
 URL_PREFIXES = ("https://", "http://", "data:")
 
 
-def load_video_parts(refs, fps: float | None, base_dir: str | None = None) -> list[dict]:
-    """`video_url` content parts for --video (Doubao models), with --fps when given."""
-    from anyfast_cli.request import video_part
-
-    if fps is not None and not refs:
-        raise UsageError("--fps applies to --video, and no video was given")
-    if fps is not None and not fps > 0:
-        raise UsageError(f"--fps must be a positive number of frames a second, got {fps}")
-    return [video_part(load_media(ref, "video", base_dir), fps) for ref in refs]
-
-
 def is_url(ref: str) -> bool:
     return ref.startswith(URL_PREFIXES)
 
 
-def load_media(ref: str, kind: str = "image", base_dir: str | None = None) -> str:
-    """`kind` is "image" or "video"; relative paths are taken from `base_dir` when given."""
+def load_attachments(images, videos, fps: float | None = None) -> tuple[list[str], list[dict]]:
+    """-i/--image and --video/--fps (or a message's images/videos/fps) -> image URLs and
+    video_url parts, files read and checked."""
+    if fps is not None and not videos:
+        raise UsageError("--fps applies to --video, and no video was given")
+    if fps is not None and not fps > 0:
+        raise UsageError(f"--fps must be a positive number of frames a second, got {fps}")
+    image_urls = [load_media(ref, "image") for ref in images]
+    return image_urls, [video_part(load_media(ref, "video"), fps) for ref in videos]
+
+
+def load_media(ref: str, kind: str = "image") -> str:
+    """`kind` is "image" or "video"."""
     if is_url(ref):
         return ref
-    path = os.path.join(base_dir, ref) if base_dir and not os.path.isabs(ref) else ref
-    mime, _ = mimetypes.guess_type(path)
+    mime, _ = mimetypes.guess_type(ref)
     if not mime or not mime.startswith(kind + "/"):
         raise UsageError(f"{ref}: not a known {kind} type (by its extension)")
     limit = IMAGE_MAX_BYTES if kind == "image" else VIDEO_MAX_BYTES
     try:
-        size = os.path.getsize(path)
+        size = os.path.getsize(ref)
         if size > limit:
             raise UsageError(
                 f"{ref}: {size / 1048576:.1f} MiB is over the {limit // 1048576} MiB limit for a {kind}",
                 hint="pass a smaller file, or an https:// URL",
             )
-        with open(path, "rb") as handle:
+        with open(ref, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise UsageError(f"cannot read {kind} {ref}: {exc.strerror or exc}") from None

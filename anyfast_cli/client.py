@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 
-from anyfast_cli.errors import ApiError, NetworkError, StreamError, answer_problem, error_from_response
+from anyfast_cli.errors import ApiError, NetworkError, StreamError, answer_problem, error_from_response, masking_key
 from anyfast_cli.request import auth_headers, endpoint_url
-from anyfast_cli.retry import MAX_RETRY_AFTER, next_delay, parse_retry_after
+from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
+from anyfast_cli.settings import timeouts
 from anyfast_cli.sse import iter_events
 
-CONNECT_TIMEOUT = 10.0  # a gateway that does not accept a connection in this long is down
-READ_TIMEOUT = 600.0  # long answers from reasoning models take minutes
 
 
 class _Truncated(Exception):
@@ -27,8 +26,8 @@ class _Truncated(Exception):
 
 
 def build_timeout(timeout: float | None) -> httpx.Timeout:
-    total = timeout or READ_TIMEOUT
-    return httpx.Timeout(total, connect=min(CONNECT_TIMEOUT, total))
+    connect, read = timeouts(timeout)
+    return httpx.Timeout(read, connect=connect)
 
 
 def build_http_client(base_url: str, timeout: float | None, transport: httpx.BaseTransport | None = None) -> httpx.Client:
@@ -67,6 +66,7 @@ class ApiClient:
         self.url = endpoint_url(base_url)
         self.retries = retries
         self._headers = auth_headers(api_key)
+        self._secret = api_key.strip()
         self._http = build_http_client(base_url, timeout, transport)
         self._sleep = sleep
         self._clock = clock
@@ -81,6 +81,15 @@ class ApiClient:
 
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object."""
+        with masking_key(self._secret):
+            return self._send(body)
+
+    def stream(self, body: dict) -> Iterator[dict]:
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
+        with masking_key(self._secret):
+            yield from self._stream(body)
+
+    def _send(self, body: dict) -> dict:
         attempt = 0
         while True:
             started = self._log_request(body, attempt)
@@ -96,8 +105,7 @@ class ApiClient:
                 continue
             return _answer_of(response)
 
-    def stream(self, body: dict) -> Iterator[dict]:
-        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
+    def _stream(self, body: dict) -> Iterator[dict]:
         attempt = 0
         while True:
             yielded = False
@@ -150,17 +158,16 @@ class ApiClient:
 
     def _retry_or_raise(self, attempt: int, failure: Exception, status: int | None, headers: Mapping | None) -> int:
         """Sleep and return the next attempt number, or raise the failure as the user should see it."""
-        delay = next_delay(attempt, self.retries, self._rng, status=status, headers=headers, now=self._clock())
-        if delay is None:
+        plan = plan_retry(attempt, self.retries, self._rng, status=status, headers=headers, now=self._clock())
+        if plan.delay is None:
             if not isinstance(failure, ApiError):
                 raise NetworkError(describe_transport_error(failure, self.url), hint="check the network and the base URL") from None
-            retry_after = parse_retry_after(headers, self._clock()) if headers is not None else None
-            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                failure.message += f" (the server asks to wait {retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
+            if plan.wait_too_long:
+                failure.message += f" (the server asks to wait {plan.retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
             raise failure
         reason = f"HTTP {status}" if status else type(failure).__name__
-        self._log(f"retry {attempt + 1} of {self.retries} in {delay:.2f} s after {reason}")
-        self._sleep(delay)
+        self._log(f"retry {attempt + 1} of {self.retries} in {plan.delay:.2f} s after {reason}")
+        self._sleep(plan.delay)
         return attempt + 1
 
     def _log_request(self, body: dict, attempt: int) -> float:

@@ -7,6 +7,7 @@ boundary (cli.py) is the one place that turns it into `anyfast: error: …` and 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from enum import IntEnum
 
 
@@ -104,6 +105,16 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 def redact(text: str, secret: str | None) -> str:
     """The key is never printed, even when a server echoes it back."""
     return text.replace(secret, "***") if secret else text
+
+
+@contextmanager
+def masking_key(secret: str):
+    """Mask `secret` in any AnyfastError leaving the block."""
+    try:
+        yield
+    except AnyfastError as exc:
+        exc.message = redact(exc.message, secret)
+        raise
 
 
 def error_from_response(status: int, content: bytes, reason: str = "") -> ApiError:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
-from anyfast_cli.request import image_part
+from anyfast_cli.request import with_media
 from anyfast_cli.settings import load_yaml
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -145,14 +145,7 @@ LOCAL_KEYS = ("images", "videos", "fps", "cut")
 
 def to_api_message(message: dict, image_urls: list[str], video_parts: list[dict] = ()) -> dict:
     """A message as the API takes it: `images`/`videos` become content parts after the text."""
-    api = {k: v for k, v in message.items() if k not in LOCAL_KEYS}
-    if image_urls or video_parts:
-        content = api.get("content")
-        parts = list(content) if isinstance(content, list) else ([{"type": "text", "text": content}] if content else [])
-        parts += [image_part(url) for url in image_urls]
-        parts += list(video_parts)
-        api["content"] = parts
-    return api
+    return with_media({k: v for k, v in message.items() if k not in LOCAL_KEYS}, image_urls, video_parts)
 
 
 def render_conversation(conversation: Conversation, *, as_json: bool = False) -> str:

@@ -40,9 +40,9 @@ def print_json(obj, out: TextIO, *, terminal: bool, color: bool) -> None:
         from rich.console import Console  # only paid for on a terminal
 
         Console(file=out, force_terminal=True, highlight=False, soft_wrap=True).print_json(render_json(obj))
+        out.flush()
     else:
         write_flushed(out, render_json(obj, pretty=terminal) + "\n")
-    out.flush()
 
 
 def render_usage(usage: dict) -> str:
@@ -79,19 +79,22 @@ class Reply:
 
 
 class TextPrinter:
-    """Writes answer deltas to stdout and, if asked, reasoning deltas to stderr,
-    collecting both into a Reply."""
+    """Collects an answer into a Reply as its deltas arrive, writing the text to stdout
+    (unless `echo` is off: --json prints the objects instead) and, if asked, the
+    reasoning to stderr."""
 
-    def __init__(self, out: TextIO, err: TextIO, reply: Reply, *, show_reasoning: bool, dim: bool) -> None:
+    def __init__(self, out: TextIO, err: TextIO, reply: Reply, *, show_reasoning: bool, dim: bool, echo: bool = True) -> None:
         self._out = out
         self._err = err
         self.reply = reply
         self._show_reasoning = show_reasoning
         self._dim = dim
+        self._echo = echo
         self._out_ends_line = True
         self._err_ends_line = True
 
     def feed_chunk(self, chunk: dict) -> None:
+        """A stream chunk's delta, or a whole response's message: the first choice's."""
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) == 0:
                 delta = choice.get("delta") or choice.get("message") or {}
@@ -112,8 +115,9 @@ class TextPrinter:
             return
         self.end_reasoning()  # the reasoning block ends before the answer starts
         self.reply.content_parts.append(text)
-        write_flushed(self._out, text)
-        self._out_ends_line = text.endswith("\n")
+        if self._echo:
+            write_flushed(self._out, text)
+            self._out_ends_line = text.endswith("\n")
 
     def end_reasoning(self) -> None:
         if not self._err_ends_line:
@@ -125,7 +129,7 @@ class TextPrinter:
         """A complete answer ends with a newline, even an empty one; a cut one
         has its open line ended, and nothing is printed if nothing was."""
         self.end_reasoning()
-        if not self._out_ends_line or (complete and not self.reply.content_parts):
+        if self._echo and (not self._out_ends_line or (complete and not self.reply.content_parts)):
             self._out.write("\n")
             self._out.flush()
             self._out_ends_line = True

@@ -86,14 +86,20 @@ def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, 
     return body
 
 
-def user_message(text: str, image_urls: list[str] = (), video_parts: list[dict] = ()) -> dict:
-    """A user message: plain text, or text followed by image/video parts."""
+def with_media(message: dict, image_urls=(), video_parts=()) -> dict:
+    """The message with image and video parts after its text (content becomes a list of parts)."""
     if not image_urls and not video_parts:
-        return {"role": "user", "content": text}
-    parts: list[dict] = [{"type": "text", "text": text}] if text else []
+        return message
+    content = message.get("content")
+    parts = list(content) if isinstance(content, list) else ([{"type": "text", "text": content}] if content else [])
     parts += [image_part(url) for url in image_urls]
     parts += list(video_parts)
-    return {"role": "user", "content": parts}
+    return {**message, "content": parts}
+
+
+def user_message(text: str, image_urls=(), video_parts=()) -> dict:
+    """A user message: plain text, or text followed by image/video parts."""
+    return with_media({"role": "user", "content": text}, image_urls, video_parts)
 
 
 def auth_headers(api_key: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 INITIAL_BACKOFF = 0.5  # seconds before the first retry
 MAX_BACKOFF = 8.0  # exponential growth stops here
@@ -55,18 +56,29 @@ def backoff_delay(attempt: int, retry_after: float | None, rng: random.Random) -
     return base * (1 - JITTER * rng.random())
 
 
-def next_delay(
+@dataclass(frozen=True)
+class RetryPlan:
+    delay: float | None  # seconds to wait before the next attempt; None: the failure is final
+    retry_after: float | None = None  # what the server asked for, if it said
+
+    @property
+    def wait_too_long(self) -> bool:
+        """The server asked for a longer wait than anyfast gives it."""
+        return self.retry_after is not None and self.retry_after > MAX_RETRY_AFTER
+
+
+def plan_retry(
     attempt: int, max_retries: int, rng: random.Random, *,
     status: int | None = None, headers: Mapping[str, str] | None = None, now: float = 0.0,
-) -> float | None:
-    """Seconds to wait before retrying a failed attempt (0-based), or None when the
-    failure is final. `status` None means a network failure."""
-    if status is not None and not is_retryable_status(status):
-        return None
+) -> RetryPlan:
+    """What to do after failed attempt number `attempt` (0-based); `status` None means a
+    network failure. The one decision both retry loops (client, batch runner) follow."""
     retry_after = parse_retry_after(headers, now) if headers is not None else None
+    if status is not None and not is_retryable_status(status):
+        return RetryPlan(None, retry_after)
     if not should_retry(attempt, max_retries, retry_after):
-        return None
-    return backoff_delay(attempt, retry_after, rng)
+        return RetryPlan(None, retry_after)
+    return RetryPlan(backoff_delay(attempt, retry_after, rng), retry_after)
 
 
 def should_retry(attempt: int, max_retries: int, retry_after: float | None) -> bool:

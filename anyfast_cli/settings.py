@@ -15,6 +15,8 @@ from anyfast_cli.errors import UsageError
 DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
 DEFAULT_PROFILE = "default"
+CONNECT_TIMEOUT = 10.0  # seconds: a gateway that does not accept a connection in this long is down
+READ_TIMEOUT = 600.0  # seconds: long answers from reasoning models take minutes
 
 ENV_API_KEY = "ANYFAST_API_KEY"
 ENV_BASE_URL = "ANYFAST_BASE_URL"
@@ -229,6 +231,12 @@ def _retry_count(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UsageError(f"retries must be a whole number, 0 or more, got {value!r}")
     return value
+
+
+def timeouts(timeout: float | None) -> tuple[float, float]:
+    """(connect, read) seconds: --timeout bounds both; by default a short connect, a long read."""
+    read = timeout or READ_TIMEOUT
+    return min(CONNECT_TIMEOUT, read), read
 
 
 def debug_enabled(env: Mapping[str, str]) -> bool:

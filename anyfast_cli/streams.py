@@ -56,8 +56,17 @@ class Streams:
             return None
         return data.decode("utf-8", "replace") if data else None
 
+    def say(self, message: str) -> None:
+        """A line for the person watching: progress, verbose details, session notes."""
+        self.stderr.write(f"anyfast: {message}\n")
+        self.stderr.flush()
+
     def warn(self, message: str) -> None:
-        self.stderr.write(f"anyfast: warning: {message}\n")
+        self.say(f"warning: {message}")
+
+    def error(self, error) -> None:
+        """An AnyfastError's one line (and hint), for a failure the program survives."""
+        self.stderr.write(error.render())
         self.stderr.flush()
 
 

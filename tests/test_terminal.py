@@ -203,3 +203,21 @@ def test_ctrl_c_during_a_stream_keeps_the_text_ends_the_line_and_exits_130(gatew
     assert child.exitstatus == 130
     assert "Traceback" not in output
     assert output.endswith("\r\n")
+
+
+def test_the_session_looks_the_key_up_once(gateway, term_env, tmp_path):
+    calls = tmp_path / "calls"
+    config = tmp_path / "k.yaml"
+    config.write_text(f"profiles:\n  default:\n    api_key_command: echo x >> {calls}; echo sk-from-command\n")
+    config.chmod(0o600)
+    env = {k: v for k, v in term_env.items() if k != "ANYFAST_API_KEY"}
+    child = spawn(env, "chat", "--config", str(config))
+    for question in ("one", "two", "three"):
+        child.expect("> ")
+        child.sendline(question)
+        child.expect(f"echo: {question}")
+    child.expect("> ")
+    child.sendeof()
+    finish(child)
+    assert child.exitstatus == 0
+    assert calls.read_text() == "x\n"  # not once per turn: a password manager would ask each time

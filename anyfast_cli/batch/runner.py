@@ -21,12 +21,11 @@ import aiohttp
 
 from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import Limiter
-from anyfast_cli.errors import ApiAuthError, ApiError, NetworkError, answer_problem, error_from_response
+from anyfast_cli.errors import ApiAuthError, ApiError, NetworkError, answer_problem, error_from_response, masking_key, redact
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
-from anyfast_cli.retry import MAX_RETRY_AFTER, next_delay, parse_retry_after
+from anyfast_cli.retry import plan_retry
+from anyfast_cli.settings import timeouts
 
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 600.0
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
 
 
@@ -56,13 +55,17 @@ class BatchRunner:
         emit: Callable[[Outcome], None],
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.limiter = limiter
         self._emit = emit
         self._sleep = sleep
+        self._clock = clock  # wall time, for Retry-After given as a date
         self._rng = rng or random.Random()
+        self._secret = config.api_key.strip()
+        self._secret_in_json = json.dumps(self._secret)[1:-1]  # as it appears inside JSON text
         self._url = endpoint_url(config.base_url)
         self._answered = 0
 
@@ -70,7 +73,8 @@ class BatchRunner:
         """Send every record; returns when all are written. Stops at once on 401/403
         (AnyfastError), or on a network failure before anything has been answered."""
         concurrency = self.config.concurrency
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self.config.timeout or READ_TIMEOUT)
+        connect, read = timeouts(self.config.timeout)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
         headers = {**auth_headers(self.config.api_key), "Content-Type": "application/json"}
         queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
@@ -97,7 +101,8 @@ class BatchRunner:
 
             tasks = [asyncio.ensure_future(produce())] + [asyncio.ensure_future(work()) for _ in range(concurrency)]
             try:
-                await asyncio.gather(*tasks)
+                with masking_key(self._secret):
+                    await asyncio.gather(*tasks)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -114,9 +119,9 @@ class BatchRunner:
                     content = await response.read()
                     status, headers, reason = response.status, response.headers, response.reason or ""
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                delay = next_delay(attempt, self.config.retries, self._rng)
-                if delay is not None:
-                    await self._sleep(delay)
+                plan = plan_retry(attempt, self.config.retries, self._rng)
+                if plan.delay is not None:
+                    await self._sleep(plan.delay)
                     attempt += 1
                     continue
                 message = _describe_network_error(exc)
@@ -132,13 +137,11 @@ class BatchRunner:
             error = error_from_response(status, content, reason)
             if isinstance(error, ApiAuthError):
                 raise error  # every other record would fail the same way
-            now = time.time()
-            retry_after = parse_retry_after(headers, now)
-            if status == 429 and retry_after is not None and retry_after <= MAX_RETRY_AFTER:
-                self.limiter.pause_for(retry_after)  # a longer wait is not honoured: the record fails instead
-            delay = next_delay(attempt, self.config.retries, self._rng, status=status, headers=headers, now=now)
-            if delay is not None:
-                await self._sleep(delay)
+            plan = plan_retry(attempt, self.config.retries, self._rng, status=status, headers=headers, now=self._clock())
+            if status == 429 and plan.retry_after is not None and not plan.wait_too_long:
+                self.limiter.pause_for(plan.retry_after)  # a longer wait is not honoured: the record fails instead
+            if plan.delay is not None:
+                await self._sleep(plan.delay)
                 attempt += 1
                 continue
             return self._failed(record, status=status, request_id=request_id, body=error.body,
@@ -147,10 +150,9 @@ class BatchRunner:
     def _failed(self, record: Record, **result) -> Outcome:
         """A failed record's line, with the key masked should the server have echoed it."""
         line = result_line(record.id, **result)
-        secret = json.dumps(self.config.api_key.strip())[1:-1]  # as it appears inside JSON text
         text = json.dumps(line, ensure_ascii=False)
-        if secret and secret in text:
-            line = json.loads(text.replace(secret, "***"))
+        if self._secret_in_json and self._secret_in_json in text:
+            line = json.loads(redact(text, self._secret_in_json))
         return Outcome(record, line, ok=False)
 
     def _answer(self, record: Record, content: bytes, request_id: str | None) -> Outcome:

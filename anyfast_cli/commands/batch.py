@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from anyfast_cli.attachments import load_media, load_video_parts
+from anyfast_cli.attachments import load_attachments
 from anyfast_cli.batch.jobs import JobOptions, batch_input_line, check_template, iter_records, parse_shard, scan_input
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
-from anyfast_cli.commands.common import body_fields, key_redacted, load_settings, resolve_api_key
+from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags
@@ -44,14 +44,15 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
     shard = parse_shard(flags.shard)
     check_flags(flags)
     settings = load_settings(settings_flags, streams, default_retries=5)
+    image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
     options = JobOptions(
         model=settings.model,
         fields=body_fields(settings, request),
         system=request.system,
         template=flags.template,
         plain_lines=flags.plain_lines,
-        image_urls=tuple(load_media(ref, "image") for ref in request.images),
-        video_parts=tuple(load_video_parts(request.videos, request.fps)),
+        image_urls=tuple(image_urls),
+        video_parts=tuple(video_parts),
     )
     with input_lines(flags.input, streams) as lines:
         scan = scan_input(lines(), options, shard)
@@ -99,7 +100,7 @@ def check_flags(flags: BatchFlags) -> None:
 
 def report_invalid(scan, streams: Streams) -> None:
     for message in scan.errors:
-        streams.stderr.write(f"anyfast: error: {message}\n")
+        streams.error(UsageError(message))
     shown = len(scan.errors)
     more = f" ({scan.error_count - shown:,} more not shown)" if scan.error_count > shown else ""
     raise UsageError(f"{scan.error_count:,} invalid line(s) in the input{more}; nothing was sent")
@@ -167,14 +168,11 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
-        with key_redacted(api_key):
-            asyncio.run(runner.run(records))
+        asyncio.run(runner.run(records))
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
         sink.close()
         bar.close()
-        summary = render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted)
-        streams.stderr.write(f"anyfast: {summary}\n")
-        streams.stderr.flush()
+        streams.say(render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted))

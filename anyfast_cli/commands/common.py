@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from anyfast_cli.errors import AnyfastError, AuthError, UsageError, redact
+from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.inputs import parse_param
-from anyfast_cli.output import Reply, TextPrinter, print_json, print_usage, render_json
+from anyfast_cli.output import Reply, TextPrinter, print_json, print_usage, render_json, write_flushed
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.settings import KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, resolve_settings
 from anyfast_cli.streams import Streams
@@ -68,6 +67,8 @@ def resolve_api_key(source: KeySource | None, env) -> str:
         if not env.get(source.value):
             raise AuthError(f"no API key: the config's api_key_env names {source.value}, which is not set", hint=hint)
         return env[source.value]
+    import subprocess  # only for api_key_command
+
     try:
         # stdin is not the command's: in `while read q; do anyfast complete -n …` it is the loop's file.
         done = subprocess.run(
@@ -80,16 +81,6 @@ def resolve_api_key(source: KeySource | None, env) -> str:
         detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise AuthError(f"api_key_command gave no key: {detail}", hint=hint)
     return key
-
-
-@contextmanager
-def key_redacted(api_key: str):
-    """Mask the key in any error on its way out, should a server have echoed it."""
-    try:
-        yield
-    except AnyfastError as exc:
-        exc.message = redact(exc.message, api_key.strip())
-        raise
 
 
 def body_fields(settings: Settings, request: RequestFlags, file_params: dict | None = None) -> dict:
@@ -105,87 +96,57 @@ def body_fields(settings: Settings, request: RequestFlags, file_params: dict | N
     return fields
 
 
-def exchange(
-    settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams,
-    *, reply: Reply | None = None, transport=None,
-) -> Reply | None:
-    """Send one request and render its answer into `reply` (which keeps what arrived
-    even if the stream is cut or interrupted); None for --dry-run."""
+def exchange(settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams) -> Reply | None:
+    """Send one request and render its answer; None for --dry-run."""
     body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
     if out.dry_run:
         print_json(describe_request(settings.base_url, body), streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
         return None
+    with open_client(settings, out, streams) as client:
+        return render_answer(client, body, out, streams)
+
+
+@contextmanager
+def open_client(settings: Settings, out: OutputFlags, streams: Streams):
+    """An ApiClient for these settings; the key is resolved here, once."""
     api_key = resolve_api_key(settings.key, streams.env)
     from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
 
-    log = _stderr_log(streams) if out.verbose else None
-    if log:
+    log = None
+    if out.verbose:
+        log = streams.say
         log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
+    with ApiClient(base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries, log=log) as client:
+        yield client
+
+
+def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None) -> Reply:
+    """Send `body` and render the answer, collecting it into `reply`, which keeps what
+    arrived even when the stream is cut or interrupted."""
     reply = reply if reply is not None else Reply()
-    printer = TextPrinter(streams.stdout, streams.stderr, reply, show_reasoning=out.reasoning, dim=streams.stderr_color)
-    with key_redacted(api_key), ApiClient(
-        base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries, transport=transport, log=log
-    ) as client:
-        if out.streaming:
-            _stream_reply(client, body, out, streams, printer)
-        else:
-            _whole_reply(client, body, out, streams, printer)
+    # With --json the objects are the output: the printer only collects the text (and shows reasoning).
+    printer = TextPrinter(streams.stdout, streams.stderr, reply, show_reasoning=out.reasoning,
+                          dim=streams.stderr_color, echo=not out.json)
+    if out.streaming:
+        try:
+            for chunk in client.stream(body):
+                reply.usage = chunk.get("usage") or reply.usage
+                if out.json:
+                    write_flushed(streams.stdout, render_json(chunk) + "\n")
+                printer.feed_chunk(chunk)
+        except BrokenPipeError:
+            raise
+        except BaseException:
+            printer.end_lines(complete=False)  # keep what was printed, and end its line
+            raise
+        printer.end_lines()
+    else:
+        data = client.send(body)
+        reply.usage = data.get("usage")
+        printer.feed_chunk(data)
+        printer.end_lines()
+        if out.json:
+            print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
     if out.usage:
         print_usage(reply.usage, streams.stderr)
     return reply
-
-
-def _stream_reply(client, body: dict, out: OutputFlags, streams: Streams, printer: TextPrinter) -> None:
-    try:
-        for chunk in client.stream(body):
-            printer.reply.usage = chunk.get("usage") or printer.reply.usage
-            if out.json:
-                streams.stdout.write(render_json(chunk) + "\n")
-                streams.stdout.flush()
-                _collect_json_chunk(chunk, printer)
-            else:
-                printer.feed_chunk(chunk)
-    except BrokenPipeError:
-        raise
-    except BaseException:
-        _end(printer, out, complete=False)  # keep what was printed, and end its line
-        raise
-    _end(printer, out, complete=True)
-
-
-def _whole_reply(client, body: dict, out: OutputFlags, streams: Streams, printer: TextPrinter) -> None:
-    data = client.send(body)
-    message = ((data.get("choices") or [{}])[0]).get("message") or {}
-    printer.reply.usage = data.get("usage")
-    printer.write_reasoning(message.get("reasoning_content"))
-    if out.json:
-        printer.end_reasoning()
-        printer.reply.content_parts.append(message.get("content") or "")
-        print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
-    else:
-        printer.write_content(message.get("content"))
-        printer.end_lines()
-
-
-def _collect_json_chunk(chunk: dict, printer: TextPrinter) -> None:
-    """With --json the chunks are the output; --reasoning still copies reasoning to stderr."""
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        printer.write_reasoning(delta.get("reasoning_content"))
-        if delta.get("content"):
-            printer.reply.content_parts.append(delta["content"])
-
-
-def _end(printer: TextPrinter, out: OutputFlags, *, complete: bool) -> None:
-    if out.json:
-        printer.end_reasoning()
-    else:
-        printer.end_lines(complete=complete)
-
-
-def _stderr_log(streams: Streams):
-    def log(message: str) -> None:
-        streams.stderr.write(f"anyfast: {message}\n")
-        streams.stderr.flush()
-
-    return log

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anyfast_cli.attachments import load_media, load_video_parts
+from anyfast_cli.attachments import load_attachments
 from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
 from anyfast_cli.errors import ExitCode
 from anyfast_cli.inputs import build_prompt, with_system
@@ -24,8 +24,7 @@ def run_complete(
     prompt = build_prompt(prompt_args, stdin_text)
     settings = load_settings(settings_flags, streams)
     fields = body_fields(settings, request)
-    images = [load_media(ref, "image") for ref in request.images]
-    videos = load_video_parts(request.videos, request.fps)
-    messages = with_system([user_message(prompt, images, videos)], request.system)
+    image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
+    messages = with_system([user_message(prompt, image_urls, video_parts)], request.system)
     exchange(settings, messages, fields, out, streams)
     return ExitCode.OK

@@ -7,7 +7,7 @@ import os
 from anyfast_cli.commands.common import load_settings
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.output import print_json, write_flushed
-from anyfast_cli.settings import SettingFlags, config_path
+from anyfast_cli.settings import CONNECT_TIMEOUT, READ_TIMEOUT, SettingFlags, config_path
 from anyfast_cli.streams import Streams
 
 
@@ -50,7 +50,7 @@ def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]
         ("model", settings.model, origins["model"]),
         ("base_url", settings.base_url, origins["base_url"]),
         key_row,
-        ("timeout", settings.timeout, origins.get("timeout", "default: 600 s read, 10 s connect")),
+        ("timeout", settings.timeout, origins.get("timeout", f"default: {READ_TIMEOUT:.0f} s read, {CONNECT_TIMEOUT:.0f} s connect")),
         ("retries", settings.retries, origins["retries"]),
     ]
     rows += [(name, value, "profile") for name, value in settings.body_defaults.items()]

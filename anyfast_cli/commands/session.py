@@ -1,20 +1,21 @@
 """The interactive `anyfast chat` session: type, the reply streams in, type again.
 
-Only reached when stdin and stdout are terminals. A failed turn prints its one-line
-error and leaves the history as it was; Ctrl-C during a reply keeps what arrived
-(marked as cut) and returns to the prompt; Ctrl-C at an empty prompt leaves (130).
+Only reached when stdin and stdout are terminals. One client (and one key lookup)
+serves the whole session. A failed turn prints its one-line error and leaves the
+history as it was; Ctrl-C during a reply keeps what arrived (marked as cut) and
+returns to the prompt; Ctrl-C at an empty prompt leaves (130).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from anyfast_cli.commands.chat import api_messages, new_turn, save_conversation, set_system
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
+from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, open_client, render_answer
+from anyfast_cli.commands.conversation import api_message, new_turn, save_conversation, set_system
 from anyfast_cli.errors import AnyfastError, ExitCode
-from anyfast_cli.inputs import Conversation
+from anyfast_cli.inputs import Conversation, with_system
 from anyfast_cli.output import Reply
-from anyfast_cli.request import RequestFlags
+from anyfast_cli.request import RequestFlags, build_body
 from anyfast_cli.settings import SettingFlags
 from anyfast_cli.streams import Streams
 
@@ -26,6 +27,31 @@ HELP = """commands:
   /help         this list
   /exit         leave (or Ctrl-D); Ctrl-C stops a reply, or leaves at an empty prompt
 """
+
+
+class History:
+    """The conversation as saved, and beside it each message as the API takes it, so
+    attachments are read and encoded once, not again at every turn."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.api = [api_message(m) for m in conversation.messages]
+
+    def add(self, *messages: dict) -> None:
+        self.conversation.messages.extend(messages)
+        self.api.extend(api_message(m) for m in messages)
+
+    def set_system(self, text: str) -> None:
+        if self.conversation.messages and self.conversation.messages[0]["role"] == "system":
+            self.api.pop(0)  # set_system drops the message it replaces; keep the lists in step
+        set_system(self.conversation, text)
+
+    def clear(self) -> None:
+        self.conversation.messages.clear()
+        self.api.clear()
+
+    def api_messages_with(self, turn_api: dict) -> list[dict]:
+        return with_system([*self.api, turn_api], self.conversation.system)
 
 
 def run_session(
@@ -42,79 +68,82 @@ def run_session(
     if request.system is not None:
         set_system(conversation, request.system)
     out = dataclasses.replace(out, stream=True, json=False, dry_run=False)
+    history = History(conversation)
     attachments = request  # -i/--video attach to the first message typed
     line_editor = _enable_line_editing()
-    _say(streams, f"chatting with {settings.model}; /help lists commands, Ctrl-D leaves")
-    while True:
-        try:
-            line = input(PROMPT)
-        except EOFError:
-            streams.stdout.write("\n")
-            return ExitCode.OK
-        except KeyboardInterrupt:
-            streams.stdout.write("\n")
-            if not (line_editor and line_editor.get_line_buffer()):
-                return ExitCode.INTERRUPTED
-            continue
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            if _command(text, conversation, streams) == "exit":
+    with open_client(settings, out, streams) as client:
+        streams.say(f"chatting with {settings.model}; /help lists commands, Ctrl-D leaves")
+        while True:
+            try:
+                line = input(PROMPT)
+            except EOFError:
+                streams.stdout.write("\n")
                 return ExitCode.OK
-            continue
-        turn = new_turn(line, attachments)
-        attachments = RequestFlags()
-        reply = Reply()
-        try:
-            history = dataclasses.replace(conversation, messages=[*conversation.messages, turn])
-            exchange(settings, api_messages(history), fields, out, streams, reply=reply)
-        except KeyboardInterrupt:
-            conversation.messages += [turn, {"role": "assistant", "content": reply.content, "cut": True}]
-            _say(streams, "reply cut short")
-            continue
-        except AnyfastError as exc:  # the session goes on; the failed turn is not kept
-            streams.stderr.write(exc.render())
-            continue
-        conversation.messages += [turn, {"role": "assistant", "content": reply.content}]
-        if save:
-            save_conversation(conversation, save)
+            except KeyboardInterrupt:
+                streams.stdout.write("\n")
+                if not (line_editor and line_editor.get_line_buffer()):
+                    return ExitCode.INTERRUPTED
+                continue
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                if _command(text, history, streams) == "exit":
+                    return ExitCode.OK
+                continue
+            try:
+                turn = new_turn(line, attachments)
+                turn_api = api_message(turn)
+            except AnyfastError as exc:  # e.g. an attachment that cannot be read
+                streams.error(exc)
+                continue
+            attachments = RequestFlags()
+            reply = Reply()
+            body = build_body(settings.model, history.api_messages_with(turn_api), fields, stream=True, include_usage=out.usage)
+            try:
+                render_answer(client, body, out, streams, reply)
+            except KeyboardInterrupt:
+                history.add(turn, {"role": "assistant", "content": reply.content, "cut": True})
+                streams.say("reply cut short")
+                continue
+            except AnyfastError as exc:  # the session goes on; the failed turn is not kept
+                streams.error(exc)
+                continue
+            history.add(turn, {"role": "assistant", "content": reply.content})
+            if save:
+                save_conversation(conversation, save)
 
 
-def _command(text: str, conversation: Conversation, streams: Streams) -> str | None:
+def _command(text: str, history: History, streams: Streams) -> str | None:
     name, _, argument = text.partition(" ")
     argument = argument.strip()
+    conversation = history.conversation
     if name in ("/exit", "/quit"):
         return "exit"
     if name == "/help":
         streams.stderr.write(HELP)
+        streams.stderr.flush()
     elif name == "/reset":
-        conversation.messages.clear()
-        _say(streams, "conversation cleared")
+        history.clear()
+        streams.say("conversation cleared")
     elif name == "/system":
         if argument:
-            set_system(conversation, argument)
-            _say(streams, "system prompt set")
+            history.set_system(argument)
+            streams.say("system prompt set")
         else:
-            _say(streams, f"system prompt: {conversation.system or '(none)'}")
+            streams.say(f"system prompt: {conversation.system or '(none)'}")
     elif name == "/save":
         if not argument:
-            _say(streams, "usage: /save FILE")
+            streams.say("usage: /save FILE")
         else:
             try:
                 save_conversation(conversation, argument)
-                _say(streams, f"saved {len(conversation.messages)} messages to {argument}")
+                streams.say(f"saved {len(conversation.messages)} messages to {argument}")
             except AnyfastError as exc:
-                streams.stderr.write(exc.render())
+                streams.error(exc)
     else:
-        _say(streams, f"unknown command {name}; /help lists them")
-    streams.stderr.flush()
+        streams.say(f"unknown command {name}; /help lists them")
     return None
-
-
-def _say(streams: Streams, message: str) -> None:
-    streams.stderr.write(f"anyfast: {message}\n")
-    streams.stderr.flush()
 
 
 def _enable_line_editing():
