@@ -168,11 +168,13 @@ class AnyfastGroup(TyperGroup):
         try:
             code = super().main(args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra)
         except typer.Abort:
-            code = 130
+            from anyfast_cli.errors import ExitCode
+
+            code = ExitCode.INTERRUPTED
         except Exception as exc:
             if not hasattr(exc, "format_message"):  # not a Click exception
                 raise
-            code = getattr(exc, "exit_code", 2)
+            code = getattr(exc, "exit_code", 2)  # Click's usage errors carry 2, our ExitCode.USAGE
             if type(exc).__name__ == "NoArgsIsHelpError":  # `anyfast` alone: the help, as a usage error
                 sys.stderr.write(exc.format_message() + "\n")
             else:
@@ -196,13 +198,13 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        try:
-            sys.stdout.write(f"anyfast {__version__}\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _silence_stdout()
-            raise typer.Exit(141) from None
-        raise typer.Exit()
+        guarded(_write_version)
+
+
+def _write_version(streams) -> int:
+    streams.stdout.write(f"anyfast {__version__}\n")
+    streams.stdout.flush()
+    return 0
 
 
 @app.callback(

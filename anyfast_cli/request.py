@@ -1,4 +1,5 @@
-"""Messages + settings -> request body (pure). The one place body fields live."""
+"""The request, built from values (pure): its body (the one place body fields live),
+its URL and its headers."""
 
 from __future__ import annotations
 

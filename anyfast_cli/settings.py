@@ -1,7 +1,8 @@
 """Settings: flags > environment > config profile > built-in default (§2).
 
-Pure: callers pass the environment mapping and the config file's text in; the only
-I/O here is none at all. This is the one module that knows environment variable names.
+Pure: callers pass the environment mapping and the config file's text in (only when
+HOME is unset does config_path ask the OS for the home directory). This is the one
+module that knows environment variable names.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ ENV_DEBUG = "ANYFAST_DEBUG"
 
 # Profile keys that configure anyfast itself; every other profile key is a request body default.
 SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "retries")
-KEY_SETTINGS = ("api_key", "api_key_env", "api_key_command")
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,15 @@ class Settings:
     origins: dict = field(default_factory=dict)  # setting name -> flag/environment/file/profile/default
 
 
-def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, bool]:
-    """The config file to read, and whether the user named it (then it must exist)."""
+def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
+    """The config file to read, and where its name came from: "flag" or "environment"
+    (the user named it, so it must exist) or "default"."""
     if flag:
-        return flag, True
+        return flag, "flag"
     if env.get(ENV_CONFIG):
-        return env[ENV_CONFIG], True
+        return env[ENV_CONFIG], "environment"
     base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
-    return os.path.join(base, "anyfast", "config.yaml"), False
+    return os.path.join(base, "anyfast", "config.yaml"), "default"
 
 
 def parse_config(text: str, path: str) -> dict:
@@ -109,6 +110,11 @@ def load_yaml(text: str, source: str, kind: str = "YAML"):
         raise UsageError(f"{where}: invalid {kind}: {problem}") from None
 
 
+def profile_label(name: str, path: str) -> str:
+    """How an error names a config profile: "profile 'work' in ~/.config/anyfast/config.yaml"."""
+    return f"profile '{name}' in {path}"
+
+
 def config_holds_key(config: Mapping) -> bool:
     """Whether the config stores a key itself (worth a warning if others can read it)."""
     return any("api_key" in profile for profile in (config.get("profiles") or {}).values())
@@ -124,8 +130,8 @@ def resolve_settings(
     file_model: str | None = None,
 ) -> Settings:
     """Combine flags, environment, the chosen profile and defaults into Settings."""
-    profile_name, profile = _choose_profile(flags, env, config, path)
-    origins: dict[str, str] = {}
+    profile_name, profile_origin, profile = _choose_profile(flags, env, config, path)
+    origins: dict[str, str] = {"config": config_path(flags.config, env)[1], "profile": profile_origin}
 
     def pick(name: str, flag_value, env_name: str | None, default, between=None):
         candidates = [("flag", flag_value)]
@@ -146,7 +152,7 @@ def resolve_settings(
             return check(value)
         except UsageError as exc:
             if origins.get(name) == "profile":
-                exc.message = f"profile '{profile_name}' in {path}: {exc.message}"
+                exc.message = f"{profile_label(profile_name, path)}: {exc.message}"
             raise
 
     model = pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model))
@@ -154,10 +160,6 @@ def resolve_settings(
     timeout = checked("timeout", _positive_number, pick("timeout", flags.timeout, None, None))
     retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
-    origins["config"] = "flag" if flags.config else "environment" if env.get(ENV_CONFIG) else "default"
-    origins["profile"] = (
-        "flag" if flags.profile else "environment" if env.get(ENV_PROFILE) else "config" if config.get("profile") else "default"
-    )
     return Settings(
         base_url=base_url.rstrip("/"),
         model=str(model),
@@ -171,16 +173,21 @@ def resolve_settings(
     )
 
 
-def _choose_profile(flags: SettingFlags, env: Mapping[str, str], config: Mapping, path: str) -> tuple[str, dict]:
+def _choose_profile(flags: SettingFlags, env: Mapping[str, str], config: Mapping, path: str) -> tuple[str, str, dict]:
+    """The profile's name, where that name came from, and its settings."""
     profiles = config.get("profiles") or {}
-    named = flags.profile or env.get(ENV_PROFILE) or config.get("profile")
-    name = named or DEFAULT_PROFILE
+    name, origin = next(
+        (value, origin)
+        for origin, value in (("flag", flags.profile), ("environment", env.get(ENV_PROFILE)), ("config", config.get("profile")),
+                              ("default", DEFAULT_PROFILE))
+        if value
+    )
     if name not in profiles:
-        if named:
+        if origin != "default":
             known = ", ".join(sorted(profiles)) or "none"
             raise UsageError(f"no profile '{name}' in {path or 'the config'} (profiles: {known})")
-        return name, {}
-    return name, dict(profiles[name])
+        return name, origin, {}
+    return name, origin, dict(profiles[name])
 
 
 def _key_source(flags: SettingFlags, env: Mapping[str, str], profile: Mapping) -> KeySource | None:

@@ -192,7 +192,9 @@ def test_resolve_api_key_failures_are_auth_errors(source, env, words):
     ],
 )
 def test_config_path(flag, env, expected, named):
-    assert config_path(flag, env) == (os.path.normpath(expected), named)
+    path, origin = config_path(flag, env)
+    assert path == os.path.normpath(expected)
+    assert (origin != "default") is named
 
 
 def test_parse_config():

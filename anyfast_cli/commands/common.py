@@ -12,7 +12,9 @@ from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.inputs import parse_param
 from anyfast_cli.output import Reply, TextPrinter, print_json, print_usage, render_json, write_flushed
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
-from anyfast_cli.settings import KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, resolve_settings
+from anyfast_cli.settings import (
+    KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, profile_label, resolve_settings,
+)
 from anyfast_cli.streams import Streams
 
 KEY_COMMAND_TIMEOUT = 30  # seconds for `api_key_command` (a password manager may ask for a PIN)
@@ -34,13 +36,13 @@ class OutputFlags:
 
 def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
     """The parsed config file and its path; a missing default file is an empty config."""
-    path, named = config_path(flags.config, streams.env)
+    path, origin = config_path(flags.config, streams.env)
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
             mode = os.fstat(handle.fileno()).st_mode
     except FileNotFoundError:
-        if named:
+        if origin != "default":  # a file the user named must exist
             raise UsageError(f"config file {path} does not exist") from None
         return {}, path
     except (OSError, UnicodeDecodeError) as exc:
@@ -88,7 +90,7 @@ def body_fields(settings: Settings, request: RequestFlags, file_params: dict | N
     try:
         check_fields(settings.body_defaults, settings.model)
     except UsageError as exc:
-        exc.message = f"profile '{settings.profile}' in {settings.config_path}: {exc.message}"
+        exc.message = f"{profile_label(settings.profile, settings.config_path)}: {exc.message}"
         raise
     params = dict(parse_param(p) for p in request.params)
     fields = {**settings.body_defaults, **(file_params or {}), **flag_fields(request, params)}

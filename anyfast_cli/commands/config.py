@@ -12,8 +12,8 @@ from anyfast_cli.streams import Streams
 
 
 def run_config_path(settings_flags: SettingFlags, streams: Streams) -> ExitCode:
-    path, named = config_path(settings_flags.config, streams.env)
-    if named and not os.path.exists(path):
+    path, origin = config_path(settings_flags.config, streams.env)
+    if origin != "default" and not os.path.exists(path):
         raise UsageError(f"config file {path} does not exist")
     write_flushed(streams.stdout, path + "\n")
     if not os.path.exists(path):
