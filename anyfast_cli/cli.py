@@ -197,14 +197,16 @@ app = typer.Typer(
 
 
 def _show_version(value: bool) -> None:
+    # Written here rather than through `guarded`, which would import the package's
+    # modules (about 5 ms) just to print one line.
     if value:
-        guarded(_write_version)
-
-
-def _write_version(streams) -> int:
-    streams.stdout.write(f"anyfast {__version__}\n")
-    streams.stdout.flush()
-    return 0
+        try:
+            sys.stdout.write(f"anyfast {__version__}\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(141) from None  # ExitCode.BROKEN_PIPE
+        raise typer.Exit()
 
 
 @app.callback(
