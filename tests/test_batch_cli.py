@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from gateway import Json, Reset, Stall, error_body
 
+from anyfast_cli.batch.jobs import JobOptions, parse_record
 from anyfast_cli.cli import app
+from anyfast_cli.settings import DEFAULT_MODEL
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -421,8 +423,13 @@ def test_ordered_does_not_run_unboundedly_ahead(env, gateway, behave):
 # --- resume ---------------------------------------------------------------------------------
 
 
-def ok_line(record_id: str, text: str) -> str:
-    return json.dumps({"id": f"batch_req_{record_id}", "custom_id": record_id,
+def fingerprint_of(item, line_no: int) -> str:
+    """The fingerprint anyfast gives this input line's request with default settings."""
+    return parse_record(jsonl(item).encode(), line_no, line_no - 1, JobOptions(model=DEFAULT_MODEL)).fingerprint
+
+
+def ok_line(record_id: str, text: str, fingerprint: str = "stale") -> str:
+    return json.dumps({"id": f"batch_req_{fingerprint}", "custom_id": record_id,
                        "response": {"status_code": 200, "request_id": "old", "body": {"choices": [{"message": {"content": text}}]}},
                        "error": None}, separators=(",", ":")) + "\n"
 
@@ -431,7 +438,7 @@ def test_resume_repairs_keeps_answered_and_runs_the_rest(env, gateway, tmp_path)
     path = write_input(tmp_path, *({"id": k, "prompt": f"prompt {k}"} for k in "abcde"))
     out = tmp_path / "out.jsonl"
     failed = json.dumps({"id": "x", "custom_id": "b", "response": None, "error": {"code": "network_error", "message": "m"}}) + "\n"
-    kept = ok_line("a", "KEPT")
+    kept = ok_line("a", "KEPT", fingerprint_of({"id": "a", "prompt": "prompt a"}, 1))
     out.write_text(kept + failed + ok_line("zzz", "not in the input") + ok_line("a", "dup") + ok_line("c", "torn")[:30])
     result = invoke(path, "-o", out, "--resume", "-j", "1")
     assert result.exit_code == 0, result.stderr
@@ -465,11 +472,32 @@ def test_resume_after_failures_reruns_only_the_failed(env, gateway, tmp_path, be
 def test_resume_with_everything_answered_sends_nothing(env, gateway, tmp_path):
     path = write_input(tmp_path, "x", "y")
     out = tmp_path / "out.jsonl"
-    out.write_text(ok_line("1", "one") + ok_line("2", "two"))
+    answered = ok_line("1", "one", fingerprint_of("x", 1)) + ok_line("2", "two", fingerprint_of("y", 2))
+    out.write_text(answered)
     result = invoke(path, "-o", out, "--resume")
     assert result.exit_code == 0
     assert gateway.requests == []
-    assert out.read_text() == ok_line("1", "one") + ok_line("2", "two")
+    assert out.read_text() == answered
+
+
+def test_resume_reruns_a_record_whose_request_changed(env, gateway, tmp_path):
+    out = tmp_path / "out.jsonl"
+    assert invoke(write_input(tmp_path, "x", "y"), "-o", out).exit_code == 0
+    gateway.requests.clear()
+    result = invoke(write_input(tmp_path, "x", "y edited"), "-o", out, "--resume")  # line 2 keeps id "2"
+    assert result.exit_code == 0, result.stderr
+    assert prompts_sent(gateway) == ["y edited"]
+    assert sorted(answer_text(l) for l in file_lines(out)) == ["echo: x", "echo: y edited"]
+
+
+def test_resume_refuses_a_file_that_is_not_batch_output(env, gateway, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("important 1\nimportant 2\n")
+    result = invoke(write_input(tmp_path, "x"), "-o", notes, "--resume")
+    assert result.exit_code == 2
+    assert "does not look like anyfast batch output" in result.stderr
+    assert notes.read_text() == "important 1\nimportant 2\n"
+    assert gateway.requests == []
 
 
 def test_resume_without_an_existing_file_starts_fresh(env, gateway, tmp_path):
@@ -492,7 +520,7 @@ def test_without_resume_the_output_file_is_replaced(env, gateway, tmp_path):
 def test_resume_with_shard_runs_only_its_missing_records(env, gateway, tmp_path):
     path = write_input(tmp_path, *[f"p{i}" for i in range(6)])
     out = tmp_path / "part.jsonl"
-    out.write_text(ok_line("1", "shard 1 line") + ok_line("2", "mine"))
+    out.write_text(ok_line("1", "shard 1 line", fingerprint_of("p0", 1)) + ok_line("2", "mine", fingerprint_of("p1", 2)))
     result = invoke(path, "-o", out, "--resume", "--shard", "2/2")  # indexes 1, 3, 5 -> ids 2, 4, 6
     assert result.exit_code == 0, result.stderr
     assert sorted(prompts_sent(gateway)) == ["p3", "p5"]

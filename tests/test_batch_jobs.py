@@ -266,7 +266,7 @@ def test_scan_keeps_only_the_first_twenty_messages_but_counts_all():
 
 def test_scan_ids_are_this_shards():
     lines = lines_of(*({"id": f"r{i}", "prompt": "x"} for i in range(7)))
-    assert scan_input(lines, opts(), Shard(2, 3)).ids == {"r1", "r4"}
+    assert set(scan_input(lines, opts(), Shard(2, 3)).ids) == {"r1", "r4"}
     assert set(scan_input(lines, opts()).ids) == {f"r{i}" for i in range(7)}
 
 
@@ -336,13 +336,28 @@ def test_batch_input_line_is_the_openai_batch_form():
 
 
 def test_result_line_answered():
-    line = result_line("x", status=200, request_id="req-9", body={"choices": []}, error=None)
-    assert line == {"id": "batch_req_req-9", "custom_id": "x",
+    record = parse({"custom_id": "x", "prompt": "hi"})
+    line = result_line(record, status=200, request_id="req-9", body={"choices": []}, error=None)
+    assert line == {"id": f"batch_req_{record.fingerprint}", "custom_id": "x",
                     "response": {"status_code": 200, "request_id": "req-9", "body": {"choices": []}}, "error": None}
 
 
+def test_the_fingerprint_names_the_exact_request():
+    same = parse({"custom_id": "x", "prompt": "hi"}).fingerprint
+    assert same == parse({"custom_id": "x", "prompt": "hi"}).fingerprint and len(same) == 16
+    assert same != parse({"custom_id": "x", "prompt": "hi!"}).fingerprint  # the prompt changed
+    assert same != parse({"custom_id": "y", "prompt": "hi"}).fingerprint  # another record
+    assert same != parse({"custom_id": "x", "prompt": "hi", "temperature": 0.5}).fingerprint
+
+
+def test_scan_ids_carry_fingerprints():
+    lines = lines_of({"id": "a", "prompt": "1"})
+    assert scan_input(lines, opts()).ids == {"a": parse({"id": "a", "prompt": "1"}).fingerprint}
+
+
 def test_result_line_failed_without_response():
-    line = result_line("x", status=None, request_id=None, body=None, error={"code": "network_error", "message": "m"})
+    line = result_line(parse({"custom_id": "x", "prompt": "hi"}), status=None, request_id=None, body=None,
+                       error={"code": "network_error", "message": "m"})
     assert line["response"] is None
     assert line["error"] == {"code": "network_error", "message": "m"}
     assert line["custom_id"] == "x" and line["id"]

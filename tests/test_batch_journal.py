@@ -11,17 +11,23 @@ import pytest
 
 from anyfast_cli.batch import journal
 from anyfast_cli.batch.journal import ResultSink, keep_answered
+from anyfast_cli.errors import UsageError
+
+
+def wanted(*ids: str) -> dict:
+    """Input ids with the fingerprints of their requests (here simply fp-ID)."""
+    return {i: f"fp-{i}" for i in ids}
 
 
 def ok_line(record_id: str, text: str = "fine") -> bytes:
-    line = {"id": f"batch_req_{record_id}", "custom_id": record_id,
+    line = {"id": f"batch_req_fp-{record_id}", "custom_id": record_id,
             "response": {"status_code": 200, "request_id": f"req-{record_id}", "body": {"choices": [{"message": {"content": text}}]}},
             "error": None}
     return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
 def failed_line(record_id: str) -> bytes:
-    line = {"id": f"batch_req_{record_id}", "custom_id": record_id, "response": {"status_code": 500, "request_id": "r", "body": None},
+    line = {"id": f"batch_req_fp-{record_id}", "custom_id": record_id, "response": {"status_code": 500, "request_id": "r", "body": None},
             "error": {"code": "http_500", "message": "HTTP 500"}}
     return json.dumps(line).encode() + b"\n"
 
@@ -36,7 +42,7 @@ def read_ids(path) -> list[str]:
 
 def test_missing_file_means_nothing_answered(tmp_path):
     path = tmp_path / "out.jsonl"
-    assert keep_answered(str(path), {"a"}) == set()
+    assert keep_answered(str(path), wanted("a")) == set()
     assert not path.exists()
 
 
@@ -48,11 +54,11 @@ def test_keeps_answered_drops_failed_foreign_duplicate_and_torn(tmp_path):
         + failed_line("b")
         + ok_line("gone")  # an id no longer in the input
         + ok_line("a", "second copy")  # a duplicate: the first one stays
-        + b"not json at all\n"
+        + b"\n"  # a blank line is no harm
         + c
         + ok_line("d")[:40]  # torn by kill -9: no newline, not JSON
     )
-    kept = keep_answered(str(path), {"a", "b", "c", "d"})
+    kept = keep_answered(str(path), wanted("a", "b", "c", "d"))
     assert kept == {"a", "c"}
     assert path.read_bytes() == a + c
 
@@ -60,7 +66,7 @@ def test_keeps_answered_drops_failed_foreign_duplicate_and_torn(tmp_path):
 def test_a_whole_last_line_without_newline_is_kept_and_terminated(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_bytes(ok_line("a") + ok_line("b").rstrip(b"\n"))
-    assert keep_answered(str(path), {"a", "b"}) == {"a", "b"}
+    assert keep_answered(str(path), wanted("a", "b")) == {"a", "b"}
     assert path.read_bytes() == ok_line("a") + ok_line("b")
     # what the run then appends starts on a line of its own
     sink = ResultSink(str(path), io.StringIO(), append=True)
@@ -73,22 +79,31 @@ def test_a_line_torn_inside_a_multibyte_character_is_dropped(tmp_path):
     path = tmp_path / "out.jsonl"
     whole = json.dumps({"custom_id": "z", "error": None, "response": {"body": "日本語"}}, ensure_ascii=False).encode()
     path.write_bytes(ok_line("a") + whole[: whole.index("本".encode()) + 1])
-    assert keep_answered(str(path), {"a", "z"}) == {"a"}
+    assert keep_answered(str(path), wanted("a", "z")) == {"a"}
     assert path.read_bytes() == ok_line("a")
 
 
-@pytest.mark.parametrize("garbage", [b"[1,2]\n", b'"a string"\n', b'{"no_custom_id": 1}\n', b"\n", b"\x00\x01\n"])
-def test_foreign_lines_are_dropped(tmp_path, garbage):
+@pytest.mark.parametrize("garbage", [b"[1,2]\n", b'"a string"\n', b'{"no_custom_id": 1}\n', b"\x00\x01\n", b"my notes\n"])
+def test_a_file_that_is_not_batch_output_is_refused_and_left_alone(tmp_path, garbage):
     path = tmp_path / "out.jsonl"
-    path.write_bytes(garbage + ok_line("a"))
-    assert keep_answered(str(path), {"a"}) == {"a"}
-    assert path.read_bytes() == ok_line("a")
+    path.write_bytes(ok_line("a") + garbage)
+    with pytest.raises(UsageError) as raised:
+        keep_answered(str(path), wanted("a"))
+    assert "does not look like anyfast batch output (line 2)" in raised.value.message
+    assert path.read_bytes() == ok_line("a") + garbage
+
+
+def test_an_answer_to_a_request_that_has_changed_is_dropped(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(ok_line("a") + ok_line("b"))
+    assert keep_answered(str(path), {"a": "fp-a", "b": "fp-of-an-edited-prompt"}) == {"a"}
+    assert read_ids(path) == ["a"]
 
 
 def test_only_wanted_ids_count(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_bytes(ok_line("1") + ok_line("2") + ok_line("3"))
-    assert keep_answered(str(path), {"2"}) == {"2"}
+    assert keep_answered(str(path), wanted("2")) == {"2"}
     assert read_ids(path) == ["2"]
 
 
@@ -96,7 +111,7 @@ def test_rewrite_keeps_the_file_mode(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_bytes(ok_line("a"))
     os.chmod(path, 0o600)
-    keep_answered(str(path), {"a"})
+    keep_answered(str(path), wanted("a"))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert not [p for p in os.listdir(tmp_path) if p != "out.jsonl"]  # no temporary left behind
 

@@ -7,9 +7,10 @@ text. Body fields on a record override the command's settings for that record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
@@ -37,6 +38,13 @@ class Record:
     line_no: int
     id: str
     body: dict
+    fingerprint: str = ""  # of id and body: --resume keeps an answer only for the same request
+
+
+def fingerprint(record_id: str, body: dict) -> str:
+    """16 hex digits naming this exact request, so a changed input line is not taken as answered."""
+    canonical = json.dumps([record_id, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
 
 
 class RecordError(ValueError):
@@ -146,7 +154,7 @@ def _record(record_id: str, line_no: int, index: int, messages: list, overrides:
         body = build_body(model, messages, fields, stream=False)
     except UsageError as exc:
         raise RecordError(exc.message) from None
-    return Record(index, line_no, record_id, body)
+    return Record(index, line_no, record_id, body, fingerprint(record_id, body))
 
 
 def _prompt_messages(data: dict, prompt: str | None, options: JobOptions) -> list[dict]:
@@ -193,21 +201,27 @@ class Scan:
     """What a validation pass over the whole input found."""
 
     records: int = 0
-    errors: list = field(default_factory=list)  # the first MAX_REPORTED_ERRORS "line N: …"
     error_count: int = 0
-    ids: Collection = ()  # the ids of the records this shard runs
+    ids: Mapping = field(default_factory=dict)  # id -> fingerprint of the records this shard runs
+    _first_errors: list = field(default_factory=list)  # (line, message): the first few by line
 
     def add_error(self, line_no: int, message: str) -> None:
         self.error_count += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(f"line {line_no}: {message}")
+        self._first_errors = sorted([*self._first_errors, (line_no, message)])[:MAX_REPORTED_ERRORS]
+
+    @property
+    def errors(self) -> list[str]:
+        """The first MAX_REPORTED_ERRORS problems, in line order: "line N: …"."""
+        return [f"line {line_no}: {message}" for line_no, message in self._first_errors]
 
 
 def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None) -> Scan:
-    """Validate every line and find duplicate ids, keeping one id per record."""
+    """Validate every line and find duplicate ids, keeping one id (and its request's
+    fingerprint) per record. `lines` is read twice only if there are duplicates."""
     scan = Scan()
-    first_line: dict[str, int] = {}  # id -> line, to name a duplicate's first line
-    shard_ids: set = set()
+    seen: dict[str, str] = {}  # id -> fingerprint, every record
+    duplicates: dict[str, list[int]] = {}  # id -> the lines that repeat it
+    shard_ids: dict[str, str] = {}
     for index, line_no, raw in numbered_lines(lines):
         scan.records += 1
         try:
@@ -215,14 +229,32 @@ def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None 
         except RecordError as exc:
             scan.add_error(line_no, str(exc))
             continue
-        if record.id in first_line:
-            scan.add_error(line_no, f"duplicate id {record.id!r} (first on line {first_line[record.id]})")
+        if record.id in seen:
+            duplicates.setdefault(record.id, []).append(line_no)
             continue
-        first_line[record.id] = line_no
+        seen[record.id] = record.fingerprint
         if shard is not None and index in shard:
-            shard_ids.add(record.id)
-    scan.ids = first_line if shard is None else shard_ids  # one id per record, kept once
+            shard_ids[record.id] = record.fingerprint
+    if duplicates:
+        first = _first_lines(lines, options, set(duplicates))
+        for record_id, repeats in duplicates.items():
+            for line_no in repeats:
+                scan.add_error(line_no, f"duplicate id {record_id!r} (first on line {first[record_id]})")
+    scan.ids = seen if shard is None else shard_ids
     return scan
+
+
+def _first_lines(lines: Iterable[bytes], options: JobOptions, ids: set) -> dict[str, int]:
+    """Where each of `ids` first appears (a second pass, taken only to report duplicates)."""
+    first: dict[str, int] = {}
+    for index, line_no, raw in numbered_lines(lines):
+        try:
+            record_id = parse_record(raw, line_no, index, options).id
+        except RecordError:
+            continue
+        if record_id in ids and record_id not in first:
+            first[record_id] = line_no
+    return first
 
 
 def iter_records(lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None, skip: set = frozenset()) -> Iterator[Record]:
@@ -240,7 +272,7 @@ def batch_input_line(record: Record) -> dict:
     return {"custom_id": record.id, "method": "POST", "url": BATCH_URL, "body": record.body}
 
 
-def result_line(record_id: str, *, status: int | None, request_id: str | None, body, error: dict | None) -> dict:
-    """The OpenAI Batch output form."""
+def result_line(record: Record, *, status: int | None, request_id: str | None, body, error: dict | None) -> dict:
+    """The OpenAI Batch output form; its `id` carries the request's fingerprint for --resume."""
     response = None if status is None else {"status_code": status, "request_id": request_id, "body": body}
-    return {"id": f"batch_req_{request_id or record_id}", "custom_id": record_id, "response": response, "error": error}
+    return {"id": f"batch_req_{record.fingerprint}", "custom_id": record.id, "response": response, "error": error}

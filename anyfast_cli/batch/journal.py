@@ -9,25 +9,37 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import TextIO
 
 from anyfast_cli.errors import UsageError
 from anyfast_cli.files import write_atomic_lines
 
 
-def keep_answered(path: str, wanted_ids: set) -> set:
-    """Rewrite `path` to hold only answered records whose ids are wanted (each once);
-    return their ids. A missing file means nothing is answered yet."""
+def keep_answered(path: str, wanted: Mapping[str, str]) -> set:
+    """Rewrite `path` to hold only the answered records still wanted, each once, and
+    return their ids. `wanted` maps each input id to its request's fingerprint: an
+    answer to a request that has since changed is dropped and run again. A missing
+    file means nothing is answered yet; a file that is not batch output is refused."""
     kept: set = set()
 
     def answered_lines(handle):
-        for raw in handle:
+        for line_no, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
             try:
                 result = json.loads(raw)
                 record_id = result["custom_id"]
+                is_result = "response" in result or "error" in result
             except (ValueError, KeyError, TypeError):
-                continue  # a torn or foreign line
-            if result.get("error") is None and record_id in wanted_ids and record_id not in kept:
+                is_result = False
+            if not is_result:
+                if raw.endswith(b"\n"):
+                    raise UsageError(f"{path} does not look like anyfast batch output (line {line_no}); not resuming into it")
+                continue  # the torn last line of a run that was killed
+            fingerprint = wanted.get(record_id)
+            answered = result.get("error") is None and fingerprint is not None and result.get("id") == f"batch_req_{fingerprint}"
+            if answered and record_id not in kept:
                 kept.add(record_id)
                 yield raw if raw.endswith(b"\n") else raw + b"\n"
 

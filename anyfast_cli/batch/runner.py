@@ -149,7 +149,7 @@ class BatchRunner:
 
     def _failed(self, record: Record, **result) -> Outcome:
         """A failed record's line, with the key masked should the server have echoed it."""
-        line = result_line(record.id, **result)
+        line = result_line(record, **result)
         text = json.dumps(line, ensure_ascii=False)
         if self._secret_in_json and self._secret_in_json in text:
             line = json.loads(redact(text, self._secret_in_json))
@@ -167,7 +167,7 @@ class BatchRunner:
             return self._failed(record, status=200, request_id=request_id, body=body, error=error)
         self._answered += 1
         tokens = (body.get("usage") or {}).get("total_tokens") or 0
-        line = result_line(record.id, status=200, request_id=request_id or body.get("id"), body=body, error=None)
+        line = result_line(record, status=200, request_id=request_id or body.get("id"), body=body, error=None)
         return Outcome(record, line, ok=True, tokens=tokens)
 
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -55,11 +55,11 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         video_parts=tuple(video_parts),
     )
     with input_lines(flags.input, streams) as lines:
-        scan = scan_input(lines(), options, shard)
+        scan = scan_input(lines, options, shard)
         if scan.error_count:
             report_invalid(scan, streams)
         if flags.dry_run:
-            write_lines(flags.output, streams, (batch_input_line(r) for r in iter_records(lines(), options, shard)))
+            write_lines(flags.output, streams, (batch_input_line(r) for r in iter_records(lines, options, shard)))
             return ExitCode.OK
         api_key = resolve_api_key(settings.key, streams.env)
         answered = set()
@@ -69,7 +69,7 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
             answered = keep_answered(flags.output, scan.ids)
         tally = Tally(total=len(scan.ids) - len(answered), skipped=len(answered))
         del scan  # its id set is no longer needed; `answered` keeps only what resume skips
-        send_all(iter_records(lines(), options, shard, skip=answered), flags, settings, api_key, tally, streams)
+        send_all(iter_records(lines, options, shard, skip=answered), flags, settings, api_key, tally, streams)
     return ExitCode.OK if tally.failed == 0 else ExitCode.BATCH_PARTIAL
 
 
@@ -106,10 +106,21 @@ def report_invalid(scan, streams: Streams) -> None:
     raise UsageError(f"{scan.error_count:,} invalid line(s) in the input{more}; nothing was sent")
 
 
+class Passes:
+    """The input's lines, readable from the start as often as needed (validated whole, then run)."""
+
+    def __init__(self, handle, origin: int) -> None:
+        self._handle = handle
+        self._origin = origin
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._handle.seek(self._origin)
+        return iter(self._handle)
+
+
 @contextmanager
-def input_lines(path: str | None, streams: Streams) -> Iterator[Callable[[], Iterator[bytes]]]:
-    """A function giving a fresh pass over the input's lines (it is read twice:
-    validated whole, then run)."""
+def input_lines(path: str | None, streams: Streams) -> Iterator[Passes]:
+    """The input (a file, or stdin when `path` is None or '-') as re-readable lines."""
     if path in (None, "-"):
         if streams.stdin is None or streams.stdin_isatty:
             raise UsageError("batch reads JSONL from a file or from piped standard input", hint="anyfast batch prompts.jsonl")
@@ -125,24 +136,18 @@ def input_lines(path: str | None, streams: Streams) -> Iterator[Callable[[], Ite
 
 
 @contextmanager
-def _rereadable(handle, name: str) -> Iterator[Callable[[], Iterator[bytes]]]:
-    """Passes over a seekable file from where it stands now; a pipe (stdin, <(jq …))
-    can be read only once, so it is spooled to a temporary file first."""
+def _rereadable(handle, name: str) -> Iterator[Passes]:
+    """A seekable file is read from where it stands now; a pipe (stdin, <(jq …)) can
+    be read only once, so it is spooled to a temporary file first."""
     if handle.seekable():
-        origin = handle.tell()
-        yield lambda: _lines_from(handle, origin)
+        yield Passes(handle, handle.tell())
         return
     with tempfile.TemporaryFile() as spool:
         try:
             shutil.copyfileobj(handle, spool)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
-        yield lambda: _lines_from(spool, 0)
-
-
-def _lines_from(handle, origin: int) -> Iterator[bytes]:
-    handle.seek(origin)
-    yield from handle
+        yield Passes(spool, 0)
 
 
 def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, streams: Streams) -> None:
