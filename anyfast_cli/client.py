@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 
-from anyfast_cli.errors import ApiError, NetworkError, StreamError, answer_problem, error_from_response, masking_key
+from anyfast_cli.errors import ApiError, NetworkError, StreamError, answer_problem, error_from_response, masking_key, one_line
 from anyfast_cli.request import auth_headers, endpoint_url
 from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.settings import timeouts
@@ -119,13 +119,18 @@ class ApiClient:
                         error = error_from_response(response.status_code, response.content, response.reason_phrase)
                         attempt = self._retry_or_raise(attempt, error, response.status_code, response.headers)
                         continue
-                    if "json" in response.headers.get("content-type", ""):
+                    content_type = response.headers.get("content-type", "")
+                    if "json" in content_type:
                         # Some gateways answer a stream request with one JSON object (often an error).
                         yield self._whole_response_as_chunk(response)
                         return
+                    if "text/html" in content_type:  # a proxy's or captive portal's page
+                        response.read()
+                        raise _not_a_stream(response.content)
                     finished = False
                     held: list[dict] = []  # opening role-only deltas: nothing shown yet, so a failure still retries
-                    for event in iter_events(response.iter_bytes()):
+                    body_head = _Head(response.iter_bytes())
+                    for event in iter_events(body_head):
                         chunk = _chunk_from_event(event.data, yielded)
                         if chunk is None:
                             finished = True
@@ -139,6 +144,8 @@ class ApiClient:
                         held = []
                         yield chunk
                     if not finished:
+                        if not yielded and not held and body_head.text.strip():
+                            raise _not_a_stream(body_head.text)  # bytes, but not one event: not SSE at all
                         raise _Truncated()
                     yield from held
                     return
@@ -179,6 +186,27 @@ class ApiClient:
         request_id = response.headers.get("x-request-id") or response.headers.get("x-tt-logid") or "-"
         elapsed = time.monotonic() - started
         self._log(f"{response.status_code} {response.reason_phrase} in {elapsed:.3f} s, request id {request_id}")
+
+
+class _Head:
+    """Passes a body's chunks through, keeping its first bytes for an error message."""
+
+    SIZE = 200
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.text = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if len(self.text) < self.SIZE:
+                self.text += chunk[: self.SIZE - len(self.text)]
+            yield chunk
+
+
+def _not_a_stream(content: bytes) -> ApiError:
+    excerpt = one_line(content.decode("utf-8", "replace"), 120)
+    return ApiError(f"the server's answer is not an event stream: {excerpt}", code="invalid_response")
 
 
 def _answer_of(response: httpx.Response) -> dict:

@@ -80,6 +80,10 @@ class ApiAuthError(ApiError):
     exit_code = ExitCode.AUTH
 
 
+class OutputError(AnyfastError):
+    """The answer could not be written (a full disk, a failing device)."""
+
+
 class StreamError(AnyfastError):
     """The stream broke, or carried an error event, after it began."""
 
@@ -159,7 +163,7 @@ def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
                 return error
         part = "delta" if chunk else "message"
         choices = data.get("choices", [] if chunk else None)
-        if isinstance(choices, list):
+        if isinstance(choices, list) and (chunk or choices):  # a whole answer has at least one choice
             for choice in choices:
                 if not isinstance(choice, dict) or not isinstance(choice.get(part) or {}, dict):
                     break

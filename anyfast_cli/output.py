@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from anyfast_cli.errors import OutputError
+
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
 PIECE = 16384  # write big texts in pieces: a reader that has gone is then always noticed
@@ -18,14 +20,20 @@ PIECE = 16384  # write big texts in pieces: a reader that has gone is then alway
 def write_flushed(out: TextIO, text: str) -> None:
     """Write and flush. One huge write into a pipe whose reader has left can end
     without an error (the partial write is dropped); piece by piece, it raises
-    BrokenPipeError, which the CLI turns into exit 141."""
-    if len(text) <= PIECE:  # the usual streamed delta
-        out.write(text)
-        out.flush()
-        return
-    for start in range(0, len(text), PIECE):
-        out.write(text[start : start + PIECE])
-        out.flush()
+    BrokenPipeError, which the CLI turns into exit 141. Other write failures
+    (a full disk) become one clear error."""
+    try:
+        if len(text) <= PIECE:  # the usual streamed delta
+            out.write(text)
+            out.flush()
+            return
+        for start in range(0, len(text), PIECE):
+            out.write(text[start : start + PIECE])
+            out.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
 def render_json(obj, *, pretty: bool = False) -> str:

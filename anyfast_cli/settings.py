@@ -18,6 +18,7 @@ DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
 DEFAULT_PROFILE = "default"
 CONNECT_TIMEOUT = 10.0  # seconds: a gateway that does not accept a connection in this long is down
 READ_TIMEOUT = 600.0  # seconds: long answers from reasoning models take minutes
+MAX_TIMEOUT = 1e6  # seconds (11 days): more is "forever", which socket timeouts cannot express
 
 ENV_API_KEY = "ANYFAST_API_KEY"
 ENV_BASE_URL = "ANYFAST_BASE_URL"
@@ -227,8 +228,8 @@ def _positive_number(value) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         number = -1.0
-    if isinstance(value, bool) or not number > 0:
-        raise UsageError(f"timeout must be a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not 0 < number <= MAX_TIMEOUT:
+        raise UsageError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}")
     return number
 
 

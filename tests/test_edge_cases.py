@@ -12,7 +12,7 @@ import pexpect
 import pytest
 from typer.testing import CliRunner
 
-from gateway import Json, Sse, error_body, sse_events
+from gateway import Json, Sse, Stall, error_body, sse_events
 
 from anyfast_cli.cli import app
 
@@ -234,3 +234,65 @@ def test_batch_progress_on_a_terminal_has_no_escape_sequences_without_colour(env
     assert child.exitstatus == 0
     assert "50/50 done" in child.before
     assert "\x1b" not in child.before
+
+
+# --- second review ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Json(raw=b"<html>captive portal login</html>", headers={"Content-Type": "text/html"}),
+        Json(raw=b"plain words, not events", headers={"Content-Type": "text/plain"}),
+    ],
+    ids=["html", "plain-text"],
+)
+def test_a_200_that_is_not_an_event_stream_is_an_api_error_not_retried(run, gateway, reply):
+    gateway.script(reply, reply, reply)
+    result = run("complete", "hi")
+    assert result.exit_code == 1
+    assert "not an event stream" in result.stderr and ("captive portal" in result.stderr or "plain words" in result.stderr)
+    assert len(gateway.requests) == 1
+
+
+def test_a_whole_answer_without_choices_is_an_error(run, gateway):
+    gateway.script(Json({"id": "x", "choices": []}))
+    result = run("complete", "--no-stream", "hi")
+    assert result.exit_code == 1 and "not a chat completion" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "0", "-1", "nan"])
+def test_a_timeout_out_of_range_is_a_usage_error(run, gateway, value):
+    result = run("complete", "--timeout", value, "hi")
+    assert result.exit_code == 2 and "timeout" in result.stderr
+    assert not gateway.requests
+
+
+@pytest.mark.parametrize("target", ["stdout", "file"])
+def test_a_full_disk_is_one_clear_error(env, gateway, target):
+    redirect = "> /dev/full" if target == "stdout" else "-o /dev/full"
+    done = shell(f"anyfast batch {redirect} <<< '\"q\"'; echo status=$?; anyfast complete hi > /dev/full; echo status=$?", env)
+    assert done.stdout.splitlines() == ["status=1", "status=1"], done.stderr
+    assert "No space left on device" in done.stderr and "internal error" not in done.stderr
+
+
+def test_ctrl_c_before_a_reply_begins_leaves_no_turn(gateway, env):
+    gateway.script(Stall(3))
+    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "chat"], env={**env, "TERM": "xterm"}, encoding="utf-8", timeout=WAIT)
+    child.expect("> ")
+    child.sendline("wait")
+    gateway_wait = 0
+    while not gateway.requests and gateway_wait < 100:  # the request has reached the server
+        child.expect([pexpect.TIMEOUT], timeout=0.05)
+        gateway_wait += 1
+    child.sendintr()
+    child.expect("request cancelled")
+    child.expect("> ")
+    child.sendline("next")
+    child.expect("echo: next")
+    child.expect("> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert [m["content"] for m in gateway.requests[-1].body["messages"]] == ["next"]

@@ -12,8 +12,9 @@ import os
 from collections.abc import Mapping
 from typing import TextIO
 
-from anyfast_cli.errors import UsageError
+from anyfast_cli.errors import OutputError, UsageError
 from anyfast_cli.files import write_atomic_lines
+from anyfast_cli.output import write_flushed
 
 
 def keep_answered(path: str, wanted: Mapping[str, str]) -> set:
@@ -62,6 +63,7 @@ class ResultSink:
 
     def __init__(self, path: str | None, stdout: TextIO, *, append: bool) -> None:
         self._stdout = stdout
+        self._path = path
         self._fd = None
         if path is not None:
             flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
@@ -73,13 +75,15 @@ class ResultSink:
     def write(self, result: dict) -> None:
         line = json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n"
         if self._fd is None:
-            self._stdout.write(line)
-            self._stdout.flush()
+            write_flushed(self._stdout, line)
             return
         data = line.encode("utf-8")
-        while data:  # one write() in practice; the loop only covers a short write
-            written = os.write(self._fd, data)
-            data = data[written:]
+        try:
+            while data:  # one write() in practice; the loop only covers a short write
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError as exc:
+            raise OutputError(f"cannot write {self._path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self._fd is not None:

@@ -103,8 +103,9 @@ def run_session(
             try:
                 render_answer(client, body, out, streams, reply)
             except KeyboardInterrupt:
-                history.add(turn, {"role": "assistant", "content": reply.content, "cut": True})
-                streams.say("reply cut short")
+                if reply.content:  # keep what arrived, marked; a reply that never began leaves no turn
+                    history.add(turn, {"role": "assistant", "content": reply.content, "cut": True})
+                streams.say("reply cut short" if reply.content else "request cancelled")
                 continue
             except AnyfastError as exc:  # the session goes on; the failed turn is not kept
                 streams.error(exc)
