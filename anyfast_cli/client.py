@@ -144,8 +144,8 @@ class ApiClient:
                         held = []
                         yield chunk
                     if not finished:
-                        if not yielded and not held and body_head.text.strip():
-                            raise _not_a_stream(body_head.text)  # bytes, but not one event: not SSE at all
+                        if not yielded and not held and not _looks_like_sse(body_head.text):
+                            raise _not_a_stream(body_head.text)  # text, but not SSE at all: retrying won't help
                         raise _Truncated()
                     yield from held
                     return
@@ -202,6 +202,15 @@ class _Head:
             if len(self.text) < self.SIZE:
                 self.text += chunk[: self.SIZE - len(self.text)]
             yield chunk
+
+
+SSE_LINE_STARTS = (b"data", b"event", b"id", b"retry", b":")
+
+
+def _looks_like_sse(head: bytes) -> bool:
+    """Whether a body begins as Server-Sent Events do (an empty body counts: it was cut)."""
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return not head or head.startswith(SSE_LINE_STARTS)
 
 
 def _not_a_stream(content: bytes) -> ApiError:
