@@ -45,7 +45,7 @@ def load_media(ref: str, kind: str = "image") -> str:
         size = os.path.getsize(ref)
         if size > limit:
             raise UsageError(
-                f"{ref}: {size / 1048576:.1f} MiB is over the {limit // 1048576} MiB limit for a {kind}",
+                f"{ref}: {size / 1048576:.1f} MiB is over the {limit // 1048576} MiB limit for {'an' if kind == 'image' else 'a'} {kind}",
                 hint="pass a smaller file, or an https:// URL",
             )
         with open(ref, "rb") as handle:

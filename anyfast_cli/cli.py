@@ -310,7 +310,8 @@ Input lines: "a prompt" | {"prompt": ..., "system"?: ...} | {"messages": [...]}
   | {"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}};
   other body fields on a line (model, temperature, ...) override the flags for it.
 Exit status: 0 all answered, 2 invalid input (nothing sent), 3 authentication,
-  6 some records failed (the rest written), 130 interrupted (--resume finishes).
+  4 gateway unreachable before any answer, 6 some records failed (the rest written),
+  130 interrupted (--resume finishes), 141 stdout closed.
 """
 
 

@@ -46,6 +46,8 @@ def describe_transport_error(exc: Exception, url: str) -> str:
         return f"cannot connect to {host}: {exc}"
     if isinstance(exc, _Truncated):
         return f"{host} ended the response before it was complete"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"{host} closed the connection before the answer was complete"
     return f"connection to {host} failed: {exc or type(exc).__name__}"
 
 

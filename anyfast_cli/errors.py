@@ -132,8 +132,10 @@ def error_from_response(status: int, content: bytes, reason: str = "") -> ApiErr
             code = error.get("code") or error.get("type")
         elif isinstance(error, str):
             message = error
-        elif isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]
+        elif isinstance(body, dict) and isinstance(body.get("message") or body.get("detail"), str):
+            message = body.get("message") or body["detail"]  # other frameworks' error shapes
+        else:
+            message = content.decode("utf-8", "replace")  # show what came, shortened
     except ValueError:
         message = content.decode("utf-8", "replace")
     summary = f"HTTP {status}" + (f" {reason}" if reason else "")

@@ -18,6 +18,11 @@ RANGES = {
     "presence_penalty": (-2.0, 2.0),
 }
 DEFAULT_MODEL_MAX_TOKENS = 8192
+RESERVED_HINTS = {
+    "model": "use -m/--model, or model: in the profile or conversation file",
+    "messages": "give the prompt as arguments, on stdin, or in a conversation file",
+    "stream": "complete and chat take --stream/--no-stream; batch never streams",
+}
 USER_AGENT = f"anyfast/{__version__}"
 THINKING_TYPES = ("enabled", "disabled", "auto")
 
@@ -70,8 +75,9 @@ def check_fields(fields: dict, model: str) -> None:
             raise UsageError(f"stop must be a string or a list of strings, got {stop!r}")
     if "stream_options" in fields and not isinstance(fields["stream_options"], dict):
         raise UsageError(f"stream_options must be an object like {{\"include_usage\": true}}, got {fields['stream_options']!r}")
-    if "stream" in fields or "messages" in fields or "model" in fields:
-        raise UsageError("model, messages and stream are set by anyfast itself; use -m/--model and --stream")
+    for name in ("model", "messages", "stream"):
+        if name in fields:
+            raise UsageError(f"'{name}' is set by anyfast itself, not as a body field", hint=RESERVED_HINTS[name])
     thinking = fields.get("thinking")
     if thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") in THINKING_TYPES):
         raise UsageError(f"thinking must look like {{\"type\": \"enabled\"}} or {{\"type\": \"disabled\"}}, got {thinking!r}")

@@ -156,14 +156,14 @@ def resolve_settings(
                 exc.message = f"{profile_label(profile_name, path)}: {exc.message}"
             raise
 
-    model = pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model))
+    model = checked("model", _model_name, pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model)))
     base_url = checked("base_url", _http_url, pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL))
     timeout = checked("timeout", _positive_number, pick("timeout", flags.timeout, None, None))
     retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
         base_url=base_url.rstrip("/"),
-        model=str(model),
+        model=model,
         timeout=timeout,
         retries=retries,
         key=_key_source(flags, env, profile),
@@ -205,11 +205,17 @@ def _key_source(flags: SettingFlags, env: Mapping[str, str], profile: Mapping) -
     return None
 
 
+def _model_name(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"the model must be a name like {DEFAULT_MODEL}, got {value!r}")
+    return value.strip()
+
+
 def _http_url(value) -> str:
     """A base URL must be http(s) with a host: anything else is a usage error, not a network one."""
     from urllib.parse import urlsplit
 
-    url = str(value).strip()
+    url = value.strip() if isinstance(value, str) else ""
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -217,7 +223,7 @@ def _http_url(value) -> str:
     except ValueError:
         valid = False
     if not valid:
-        raise UsageError(f"the base URL must look like https://host/v1, got {url!r}")
+        raise UsageError(f"the base URL must look like https://host/v1, got {value!r}")
     return url
 
 

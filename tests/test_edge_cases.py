@@ -296,3 +296,41 @@ def test_ctrl_c_before_a_reply_begins_leaves_no_turn(gateway, env):
     child.close()
     assert child.exitstatus == 0
     assert [m["content"] for m in gateway.requests[-1].body["messages"]] == ["next"]
+
+
+def test_every_yaml_example_in_the_readme_is_valid(tmp_path):
+    import re
+
+    import yaml
+
+    from anyfast_cli.inputs import parse_conversation
+    from anyfast_cli.settings import parse_config
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        data = yaml.safe_load(block)
+        if "messages" in data:
+            assert parse_conversation(block, "README").messages
+        else:
+            assert parse_config(block, "README")["profiles"]
+
+
+@pytest.mark.parametrize("model", ["", "   "])
+def test_an_empty_model_is_a_usage_error(run, gateway, model):
+    result = run("complete", "-m", model, "hi")
+    assert result.exit_code == 2 and "model" in result.stderr
+    assert not gateway.requests
+
+
+def test_a_reserved_field_names_the_right_flag(run, gateway):
+    result = run("batch", "-p", "stream=true", input='"q"\n')
+    assert result.exit_code == 2
+    assert "'stream' is set by anyfast itself" in result.stderr and "batch never streams" in result.stderr
+
+
+def test_an_error_body_in_another_framework_s_shape_is_shown(run, gateway):
+    gateway.script(Json({"detail": "field required: messages"}, status=422))
+    result = run("complete", "hi")
+    assert result.exit_code == 1 and "field required: messages" in result.stderr

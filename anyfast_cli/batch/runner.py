@@ -196,6 +196,12 @@ class _Reorderer:
 
 
 def _describe_network_error(exc: Exception) -> str:
+    """The same words as the client's (describe_transport_error), for aiohttp's errors."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out waiting for the server"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return "the server closed the connection before the answer was complete"
     return f"connection failed: {exc or type(exc).__name__}"
