@@ -76,6 +76,7 @@ class Reply:
     content_parts: list = field(default_factory=list)
     reasoning_parts: list = field(default_factory=list)
     usage: dict | None = None
+    cut_at_limit: bool = False  # finish_reason "length": the model ran out of max_tokens
 
     @property
     def content(self) -> str:
@@ -108,6 +109,8 @@ class TextPrinter:
                 delta = choice.get("delta") or choice.get("message") or {}
                 self.write_reasoning(delta.get("reasoning_content"))
                 self.write_content(delta.get("content"))
+                if choice.get("finish_reason") == "length":
+                    self.reply.cut_at_limit = True
 
     def write_reasoning(self, text: str | None) -> None:
         if not text:

@@ -334,3 +334,33 @@ def test_an_error_body_in_another_framework_s_shape_is_shown(run, gateway):
     gateway.script(Json({"detail": "field required: messages"}, status=422))
     result = run("complete", "hi")
     assert result.exit_code == 1 and "field required: messages" in result.stderr
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_an_answer_cut_at_the_token_limit_says_so_on_stderr(run, gateway, stream):
+    from gateway import chunk, completion
+
+    cut = completion("partial")
+    cut["choices"][0]["finish_reason"] = "length"
+    gateway.script(Sse(sse_events(chunk("partial"), chunk(finish="length"))) if stream == "--stream" else Json(cut))
+    result = run("complete", stream, "hi")
+    assert result.exit_code == 0
+    assert result.stdout == "partial\n"
+    assert "token limit" in result.stderr and result.stderr.startswith("anyfast: warning:")
+
+
+def test_an_empty_batch_input_warns(run, gateway):
+    result = run("batch", input="\n\n")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "no records" in result.stderr
+
+
+def test_config_show_gives_the_default_timeout_as_a_number(cli_env_free):
+    result = cli_env_free("config", "show", "--json")
+    assert json.loads(result.stdout)["timeout"] == {"value": 600.0, "source": "default; connect 10 s"}
+
+
+@pytest.fixture
+def cli_env_free(clean_env):
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args), env={})

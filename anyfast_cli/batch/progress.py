@@ -39,9 +39,13 @@ def render_summary(tally: Tally, elapsed: float, *, interrupted: bool = False) -
     return text + f"; {tally.tokens:,} tokens, {seconds} s, {rate:.1f} requests/s"
 
 
+RATE_AFTER = 1.0  # seconds before a rate is shown: one early answer says nothing about speed
+
+
 def render_progress(tally: Tally, now: float) -> str:
-    elapsed = max(now - tally.started, 1e-9)
-    return f"{tally.done:,}/{tally.total:,} done, {tally.ok:,} ok, {tally.failed:,} failed, {tally.done / elapsed:.1f} req/s, {tally.tokens:,} tokens"
+    elapsed = now - tally.started
+    rate = f"{tally.done / elapsed:.1f} req/s" if elapsed >= RATE_AFTER else "- req/s"
+    return f"{tally.done:,}/{tally.total:,} done, {tally.ok:,} ok, {tally.failed:,} failed, {rate}, {tally.tokens:,} tokens"
 
 
 class ProgressBar:

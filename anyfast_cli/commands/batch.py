@@ -58,6 +58,8 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         scan = scan_input(lines, options, shard)
         if scan.error_count:
             report_invalid(scan, streams)
+        if not scan.records:
+            streams.warn("the input holds no records; nothing to do")
         if flags.dry_run:
             write_lines(flags.output, streams, (batch_input_line(r) for r in iter_records(lines, options, shard)))
             return ExitCode.OK

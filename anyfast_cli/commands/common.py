@@ -149,6 +149,8 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
         printer.end_lines()
         if out.json:
             print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+    if reply.cut_at_limit and not out.json:  # --json shows finish_reason itself
+        streams.warn("the answer stopped at the token limit (finish_reason: length); raise --max-tokens for more")
     if out.usage:
         print_usage(reply.usage, streams.stderr)
     return reply

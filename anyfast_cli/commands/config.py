@@ -50,7 +50,7 @@ def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]
         ("model", settings.model, origins["model"]),
         ("base_url", settings.base_url, origins["base_url"]),
         key_row,
-        ("timeout", settings.timeout, origins.get("timeout", f"default: {READ_TIMEOUT:.0f} s read, {CONNECT_TIMEOUT:.0f} s connect")),
+        ("timeout", settings.timeout or READ_TIMEOUT, origins["timeout"] if settings.timeout else f"default; connect {CONNECT_TIMEOUT:g} s"),
         ("retries", settings.retries, origins["retries"]),
     ]
     rows += [(name, value, "profile") for name, value in settings.body_defaults.items()]
