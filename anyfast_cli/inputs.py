@@ -23,6 +23,8 @@ def build_prompt(args: list[str], stdin_text: str | None) -> str:
     if "-" in args:
         if args != ["-"]:
             raise UsageError("'-' means standard input alone; give it without other words", hint="echo text | anyfast complete 'instruction'")
+        if stdin_text is None:
+            raise UsageError("no prompt: '-' reads standard input, but it is a terminal, closed, or turned off by -n")
         prompt = piped
     else:
         prompt = " ".join(args)
