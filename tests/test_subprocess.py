@@ -3,6 +3,7 @@ a reader that closes the pipe; Ctrl-C; exit status and stderr without tracebacks
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -106,51 +107,45 @@ def slow_stream(pieces: int = 400) -> Sse:
     return Sse(sse_events(*[chunk(f"word{i} ") for i in range(pieces)], chunk(finish="stop")), delay=0.02)
 
 
-@pytest.mark.parametrize("flags", [[], ["--json", "--stream"]], ids=["text", "jsonl"])
-def test_a_reader_that_closes_the_pipe_ends_it_quietly_with_141(env, gateway, flags):
-    gateway.script(slow_stream())
-    process = subprocess.Popen(anyfast("complete", *flags, "hi"), env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def spawned(env, *args):
+    """anyfast running with piped stdout and stderr; killed and cleaned up afterwards."""
+    process = subprocess.Popen(anyfast(*args), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert process.stdout.read(1)  # like `| head -c1`: the stream has begun ...
-        process.stdout.close()  # ... and the reader goes away while it goes on
-        assert process.wait(timeout=WAIT) == 141
-        assert process.stderr.read() == b""
-    finally:
-        process.kill()
-        process.wait()
-        process.stderr.close()
-
-
-def test_a_pipe_closed_before_a_whole_answer_arrives_exits_141(env, gateway):
-    gateway.latency = 0.3  # the reader is gone before the answer is written
-    process = subprocess.Popen(anyfast("complete", "--json", "hi"), env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process.stdout.close()
-    try:
-        assert process.wait(timeout=WAIT) == 141
-        assert process.stderr.read() == b""
-    finally:
-        process.kill()
-        process.wait()
-        process.stderr.close()
-
-
-def test_ctrl_c_during_a_stream_exits_130_without_a_traceback(env, gateway):
-    gateway.script(slow_stream())
-    process = subprocess.Popen(anyfast("complete", "hi"), env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert process.stdout.read(1)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=WAIT) == 130
-        stderr = process.stderr.read().decode()
-        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+        yield process
     finally:
         process.kill()
         process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+@pytest.mark.parametrize("flags", [[], ["--json", "--stream"]], ids=["text", "jsonl"])
+def test_a_reader_that_closes_the_pipe_ends_it_quietly_with_141(env, gateway, flags):
+    gateway.script(slow_stream())
+    with spawned(env, "complete", *flags, "hi") as process:
+        assert process.stdout.read(1)  # like `| head -c1`: the stream has begun ...
+        process.stdout.close()  # ... and the reader goes away while it goes on
+        assert process.wait(timeout=WAIT) == 141
+        assert process.stderr.read() == b""
+
+
+def test_a_pipe_closed_before_a_whole_answer_arrives_exits_141(env, gateway):
+    gateway.latency = 0.3  # the reader is gone before the answer is written
+    with spawned(env, "complete", "--json", "hi") as process:
+        process.stdout.close()
+        assert process.wait(timeout=WAIT) == 141
+        assert process.stderr.read() == b""
+
+
+def test_ctrl_c_during_a_stream_exits_130_without_a_traceback(env, gateway):
+    gateway.script(slow_stream())
+    with spawned(env, "complete", "hi") as process:
+        assert process.stdout.read(1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT) == 130
+        stderr = process.stderr.read().decode()
+        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
 CLOSED_PORT_URL = "a URL whose port nobody listens on"
