@@ -70,7 +70,7 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
 
             answered = keep_answered(flags.output, scan.ids)
         tally = Tally(total=len(scan.ids) - len(answered), skipped=len(answered))
-        del scan  # its id set is no longer needed; `answered` keeps only what resume skips
+        del scan  # its ids are no longer needed; `answered` keeps only what resume skips
         send_all(iter_records(lines, options, shard, skip=answered), flags, settings, api_key, tally, streams)
     return ExitCode.OK if tally.failed == 0 else ExitCode.BATCH_PARTIAL
 
