@@ -141,6 +141,5 @@ class TextPrinter:
         has its open line ended, and nothing is printed if nothing was."""
         self.end_reasoning()
         if self._echo and (not self._out_ends_line or (complete and not self.reply.content_parts)):
-            self._out.write("\n")
-            self._out.flush()
+            write_flushed(self._out, "\n")
             self._out_ends_line = True

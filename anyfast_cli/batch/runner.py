@@ -31,7 +31,6 @@ REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten re
 
 @dataclass
 class Outcome:
-    record: Record
     line: dict  # the OpenAI Batch output line
     ok: bool
     tokens: int = 0
@@ -153,7 +152,7 @@ class BatchRunner:
         text = json.dumps(line, ensure_ascii=False)
         if self._secret_in_json and self._secret_in_json in text:
             line = json.loads(redact(text, self._secret_in_json))
-        return Outcome(record, line, ok=False)
+        return Outcome(line, ok=False)
 
     def _answer(self, record: Record, content: bytes, request_id: str | None) -> Outcome:
         try:
@@ -168,7 +167,7 @@ class BatchRunner:
         self._answered += 1
         tokens = (body.get("usage") or {}).get("total_tokens") or 0
         line = result_line(record, status=200, request_id=request_id or body.get("id"), body=body, error=None)
-        return Outcome(record, line, ok=True, tokens=tokens)
+        return Outcome(line, ok=True, tokens=tokens)
 
 
 class _Reorderer:
