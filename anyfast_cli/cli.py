@@ -11,7 +11,7 @@ import sys
 from typing import Annotated, List, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from anyfast_cli import __version__
 
@@ -21,6 +21,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # --- option groups shared by the commands -------------------------------------------------
 # Each command names the groups it takes as parameters (`settings_flags`, `request`, `out`);
 # `with_option_groups` replaces each with its flags, then packs the values back into one object.
+# Each list names, in order, the fields of its dataclass (SettingFlags, RequestFlags, OutputFlags).
+# They are not derived from the dataclasses, which would import their modules at start-up;
+# tests/test_cli_definitions.py fails when the two drift apart.
 
 
 def _option(name: str, annotation, default=None) -> inspect.Parameter:
@@ -161,7 +164,35 @@ def _silence_stdout() -> None:
         pass  # not a real file (a test runner's buffer): nothing to silence
 
 
-class AnyfastGroup(TyperGroup):
+# --- exit statuses in --help ----------------------------------------------------------------
+
+
+def render_exit_statuses() -> str:
+    """`Exit status: 0 ok, 1 API error, …`: every ExitCode with its summary, for --help."""
+    from anyfast_cli.errors import ExitCode
+
+    return "Exit status: " + ", ".join(f"{int(code)} {code.summary}" for code in ExitCode) + "."
+
+
+class ExitStatusEpilog:
+    """A command whose epilog ends with `render_exit_statuses()`, rendered when the epilog is
+    read (by --help or tools/gen_docs.py) rather than when the app is defined: start-up then
+    does not import errors.py, which `--version` and most --help pages never need."""
+
+    @property
+    def epilog(self) -> str:
+        return "\n\n".join(filter(None, [self._epilog_text, render_exit_statuses()]))
+
+    @epilog.setter
+    def epilog(self, text: Optional[str]) -> None:  # Click's __init__ sets it
+        self._epilog_text = text
+
+
+class ExitStatusCommand(ExitStatusEpilog, TyperCommand):
+    pass
+
+
+class AnyfastGroup(ExitStatusEpilog, TyperGroup):
     """Click's own usage errors become one `anyfast: error:` line and exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -210,7 +241,7 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback(
-    epilog="\b\nExamples:\n  echo 'Write a haiku about pipes' | anyfast complete\n  git diff | anyfast complete 'Write a commit message:'\n  anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'\n\nExit status: 0 ok, 1 API error, 2 usage, 3 auth, 4 network, 5 rate limited, 6 batch partly failed, 130 interrupted, 141 stdout closed."
+    epilog="\b\nExamples:\n  echo 'Write a haiku about pipes' | anyfast complete\n  git diff | anyfast complete 'Write a commit message:'\n  anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'"  # then the exit statuses (AnyfastGroup)
 )
 def root(
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
@@ -309,13 +340,12 @@ Examples:
 Input lines: "a prompt" | {"prompt": ..., "system"?: ...} | {"messages": [...]}
   | {"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}};
   other body fields on a line (model, temperature, ...) override the flags for it.
-Exit status: 0 all answered, 2 invalid input (nothing sent), 3 authentication,
-  4 gateway unreachable before any answer, 6 some records failed (the rest written),
-  130 interrupted (--resume finishes), 141 stdout closed.
+
+After Ctrl-C, kill -9 or failed records, the same command with --resume runs the rest.
 """
 
 
-@app.command(context_settings=CONTEXT, epilog=BATCH_EXAMPLES)
+@app.command(cls=ExitStatusCommand, context_settings=CONTEXT, epilog=BATCH_EXAMPLES)
 @with_option_groups
 def batch(
     input: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="JSONL input file; stdin when omitted or '-'.", show_default=False)] = None,
@@ -330,6 +360,7 @@ def batch(
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only records whose index i has i mod N = K-1.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (it shows only on a terminal anyway).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, then print each request as an OpenAI Batch input line.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show each retry and its reason on stderr.")] = False,
     settings_flags=None,
     request=None,
 ) -> None:
@@ -341,7 +372,7 @@ def batch(
         flags = BatchFlags(
             input=input, output=output, plain_lines=lines, template=template, ordered=ordered,
             concurrency=concurrency, rpm=rpm, tpm=tpm, resume=resume, shard=shard,
-            progress=not no_progress, dry_run=dry_run,
+            progress=not no_progress, dry_run=dry_run, verbose=verbose,
         )
         return run_batch(flags, settings_flags=settings_flags, request=request, streams=streams)
 

@@ -6,21 +6,49 @@ boundary (cli.py) is the one place that turns it into `anyfast: error: …` and 
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    OK = 0
-    API = 1  # the API answered with an error, or a stream broke after output began
-    USAGE = 2  # bad flag, value or input file; found before anything is sent
-    AUTH = 3  # no API key, or 401/403
-    NETWORK = 4  # cannot connect, timed out, reset before any output
-    RATE_LIMITED = 5  # 429 after retries
-    BATCH_PARTIAL = 6  # batch finished but some records failed
-    INTERRUPTED = 130  # Ctrl-C
-    BROKEN_PIPE = 141  # stdout closed by the reader, as a C tool killed by SIGPIPE
+    """Every exit status, with the words users read about it: `summary` for the one line
+    in `--help`, `description` for the man page's EXIT STATUS and the README's table.
+    Those are all rendered from here, so a new member shows up in each of them."""
+
+    # value, summary, description
+    OK = 0, "ok", "Success."
+    API = (
+        1, "API error",
+        "The API answered with an error (after retries), or with an answer that cannot be read, "
+        "or a stream broke after output began, or carried an error event.",
+    )
+    USAGE = (
+        2, "usage or input error",
+        "Usage or input error, found before anything is sent: a bad flag or value, "
+        "an unreadable or invalid file, no prompt.",
+    )
+    AUTH = 3, "authentication", "Authentication: no API key, or 401/403 from the API."
+    NETWORK = (
+        4, "network",
+        "Network: cannot connect, timed out, or the connection was reset before any output (after retries).",
+    )
+    RATE_LIMITED = 5, "rate limited", "Rate limited: 429 after retries."
+    BATCH_PARTIAL = (
+        6, "batch partly failed",
+        "batch finished but some records failed (all others were written; --resume runs the failed ones again).",
+    )
+    INTERRUPTED = 130, "interrupted", "Interrupted (Ctrl-C)."
+    BROKEN_PIPE = (
+        141, "stdout closed",
+        "Standard output was closed by the reader (as a C tool killed by SIGPIPE), as in anyfast complete ... | head -1.",
+    )
+
+    def __new__(cls, value: int, summary: str, description: str) -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.summary = summary
+        member.description = description
+        return member
 
 
 class AnyfastError(Exception):
@@ -28,10 +56,11 @@ class AnyfastError(Exception):
 
     exit_code = ExitCode.API
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.code = code  # a short machine-readable name, for batch's error lines
 
     def render(self) -> str:
         """The one error line (and at most one hint line) a user sees on stderr."""
@@ -66,9 +95,8 @@ class ApiError(AnyfastError):
         hint: str | None = None,
         body: object = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, code=code)
         self.status = status
-        self.code = code
         self.body = body
 
 
@@ -119,65 +147,3 @@ def masking_key(secret: str):
     except AnyfastError as exc:
         exc.message = redact(exc.message, secret)
         raise
-
-
-def error_from_response(status: int, content: bytes, reason: str = "") -> ApiError:
-    """The server's own message when the body is an OpenAI-style error object."""
-    message, code, body = None, None, None
-    try:
-        body = json.loads(content)
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            message = error.get("message")
-            code = error.get("code") or error.get("type")
-        elif isinstance(error, str):
-            message = error
-        elif isinstance(body, dict) and isinstance(body.get("message") or body.get("detail"), str):
-            message = body.get("message") or body["detail"]  # other frameworks' error shapes
-        else:
-            message = content.decode("utf-8", "replace")  # show what came, shortened
-    except ValueError:
-        message = content.decode("utf-8", "replace")
-    summary = f"HTTP {status}" + (f" {reason}" if reason else "")
-    message = one_line(message) if message else ""
-    text = f"{summary}: {message}" if message else summary
-    return api_error_for_status(status, text, code=str(code) if code is not None else None, hint=_hint(status), body=body)
-
-
-def error_in_body(data) -> ApiError | None:
-    """An `{"error": …}` object in a 200 response or stream event."""
-    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
-        error = data["error"]
-        message = error.get("message") if isinstance(error, dict) else None
-        code = error.get("code") if isinstance(error, dict) else None
-        return ApiError(f"the server reported an error: {one_line(message or json.dumps(error))}", code=code, body=data)
-    return None
-
-
-def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
-    """Why a 200 body (or, with chunk=True, a stream event) is not a usable answer:
-    an error object, or not the shape of a chat completion."""
-    # Runs once per stream event: plain loops, no generators.
-    if isinstance(data, dict):
-        if "error" in data:
-            error = error_in_body(data)
-            if error is not None:
-                return error
-        part = "delta" if chunk else "message"
-        choices = data.get("choices", [] if chunk else None)
-        if isinstance(choices, list) and (chunk or choices):  # a whole answer has at least one choice
-            for choice in choices:
-                if not isinstance(choice, dict) or not isinstance(choice.get(part) or {}, dict):
-                    break
-            else:
-                return None
-    what = "stream event" if chunk else "answer"
-    return ApiError(f"the server's {what} is not a chat completion", code="invalid_response", body=data)
-
-
-def _hint(status: int) -> str | None:
-    if status in (401, 403):
-        return "check ANYFAST_API_KEY, --api-key or the config's api_key"
-    if status == 404:
-        return "check the model name (-m) and the base URL"
-    return None

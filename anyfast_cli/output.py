@@ -7,10 +7,10 @@ Text goes to stdout and is flushed per delta; everything that is not the answer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from anyfast_cli.errors import OutputError
+from anyfast_cli.exchange import Reply
 
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
@@ -69,24 +69,6 @@ def print_usage(usage: dict | None, err: TextIO) -> None:
     err.flush()
 
 
-@dataclass
-class Reply:
-    """What an answer has delivered so far; kept when a stream is cut short."""
-
-    content_parts: list = field(default_factory=list)
-    reasoning_parts: list = field(default_factory=list)
-    usage: dict | None = None
-    cut_at_limit: bool = False  # finish_reason "length": the model ran out of max_tokens
-
-    @property
-    def content(self) -> str:
-        return "".join(self.content_parts)
-
-    @property
-    def reasoning(self) -> str:
-        return "".join(self.reasoning_parts)
-
-
 class TextPrinter:
     """Collects an answer into a Reply as its deltas arrive, writing the text to stdout
     (unless `echo` is off: --json prints the objects instead) and, if asked, the
@@ -103,19 +85,14 @@ class TextPrinter:
         self._err_ends_line = True
 
     def feed_chunk(self, chunk: dict) -> None:
-        """A stream chunk's delta, or a whole response's message: the first choice's."""
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) == 0:
-                delta = choice.get("delta") or choice.get("message") or {}
-                self.write_reasoning(delta.get("reasoning_content"))
-                self.write_content(delta.get("content"))
-                if choice.get("finish_reason") == "length":
-                    self.reply.cut_at_limit = True
+        """A stream chunk, or a whole response: collected into the Reply, its text shown."""
+        reasoning, content = self.reply.absorb(chunk)
+        self.write_reasoning(reasoning)
+        self.write_content(content)
 
     def write_reasoning(self, text: str | None) -> None:
         if not text:
             return
-        self.reply.reasoning_parts.append(text)
         if self._show_reasoning:
             self._err.write(f"{DIM}{text}{RESET}" if self._dim else text)
             self._err.flush()
@@ -125,7 +102,6 @@ class TextPrinter:
         if not text:
             return
         self.end_reasoning()  # the reasoning block ends before the answer starts
-        self.reply.content_parts.append(text)
         if self._echo:
             write_flushed(self._out, text)
             self._out_ends_line = text.endswith("\n")

@@ -27,6 +27,19 @@ ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 
+# The network's own variables, as curl, pip and requests read them (transport.py applies them).
+ENV_CA_FILE = "SSL_CERT_FILE"
+ENV_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
+ENV_CA_DIR = "SSL_CERT_DIR"
+CA_ENV_NAMES = (ENV_CA_FILE, ENV_CA_BUNDLE, ENV_CA_DIR)
+
+
+def proxy_env_names(scheme: str) -> tuple[str, ...]:
+    """Where the proxy for `scheme` ("http", "https", or "no" for NO_PROXY) is looked up,
+    in order: the lowercase name wins, as in curl; ALL_PROXY serves every scheme."""
+    names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+    return names if scheme == "no" else names + ("all_proxy", "ALL_PROXY")
+
 # Profile keys that configure anyfast itself; every other profile key is a request body default.
 SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "retries")
 

@@ -232,7 +232,8 @@ def test_server_message_is_kept(gateway, make_client):
     gateway.script(Json(error_body("The model `nope` does not exist", code="model_not_found"), status=404))
     with pytest.raises(ApiError) as raised:
         make_client().send(BODY)
-    assert raised.value.message == "HTTP 404 Not Found: The model `nope` does not exist"
+    # model_not_found names the model that was sent, before the server's own words
+    assert raised.value.message == "model 'm' is not available here: HTTP 404 Not Found: The model `nope` does not exist"
     assert raised.value.code == "model_not_found"
     assert raised.value.status == 404
     assert "model name" in raised.value.hint
@@ -308,7 +309,7 @@ def test_a_truncated_stream_without_done_or_finish_reason_is_an_error(gateway, m
     with pytest.raises(StreamError) as raised:
         collect(make_client(retries=5).stream(stream_body()), received)
     assert content_of(received) == "half an ans"
-    assert "before it was complete" in raised.value.message
+    assert "closed the connection before the answer was complete" in raised.value.message
     assert len(gateway.requests) == 1 and rec.sleeps == []
 
 

@@ -14,17 +14,19 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import Limiter
-from anyfast_cli.errors import ApiAuthError, ApiError, NetworkError, answer_problem, error_from_response, masking_key, redact
+from anyfast_cli.errors import AnyfastError, ApiAuthError, NetworkError, masking_key, redact
+from anyfast_cli.exchange import (
+    Attempts, NetFailure, failure_kind_from_chain, is_answer_status, read_answer, request_id_of,
+)
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
-from anyfast_cli.retry import plan_retry
-from anyfast_cli.settings import timeouts
+from anyfast_cli.transport import NetworkPolicy, network_policy
 
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
 
@@ -44,6 +46,7 @@ class RunConfig:
     retries: int = 5
     timeout: float | None = None
     ordered: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)  # for the proxy and trust store (transport.py)
 
 
 class BatchRunner:
@@ -56,6 +59,7 @@ class BatchRunner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.limiter = limiter
@@ -66,20 +70,19 @@ class BatchRunner:
         self._secret = config.api_key.strip()
         self._secret_in_json = json.dumps(self._secret)[1:-1]  # as it appears inside JSON text
         self._url = endpoint_url(config.base_url)
+        self.policy = network_policy(self._url, config.env, config.timeout)
+        self._log = log or (lambda message: None)
         self._answered = 0
 
     async def run(self, records: Iterator[Record]) -> None:
         """Send every record; returns when all are written. Stops at once on 401/403
         (AnyfastError), or on a network failure before anything has been answered."""
         concurrency = self.config.concurrency
-        connect, read = timeouts(self.config.timeout)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
         headers = {**auth_headers(self.config.api_key), "Content-Type": "application/json"}
         queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
         output = _Reorderer(self._emit, concurrency * REORDER_WINDOW_PER_WORKER) if self.config.ordered else None
 
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+        async with open_session(self.policy, concurrency, headers) as session:
 
             async def produce() -> None:
                 for seq, record in enumerate(records):
@@ -110,63 +113,56 @@ class BatchRunner:
     async def _send(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
         payload = json.dumps(record.body, ensure_ascii=False).encode("utf-8")
         tokens = estimate_tokens(record.body)
-        attempt = 0
+        policy = self.policy
+        attempts = Attempts(retries=self.config.retries, target=policy.target, model=record.body.get("model"),
+                            read_timeout=policy.read_timeout, proxy=policy.proxy_target, rng=self._rng, clock=self._clock)
         while True:
             await self.limiter.acquire(tokens)
             try:
-                async with session.post(self._url, data=payload) as response:
+                async with session.post(self._url, data=payload, proxy=policy.proxy, allow_redirects=False) as response:
                     content = await response.read()
                     status, headers, reason = response.status, response.headers, response.reason or ""
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                plan = plan_retry(attempt, self.config.retries, self._rng)
-                if plan.delay is not None:
-                    await self._sleep(plan.delay)
-                    attempt += 1
-                    continue
-                message = _describe_network_error(exc)
-                if not self._answered:
-                    # Nothing has worked yet: the gateway is unreachable, and every record would wait out its retries.
-                    raise NetworkError(message, hint="check the network and the base URL") from None
-                code = "timeout" if isinstance(exc, asyncio.TimeoutError) else "network_error"
-                return self._failed(record, status=None, request_id=None, body=None, error={"code": code, "message": message})
+                try:
+                    retry = attempts.after_network(net_failure(exc, policy))
+                except AnyfastError as error:
+                    if isinstance(error, NetworkError) and not self._answered:
+                        raise  # nothing has worked yet: every record would wait out its retries the same way
+                    return self._failed(record, error, status=None, request_id=None)
+            else:
+                request_id = request_id_of(headers)
+                if is_answer_status(status):
+                    return self._answer(record, content, status, request_id)
+                try:
+                    retry = attempts.after_status(status, headers, content, reason)
+                except ApiAuthError:
+                    raise  # every other record would fail the same way
+                except AnyfastError as error:
+                    if error.code == "redirect":
+                        raise  # the base URL is wrong for every record
+                    return self._failed(record, error, status=status, request_id=request_id, body=getattr(error, "body", None))
+                if status == 429 and retry.retry_after is not None:
+                    self.limiter.pause_for(retry.retry_after)
+            self._log(f"record {record.id}: {retry.note}")
+            await self._sleep(retry.delay)
 
-            request_id = headers.get("x-request-id")
-            if status == 200:
-                return self._answer(record, content, request_id)
-            error = error_from_response(status, content, reason)
-            if isinstance(error, ApiAuthError):
-                raise error  # every other record would fail the same way
-            plan = plan_retry(attempt, self.config.retries, self._rng, status=status, headers=headers, now=self._clock())
-            if status == 429 and plan.retry_after is not None and not plan.wait_too_long:
-                self.limiter.pause_for(plan.retry_after)  # a longer wait is not honoured: the record fails instead
-            if plan.delay is not None:
-                await self._sleep(plan.delay)
-                attempt += 1
-                continue
-            return self._failed(record, status=status, request_id=request_id, body=error.body,
-                                error={"code": error.code or f"http_{status}", "message": error.message})
-
-    def _failed(self, record: Record, **result) -> Outcome:
+    def _failed(self, record: Record, error: AnyfastError, *, status: int | None, request_id: str | None, body=None) -> Outcome:
         """A failed record's line, with the key masked should the server have echoed it."""
-        line = result_line(record, **result)
+        code = error.code or (f"http_{status}" if status else "error")
+        line = result_line(record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message})
         text = json.dumps(line, ensure_ascii=False)
         if self._secret_in_json and self._secret_in_json in text:
             line = json.loads(redact(text, self._secret_in_json))
         return Outcome(line, ok=False)
 
-    def _answer(self, record: Record, content: bytes, request_id: str | None) -> Outcome:
+    def _answer(self, record: Record, content: bytes, status: int, request_id: str | None) -> Outcome:
         try:
-            body = json.loads(content)
-        except ValueError:
-            body, problem = None, ApiError("the server's answer is not JSON", code="invalid_response")
-        else:
-            problem = answer_problem(body)
-        if problem is not None:
-            error = {"code": problem.code or "error", "message": problem.message}
-            return self._failed(record, status=200, request_id=request_id, body=body, error=error)
+            body = read_answer(content)
+        except AnyfastError as problem:
+            return self._failed(record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None))
         self._answered += 1
         tokens = (body.get("usage") or {}).get("total_tokens") or 0
-        line = result_line(record, status=200, request_id=request_id or body.get("id"), body=body, error=None)
+        line = result_line(record, status=status, request_id=request_id or body.get("id"), body=body, error=None)
         return Outcome(line, ok=True, tokens=tokens)
 
 
@@ -194,13 +190,35 @@ class _Reorderer:
         self._moved.set()
 
 
-def _describe_network_error(exc: Exception) -> str:
-    """The same words as the client's (describe_transport_error), for aiohttp's errors."""
+def open_session(policy: NetworkPolicy, concurrency: int, headers: dict) -> aiohttp.ClientSession:
+    """One session for the whole batch, on the shared network policy. trust_env stays off:
+    the proxy is given per request, and ~/.netrc must not add Basic auth beside the key."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
+                                     ssl=policy.ssl_context if policy.ssl_context is not None else True)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers, trust_env=False,
+                                 max_line_size=policy.max_header_bytes, max_field_size=policy.max_header_bytes)
+
+
+def net_failure(exc: Exception, policy: NetworkPolicy) -> NetFailure:
+    """aiohttp's exceptions in the neutral words of exchange.py (as client.py maps httpx's)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return NetFailure("proxy", "timed out") if policy.proxy else NetFailure("connect_timeout")
     if isinstance(exc, asyncio.TimeoutError):
-        return "timed out waiting for the server"
+        return NetFailure("read_timeout")
+    kind, detail = failure_kind_from_chain(exc)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return NetFailure("tls", getattr(exc.certificate_error, "verify_message", "") or detail)
+    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
+        return NetFailure("proxy", detail or getattr(exc, "message", "") or str(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
-        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
-        return "the server closed the connection before the answer was complete"
-    return f"connection failed: {exc or type(exc).__name__}"
+        if kind == "tls":
+            return NetFailure(kind, detail)
+        return NetFailure("proxy" if policy.proxy else "refused", detail)
+    if isinstance(exc, aiohttp.ClientResponseError) and "got more than" in str(exc).lower():
+        return NetFailure("headers_too_large")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
+        return NetFailure("closed")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return NetFailure("closed") if exc.status == 0 else NetFailure("other", exc.message)
+    return NetFailure("other", detail or str(exc) or type(exc).__name__)

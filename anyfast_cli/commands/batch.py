@@ -38,6 +38,7 @@ class BatchFlags:
     shard: str | None = None
     progress: bool = True
     dry_run: bool = False
+    verbose: bool = False
 
 
 def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: RequestFlags, streams: Streams) -> ExitCode:
@@ -169,9 +170,10 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
 
     config = RunConfig(
         base_url=settings.base_url, api_key=api_key, concurrency=max(1, min(flags.concurrency, tally.total)),
-        retries=settings.retries, timeout=settings.timeout, ordered=flags.ordered,
+        retries=settings.retries, timeout=settings.timeout, ordered=flags.ordered, env=streams.env,
     )
-    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit)
+    log = streams.say if flags.verbose else None
+    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit, log=log)
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.inputs import parse_param
-from anyfast_cli.output import Reply, TextPrinter, print_json, print_usage, render_json, write_flushed
+from anyfast_cli.exchange import Reply
+from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json, write_flushed
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.settings import (
     KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, profile_label, resolve_settings,
@@ -118,7 +119,8 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams):
     if out.verbose:
         log = streams.say
         log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
-    with ApiClient(base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries, log=log) as client:
+    with ApiClient(base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries,
+                   env=streams.env, log=log) as client:
         yield client
 
 
@@ -132,7 +134,6 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     if out.streaming:
         try:
             for chunk in client.stream(body):
-                reply.usage = chunk.get("usage") or reply.usage
                 if out.json:
                     write_flushed(streams.stdout, render_json(chunk) + "\n")
                 printer.feed_chunk(chunk)
@@ -142,9 +143,10 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
             printer.end_lines(complete=False)  # keep what was printed, and end its line
             raise
         printer.end_lines()
+        if reply.finish_reason is None:  # new-api ends a stream cut upstream with [DONE], hiding the cut
+            streams.warn("the stream ended without a finish_reason; the answer may be incomplete")
     else:
         data = client.send(body)
-        reply.usage = data.get("usage")
         printer.feed_chunk(data)
         printer.end_lines()
         if out.json:

@@ -14,7 +14,7 @@ from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings,
 from anyfast_cli.commands.conversation import api_message, new_turn, save_conversation, set_system
 from anyfast_cli.errors import AnyfastError, ExitCode
 from anyfast_cli.inputs import Conversation, with_system
-from anyfast_cli.output import Reply
+from anyfast_cli.exchange import Reply
 from anyfast_cli.request import RequestFlags, build_body
 from anyfast_cli.settings import SettingFlags
 from anyfast_cli.streams import Streams

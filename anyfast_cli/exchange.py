@@ -1,0 +1,425 @@
+"""What an answer means, sans-I/O: the protocol both transport shells share.
+
+client.py (httpx, for complete and chat) and batch/runner.py (aiohttp, for batch) do the
+I/O and hand this module what came back: a status with headers and body bytes, a
+stream's bytes, or a neutral description of a network failure (`NetFailure`, to which
+each shell maps its library's exceptions). It answers with what follows: an answer and
+its parts (`read_answer`, `AnswerStream`, `Reply`), a retry and when (`Attempts`), or a
+failure as the user sees it (an AnyfastError: exit code, one line, a code for batch lines).
+So the two paths cannot drift apart: they have nothing of their own to decide.
+
+The status decides, never the Content-Type: gateways running new-api send an error with
+`Content-Type: text/event-stream` when the request asked for a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from anyfast_cli.errors import ApiError, NetworkError, StreamError, api_error_for_status, one_line
+from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
+from anyfast_cli.sse import SSEDecoder
+
+NETWORK_HINT = "check the network and the base URL"
+NO_ANSWER_STATUSES = (204, 205)  # success, by definition without a body
+REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id", "x-tt-logid")
+MODEL_NOT_FOUND = "model_not_found"  # new-api: no channel serves this model (configuration, not load)
+
+
+def header_text(value) -> str:
+    """A header value or reason phrase as safe text: bytes that are not UTF-8 (or that a
+    library decoded with surrogate escapes) become U+FFFD instead of crashing a write later."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return header_text(value)
+    return None
+
+
+def is_answer_status(status: int) -> bool:
+    """Whether a response's body should hold the answer (any 2xx that may have a body)."""
+    return 200 <= status < 300 and status not in NO_ANSWER_STATUSES
+
+
+# --- failures an HTTP status means -----------------------------------------------------------
+
+
+def status_failure(status: int, headers: Mapping[str, str], content: bytes, reason: str = "", *, model: str | None = None) -> ApiError:
+    """The error a non-answer status means: a redirect (never followed), a bodiless
+    success, or the server's own error object."""
+    summary = f"HTTP {status}" + (f" {header_text(reason)}" if reason else "")
+    if 300 <= status < 400:
+        location = header_text(headers.get("location"))
+        where = f"redirects to {one_line(location, 200)}" if location else "redirects without saying where"
+        return ApiError(f"{summary}: the server {where}; anyfast does not follow redirects", status=status,
+                        code="redirect", hint="set --base-url (or ANYFAST_BASE_URL) to the new address")
+    if status < 300:
+        return ApiError(f"{summary}: the server sent no answer", status=status, code="invalid_response")
+    return error_from_response(status, content, reason, model=model)
+
+
+def error_from_response(status: int, content: bytes, reason: str = "", *, model: str | None = None) -> ApiError:
+    """The server's own message when the body is an error object (OpenAI's shape, or
+    other frameworks' `message`/`detail`); else the start of the body."""
+    message, code, body = None, None, None
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        message = content.decode("utf-8", "replace")
+    else:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = error.get("message")
+            code = error.get("code") or error.get("type")
+        elif isinstance(error, str):
+            message = error
+        elif isinstance(body, dict) and isinstance(body.get("message") or body.get("detail"), str):
+            message = body.get("message") or body["detail"]
+        else:
+            message = content.decode("utf-8", "replace")
+    summary = f"HTTP {status}" + (f" {header_text(reason)}" if reason else "")
+    message = one_line(message) if isinstance(message, str) and message.strip() else ""
+    text = f"{summary}: {message}" if message else summary
+    code = str(code) if code is not None else None
+    hint = _hint(status)
+    if code == MODEL_NOT_FOUND:
+        text = f"model '{model}' is not available here: {text}" if model else text
+        hint = "check the model name (-m); the gateway has no channel that serves it"
+    return api_error_for_status(status, text, code=code, hint=hint, body=body)
+
+
+def _hint(status: int) -> str | None:
+    if status in (401, 403):
+        return "check ANYFAST_API_KEY, --api-key or the config's api_key"
+    if status == 404:
+        return "check the model name (-m) and the base URL"
+    return None
+
+
+def is_final(error: ApiError) -> bool:
+    """Failures that a retry cannot mend, whatever their status says."""
+    return error.code in (MODEL_NOT_FOUND, "redirect", "invalid_response")
+
+
+# --- network failures: one wording for both transports -----------------------------------------
+
+
+@dataclass(frozen=True)
+class NetFailure:
+    """A network failure, described without any HTTP library's types. `kind` is one of:
+    refused (cannot connect), connect_timeout, read_timeout, closed (the connection ended
+    before the answer did), tls (the certificate is not trusted), proxy (the proxy cannot
+    be reached), headers_too_large, other."""
+
+    kind: str
+    detail: str = ""
+
+
+RETRIED_NETWORK_KINDS = frozenset({"refused", "connect_timeout", "read_timeout", "closed", "proxy", "other"})
+
+
+def failure_kind_from_chain(exc: BaseException) -> tuple[str | None, str]:
+    """What an HTTP library's exception wraps: ("tls", why) for a certificate that is not
+    trusted, else (None, the OS's words such as "connection refused") when there are any."""
+    seen: set[int] = set()
+    detail = ""
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "SSLCertVerificationError":
+            return "tls", getattr(exc, "verify_message", "") or str(exc)
+        if isinstance(exc, OSError) and exc.strerror and not detail:
+            detail = exc.strerror[:1].lower() + exc.strerror[1:]
+        exc = exc.__cause__ or exc.__context__
+    return None, detail
+
+
+def describe_network_failure(failure: NetFailure, target: str, *, read_timeout: float | None = None, proxy: str | None = None) -> str:
+    detail = failure.detail
+    if failure.kind == "refused":
+        return f"cannot connect to {target}" + (f": {detail}" if detail else "")
+    if failure.kind == "connect_timeout":
+        return f"timed out connecting to {target}"
+    if failure.kind == "read_timeout":
+        return f"timed out waiting for {target}" + (f" (no data for {read_timeout:g} s)" if read_timeout else "")
+    if failure.kind == "closed":
+        return f"{target} closed the connection before the answer was complete"
+    if failure.kind == "tls":
+        return f"cannot verify the TLS certificate of {target}" + (f": {detail}" if detail else "")
+    if failure.kind == "proxy":
+        return f"cannot connect to the proxy {proxy or 'server'}" + (f": {detail}" if detail else "")
+    return f"connection to {target} failed" + (f": {detail}" if detail else "")
+
+
+def network_error(failure: NetFailure, target: str, *, read_timeout: float | None = None, proxy: str | None = None):
+    """The error a user sees for a network failure that is not retried (again)."""
+    if failure.kind == "headers_too_large":
+        from anyfast_cli.transport import MAX_HEADER_BYTES
+
+        return ApiError(f"the server's response headers are larger than {MAX_HEADER_BYTES // 1024} KiB", code="invalid_response")
+    message = describe_network_failure(failure, target, read_timeout=read_timeout, proxy=proxy)
+    if failure.kind == "tls":
+        return NetworkError(message, hint="for a private CA, set SSL_CERT_FILE (or SSL_CERT_DIR) to its certificate", code="tls_error")
+    return NetworkError(message, hint=NETWORK_HINT, code="timeout" if failure.kind.endswith("timeout") else "network_error")
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float  # seconds to wait before the next attempt
+    note: str  # for -v: "retry 1 of 2 in 0.50 s after HTTP 503"
+    retry_after: float | None = None  # what the server asked for, if it said
+
+
+class Attempts:
+    """One request's attempts: after each failure, a Retry, or the final error raised.
+    The shells' loops only do the I/O, the sleeping and the logging around it."""
+
+    def __init__(
+        self, *, retries: int, target: str, model: str | None = None, read_timeout: float | None = None,
+        proxy: str | None = None, rng: random.Random | None = None, clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.retries = retries
+        self.number = 0  # attempts that failed so far
+        self._target = target
+        self._model = model
+        self._read_timeout = read_timeout
+        self._proxy = proxy
+        self._rng = rng or random.Random()
+        self._clock = clock or (lambda: 0.0)  # wall time, for a Retry-After given as a date
+
+    def after_status(self, status: int, headers: Mapping[str, str], content: bytes, reason: str = "") -> Retry:
+        error = status_failure(status, headers, content, reason, model=self._model)
+        if is_final(error):
+            raise error
+        plan = plan_retry(self.number, self.retries, self._rng, status=status, headers=headers, now=self._clock())
+        if plan.delay is None:
+            if plan.wait_too_long:
+                error.message += f" (the server asks to wait {plan.retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
+            raise error
+        return self._next(plan.delay, f"HTTP {status}", plan.retry_after)
+
+    def after_network(self, failure: NetFailure) -> Retry:
+        error = network_error(failure, self._target, read_timeout=self._read_timeout, proxy=self._proxy)
+        if failure.kind not in RETRIED_NETWORK_KINDS:
+            raise error
+        plan = plan_retry(self.number, self.retries, self._rng)
+        if plan.delay is None:
+            raise error
+        return self._next(plan.delay, error.message)
+
+    def _next(self, delay: float, after: str, retry_after: float | None = None) -> Retry:
+        self.number += 1
+        return Retry(delay, f"retry {self.number} of {self.retries} in {delay:.2f} s after {after}", retry_after)
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+
+def read_answer(content: bytes) -> dict:
+    """A whole response's object; an error object or a malformed answer raises ApiError."""
+    if not content.strip():
+        raise ApiError("the server sent an empty answer", code="invalid_response")
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        raise ApiError("the server's answer is not JSON", code="invalid_response") from None
+    problem = answer_problem(data)
+    if problem:
+        raise problem
+    return data
+
+
+def whole_as_chunk(data: dict) -> dict:
+    """A whole response shaped as one stream chunk (some gateways answer a stream request so)."""
+    choices = [
+        {"index": c.get("index", 0), "delta": c.get("message") or {}, "finish_reason": c.get("finish_reason")}
+        for c in data.get("choices") or []
+    ]
+    return {**data, "choices": choices}
+
+
+def error_in_body(data) -> ApiError | None:
+    """An `{"error": …}` object in a 200 response or stream event."""
+    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        return ApiError(f"the server reported an error: {one_line(message or json.dumps(error))}",
+                        code=str(code) if code is not None else "error", body=data)
+    return None
+
+
+def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
+    """Why a 200 body (or, with chunk=True, a stream event) is not a usable answer:
+    an error object, or not the shape of a chat completion."""
+    # Runs once per stream event: plain loops, no generators.
+    if isinstance(data, dict):
+        if "error" in data:
+            error = error_in_body(data)
+            if error is not None:
+                return error
+        part = "delta" if chunk else "message"
+        choices = data.get("choices", [] if chunk else None)
+        if isinstance(choices, list) and (chunk or choices):  # a whole answer has at least one choice
+            for choice in choices:
+                if not isinstance(choice, dict) or not isinstance(choice.get(part) or {}, dict):
+                    break
+            else:
+                return None
+    what = "stream event" if chunk else "answer"
+    return ApiError(f"the server's {what} is not a chat completion", code="invalid_response", body=data)
+
+
+SSE_LINE_STARTS = (b"data", b"event", b"id", b"retry", b":")
+HEAD_SIZE = 200  # bytes of a body kept to show in an error
+
+
+class StreamTruncated(Exception):
+    """The body ended before [DONE] or a finish_reason: the connection was cut."""
+
+
+class AnswerStream:
+    """A streamed answer, bytes in, chunk objects out. Opening role-only chunks are held
+    back until something is said, so a failure before then can still be retried
+    (`emitted` tells the shell whether anything has gone out)."""
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._held: list[dict] = []
+        self.head = b""
+        self.emitted = False
+        self.finished = False  # a finish_reason arrived
+        self.done = False  # [DONE] arrived
+
+    def feed(self, data: bytes) -> list[dict]:
+        if len(self.head) < HEAD_SIZE:
+            self.head += data[: HEAD_SIZE - len(self.head)]
+        return self._chunks(self._decoder.feed(data))
+
+    def close(self) -> list[dict]:
+        """The body has ended: the last chunks, or StreamTruncated / ApiError if it ended badly."""
+        out = [] if self.done else self._chunks(self._decoder.close())
+        if not (self.done or self.finished):
+            if not self.emitted and not self._held and not _looks_like_sse(self.head):
+                raise _not_a_stream(self.head)  # text, but not SSE at all: retrying won't help
+            raise StreamTruncated()
+        out += self._held
+        self._held = []
+        return out
+
+    def _chunks(self, events) -> list[dict]:
+        out: list[dict] = []
+        for event in events:
+            if self.done:
+                break
+            if event.data == "[DONE]":
+                self.done = True
+                break
+            chunk = self._chunk(event.data)
+            if not self.finished:
+                self.finished = _has_finish_reason(chunk)
+            if not self.emitted and not _says_something(chunk):
+                self._held.append(chunk)
+                continue
+            if self._held:
+                out += self._held
+                self._held = []
+            self.emitted = True
+            out.append(chunk)
+        return out
+
+    def _chunk(self, data: str) -> dict:
+        try:
+            chunk = json.loads(data)
+        except (ValueError, RecursionError):
+            raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
+        problem = answer_problem(chunk, chunk=True)
+        if problem:
+            if self.emitted:
+                raise StreamError(problem.message)
+            raise problem
+        return chunk
+
+
+def _looks_like_sse(head: bytes) -> bool:
+    """Whether a body begins as Server-Sent Events do (an empty body counts: it was cut)."""
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return not head or head.startswith(SSE_LINE_STARTS)
+
+
+def _not_a_stream(content: bytes) -> ApiError:
+    excerpt = one_line(content.decode("utf-8", "replace"), 120)
+    return ApiError(f"the server's answer is not an event stream: {excerpt}", code="invalid_response")
+
+
+def _says_something(chunk: dict) -> bool:
+    """More than a role: text, reasoning, tool calls, a finish_reason or usage."""
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or any(value for key, value in delta.items() if key != "role"):
+            return True
+    return False
+
+
+def _has_finish_reason(chunk: dict) -> bool:
+    return any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
+
+
+# --- an answer's parts -----------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What an answer has delivered so far; kept when a stream is cut short."""
+
+    content_parts: list = field(default_factory=list)
+    reasoning_parts: list = field(default_factory=list)
+    usage: dict | None = None
+    finish_reason: str | None = None  # of the first choice; None until one arrives
+
+    def absorb(self, chunk: dict) -> tuple[str | None, str | None]:
+        """Take in a stream chunk (or a whole response); returns the first choice's new
+        (reasoning, content) text, for the printer."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        reasoning = content = None
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            part = choice.get("delta") or choice.get("message") or {}
+            reasoning, content = part.get("reasoning_content"), part.get("content")
+            if reasoning:
+                self.reasoning_parts.append(reasoning)
+            if content:
+                self.content_parts.append(content)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return reasoning, content
+
+    @property
+    def cut_at_limit(self) -> bool:
+        """finish_reason "length": the model ran out of max_tokens."""
+        return self.finish_reason == "length"
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
