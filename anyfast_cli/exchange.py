@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import ApiError, NetworkError, StreamError, api_error_for_status, one_line
-from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
+from anyfast_cli.retry import MAX_RETRY_AFTER, is_retryable_status, plan_retry
 from anyfast_cli.sse import SSEDecoder
 
 NETWORK_HINT = "check the network and the base URL"
@@ -36,7 +36,10 @@ def header_text(value) -> str:
         return ""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that no byte could have made
+        return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
 def request_id_of(headers: Mapping[str, str]) -> str | None:
@@ -206,7 +209,7 @@ class Attempts:
             raise error
         plan = plan_retry(self.number, self.retries, self._rng, status=status, headers=headers, now=self._clock())
         if plan.delay is None:
-            if plan.wait_too_long:
+            if plan.wait_too_long and is_retryable_status(status) and self.number < self.retries:  # the wait was why
                 error.message += f" (the server asks to wait {plan.retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
             raise error
         return self._next(plan.delay, f"HTTP {status}", plan.retry_after)
@@ -257,9 +260,19 @@ def error_in_body(data) -> ApiError | None:
         error = data["error"]
         message = error.get("message") if isinstance(error, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        return ApiError(f"the server reported an error: {one_line(message or json.dumps(error))}",
+        return ApiError(f"the server reported an error: {one_line(message or _shown(error))}",
                         code=str(code) if code is not None else "error", body=data)
     return None
+
+
+def _shown(value) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)[:MESSAGE_SHOWN]
+    except (ValueError, RecursionError):  # nested too deep to write back out
+        return "an error object"
+
+
+MESSAGE_SHOWN = 300
 
 
 def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
@@ -283,7 +296,7 @@ def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
     return ApiError(f"the server's {what} is not a chat completion", code="invalid_response", body=data)
 
 
-SSE_LINE_STARTS = (b"data", b"event", b"id", b"retry", b":")
+SSE_LINE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
 HEAD_SIZE = 200  # bytes of a body kept to show in an error
 
 
@@ -301,16 +314,24 @@ class AnswerStream:
         self._held: list[dict] = []
         self.head = b""
         self.emitted = False
-        self.finished = False  # a finish_reason arrived
         self.done = False  # [DONE] arrived
+        self._open_choices: set = set()  # choice indexes seen without a finish_reason yet
+        self._finished_any = False
+        self._closing = False
 
     def feed(self, data: bytes) -> list[dict]:
         if len(self.head) < HEAD_SIZE:
             self.head += data[: HEAD_SIZE - len(self.head)]
         return self._chunks(self._decoder.feed(data))
 
+    @property
+    def finished(self) -> bool:
+        """Every choice that began has sent its finish_reason."""
+        return self._finished_any and not self._open_choices
+
     def close(self) -> list[dict]:
         """The body has ended: the last chunks, or StreamTruncated / ApiError if it ended badly."""
+        self._closing = True  # an event left open at the end may have been cut in the middle
         out = [] if self.done else self._chunks(self._decoder.close())
         if not (self.done or self.finished):
             if not self.emitted and not self._held and not _looks_like_sse(self.head):
@@ -329,8 +350,9 @@ class AnswerStream:
                 self.done = True
                 break
             chunk = self._chunk(event.data)
-            if not self.finished:
-                self.finished = _has_finish_reason(chunk)
+            if chunk is None:
+                continue
+            self._note_choices(chunk)
             if not self.emitted and not _says_something(chunk):
                 self._held.append(chunk)
                 continue
@@ -341,10 +363,23 @@ class AnswerStream:
             out.append(chunk)
         return out
 
-    def _chunk(self, data: str) -> dict:
+    def _note_choices(self, chunk: dict) -> None:
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            if choice.get("finish_reason"):
+                self._open_choices.discard(index)
+                self._finished_any = True
+            else:
+                self._open_choices.add(index)
+
+    def _chunk(self, data: str) -> dict | None:
         try:
             chunk = json.loads(data)
         except (ValueError, RecursionError):
+            if self._closing:  # the last event, cut short: the connection broke (or a finished answer's tail)
+                if self.finished:
+                    return None
+                raise StreamTruncated() from None
             raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
         problem = answer_problem(chunk, chunk=True)
         if problem:
@@ -376,8 +411,6 @@ def _says_something(chunk: dict) -> bool:
     return False
 
 
-def _has_finish_reason(chunk: dict) -> bool:
-    return any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
 
 
 # --- an answer's parts -----------------------------------------------------------------------

@@ -79,7 +79,8 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
         value = (env.get(name) or "").strip()
         if not value:
             continue
-        if bypasses_proxy(parts.hostname or "", parts.port, _no_proxy(env)):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if bypasses_proxy(parts.hostname or "", port, _no_proxy(env)):
             return None
         return _checked_proxy(name, value)
     return None
@@ -87,18 +88,23 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
 
 def _no_proxy(env: Mapping[str, str]) -> str:
     for name in proxy_env_names("no"):
-        if env.get(name) is not None:
+        if (env.get(name) or "").strip():  # an empty one counts as unset, as in curl
             return env[name]
     return ""
 
 
 def _checked_proxy(name: str, value: str) -> str:
     proxy = value if "://" in value else f"http://{value}"
-    scheme = urlsplit(proxy).scheme.lower()
+    problem = UsageError(f"{name} is not a proxy URL anyfast can use", hint="give it as http://HOST:PORT")
+    try:
+        parts = urlsplit(proxy)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise problem from None
     shown = redact_userinfo(proxy)
-    if scheme.startswith("socks"):
+    if parts.scheme.lower().startswith("socks"):
         raise UsageError(f"SOCKS proxies are not supported: {name}={shown}", hint="use an HTTP proxy, or add the host to NO_PROXY")
-    if scheme not in SUPPORTED_PROXY_SCHEMES or not urlsplit(proxy).hostname:
+    if parts.scheme.lower() not in SUPPORTED_PROXY_SCHEMES or not parts.hostname:
         raise UsageError(f"{name}={shown} is not a proxy URL anyfast can use", hint="give it as http://HOST:PORT")
     return proxy
 
