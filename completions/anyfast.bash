@@ -33,7 +33,7 @@ _anyfast_spec() {
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps -h --help'
+            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps -h --help'
             value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
             file_opts='-o --output --config -i --image --video'
             file_args='1'

@@ -131,6 +131,7 @@ complete -c anyfast -n '__anyfast_using batch' -l resume -d 'Keep the answered r
 complete -c anyfast -n '__anyfast_using batch' -l shard -x -d 'Run only records whose index i has i mod N = K-1.'
 complete -c anyfast -n '__anyfast_using batch' -l no-progress -d 'No progress bar (it shows only on a terminal anyway).'
 complete -c anyfast -n '__anyfast_using batch' -l dry-run -d 'Validate, then print each request as an OpenAI Batch input line.'
+complete -c anyfast -n '__anyfast_using batch' -s v -l verbose -d 'Show each retry and its reason on stderr.'
 complete -c anyfast -n '__anyfast_using batch' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using batch' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using batch' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
