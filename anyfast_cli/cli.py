@@ -189,7 +189,7 @@ class ExitStatusEpilog:
 
 
 class ExitStatusCommand(ExitStatusEpilog, TyperCommand):
-    pass
+    """A command whose --help ends with the exit statuses, as batch's does."""
 
 
 class AnyfastGroup(ExitStatusEpilog, TyperGroup):

@@ -115,7 +115,7 @@ class ApiClient:
             else:
                 self._log_response(response, started)
                 if is_answer_status(response.status_code):
-                    return read_answer(response.content)
+                    return read_answer(response.content, response.status_code, response.reason_phrase)
                 retry = attempts.after_status(response.status_code, response.headers, response.content, response.reason_phrase)
             self._log(retry.note)
             self._sleep(retry.delay)
@@ -134,7 +134,7 @@ class ApiClient:
                         retry = attempts.after_status(response.status_code, response.headers, response.content, response.reason_phrase)
                     elif "json" in response.headers.get("content-type", ""):
                         # Some gateways answer a stream request with one whole JSON object.
-                        yield whole_as_chunk(read_answer(response.read()))
+                        yield whole_as_chunk(read_answer(response.read(), response.status_code, response.reason_phrase))
                         return
                     else:
                         for data in response.iter_bytes():

@@ -19,13 +19,17 @@ class ExitCode(IntEnum):
     OK = 0, "ok", "Success."
     API = (
         1, "API error",
-        "The API answered with an error (after retries), or with an answer that cannot be read, "
-        "or a stream broke after output began, or carried an error event.",
+        (
+            "The API answered with an error (after retries), or with an answer that cannot be read, "
+            "or a stream broke after output began, or carried an error event."
+        ),
     )
     USAGE = (
         2, "usage or input error",
-        "Usage or input error, found before anything is sent: a bad flag or value, "
-        "an unreadable or invalid file, no prompt.",
+        (
+            "Usage or input error, found before anything is sent: a bad flag or value, "
+            "an unreadable or invalid file, no prompt."
+        ),
     )
     AUTH = 3, "authentication", "Authentication: no API key, or 401/403 from the API."
     NETWORK = (
@@ -43,7 +47,7 @@ class ExitCode(IntEnum):
         "Standard output was closed by the reader (as a C tool killed by SIGPIPE), as in anyfast complete ... | head -1.",
     )
 
-    def __new__(cls, value: int, summary: str, description: str) -> ExitCode:
+    def __new__(cls, value: int, summary: str, description: str):
         member = int.__new__(cls, value)
         member._value_ = value
         member.summary = summary

@@ -15,6 +15,7 @@ The status decides, never the Content-Type: gateways running new-api send an err
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,10 +59,15 @@ def is_answer_status(status: int) -> bool:
 # --- failures an HTTP status means -----------------------------------------------------------
 
 
+def status_summary(status: int, reason="") -> str:
+    """"HTTP 503 Service Unavailable", as errors begin."""
+    return f"HTTP {status}" + (f" {header_text(reason)}" if reason else "")
+
+
 def status_failure(status: int, headers: Mapping[str, str], content: bytes, reason: str = "", *, model: str | None = None) -> ApiError:
     """The error a non-answer status means: a redirect (never followed), a bodiless
     success, or the server's own error object."""
-    summary = f"HTTP {status}" + (f" {header_text(reason)}" if reason else "")
+    summary = status_summary(status, reason)
     if 300 <= status < 400:
         location = header_text(headers.get("location"))
         where = f"redirects to {one_line(location, 200)}" if location else "redirects without saying where"
@@ -91,7 +97,7 @@ def error_from_response(status: int, content: bytes, reason: str = "", *, model:
             message = body.get("message") or body["detail"]
         else:
             message = content.decode("utf-8", "replace")
-    summary = f"HTTP {status}" + (f" {header_text(reason)}" if reason else "")
+    summary = status_summary(status, reason)
     message = one_line(message) if isinstance(message, str) and message.strip() else ""
     text = f"{summary}: {message}" if message else summary
     code = str(code) if code is not None else None
@@ -141,8 +147,12 @@ def failure_kind_from_chain(exc: BaseException) -> tuple[str | None, str]:
         seen.add(id(exc))
         if type(exc).__name__ == "SSLCertVerificationError":
             return "tls", getattr(exc, "verify_message", "") or str(exc)
-        if isinstance(exc, OSError) and exc.strerror and not detail:
-            detail = exc.strerror[:1].lower() + exc.strerror[1:]
+        if isinstance(exc, OSError) and not detail and (exc.errno or exc.strerror):
+            # The OS's own words for the errno: asyncio's strerror is "Connect call failed (…)".
+            words = exc.strerror or ""
+            if words.startswith("Connect call failed") and isinstance(exc.errno, int) and exc.errno > 0:
+                words = os.strerror(exc.errno)
+            detail = words[:1].lower() + words[1:]
         exc = exc.__cause__ or exc.__context__
     return None, detail
 
@@ -231,10 +241,10 @@ class Attempts:
 # --- answers -----------------------------------------------------------------------------------
 
 
-def read_answer(content: bytes) -> dict:
+def read_answer(content: bytes, status: int = 200, reason: str = "OK") -> dict:
     """A whole response's object; an error object or a malformed answer raises ApiError."""
     if not content.strip():
-        raise ApiError("the server sent an empty answer", code="invalid_response")
+        raise ApiError(f"{status_summary(status, reason)}: the server sent no answer", status=status, code="invalid_response")
     try:
         data = json.loads(content)
     except (ValueError, RecursionError):

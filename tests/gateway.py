@@ -5,6 +5,15 @@ concurrent keep-alive connections (for batch) as easily as one. By default it
 answers every chat request with "echo: <last user text>" (streamed as SSE when
 asked, with reasoning for doubao models); tests queue scripted replies with
 `gateway.script(...)` to inject statuses, SSE quirks, resets and stalls.
+
+Wire-level replies: `Json(..., reason=b"OK \xff", send=20)` (a raw reason phrase; a body
+cut short), header values given as bytes go out as they are (a 200 KiB header, non-UTF-8
+bytes), a header whose value is None is not sent, `Raw(bytes)` writes anything.
+Helpers: `redirect`, `no_content`, `big_header`; what new-api (QuantumNous/new-api,
+the gateway AnyFast runs) sends: `newapi_error`, `model_not_found`, `cpu_overloaded`,
+`newapi_rate_limited`, `hidden_cut`, `with_request_id`, and `gateway.aliases` (a model
+alias answered with the upstream's model name).
+`Gateway(ssl_context=...)` serves HTTPS (see netfixtures.make_pki).
 """
 
 from __future__ import annotations
@@ -12,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import socket
+import ssl
+import string
 import struct
 import threading
 import time
@@ -20,7 +32,10 @@ from dataclasses import dataclass, field
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            408: "Request Timeout", 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
-           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+           201: "Created", 202: "Accepted", 204: "No Content", 205: "Reset Content",
+           301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
+           308: "Permanent Redirect", 407: "Proxy Authentication Required"}
 
 
 @dataclass
@@ -37,12 +52,21 @@ class Received:
 
 @dataclass
 class Json:
-    """A whole response with a JSON (or raw) body."""
+    """A whole response with a JSON (or raw) body.
+
+    `headers` override the defaults (Content-Type, Content-Length; a value of None
+    leaves that header out; bytes values are sent as they are). `reason` is the
+    reason phrase (str or raw bytes; default the standard one), `raw_headers` extra
+    header bytes sent verbatim (each line ending in CRLF). `send`: send only this many
+    bytes of the body (Content-Length still announces all of it), then close."""
 
     body: object = None
     status: int = 200
     headers: dict = field(default_factory=dict)
     raw: bytes | None = None
+    reason: str | bytes | None = None
+    raw_headers: bytes = b""
+    send: int | None = None
 
 
 @dataclass
@@ -54,6 +78,8 @@ class Sse:
     delay: float = 0.0
     cut: bool = False
     headers: dict = field(default_factory=dict)
+    status: int = 200
+    reason: str | bytes | None = None
 
 
 @dataclass
@@ -66,6 +92,15 @@ class Stall:
     """Say nothing for `seconds`, then close."""
 
     seconds: float
+
+
+@dataclass
+class Raw:
+    """Write exactly these bytes (status line, headers, body: all of it), then close
+    the connection unless `keep_alive`."""
+
+    data: bytes
+    keep_alive: bool = False
 
 
 def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict:
@@ -102,14 +137,99 @@ def completion(content: str, reasoning: str | None = None, model: str = "m", usa
             "usage": usage or {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
 
 
+def redirect(status: int, location: str) -> Json:
+    """A 3xx with a Location and a small HTML body, as web servers send."""
+    page = f'<html><body>Moved to <a href="{location}">{location}</a></body></html>'.encode()
+    return Json(status=status, raw=page, headers={"Location": location, "Content-Type": "text/html"})
+
+
+def no_content(status: int = 204) -> Json:
+    """A 204 (no body, no Content-Type, no Content-Length) or a 205 (`Content-Length: 0`:
+    RFC 9112 ends only 1xx/204/304 at the head, so a 205 must say its body is empty)."""
+    length = "0" if status == 205 else None
+    return Json(status=status, raw=b"", headers={"Content-Type": None, "Content-Length": length})
+
+
+def big_header(size: int, name: str = "X-Padding") -> dict:
+    """One header whose value is `size` bytes (for header-size limits)."""
+    return {name: b"a" * size}
+
+
+# --- what new-api sends (QuantumNous/new-api, the gateway AnyFast and many resellers run) ---
+
+
+def newapi_request_id() -> str:
+    """new-api's request ids: a timestamp and random letters, e.g. 2025112809301245678aBcDeFgH."""
+    letters = "".join(random.choices(string.ascii_letters, k=8))
+    return time.strftime("%Y%m%d%H%M%S") + f"{random.randrange(10**6):06d}" + letters
+
+
+def with_request_id(message: str, request_id: str | None = None) -> str:
+    """new-api ends its error messages with `(request id: …)`."""
+    return f"{message} (request id: {request_id or newapi_request_id()})"
+
+
+def newapi_error(status: int, message: str, code: str | None, type_: str = "new_api_error",
+                 event_stream: bool = False, request_id: str | None = None, **headers) -> Json:
+    """An error as new-api sends it: the message ends in `(request id: …)`. With
+    `event_stream=True` it comes with `Content-Type: text/event-stream` and a plain
+    JSON body, as new-api answers a request that asked for a stream."""
+    body = error_body(with_request_id(message, request_id), type_, code)
+    extra = {"Content-Type": "text/event-stream"} if event_stream else {}
+    return Json(body, status=status, headers={**extra, **headers})
+
+
+def model_not_found(model: str, event_stream: bool = False, request_id: str = "20251128093012456789aBcDeFgH") -> Json:
+    """new-api's unknown model: a 503 that is configuration, not load."""
+    message = f"No available channel for model {model} under group default (distributor)"
+    return newapi_error(503, message, "model_not_found", event_stream=event_stream, request_id=request_id)
+
+
+def cpu_overloaded(event_stream: bool = False) -> Json:
+    """new-api's own load shedding: a 503 that is load (retry it)."""
+    return newapi_error(503, "system cpu overloaded", "system_cpu_overloaded", event_stream=event_stream)
+
+
+def newapi_rate_limited(chinese: bool = False) -> Json:
+    """new-api's own rate limit: a 429 with an empty body and no Retry-After (no
+    Content-Type either); with Redis, a JSON body whose message is Chinese."""
+    if chinese:
+        message = "您已达到请求数限制：1分钟内最多请求60次"
+        return Json(error_body(message, "new_api_error", "rate_limit_exceeded"), status=429)
+    return Json(status=429, raw=b"", headers={"Content-Type": None})
+
+
+def usage_chunk(usage: dict | None = None) -> dict:
+    """new-api's closing usage chunk when it hides an upstream cut: empty id and
+    model, created 0, no choices."""
+    usage = usage or {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    return {"id": "", "object": "chat.completion.chunk", "created": 0, "model": "", "choices": [], "usage": usage}
+
+
+def hidden_cut_events(*texts: str, usage: dict | None = None) -> list[dict]:
+    """The chunk objects of a hidden cut, in order (for comparing with --json --stream)."""
+    return [chunk(text) for text in texts] + [usage_chunk(usage)]
+
+
+def hidden_cut(*texts: str, usage: dict | None = None) -> Sse:
+    """The upstream broke mid-stream and new-api hid it: content chunks, a usage chunk,
+    `data: [DONE]`, and never a finish_reason."""
+    return Sse(sse_events(*hidden_cut_events(*texts, usage=usage)))
+
+
 # --- the server ---------------------------------------------------------------------------
 
 
 class Gateway:
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
         self.latency = 0.0  # seconds before each default answer
         self.chunks = 3  # pieces a default streamed answer is cut into
+        self.aliases: dict[str, str] = {}  # model sent -> model named in the answer (new-api's aliases)
+        self.limiter = None  # a rate limiter from gateway_limits.py, asked before each default answer
+        self.ssl_context = ssl_context  # serve HTTPS with this context
+        self.handshakes = 0  # TLS handshakes attempted (failed ones included)
+        self.handshake_errors: list[str] = []
         self._script: list = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -126,7 +246,12 @@ class Gateway:
         return self
 
     async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=2048)
+        # TLS: the handshake is done in _serve (StreamWriter.start_tls, Python 3.11+), so
+        # failed handshakes are counted; on 3.10 the server does it (uncounted).
+        handshake_here = self.ssl_context is not None and hasattr(asyncio.StreamWriter, "start_tls")
+        server_ssl = self.ssl_context if not handshake_here else None
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=2048, ssl=server_ssl,
+                                                  limit=1 << 20)
         return self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
@@ -143,7 +268,13 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
+
+    @property
+    def origin(self) -> str:
+        """host:port, as error messages name it."""
+        return f"127.0.0.1:{self.port}"
 
     def script(self, *replies) -> None:
         """Queue replies for the next requests, in order; after them the default echo answers."""
@@ -156,6 +287,10 @@ class Gateway:
             self.requests.clear()
         self.latency = 0.0
         self.chunks = 3
+        self.aliases = {}
+        self.limiter = None
+        self.handshakes = 0
+        self.handshake_errors = []
 
     def settle(self, quiet: float = 0.25, limit: float = 5.0) -> None:
         """Wait until requests a stopped client had already sent have all arrived, so
@@ -175,6 +310,16 @@ class Gateway:
     # HTTP/1.1
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.ssl_context is not None and hasattr(writer, "start_tls"):
+            self.handshakes += 1
+            try:
+                await writer.start_tls(self.ssl_context)
+            except (ssl.SSLError, OSError, asyncio.IncompleteReadError) as exc:
+                self.handshake_errors.append(str(exc))
+                writer.transport.abort()
+                return
+            except asyncio.CancelledError:
+                return
         try:
             while True:
                 request = await self._read_request(reader)
@@ -212,9 +357,13 @@ class Gateway:
         return Received(method, path, headers, body, time.monotonic())
 
     async def _respond(self, request: Received, writer) -> bool:
-        reply = self._next_scripted()
+        reply, extra = self._next_scripted(), {}
+        if reply is None and self.limiter is not None:
+            reply, extra = self.limiter.gate(time.monotonic())  # a 429, or headers for the answer
         if reply is None:
             reply = await self._default_reply(request)
+            if extra and hasattr(reply, "headers"):  # a wrapped _default_reply (`behave`) may give a Stall or Reset
+                reply.headers.update(extra)
         if isinstance(reply, Reset):
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -223,15 +372,27 @@ class Gateway:
         if isinstance(reply, Stall):
             await asyncio.sleep(reply.seconds)
             return False
+        if isinstance(reply, Raw):
+            writer.write(reply.data)
+            await writer.drain()
+            if not reply.keep_alive:
+                writer.close()
+            return reply.keep_alive
         request_id = f"req-{next(self._ids)}"
         if isinstance(reply, Json):
             payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
             headers = {"Content-Type": "application/json", "Content-Length": str(len(payload)), **reply.headers}
-            writer.write(_head(reply.status, headers, request_id) + payload)
+            head = _head(reply.status, headers, request_id, reply.reason, reply.raw_headers)
+            if reply.send is not None:  # a body cut short: less than Content-Length, then close
+                writer.write(head + payload[: reply.send])
+                await writer.drain()
+                writer.close()
+                return False
+            writer.write(head + payload)
             await writer.drain()
             return True
         headers = {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked", "Cache-Control": "no-cache", **reply.headers}
-        writer.write(_head(200, headers, request_id))
+        writer.write(_head(reply.status, headers, request_id, reply.reason))
         for piece in reply.pieces:
             if reply.delay:
                 await writer.drain()
@@ -259,23 +420,40 @@ class Gateway:
         answer = f"echo: {text}"
         model = body.get("model", "m")
         reasoning = "thinking about it" if str(model).startswith("doubao") else None
+        if isinstance(model, str) and model in self.aliases:  # new-api answers with the upstream's name
+            served = {"model": self.aliases[model]}
+            model = self.aliases[model]
+        else:
+            served = {}
         usage = {"prompt_tokens": len(json.dumps(messages)) // 4, "completion_tokens": len(answer) // 4 + 1}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if not body.get("stream"):
             return Json(completion(answer, reasoning, model, usage))
         step = max(1, -(-len(answer) // self.chunks))
-        events = [chunk(reasoning=reasoning)] if reasoning else []
-        events += [chunk(answer[i : i + step]) for i in range(0, len(answer), step)]
-        events.append(chunk(finish="stop"))
+        events = [chunk(reasoning=reasoning, **served)] if reasoning else []
+        events += [chunk(answer[i : i + step], **served) for i in range(0, len(answer), step)]
+        events.append(chunk(finish="stop", **served))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": usage})
         return Sse(sse_events(*events))
 
 
-def _head(status: int, headers: dict, request_id: str) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"x-request-id: {request_id}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+def _head(status: int, headers: dict, request_id: str | None, reason: str | bytes | None = None, raw: bytes = b"") -> bytes:
+    """The status line and headers. `reason` (str, or bytes sent as they are) replaces
+    the standard reason phrase; header values may be bytes (sent as they are) or None
+    (not sent); an x-request-id in `headers` replaces the generated one; `raw` is
+    extra header bytes, each line ending in CRLF."""
+    if reason is None:
+        reason = REASONS.get(status, "Status")
+    lines = [b"HTTP/1.1 %d %s" % (status, _bytes(reason))]
+    if request_id is not None and not any(str(k).lower() == "x-request-id" for k in headers):
+        lines.append(b"x-request-id: " + request_id.encode())
+    lines += [_bytes(k) + b": " + _bytes(v) for k, v in headers.items() if v is not None]
+    return b"\r\n".join(lines) + b"\r\n" + raw + b"\r\n"
+
+
+def _bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _last_user_text(messages: list) -> str:

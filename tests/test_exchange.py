@@ -594,8 +594,8 @@ GOOD = {"id": "c1", "object": "chat.completion",
 @pytest.mark.parametrize(
     "content, message, code",
     [
-        (b"", "the server sent an empty answer", "invalid_response"),
-        (b" \r\n\t", "the server sent an empty answer", "invalid_response"),
+        (b"", "HTTP 200 OK: the server sent no answer", "invalid_response"),
+        (b" \r\n\t", "HTTP 200 OK: the server sent no answer", "invalid_response"),
         (b"not json", "the server's answer is not JSON", "invalid_response"),
         (b"<html>ok</html>", "the server's answer is not JSON", "invalid_response"),
         (b'{"choices": [', "the server's answer is not JSON", "invalid_response"),

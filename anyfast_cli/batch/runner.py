@@ -78,11 +78,13 @@ class BatchRunner:
         """Send every record; returns when all are written. Stops at once on 401/403
         (AnyfastError), or on a network failure before anything has been answered."""
         concurrency = self.config.concurrency
-        headers = {**auth_headers(self.config.api_key), "Content-Type": "application/json"}
+        # The key goes with each request, never in the session's defaults: aiohttp copies those
+        # into a plain-HTTP proxy's request too, as Proxy-Authorization.
+        self._headers = {**auth_headers(self.config.api_key), "Content-Type": "application/json"}
         queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
         output = _Reorderer(self._emit, concurrency * REORDER_WINDOW_PER_WORKER) if self.config.ordered else None
 
-        async with open_session(self.policy, concurrency, headers) as session:
+        async with open_session(self.policy, concurrency) as session:
 
             async def produce() -> None:
                 for seq, record in enumerate(records):
@@ -119,7 +121,8 @@ class BatchRunner:
         while True:
             await self.limiter.acquire(tokens)
             try:
-                async with session.post(self._url, data=payload, proxy=policy.proxy, allow_redirects=False) as response:
+                async with session.post(self._url, data=payload, headers=self._headers, proxy=policy.proxy,
+                                        allow_redirects=False) as response:
                     content = await response.read()
                     status, headers, reason = response.status, response.headers, response.reason or ""
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -132,7 +135,7 @@ class BatchRunner:
             else:
                 request_id = request_id_of(headers)
                 if is_answer_status(status):
-                    return self._answer(record, content, status, request_id)
+                    return self._answer(record, content, status, reason, request_id)
                 try:
                     retry = attempts.after_status(status, headers, content, reason)
                 except ApiAuthError:
@@ -143,7 +146,7 @@ class BatchRunner:
                     return self._failed(record, error, status=status, request_id=request_id, body=getattr(error, "body", None))
                 if status == 429 and retry.retry_after is not None:
                     self.limiter.pause_for(retry.retry_after)
-            self._log(f"record {record.id}: {retry.note}")
+            self._log(f"{retry.note} (record {record.id})")
             await self._sleep(retry.delay)
 
     def _failed(self, record: Record, error: AnyfastError, *, status: int | None, request_id: str | None, body=None) -> Outcome:
@@ -155,9 +158,9 @@ class BatchRunner:
             line = json.loads(redact(text, self._secret_in_json))
         return Outcome(line, ok=False)
 
-    def _answer(self, record: Record, content: bytes, status: int, request_id: str | None) -> Outcome:
+    def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
         try:
-            body = read_answer(content)
+            body = read_answer(content, status, reason)
         except AnyfastError as problem:
             return self._failed(record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None))
         self._answered += 1
@@ -190,13 +193,13 @@ class _Reorderer:
         self._moved.set()
 
 
-def open_session(policy: NetworkPolicy, concurrency: int, headers: dict) -> aiohttp.ClientSession:
+def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSession:
     """One session for the whole batch, on the shared network policy. trust_env stays off:
     the proxy is given per request, and ~/.netrc must not add Basic auth beside the key."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
                                      ssl=policy.ssl_context if policy.ssl_context is not None else True)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers, trust_env=False,
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
                                  max_line_size=policy.max_header_bytes, max_field_size=policy.max_header_bytes)
 
 
