@@ -18,12 +18,11 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 from gateway import (
     REASONS,
     Gateway,
@@ -47,8 +46,9 @@ from gateway import (
 )
 from netfixtures import Proxy, closed_port, make_pki
 
+from anyfast_cli.cli import app
+
 KEY = "sk-parity-secret-0123456789"
-WAIT = 20  # seconds; reached only when something hangs
 PROXY_PASSWORD = "pr0xy-s3cret-pw"
 
 BOTH = ["complete", "batch"]
@@ -170,10 +170,11 @@ class Run:
 
 
 @pytest.fixture
-def anyfast(env, tmp_path):
-    """anyfast(path, *options, base_url=None, prompt="hi", **variables) runs one path as a
-    process; options go after the command name; variables are added to the environment
-    (a value of None removes one)."""
+def anyfast(env, tmp_path, monkeypatch):
+    """anyfast(path, *options, base_url=None, prompt="hi", **variables) runs one path in this
+    process through CliRunner, in an environment holding only `env` and `variables` (a value
+    of None removes one); options go after the command name. In-process keeps the suite fast
+    (a Python start costs ~0.2 s per run); test_subprocess.py covers real processes."""
     counter = iter(range(1000))
 
     def run(path: str, *options, base_url: str | None = None, prompt: str = "hi", **variables) -> Run:
@@ -185,6 +186,11 @@ def anyfast(env, tmp_path):
                 environment.pop(name, None)
             else:
                 environment[name] = str(value)
+        for name in list(os.environ):
+            if name not in environment:
+                monkeypatch.delenv(name)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
         n = next(counter)
         out = tmp_path / f"out-{n}.jsonl"
         if path == "batch":
@@ -195,13 +201,12 @@ def anyfast(env, tmp_path):
             command = ["complete", "-n", *map(str, options), prompt]
         else:
             command = ["complete", "-n", "--no-stream", *map(str, options), prompt]
-        done = subprocess.run([sys.executable, "-m", "anyfast_cli", *command], env=environment, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT)
-        stderr = done.stderr.decode("utf-8", "replace")
+        done = CliRunner().invoke(app, command)
         records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-        result = Run(path, done.returncode, done.stdout.decode("utf-8", "replace"), stderr, records)
-        assert "Traceback" not in stderr and "Exception ignored" not in stderr, result
-        assert "internal error" not in stderr, result
+        result = Run(path, done.exit_code, done.stdout, done.stderr, records)
+        assert done.exception is None or isinstance(done.exception, SystemExit), (result, done.exception)
+        assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, result
+        assert "internal error" not in done.stderr, result
         return result
 
     return run
