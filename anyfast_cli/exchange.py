@@ -28,6 +28,7 @@ NETWORK_HINT = "check the network and the base URL"
 NO_ANSWER_STATUSES = (204, 205)  # success, by definition without a body
 REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id", "x-tt-logid")
 MODEL_NOT_FOUND = "model_not_found"  # new-api: no channel serves this model (configuration, not load)
+INSUFFICIENT_QUOTA = "insufficient_quota"  # a 429 for billing, not for rate
 
 
 def header_text(value) -> str:
@@ -118,7 +119,13 @@ def _hint(status: int) -> str | None:
 
 def is_final(error: ApiError) -> bool:
     """Failures that a retry cannot mend, whatever their status says."""
-    return error.code in (MODEL_NOT_FOUND, "redirect", "invalid_response")
+    return error.code in (MODEL_NOT_FOUND, INSUFFICIENT_QUOTA, "redirect", "invalid_response")
+
+
+def is_rate_limit(status: int, content: bytes) -> bool:
+    """A 429 that asks to slow down (batch paces itself by these), not one that says the
+    account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
+    return status == 429 and error_from_response(status, content).code != INSUFFICIENT_QUOTA
 
 
 # --- network failures: one wording for both transports -----------------------------------------

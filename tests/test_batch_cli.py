@@ -17,12 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway import Json, Reset, Stall, error_body
+from helpers import KEY, closed_port, parse_lines, whole_lines
 
 from anyfast_cli.batch.jobs import JobOptions, parse_record
 from anyfast_cli.cli import app
+from anyfast_cli.errors import ExitCode
 from anyfast_cli.settings import DEFAULT_MODEL
-
-KEY = "sk-test-0123456789abcdef"
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -51,15 +51,6 @@ def write_input(tmp_path, *items, name="in.jsonl"):
     path = tmp_path / name
     path.write_text(jsonl(*items))
     return path
-
-
-def parse_lines(text: str) -> list[dict]:
-    assert text == "" or text.endswith("\n")
-    return [json.loads(line) for line in text.splitlines()]
-
-
-def file_lines(path) -> list[dict]:
-    return parse_lines(path.read_text())
 
 
 def prompt_of(request) -> str:
@@ -298,7 +289,7 @@ def test_answered_line_is_the_openai_batch_output_form(env, gateway, tmp_path):
     result = invoke("-o", out, input=jsonl({"custom_id": "q1", "prompt": "hello"}))
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
-    [line] = file_lines(out)
+    [line] = whole_lines(out)
     assert set(line) == {"id", "custom_id", "response", "error"}
     assert line["custom_id"] == "q1"
     assert line["error"] is None
@@ -458,13 +449,13 @@ def test_resume_after_failures_reruns_only_the_failed(env, gateway, tmp_path, be
     out = tmp_path / "out.jsonl"
     first = invoke(path, "-o", out, "--retries", "0")
     assert first.exit_code == 6
-    assert len(file_lines(out)) == 6
+    assert len(whole_lines(out)) == 6
     failing["on"] = False
     gateway.requests.clear()
     second = invoke(path, "-o", out, "--resume", "--retries", "0")
     assert second.exit_code == 0, second.stderr
     assert prompts_sent(gateway) == ["p3"]
-    lines = file_lines(out)
+    lines = whole_lines(out)
     assert sorted(l["custom_id"] for l in lines) == ["1", "2", "3", "4", "5", "6"]
     assert all(l["error"] is None for l in lines)
 
@@ -487,7 +478,7 @@ def test_resume_reruns_a_record_whose_request_changed(env, gateway, tmp_path):
     result = invoke(write_input(tmp_path, "x", "y edited"), "-o", out, "--resume")  # line 2 keeps id "2"
     assert result.exit_code == 0, result.stderr
     assert prompts_sent(gateway) == ["y edited"]
-    assert sorted(answer_text(l) for l in file_lines(out)) == ["echo: x", "echo: y edited"]
+    assert sorted(answer_text(l) for l in whole_lines(out)) == ["echo: x", "echo: y edited"]
 
 
 def test_resume_refuses_a_file_that_is_not_batch_output(env, gateway, tmp_path):
@@ -504,7 +495,7 @@ def test_resume_without_an_existing_file_starts_fresh(env, gateway, tmp_path):
     out = tmp_path / "new.jsonl"
     result = invoke(write_input(tmp_path, "x", "y"), "-o", out, "--resume")
     assert result.exit_code == 0, result.stderr
-    assert sorted(l["custom_id"] for l in file_lines(out)) == ["1", "2"]
+    assert sorted(l["custom_id"] for l in whole_lines(out)) == ["1", "2"]
 
 
 def test_without_resume_the_output_file_is_replaced(env, gateway, tmp_path):
@@ -512,7 +503,7 @@ def test_without_resume_the_output_file_is_replaced(env, gateway, tmp_path):
     out.write_text(ok_line("1", "stale") + ok_line("9", "other"))
     result = invoke(write_input(tmp_path, "x"), "-o", out)
     assert result.exit_code == 0
-    lines = file_lines(out)
+    lines = whole_lines(out)
     assert [l["custom_id"] for l in lines] == ["1"]
     assert answer_text(lines[0]) == "echo: x"
 
@@ -524,7 +515,7 @@ def test_resume_with_shard_runs_only_its_missing_records(env, gateway, tmp_path)
     result = invoke(path, "-o", out, "--resume", "--shard", "2/2")  # indexes 1, 3, 5 -> ids 2, 4, 6
     assert result.exit_code == 0, result.stderr
     assert sorted(prompts_sent(gateway)) == ["p3", "p5"]
-    mine = [l["custom_id"] for l in file_lines(out) if l["custom_id"] in ("2", "4", "6")]
+    mine = [l["custom_id"] for l in whole_lines(out) if l["custom_id"] in ("2", "4", "6")]
     assert sorted(mine) == ["2", "4", "6"]
 
 
@@ -561,33 +552,45 @@ def test_rpm_spaces_request_starts(env, gateway):
     assert min(gaps) >= 0.1 - 0.02  # 600 a minute: one every 0.1 s
 
 
-def test_429_retry_after_pauses_the_whole_batch(env, gateway, behave):
+def test_429_retry_after_holds_that_record_only_and_uses_no_retries(env, gateway, behave):
     served_429 = []
 
     def fn(prompt, n):
-        if prompt == "p1" and n == 0:
+        if prompt == "p1" and n < 2:
             served_429.append(time.monotonic())
             return Json(error_body("slow down", "rate_limit_error"), status=429, headers={"Retry-After": "1"})
         return 0.3
 
     behave(fn)
-    result = invoke("-j", "2", "--retries", "2", input=jsonl(*[f"p{i}" for i in range(1, 6)]))
-    assert result.exit_code == 0, result.stderr
+    result = invoke("-j", "2", "--retries", "0", input=jsonl(*[f"p{i}" for i in range(1, 6)]))
+    assert result.exit_code == 0, result.stderr  # two 429s with --retries 0: rate limits use no retries
     assert len(parse_lines(result.stdout)) == 5
-    assert len(gateway.requests) == 6
-    arrivals = sorted(gateway.requests, key=lambda r: r.at)
-    assert {prompt_of(r) for r in arrivals[:2]} == {"p1", "p2"}  # in flight when the 429 came
-    pause_end = served_429[0] + 1.0
-    early = [(prompt_of(r), round(r.at - served_429[0], 3)) for r in arrivals[2:] if r.at < pause_end - 0.02]
-    assert early == []  # nothing new started during the pause, p1's own retry included
+    p1 = sorted(r.at for r in gateway.requests if prompt_of(r) == "p1")
+    assert len(p1) == 3
+    assert p1[1] - served_429[0] >= 1.0 - 0.02 and p1[2] - served_429[1] >= 1.0 - 0.02  # never sooner than it said
+    others = [r.at - served_429[0] for r in gateway.requests if prompt_of(r) != "p1"]
+    assert min(sorted(others)[1:]) < 1.0  # the rest of the batch was not stopped for p1's wait
+    assert "requests answered 429" in summary_of(result.stderr)
+
+
+def test_a_limit_that_lets_nothing_through_for_long_fails_records_with_exit_5(env, gateway, monkeypatch):
+    from anyfast_cli.batch import limiter
+
+    monkeypatch.setattr(limiter, "LIMITED_GIVE_UP", 1.0)
+    gateway.script(*[Json(error_body("quota used up", "rate_limit_error"), status=429, headers={"Retry-After": "5"})] * 4)
+    result = invoke("--retries", "0", input=jsonl("a", "b"))
+    assert result.exit_code == ExitCode.RATE_LIMITED, result.stderr  # nothing was answered, and the limit is why
+    lines = parse_lines(result.stdout)
+    assert [line["error"]["code"] for line in lines] == ["rate_limit_error"] * 2
+    assert "let nothing through" in lines[0]["error"]["message"]
 
 
 def test_retries_are_counted_per_record(env, gateway, behave):
-    def fn(prompt, n):
+    def fn(prompt, n):  # 503s: 429s are rate limits, which use no retries
         if prompt in ("a", "b") and n == 0:
-            return Json(error_body("slow down"), status=429, headers={"Retry-After": "0"})
+            return Json(error_body("overloaded"), status=503, headers={"Retry-After": "0"})
         if prompt == "always":
-            return Json(error_body("slow down"), status=429, headers={"Retry-After": "0"})
+            return Json(error_body("overloaded"), status=503, headers={"Retry-After": "0"})
         return None
 
     behave(fn)
@@ -595,7 +598,7 @@ def test_retries_are_counted_per_record(env, gateway, behave):
     assert result.exit_code == 6, result.stderr
     lines = {l["custom_id"]: l for l in parse_lines(result.stdout)}
     assert [lines[k]["error"] is None for k in "1234"] == [True, True, False, True]
-    assert lines["3"]["response"]["status_code"] == 429
+    assert lines["3"]["response"]["status_code"] == 503
     sent = prompts_sent(gateway)
     assert (sent.count("a"), sent.count("b"), sent.count("always"), sent.count("c")) == (2, 2, 2, 1)
 
@@ -650,13 +653,8 @@ def test_no_api_key_exits_3_and_sends_nothing(clean_env, gateway):
 
 
 def test_unreachable_gateway_exits_4(clean_env, gateway):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     clean_env.setenv("ANYFAST_API_KEY", KEY)
-    clean_env.setenv("ANYFAST_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    clean_env.setenv("ANYFAST_BASE_URL", f"http://127.0.0.1:{closed_port()}/v1")
     result = invoke("--retries", "0", input=jsonl("x", "y"))
     assert result.exit_code == 4
 
@@ -750,7 +748,7 @@ def test_dry_run_writes_to_the_output_file_when_given(clean_env, gateway, tmp_pa
     result = invoke("--dry-run", "-o", out, input=jsonl("a", "b"))
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
-    assert [line["custom_id"] for line in file_lines(out)] == ["1", "2"]
+    assert [line["custom_id"] for line in whole_lines(out)] == ["1", "2"]
 
 
 @pytest.mark.parametrize("raw", [b"{}", b'{"id": "x", "object": "chat.completion"}'])

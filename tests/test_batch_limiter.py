@@ -1,4 +1,4 @@
-"""--rpm/--tpm pacing and the whole batch's pause after a 429, on a fake clock.
+"""--rpm/--tpm pacing, and the runner's 429 handling, on a fake clock.
 
 `Pacer` is checked as arithmetic; `Limiter` runs many concurrent acquirers on a
 virtual clock (a tiny scheduler below), so nothing here really waits.
@@ -16,7 +16,7 @@ import pytest
 from gateway import Json, error_body
 
 from anyfast_cli.batch.jobs import JobOptions, parse_record
-from anyfast_cli.batch.limiter import Limiter, Pacer
+from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
 from anyfast_cli.batch.runner import BatchRunner, RunConfig
 
 
@@ -145,28 +145,6 @@ def test_rpm_and_tpm_together_the_stricter_wins():
     assert pacer.reserve(0.0, tokens=3) == pytest.approx(10.0)
 
 
-def test_pause_holds_back_every_new_start():
-    pacer = Pacer()
-    pacer.pause(7.0)
-    assert pacer.reserve(1.0) == 7.0
-    assert pacer.reserve(8.0) == 8.0
-
-
-def test_pause_never_shortens_a_longer_one():
-    pacer = Pacer()
-    pacer.pause(10.0)
-    pacer.pause(4.0)
-    assert pacer.paused_until == 10.0
-    assert pacer.reserve(0.0) == 10.0
-
-
-def test_pause_then_rpm_spacing_resumes_from_the_pause():
-    pacer = Pacer(rpm=60)
-    assert pacer.reserve(0.0) == 0.0
-    pacer.pause(5.0)
-    assert [pacer.reserve(0.5) for _ in range(3)] == [5.0, 6.0, 7.0]
-
-
 # --- Limiter on virtual time --------------------------------------------------------------
 
 
@@ -205,31 +183,6 @@ def test_limiter_tpm_spacing():
     assert starts == pytest.approx([0.0, 4.0, 6.0])
 
 
-def test_limiter_pause_for_holds_back_waiters_and_newcomers():
-    vt = VirtualTime(start=0.0)
-    limiter = Limiter(Pacer(rpm=60), clock=vt.clock, sleep=vt.sleep)
-    starts: dict[str, float] = {}
-
-    async def one(name, at=0.0):
-        if at:
-            await vt.sleep(at)
-        await limiter.acquire()
-        starts[name] = vt.now
-
-    async def pauser():
-        await vt.sleep(0.5)
-        limiter.pause_for(3.0)  # a 429 with Retry-After: 3 at t = 0.5
-
-    async def main():
-        await vt.run(one("a"), one("b"), one("c"), pauser(), one("late", at=2.0))
-
-    run(main())
-    assert starts["a"] == 0.0
-    # b and c had been given 1.0 and 2.0; "late" arrived during the pause: none start before 3.5
-    assert sorted(starts.values())[1:] == pytest.approx([3.5, 4.5, 5.5])
-    assert not [t for t in starts.values() if 0.5 < t < 3.5]
-
-
 def test_limiter_without_limits_does_not_sleep():
     vt = VirtualTime()
     limiter = Limiter(Pacer(), clock=vt.clock, sleep=vt.sleep)
@@ -242,34 +195,15 @@ def test_limiter_without_limits_does_not_sleep():
     assert vt.sleeps == []
 
 
-def test_limiter_pause_for_without_limits():
-    vt = VirtualTime(start=0.0)
-    limiter = Limiter(Pacer(), clock=vt.clock, sleep=vt.sleep)
-    starts = []
-
-    async def one():
-        await limiter.acquire()
-        starts.append(vt.now)
-
-    async def main():
-        limiter.pause_for(2.0)
-        await vt.run(*(one() for _ in range(5)))
-
-    run(main())
-    assert starts == [2.0] * 5
-
-
 # --- the runner tells the limiter about Retry-After ---------------------------------------
 
 
-def test_runner_429_retry_after_pauses_the_batch_and_counts_the_retry(gateway):
+def test_runner_429_retry_after_holds_that_record_and_uses_no_retry(gateway):
     """The runner sleeps and paces on fake time: a Retry-After of 30 s costs nothing here."""
     gateway.script(Json(error_body("slow down", "rate_limit_error"), status=429, headers={"Retry-After": "30"}))
     vt = VirtualTime(start=0.0)
-    limiter = Limiter(Pacer(), clock=vt.clock, sleep=vt.sleep)
-    pauses = []
-    real_pause = limiter.pause_for
-    limiter.pause_for = lambda seconds: (pauses.append(seconds), real_pause(seconds))
+    controller = RateController(initial_rate=0)
+    limiter = Limiter(Pacer(), controller, clock=vt.clock, sleep=vt.sleep)
     runner_sleeps = []
 
     async def fake_sleep(seconds):
@@ -277,22 +211,19 @@ def test_runner_429_retry_after_pauses_the_batch_and_counts_the_retry(gateway):
         vt.now += seconds
 
     outcomes = []
-    runner = BatchRunner(RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=1),
+    runner = BatchRunner(RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=0),
                          limiter, outcomes.append, sleep=fake_sleep)
     record = parse_record(b'"hi"\n', 1, 0, JobOptions(model="m"))
     run(runner.run(iter([record])))
-    assert pauses == [30.0]
-    assert limiter.pacer.paused_until == pytest.approx(30.0)
-    assert runner_sleeps == [30.0]
+    assert runner_sleeps == [pytest.approx(30.0)]  # not sooner than the server said
     assert len(gateway.requests) == 2
-    assert [o.ok for o in outcomes] == [True]
+    assert [o.ok for o in outcomes] == [True]  # --retries 0: a 429 uses no retry
+    assert controller.limited == 1
 
 
-def test_runner_429_without_retry_after_does_not_pause(gateway):
+def test_runner_429_without_retry_after_retries_soon(gateway):
     gateway.script(Json(error_body("slow down"), status=429))
-    limiter = Limiter(Pacer())
-    pauses = []
-    limiter.pause_for = pauses.append
+    limiter = Limiter(Pacer(), RateController())
 
     async def no_sleep(seconds):
         pass
@@ -301,5 +232,5 @@ def test_runner_429_without_retry_after_does_not_pause(gateway):
     runner = BatchRunner(RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=1),
                          limiter, outcomes.append, sleep=no_sleep)
     run(runner.run(iter([parse_record(b'"hi"\n', 1, 0, JobOptions(model="m"))])))
-    assert pauses == []
     assert [o.ok for o in outcomes] == [True]
+    assert len(gateway.requests) == 2

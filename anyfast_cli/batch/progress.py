@@ -13,6 +13,7 @@ class Tally:
     skipped: int = 0  # already answered in the output file (--resume)
     ok: int = 0
     failed: int = 0
+    rate_limited: int = 0  # of the failed: on 429, the limit letting nothing through for long
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -20,23 +21,29 @@ class Tally:
     def done(self) -> int:
         return self.ok + self.failed
 
-    def add(self, ok: bool, tokens: int) -> None:
+    def add(self, ok: bool, tokens: int, rate_limited: bool = False) -> None:
         if ok:
             self.ok += 1
         else:
             self.failed += 1
+            self.rate_limited += rate_limited
         self.tokens += tokens
 
 
-def render_summary(tally: Tally, elapsed: float, *, interrupted: bool = False) -> str:
-    rate = tally.done / elapsed if elapsed > 0 else 0.0
+def render_summary(tally: Tally, elapsed: float, *, interrupted: bool = False, rate: float | None = None,
+                   answered_429: int = 0) -> str:
+    done_rate = tally.done / elapsed if elapsed > 0 else 0.0
     text = f"batch: {tally.ok:,} ok, {tally.failed:,} failed"
     if tally.done < tally.total:
         text += f", {tally.total - tally.done:,} not run" + (" (interrupted)" if interrupted else "")
     if tally.skipped:
         text += f", {tally.skipped:,} already answered"
     seconds = f"{elapsed:.2f}" if elapsed < 10 else f"{elapsed:.1f}"
-    return text + f"; {tally.tokens:,} tokens, {seconds} s, {rate:.1f} requests/s"
+    text += f"; {tally.tokens:,} tokens, {seconds} s, {done_rate:.1f} requests/s"
+    if answered_429:  # the server's limit was met: what batch settled on, and what it cost
+        settled = f"settled at {rate:.1f} requests/s, " if rate else ""
+        text += f"; rate limit: {settled}{answered_429:,} requests answered 429"
+    return text
 
 
 RATE_AFTER = 1.0  # seconds before a rate is shown: one early answer says nothing about speed

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from anyfast_cli.batch.jobs import Record, result_line
-from anyfast_cli.batch.limiter import Limiter
-from anyfast_cli.errors import AnyfastError, ApiAuthError, NetworkError, masking_key, redact
+from anyfast_cli.batch.limiter import LIMITED_GIVE_UP, Limiter
+from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError, masking_key, redact
 from anyfast_cli.exchange import (
-    Attempts, NetFailure, failure_kind_from_chain, is_answer_status, read_answer, request_id_of,
+    Attempts, NetFailure, failure_kind_from_chain, is_answer_status, is_rate_limit, read_answer, request_id_of,
+    status_failure,
 )
+from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
 from anyfast_cli.transport import NetworkPolicy, network_policy
 
@@ -36,6 +38,7 @@ class Outcome:
     line: dict  # the OpenAI Batch output line
     ok: bool
     tokens: int = 0
+    rate_limited: bool = False  # failed on 429
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,9 @@ class BatchRunner:
         policy = self.policy
         attempts = Attempts(retries=self.config.retries, target=policy.target, model=record.body.get("model"),
                             read_timeout=policy.read_timeout, proxy=policy.proxy_target, rng=self._rng, clock=self._clock)
+        controller = self.limiter.controller
         while True:
-            await self.limiter.acquire(tokens)
+            sent = await self.limiter.acquire(tokens)
             try:
                 async with session.post(self._url, data=payload, headers=self._headers, proxy=policy.proxy,
                                         allow_redirects=False) as response:
@@ -134,6 +138,18 @@ class BatchRunner:
                     return self._failed(record, error, status=None, request_id=None)
             else:
                 request_id = request_id_of(headers)
+                if controller is not None and is_rate_limit(status, content):
+                    # The adaptive rate's signal: the record waits its Retry-After and goes again,
+                    # without using up --retries, until the limit has let nothing through for long.
+                    retry_at = controller.on_rate_limited(self.limiter.clock(), sent, parse_retry_after(headers, self._clock()), headers)
+                    if retry_at is None:
+                        error = status_failure(status, headers, content, reason)
+                        error.message += f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
+                        return self._failed(record, error, status=status, request_id=request_id, body=error.body, rate_limited=True)
+                    await self._sleep(max(0.0, retry_at - self.limiter.clock()))
+                    continue
+                if controller is not None:
+                    controller.on_answer(self.limiter.clock(), sent, headers)
                 if is_answer_status(status):
                     return self._answer(record, content, status, reason, request_id)
                 try:
@@ -143,20 +159,20 @@ class BatchRunner:
                 except AnyfastError as error:
                     if error.code == "redirect":
                         raise  # the base URL is wrong for every record
-                    return self._failed(record, error, status=status, request_id=request_id, body=getattr(error, "body", None))
-                if status == 429 and retry.retry_after is not None:
-                    self.limiter.pause_for(retry.retry_after)
+                    return self._failed(record, error, status=status, request_id=request_id, body=getattr(error, "body", None),
+                                        rate_limited=error.exit_code == ExitCode.RATE_LIMITED)
             self._log(f"{retry.note} (record {record.id})")
             await self._sleep(retry.delay)
 
-    def _failed(self, record: Record, error: AnyfastError, *, status: int | None, request_id: str | None, body=None) -> Outcome:
+    def _failed(self, record: Record, error: AnyfastError, *, status: int | None, request_id: str | None, body=None,
+                rate_limited: bool = False) -> Outcome:
         """A failed record's line, with the key masked should the server have echoed it."""
         code = error.code or (f"http_{status}" if status else "error")
         line = result_line(record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message})
         text = json.dumps(line, ensure_ascii=False)
         if self._secret_in_json and self._secret_in_json in text:
             line = json.loads(redact(text, self._secret_in_json))
-        return Outcome(line, ok=False)
+        return Outcome(line, ok=False, rate_limited=rate_limited)
 
     def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
         try:

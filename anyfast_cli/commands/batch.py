@@ -73,7 +73,16 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         tally = Tally(total=len(scan.ids) - len(answered), skipped=len(answered))
         del scan  # its ids are no longer needed; `answered` keeps only what resume skips
         send_all(iter_records(lines, options, shard, skip=answered), flags, settings, api_key, tally, streams)
-    return ExitCode.OK if tally.failed == 0 else ExitCode.BATCH_PARTIAL
+    return batch_exit_code(tally)
+
+
+def batch_exit_code(tally: Tally) -> ExitCode:
+    """0 when every record was answered; 5 when none was and the rate limit is why; else 6."""
+    if tally.failed == 0:
+        return ExitCode.OK
+    if tally.ok == 0 and tally.rate_limited == tally.failed:
+        return ExitCode.RATE_LIMITED
+    return ExitCode.BATCH_PARTIAL
 
 
 def write_lines(path: str | None, streams: Streams, objects) -> None:
@@ -157,7 +166,7 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
     import asyncio
 
     from anyfast_cli.batch.journal import ResultSink
-    from anyfast_cli.batch.limiter import Limiter, Pacer
+    from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
     from anyfast_cli.batch.runner import BatchRunner, RunConfig
 
     sink = ResultSink(flags.output, streams.stdout, append=flags.resume)
@@ -165,7 +174,7 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
 
     def emit(outcome) -> None:
         sink.write(outcome.line)
-        tally.add(outcome.ok, outcome.tokens)
+        tally.add(outcome.ok, outcome.tokens, outcome.rate_limited)
         bar.update()
 
     config = RunConfig(
@@ -173,7 +182,9 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
         retries=settings.retries, timeout=settings.timeout, ordered=flags.ordered, env=streams.env,
     )
     log = streams.say if flags.verbose else None
-    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm)), emit, log=log)
+    # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
+    controller = RateController(log=log)
+    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log)
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
@@ -184,4 +195,5 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
     finally:
         sink.close()
         bar.close()
-        streams.say(render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted))
+        streams.say(render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted,
+                                   rate=controller.rate, answered_429=controller.limited))
