@@ -1,0 +1,193 @@
+"""--schema: a SPEC becomes a JSON Schema, and an answer is checked against it (pure).
+
+A SPEC is `@FILE` or the name of an existing file (JSON Schema as JSON or YAML), a JSON
+object's text, or a concise field list: `'title, year int, rating float, tags list: keywords'`,
+each field `name [type][: description]`, separated by commas or newlines. Types: str (the
+default), int, float, bool, and lists of them (`list` alone is a list of str; `list[int]`,
+`list of int` and `int[]` say of what). Every field is required and no other is allowed,
+so the schema a field list makes is accepted by OpenAI's `strict` mode.
+
+jsonschema (the reference implementation, Draft 2020-12) is imported only here, and only
+when a schema is checked or an answer validated: other commands never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from anyfast_cli.errors import UsageError
+
+SCALARS = {"str": "string", "string": "string", "int": "integer", "integer": "integer",
+           "float": "number", "number": "number", "bool": "boolean", "boolean": "boolean"}
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*\Z")
+MULTI_KEY = "items"  # --schema-multi: the answer is {"items": [...]}
+MAX_ERRORS_SHOWN = 3  # validation errors named in the one error line (and in a repair request)
+
+
+def parse_spec(spec: str, read_text: Callable[[str], str]) -> dict:
+    """The JSON Schema a SPEC stands for. `read_text(path)` reads a file (the caller's
+    I/O, bounded and with its own errors); a path is tried when the SPEC names one."""
+    text = spec.strip()
+    if not text:
+        raise UsageError("--schema needs a SPEC: a field list ('name, age int'), JSON Schema text, or @FILE")
+    if text.startswith("@"):
+        return _schema_document(read_text(text[1:]), text[1:])
+    if text.startswith("{"):
+        return _schema_document(text, "--schema")
+    path = _existing_file(text)
+    if path:
+        return _schema_document(read_text(path), path)
+    return fields_schema(text)
+
+
+def _existing_file(text: str) -> str | None:
+    import os
+
+    return text if "\n" not in text and os.path.isfile(text) else None
+
+
+def _schema_document(text: str, source: str) -> dict:
+    from anyfast_cli.settings import load_yaml  # YAML is a superset of JSON
+
+    data = load_yaml(text, source, "JSON or YAML")
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: a JSON Schema must be an object, not {type(data).__name__}")
+    check_schema(data, source)
+    return data
+
+
+def fields_schema(text: str) -> dict:
+    """A field list as a strict object schema."""
+    properties: dict[str, dict] = {}
+    for item in filter(None, (part.strip() for part in re.split(r"[,\n]", text))):
+        head, colon, description = item.partition(":")
+        words = head.split()
+        if not words:
+            raise UsageError(f"--schema: field '{item}' has no name")
+        name, type_words = words[0], words[1:]
+        if not NAME.match(name):
+            raise UsageError(f"--schema: '{name}' is not a field name (letters, digits, _ and -)")
+        if name in properties:
+            raise UsageError(f"--schema: field '{name}' is given twice")
+        prop = _field_type(" ".join(type_words), name)
+        if colon and description.strip():
+            prop["description"] = description.strip()
+        properties[name] = prop
+    if not properties:
+        raise UsageError("--schema: the field list names no field")
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _field_type(words: str, name: str) -> dict:
+    words = words.strip().lower()
+    if not words:
+        return {"type": "string"}
+    if words in SCALARS:
+        return {"type": SCALARS[words]}
+    inner = None
+    if words == "list":
+        inner = "str"
+    elif words.startswith("list of "):
+        inner = words[len("list of "):].strip()
+    elif words.startswith("list[") and words.endswith("]"):
+        inner = words[5:-1].strip()
+    elif words.endswith("[]"):
+        inner = words[:-2].strip()
+    if inner in SCALARS:
+        return {"type": "array", "items": {"type": SCALARS[inner]}}
+    known = "str, int, float, bool, or a list of one (list, list[int], list of int, int[])"
+    raise UsageError(f"--schema: field '{name}' has unknown type '{words}'", hint=f"types: {known}")
+
+
+def multi_schema(schema: dict) -> dict:
+    """--schema-multi: a list of objects of `schema`, for extraction."""
+    return {"type": "object", "properties": {MULTI_KEY: {"type": "array", "items": schema}},
+            "required": [MULTI_KEY], "additionalProperties": False}
+
+
+def check_schema(schema: dict, source: str = "--schema") -> None:
+    """An invalid JSON Schema is a usage error, before anything is sent."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = _path(exc.absolute_path)
+        raise UsageError(f"{source}: not a valid JSON Schema: {where}: {exc.message}") from None
+    except RecursionError:
+        raise UsageError(f"{source}: not a valid JSON Schema: nested too deep") from None
+
+
+def is_strict_compatible(schema) -> bool:
+    """Whether OpenAI's strict mode accepts it: every object closes its properties
+    (additionalProperties false) and requires all of them."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            properties = schema.get("properties") or {}
+            if schema.get("additionalProperties") is not False or set(schema.get("required") or ()) != set(properties):
+                return False
+        return all(is_strict_compatible(value) for value in schema.values())
+    if isinstance(schema, list):
+        return all(is_strict_compatible(value) for value in schema)
+    return True
+
+
+class AnswerMismatch(Exception):
+    """The answer is not JSON for the schema. `code` is batch's error code (invalid_json or
+    schema_mismatch); `message` names the first problems with their JSON paths."""
+
+    def __init__(self, code: str, message: str, errors: list[str]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.errors = errors
+
+
+FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)\r?\n?```\s*\Z", re.S)
+
+
+def parse_answer(text: str, schema: dict):
+    """The answer's JSON value, valid for `schema` (one surrounding ``` fence accepted);
+    AnswerMismatch when it is not JSON, or not valid."""
+    fenced = FENCE.match(text)
+    body = fenced.group(1) if fenced else text
+    try:
+        value = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else "nested too deep"
+        raise AnswerMismatch("invalid_json", f"the answer is not JSON: {reason}", [f"the answer is not JSON: {reason}"]) from None
+    errors = validation_errors(value, schema)
+    if errors:
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN]) + (f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else "")
+        raise AnswerMismatch("schema_mismatch", shown, errors)
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def validation_errors(value, schema: dict) -> list[str]:
+    """Each problem as `$.path: message`, in a stable order (by path)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema)
+    try:
+        found = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    except RecursionError:
+        return ["$: nested too deep to check"]
+    return [f"{_path(error.absolute_path)}: {error.message}" for error in found]
+
+
+def _path(parts) -> str:
+    text = "$"
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if NAME.match(str(part)) else f"[{json.dumps(part)}]")
+    return text
+
+
+def render_schema(schema: dict) -> str:
+    return json.dumps(schema, ensure_ascii=False, indent=2)
