@@ -1,0 +1,49 @@
+"""Plain helpers shared by the test files: constants and functions (fixtures live in conftest.py).
+
+conftest.py puts this folder on sys.path, so a test file imports them as `from helpers import KEY`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: README.md, tools/, completions/, man/
+KEY = "sk-test-0123456789abcdef"  # the API key the tests send; it must never be echoed back
+OTHER_MODEL = "doubao-seed-1-6-251015"  # a model that is not the default one
+NOW = 1_700_000_000.0  # the fixed clock time given to code that asks what time it is
+WAIT = 30  # seconds a real process may take; only reached when something hangs
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_gen_docs(reuse: bool = False):
+    """tools/gen_docs.py as the module `gen_docs`: loaded afresh, or with reuse=True the one
+    already in sys.modules if another test file has loaded it."""
+    if reuse and sys.modules.get("gen_docs"):
+        return sys.modules["gen_docs"]
+    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "tools" / "gen_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_lines(data: str | bytes) -> list:
+    """JSON lines, each of which must be whole JSON (the text ends with a newline, or is empty)."""
+    newline = "\n" if isinstance(data, str) else b"\n"
+    assert not data or data.endswith(newline), data[-200:]
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def whole_lines(path) -> list:
+    """Every line of a JSON Lines file, each of which must be whole JSON (the file ends with a newline)."""
+    return parse_lines(Path(path).read_bytes())
