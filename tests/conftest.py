@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from gateway import Gateway  # noqa: E402
+from helpers import KEY  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,47 @@ def clean_env(monkeypatch, tmp_path):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     return monkeypatch
+
+
+@pytest.fixture
+def env(clean_env, gateway):
+    """clean_env, with the key and the gateway's URL set in this process's environment."""
+    clean_env.setenv("ANYFAST_API_KEY", KEY)
+    clean_env.setenv("ANYFAST_BASE_URL", gateway.url)
+    return clean_env
+
+
+@pytest.fixture
+def proc_env(gateway, tmp_path):
+    """The environment for a real `python -m anyfast_cli` process: the test run's own, without
+    ANYFAST_* or NO_COLOR; config in tmp_path; the key and the gateway's URL."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k not in ("NO_COLOR", "XDG_CONFIG_HOME")}
+    environment.update(ANYFAST_API_KEY=KEY, ANYFAST_BASE_URL=gateway.url, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    return environment
+
+
+@pytest.fixture
+def cli(clean_env):
+    """cli(*args, input=None, **env) invokes the app through CliRunner with only the environment
+    a test gives it (and no ANYFAST_* of ours); an argument may be any object, a str of it is passed."""
+    from typer.testing import CliRunner
+
+    from anyfast_cli.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args, input=None, **env):
+        return runner.invoke(app, [str(a) for a in args], input=input, env=env)
+
+    return invoke
+
+
+@pytest.fixture
+def run(cli, gateway):
+    """The same, talking to the loopback gateway with a key: run(*args, input=None, key=KEY, **env).
+    key=None, or a variable given as None, leaves it unset; a variable given here wins."""
+
+    def invoke(*args, input=None, key=KEY, **env):
+        return cli(*args, input=input, **{"ANYFAST_BASE_URL": gateway.url, "ANYFAST_API_KEY": key, **env})
+
+    return invoke

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -393,10 +392,3 @@ async def _relay_response(up_reader, writer, method: str) -> bool:
         writer.transport.abort()
         return False
     return headers.get("connection", "").lower() != "close"
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

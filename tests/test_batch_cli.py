@@ -28,13 +28,6 @@ from anyfast_cli.settings import DEFAULT_MODEL
 # --- helpers --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(clean_env, gateway):
-    clean_env.setenv("ANYFAST_API_KEY", KEY)
-    clean_env.setenv("ANYFAST_BASE_URL", gateway.url)
-    return clean_env
-
-
 def invoke(*args, input=None):
     return CliRunner().invoke(app, ["batch", *map(str, args)], input=input)
 

@@ -13,15 +13,7 @@ import time
 
 import pytest
 
-KEY = "sk-test-0123456789abcdef"
-TIMEOUT = 30
-
-
-@pytest.fixture
-def proc_env(gateway, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k not in ("NO_COLOR", "XDG_CONFIG_HOME")}
-    env.update(ANYFAST_API_KEY=KEY, ANYFAST_BASE_URL=gateway.url, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
-    return env
+from helpers import WAIT, whole_lines
 
 
 def command(*args) -> list[str]:
@@ -34,15 +26,8 @@ def write_records(tmp_path, count: int):
     return path, {f"r{i:03d}" for i in range(count)}
 
 
-def whole_lines(path) -> list[dict]:
-    """Every line of the file, each of which must be whole JSON (the file ends with a newline)."""
-    data = path.read_bytes()
-    assert data == b"" or data.endswith(b"\n"), data[-200:]
-    return [json.loads(line) for line in data.splitlines()]
-
-
 def wait_for_lines(path, proc, at_least: int) -> None:
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if path.exists() and path.read_bytes().count(b"\n") >= at_least:
             return
@@ -72,7 +57,7 @@ def test_ctrl_c_then_resume(gateway, proc_env, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_lines(out, proc, 1)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    stdout, stderr = proc.communicate(timeout=WAIT)
     assert proc.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
     assert stdout == b""
@@ -84,7 +69,7 @@ def test_ctrl_c_then_resume(gateway, proc_env, tmp_path):
     gateway.settle()
     gateway.requests.clear()
     done = subprocess.run(command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"), env=proc_env,
-                          capture_output=True, timeout=TIMEOUT)
+                          capture_output=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr.decode()
     check_complete(out, ids)
     assert len(gateway.requests) == len(ids) - len(partial)  # the answered ones were not sent again
@@ -100,14 +85,14 @@ def test_kill_9_then_resume(gateway, proc_env, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_lines(out, proc, 3)
     proc.kill()
-    proc.wait(timeout=TIMEOUT)
+    proc.wait(timeout=WAIT)
     gateway.settle()
     assert proc.returncode == -signal.SIGKILL
     before = out.read_bytes().count(b"\n")
     assert before < len(ids)
 
     done = subprocess.run(command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"), env=proc_env,
-                          capture_output=True, timeout=TIMEOUT)
+                          capture_output=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr.decode()
     check_complete(out, ids)
 
@@ -116,12 +101,12 @@ def test_kill_9_leaving_a_torn_line_then_resume(gateway, proc_env, tmp_path):
     """What kill -9 in the middle of a write could leave: a last line cut short."""
     path, ids = write_records(tmp_path, 6)
     out = tmp_path / "out.jsonl"
-    first = subprocess.run(command(path, "-o", out, "--shard", "1/2"), env=proc_env, capture_output=True, timeout=TIMEOUT)
+    first = subprocess.run(command(path, "-o", out, "--shard", "1/2"), env=proc_env, capture_output=True, timeout=WAIT)
     assert first.returncode == 0, first.stderr.decode()
     data = out.read_bytes()
     out.write_bytes(data[: len(data) - 25])  # the last line torn
     gateway.requests.clear()
-    done = subprocess.run(command(path, "-o", out, "--resume"), env=proc_env, capture_output=True, timeout=TIMEOUT)
+    done = subprocess.run(command(path, "-o", out, "--resume"), env=proc_env, capture_output=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr.decode()
     check_complete(out, ids)
     assert len(gateway.requests) == len(ids) - 2  # shard 1/2 ran 3; two of them survived
@@ -129,7 +114,7 @@ def test_kill_9_leaving_a_torn_line_then_resume(gateway, proc_env, tmp_path):
 
 def test_stdin_pipe_and_exit_status(gateway, proc_env):
     lines = "".join(json.dumps(f"prompt {i}") + "\n" for i in range(5))
-    done = subprocess.run(command("-j", "2"), input=lines.encode(), env=proc_env, capture_output=True, timeout=TIMEOUT)
+    done = subprocess.run(command("-j", "2"), input=lines.encode(), env=proc_env, capture_output=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr.decode()
     answers = [json.loads(l) for l in done.stdout.splitlines()]
     assert sorted(a["custom_id"] for a in answers) == ["1", "2", "3", "4", "5"]
@@ -139,11 +124,11 @@ def test_stdin_pipe_and_exit_status(gateway, proc_env):
 def test_input_from_a_pipe_path(gateway, proc_env):
     """`anyfast batch /dev/stdin` or `anyfast batch <(jq …)`: a path that can be read only once."""
     lines = "".join(json.dumps(f"prompt {i}") + "\n" for i in range(3)) + "{bad\n"
-    done = subprocess.run(command("/dev/stdin"), input=lines.encode(), env=proc_env, capture_output=True, timeout=TIMEOUT)
+    done = subprocess.run(command("/dev/stdin"), input=lines.encode(), env=proc_env, capture_output=True, timeout=WAIT)
     assert done.returncode == 2, done.stderr.decode()  # validated as a whole first, as for a file
     assert "line 4" in done.stderr.decode()
     assert gateway.requests == []
-    done = subprocess.run(command("/dev/stdin"), input=lines.rsplit("{", 1)[0].encode(), env=proc_env, capture_output=True, timeout=TIMEOUT)
+    done = subprocess.run(command("/dev/stdin"), input=lines.rsplit("{", 1)[0].encode(), env=proc_env, capture_output=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr.decode()
     assert sorted(json.loads(l)["custom_id"] for l in done.stdout.splitlines()) == ["1", "2", "3"]
 
@@ -156,7 +141,7 @@ def test_stdin_redirected_from_a_file_is_read_from_where_it_stands(gateway, proc
     fd = os.open(path, os.O_RDONLY)
     try:
         os.lseek(fd, len(first.encode()), os.SEEK_SET)
-        done = subprocess.run(command(), stdin=fd, env=proc_env, capture_output=True, timeout=TIMEOUT)
+        done = subprocess.run(command(), stdin=fd, env=proc_env, capture_output=True, timeout=WAIT)
     finally:
         os.close(fd)
     assert done.returncode == 0, done.stderr.decode()
@@ -170,13 +155,13 @@ def test_input_from_a_fifo(gateway, proc_env, tmp_path):
     proc = subprocess.Popen(command(fifo, "--dry-run"), env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with open(fifo, "w") as writer:  # blocks until the batch opens it
         writer.write('"one"\n"two"\n')
-    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    stdout, stderr = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, stderr.decode()
     assert [json.loads(l)["custom_id"] for l in stdout.splitlines()] == ["1", "2"]
 
 
 def test_invalid_input_exits_2_in_a_real_process(gateway, proc_env):
-    done = subprocess.run(command(), input=b'"ok"\n{oops\n', env=proc_env, capture_output=True, timeout=TIMEOUT)
+    done = subprocess.run(command(), input=b'"ok"\n{oops\n', env=proc_env, capture_output=True, timeout=WAIT)
     assert done.returncode == 2
     assert gateway.requests == []
     assert done.stderr.decode().startswith("anyfast: error: line 2:")
@@ -190,7 +175,7 @@ def test_closed_stdout_exits_141_quietly(gateway, proc_env, tmp_path):
     assert json.loads(first)["error"] is None
     proc.stdout.close()  # like `| head -1`
     stderr = proc.stderr.read()
-    proc.wait(timeout=TIMEOUT)
+    proc.wait(timeout=WAIT)
     gateway.settle()
     assert proc.returncode == 141, stderr.decode()
     assert b"Traceback" not in stderr and b"Exception ignored" not in stderr
@@ -212,7 +197,7 @@ def run_on_a_terminal(args, env) -> tuple[int, str]:
             break
         shown += data
     os.close(master)
-    return proc.wait(timeout=TIMEOUT), shown.decode("utf-8", "replace")
+    return proc.wait(timeout=WAIT), shown.decode("utf-8", "replace")
 
 
 def test_progress_bar_on_a_terminal(gateway, proc_env, tmp_path):

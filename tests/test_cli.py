@@ -5,32 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from gateway import Json, Reset, Sse, chunk, error_body, sse_events
+from helpers import KEY, OTHER_MODEL, closed_port
 
-from anyfast_cli.cli import app
-
-KEY = "sk-cli-secret-4f9a2c"
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
-OTHER_MODEL = "doubao-seed-1-6-251015"
 SLOW_DOWN = Json(error_body("slow down", "rate_limit_error"), status=429, headers={"Retry-After": "0"})
-
-
-@pytest.fixture
-def run(gateway, clean_env):
-    """Invoke the app with the gateway's URL and a key in the environment."""
-    runner = CliRunner()
-
-    def invoke(*args, input=None, key=KEY, **env):
-        environment = {"ANYFAST_BASE_URL": gateway.url, "ANYFAST_API_KEY": key, **env}
-        return runner.invoke(app, [str(a) for a in args], input=input, env=environment)
-
-    return invoke
 
 
 def sent(gateway) -> dict:
@@ -51,12 +34,6 @@ def assert_one_error(result, *words) -> None:
     assert "Traceback" not in result.stderr
     for word in words:
         assert word in lines[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chunks_content(stdout: str) -> str:

@@ -9,29 +9,18 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from helpers import load_gen_docs
+
 from anyfast_cli import cli, errors
 from anyfast_cli.errors import ExitCode
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "tools" / "gen_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up while it is executed
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_docs = sys.modules.get("gen_docs") or _load_generator()
+gen_docs = load_gen_docs(reuse=True)
 
 
 # --- option groups ---------------------------------------------------------------------------

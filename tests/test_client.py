@@ -8,11 +8,11 @@ from __future__ import annotations
 import email.utils
 import json
 import random
-import socket
 
 import pytest
 
 from gateway import Json, Reset, Sse, Stall, chunk, completion, error_body, sse_events
+from helpers import KEY, NOW, closed_port
 
 from anyfast_cli.client import ApiClient
 from anyfast_cli.errors import (
@@ -26,9 +26,7 @@ from anyfast_cli.errors import (
 )
 from anyfast_cli.retry import INITIAL_BACKOFF, JITTER
 
-KEY = "sk-test-0123456789abcdef"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-NOW = 1_700_000_000.0
 
 
 class Recorder:
@@ -73,12 +71,6 @@ def collect(iterator, into: list):
     for item in iterator:
         into.append(item)
     return into
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- streaming and SSE quirks --------------------------------------------------------------

@@ -8,29 +8,10 @@ import os
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+
+from helpers import KEY
 
 from anyfast_cli.attachments import VIDEO_MAX_BYTES
-from anyfast_cli.cli import app
-
-KEY = "sk-config-secret-0c1d"
-
-
-@pytest.fixture
-def cli(clean_env):
-    """Invoke the app with only the environment a test gives it (and no ANYFAST_* of ours)."""
-    runner = CliRunner()
-
-    def invoke(*args, **env):
-        return runner.invoke(app, [str(a) for a in args], env=env)
-
-    return invoke
-
-
-@pytest.fixture
-def run(cli, gateway):
-    """The same, talking to the loopback gateway with a key."""
-    return lambda *args, **env: cli(*args, ANYFAST_BASE_URL=gateway.url, ANYFAST_API_KEY=KEY, **env)
 
 
 @pytest.fixture

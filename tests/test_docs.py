@@ -7,7 +7,6 @@ them and compare, render the man page with groff, and drive the bash completion 
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import re
 import shutil
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, load_gen_docs
+
 README = ROOT / "README.md"
 BASH_SCRIPT = ROOT / "completions" / "anyfast.bash"
 ZSH_SCRIPT = ROOT / "completions" / "_anyfast"
@@ -25,16 +25,7 @@ FISH_SCRIPT = ROOT / "completions" / "anyfast.fish"
 MAN_PAGE = ROOT / "man" / "anyfast.1"
 REGENERATE = "run `python tools/gen_docs.py` and commit the result"
 
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "tools" / "gen_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_docs = _load_generator()
+gen_docs = load_gen_docs()
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +196,7 @@ def test_bash_script_parses():
     [
         ("anyfast ch", ["chat"]),
         ("anyfast complete --temp", ["--temperature"]),
-        ("anyfast complete -t 0.2 --max", ["--max-tokens"]),
+        ("anyfast complete -t 0.2 --max-to", ["--max-tokens"]),
         ("anyfast chat --model chat --sa", ["--save"]),  # "chat" here is a value, not a command
         ("anyfast complete --temperature ", []),  # a number: nothing to offer
     ],

@@ -10,32 +10,9 @@ import sys
 
 import pexpect
 import pytest
-from typer.testing import CliRunner
 
 from gateway import Json, Sse, Stall, error_body, sse_events
-
-from anyfast_cli.cli import app
-
-KEY = "sk-edge-secret-5150"
-WAIT = 30
-
-
-@pytest.fixture
-def run(gateway, clean_env):
-    runner = CliRunner()
-
-    def invoke(*args, input=None, **env):
-        environment = {"ANYFAST_BASE_URL": gateway.url, "ANYFAST_API_KEY": KEY, **env}
-        return runner.invoke(app, [str(a) for a in args], input=input, env=environment)
-
-    return invoke
-
-
-@pytest.fixture
-def env(gateway, tmp_path):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k != "NO_COLOR"}
-    environment.update(ANYFAST_BASE_URL=gateway.url, ANYFAST_API_KEY=KEY, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
-    return environment
+from helpers import KEY, WAIT
 
 
 def shell(script: str, env: dict) -> subprocess.CompletedProcess:
@@ -48,20 +25,20 @@ def shell(script: str, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args", [["--version"], ["complete", "hi"], ["config", "path"]])
-def test_a_closed_stdout_ends_with_141_and_no_traceback(env, gateway, args):
-    done = shell(f"anyfast {' '.join(args)} >&-; echo status=$?", env)
+def test_a_closed_stdout_ends_with_141_and_no_traceback(proc_env, gateway, args):
+    done = shell(f"anyfast {' '.join(args)} >&-; echo status=$?", proc_env)
     assert "status=141" in done.stdout
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
 
 
-def test_a_closed_stderr_still_answers(env, gateway):
-    done = shell("anyfast complete -m doubao-x --reasoning hi 2>&-; echo status=$?", env)
+def test_a_closed_stderr_still_answers(proc_env, gateway):
+    done = shell("anyfast complete -m doubao-x --reasoning hi 2>&-; echo status=$?", proc_env)
     assert done.stdout == "echo: hi\nstatus=0\n"
 
 
-def test_a_big_answer_into_a_reader_that_leaves_exits_141(env, gateway, tmp_path):
+def test_a_big_answer_into_a_reader_that_leaves_exits_141(proc_env, gateway, tmp_path):
     (tmp_path / "big.txt").write_text("x" * 300_000)
-    done = shell(f"anyfast complete --dry-run - < {tmp_path / 'big.txt'} | head -c 10 >/dev/null; echo status=${{PIPESTATUS[0]}}", env)
+    done = shell(f"anyfast complete --dry-run - < {tmp_path / 'big.txt'} | head -c 10 >/dev/null; echo status=${{PIPESTATUS[0]}}", proc_env)
     assert "status=141" in done.stdout, done.stderr
     assert done.stderr == ""
 
@@ -166,11 +143,11 @@ def test_concurrency_has_a_ceiling(run, gateway):
 # --- the key command and stdin ----------------------------------------------------------------
 
 
-def test_api_key_command_does_not_eat_a_read_loop_s_input(env, gateway, tmp_path):
+def test_api_key_command_does_not_eat_a_read_loop_s_input(proc_env, gateway, tmp_path):
     config = tmp_path / "k.yaml"
     config.write_text("profiles:\n  default:\n    api_key_command: head -1 >/dev/null; echo sk-from-command\n")
     config.chmod(0o600)
-    env = {k: v for k, v in env.items() if k != "ANYFAST_API_KEY"}
+    env = {k: v for k, v in proc_env.items() if k != "ANYFAST_API_KEY"}
     done = shell(f'printf "q1\\nq2\\nq3\\n" | while read -r q; do anyfast complete --config {config} -n "$q"; done', env)
     assert done.stdout == "echo: q1\necho: q2\necho: q3\n", done.stderr
     assert gateway.requests[-1].headers["authorization"] == "Bearer sk-from-command"
@@ -224,11 +201,11 @@ def test_batch_rejects_records_that_would_fail_at_the_server(run, gateway, line,
 
 
 @pytest.mark.parametrize("extra", [{"NO_COLOR": "1"}, {"TERM": "dumb"}])
-def test_batch_progress_on_a_terminal_has_no_escape_sequences_without_colour(env, gateway, tmp_path, extra):
+def test_batch_progress_on_a_terminal_has_no_escape_sequences_without_colour(proc_env, gateway, tmp_path, extra):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(f'"q{i}"\n' for i in range(50)))
     child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "batch", str(source), "-o", str(tmp_path / "out.jsonl")],
-                          env={**env, "TERM": "xterm", **extra}, encoding="utf-8", timeout=WAIT)
+                          env={**proc_env, "TERM": "xterm", **extra}, encoding="utf-8", timeout=WAIT)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -269,16 +246,16 @@ def test_a_timeout_out_of_range_is_a_usage_error(run, gateway, value):
 
 
 @pytest.mark.parametrize("target", ["stdout", "file"])
-def test_a_full_disk_is_one_clear_error(env, gateway, target):
+def test_a_full_disk_is_one_clear_error(proc_env, gateway, target):
     redirect = "> /dev/full" if target == "stdout" else "-o /dev/full"
-    done = shell(f"anyfast batch {redirect} <<< '\"q\"'; echo status=$?; anyfast complete hi > /dev/full; echo status=$?", env)
+    done = shell(f"anyfast batch {redirect} <<< '\"q\"'; echo status=$?; anyfast complete hi > /dev/full; echo status=$?", proc_env)
     assert done.stdout.splitlines() == ["status=1", "status=1"], done.stderr
     assert "No space left on device" in done.stderr and "internal error" not in done.stderr
 
 
-def test_ctrl_c_before_a_reply_begins_leaves_no_turn(gateway, env):
+def test_ctrl_c_before_a_reply_begins_leaves_no_turn(gateway, proc_env):
     gateway.script(Stall(3))
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "chat"], env={**env, "TERM": "xterm"}, encoding="utf-8", timeout=WAIT)
+    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "chat"], env={**proc_env, "TERM": "xterm"}, encoding="utf-8", timeout=WAIT)
     child.expect("> ")
     child.sendline("wait")
     gateway_wait = 0
@@ -355,12 +332,6 @@ def test_an_empty_batch_input_warns(run, gateway):
     assert "no records" in result.stderr
 
 
-def test_config_show_gives_the_default_timeout_as_a_number(cli_env_free):
-    result = cli_env_free("config", "show", "--json")
+def test_config_show_gives_the_default_timeout_as_a_number(cli):
+    result = cli("config", "show", "--json")
     assert json.loads(result.stdout)["timeout"] == {"value": 600.0, "source": "default; connect 10 s"}
-
-
-@pytest.fixture
-def cli_env_free(clean_env):
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args), env={})

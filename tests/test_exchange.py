@@ -17,6 +17,8 @@ import sys
 import httpx
 import pytest
 
+from helpers import NOW
+
 from anyfast_cli.errors import (
     ApiAuthError,
     ApiError,
@@ -46,7 +48,6 @@ from anyfast_cli.exchange import (
 )
 from anyfast_cli.retry import MAX_RETRY_AFTER
 
-NOW = 1_700_000_000.0
 TARGET = "api.example.com:443"
 NEW_API_MESSAGE = (
     "No available channel for model X under group default (distributor) (request id: 2025\u2026)"

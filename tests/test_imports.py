@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "anyfast_cli"
+from helpers import ROOT
+
+PACKAGE = ROOT / "anyfast_cli"
 
 # module prefix -> the files (relative to the package; "dir/" for a whole folder) that may import it
 ALLOWED = {

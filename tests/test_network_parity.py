@@ -44,11 +44,11 @@ from gateway import (
     sse_events,
     with_request_id,
 )
-from netfixtures import Proxy, closed_port, make_pki
+from helpers import KEY, closed_port
+from netfixtures import Proxy, make_pki
 
 from anyfast_cli.cli import app
 
-KEY = "sk-parity-secret-0123456789"
 PROXY_PASSWORD = "pr0xy-s3cret-pw"
 
 BOTH = ["complete", "batch"]
@@ -125,7 +125,7 @@ def auth_proxy(_auth_proxy_server):
 
 
 @pytest.fixture
-def env(tmp_path, gateway):
+def bare_env(tmp_path, gateway):
     """A clean environment: PATH and a UTF-8 locale from outside, nothing else."""
     home = tmp_path / "home"
     home.mkdir()
@@ -170,15 +170,15 @@ class Run:
 
 
 @pytest.fixture
-def anyfast(env, tmp_path, monkeypatch):
+def anyfast(bare_env, tmp_path, monkeypatch):
     """anyfast(path, *options, base_url=None, prompt="hi", **variables) runs one path in this
-    process through CliRunner, in an environment holding only `env` and `variables` (a value
+    process through CliRunner, in an environment holding only `bare_env` and `variables` (a value
     of None removes one); options go after the command name. In-process keeps the suite fast
     (a Python start costs ~0.2 s per run); test_subprocess.py covers real processes."""
     counter = iter(range(1000))
 
     def run(path: str, *options, base_url: str | None = None, prompt: str = "hi", **variables) -> Run:
-        environment = dict(env)
+        environment = dict(bare_env)
         if base_url is not None:
             environment["ANYFAST_BASE_URL"] = base_url
         for name, value in variables.items():
@@ -379,8 +379,8 @@ def test_a_refused_proxy_is_a_network_error_naming_the_proxy(anyfast, gateway, p
 
 @pytest.mark.parametrize("via_proxy", [False, True])
 @pytest.mark.parametrize("path", BOTH)
-def test_a_netrc_entry_changes_nothing(anyfast, env, gateway, proxy, path, via_proxy):
-    netrc = Path(env["HOME"]) / ".netrc"
+def test_a_netrc_entry_changes_nothing(anyfast, bare_env, gateway, proxy, path, via_proxy):
+    netrc = Path(bare_env["HOME"]) / ".netrc"
     netrc.write_text("machine 127.0.0.1 login x password netrc-password\ndefault login y password netrc-default\n")
     netrc.chmod(0o600)
     run = anyfast(path, "--retries", 0, **({"HTTP_PROXY": proxy.url} if via_proxy else {}))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import OTHER_MODEL
+
 from anyfast_cli.commands.common import body_fields
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.inputs import parse_param
@@ -18,7 +20,6 @@ from anyfast_cli.request import (
 )
 from anyfast_cli.settings import DEFAULT_MODEL, Settings
 
-OTHER_MODEL = "doubao-seed-1-6-251015"
 HI = [{"role": "user", "content": "hi"}]
 
 

@@ -8,6 +8,8 @@ import random
 import httpx
 import pytest
 
+from helpers import NOW
+
 from anyfast_cli.retry import (
     INITIAL_BACKOFF,
     JITTER,
@@ -18,8 +20,6 @@ from anyfast_cli.retry import (
     parse_retry_after,
     should_retry,
 )
-
-NOW = 1_700_000_000.0
 
 
 @pytest.mark.parametrize(

@@ -4,27 +4,16 @@ a reader that closes the pipe; Ctrl-C; exit status and stderr without tracebacks
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from gateway import Json, Sse, chunk, error_body, sse_events
+from helpers import KEY, WAIT, closed_port
 
 from anyfast_cli import __version__
-
-KEY = "sk-subprocess-secret-77"
-WAIT = 30  # seconds; only reached when something hangs
-
-
-@pytest.fixture
-def env(gateway, tmp_path):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k != "NO_COLOR"}
-    environment.update(ANYFAST_BASE_URL=gateway.url, ANYFAST_API_KEY=KEY, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
-    return environment
 
 
 def anyfast(*args) -> list[str]:
@@ -37,12 +26,6 @@ def with_closed_stdin(*args) -> list[str]:
 
 def run(command, env, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, timeout=WAIT, **kwargs)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_one_error_line(stderr: bytes) -> None:
@@ -61,35 +44,35 @@ STDIN_KINDS = {
 
 
 @pytest.mark.parametrize("kind", STDIN_KINDS)
-def test_stdin_that_gives_nothing_adds_nothing(env, gateway, kind):
+def test_stdin_that_gives_nothing_adds_nothing(proc_env, gateway, kind):
     options = dict(STDIN_KINDS[kind])
     command = options.pop("command")
-    done = run(command("complete", "hello"), env, **options)
+    done = run(command("complete", "hello"), proc_env, **options)
     assert (done.returncode, done.stdout, done.stderr) == (0, b"echo: hello\n", b"")
     assert gateway.requests[-1].body["messages"] == [{"role": "user", "content": "hello"}]
 
 
 @pytest.mark.parametrize("kind", STDIN_KINDS)
 @pytest.mark.parametrize("command_name", ["complete", "chat"])
-def test_no_prompt_and_no_stdin_is_a_usage_error(env, gateway, kind, command_name):
+def test_no_prompt_and_no_stdin_is_a_usage_error(proc_env, gateway, kind, command_name):
     options = dict(STDIN_KINDS[kind])
     command = options.pop("command")
-    done = run(command(command_name), env, **options)
+    done = run(command(command_name), proc_env, **options)
     assert done.returncode == 2
     assert done.stdout == b""
     assert_one_error_line(done.stderr)
     assert gateway.requests == []
 
 
-def test_piped_stdin_follows_the_prompt(env, gateway):
-    done = run(anyfast("complete", "Summarise:"), env, input="some text\n".encode())
+def test_piped_stdin_follows_the_prompt(proc_env, gateway):
+    done = run(anyfast("complete", "Summarise:"), proc_env, input="some text\n".encode())
     assert done.returncode == 0
     assert gateway.requests[-1].body["messages"][0]["content"] == "Summarise:\n\nsome text"
 
 
 @pytest.mark.parametrize("command_name", ["complete", "chat"])
-def test_no_stdin_never_reads_a_pipe_held_open(env, gateway, command_name):
-    process = subprocess.Popen(anyfast(command_name, "-n", "question"), env=env,
+def test_no_stdin_never_reads_a_pipe_held_open(proc_env, gateway, command_name):
+    process = subprocess.Popen(anyfast(command_name, "-n", "question"), env=proc_env,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         returncode = process.wait(timeout=WAIT)  # would hang if it read stdin: nobody writes or closes it
@@ -121,26 +104,26 @@ def spawned(env, *args):
 
 
 @pytest.mark.parametrize("flags", [[], ["--json", "--stream"]], ids=["text", "jsonl"])
-def test_a_reader_that_closes_the_pipe_ends_it_quietly_with_141(env, gateway, flags):
+def test_a_reader_that_closes_the_pipe_ends_it_quietly_with_141(proc_env, gateway, flags):
     gateway.script(slow_stream())
-    with spawned(env, "complete", *flags, "hi") as process:
+    with spawned(proc_env, "complete", *flags, "hi") as process:
         assert process.stdout.read(1)  # like `| head -c1`: the stream has begun ...
         process.stdout.close()  # ... and the reader goes away while it goes on
         assert process.wait(timeout=WAIT) == 141
         assert process.stderr.read() == b""
 
 
-def test_a_pipe_closed_before_a_whole_answer_arrives_exits_141(env, gateway):
+def test_a_pipe_closed_before_a_whole_answer_arrives_exits_141(proc_env, gateway):
     gateway.latency = 0.3  # the reader is gone before the answer is written
-    with spawned(env, "complete", "--json", "hi") as process:
+    with spawned(proc_env, "complete", "--json", "hi") as process:
         process.stdout.close()
         assert process.wait(timeout=WAIT) == 141
         assert process.stderr.read() == b""
 
 
-def test_ctrl_c_during_a_stream_exits_130_without_a_traceback(env, gateway):
+def test_ctrl_c_during_a_stream_exits_130_without_a_traceback(proc_env, gateway):
     gateway.script(slow_stream())
-    with spawned(env, "complete", "hi") as process:
+    with spawned(proc_env, "complete", "hi") as process:
         assert process.stdout.read(1)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=WAIT) == 130
@@ -163,22 +146,22 @@ FAILURES = [
 
 
 @pytest.mark.parametrize("args, script, extra_env, status", [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES])
-def test_failures_exit_with_their_status_and_one_line_no_traceback(env, gateway, args, script, extra_env, status):
+def test_failures_exit_with_their_status_and_one_line_no_traceback(proc_env, gateway, args, script, extra_env, status):
     gateway.script(*script)
     if extra_env.get("ANYFAST_BASE_URL") == CLOSED_PORT_URL:
         extra_env = {"ANYFAST_BASE_URL": f"http://127.0.0.1:{closed_port()}/v1"}
-    done = run(anyfast(*args), {**env, **extra_env}, stdin=subprocess.DEVNULL)
+    done = run(anyfast(*args), {**proc_env, **extra_env}, stdin=subprocess.DEVNULL)
     assert done.returncode == status
     assert_one_error_line(done.stderr)
     assert KEY.encode() not in done.stdout + done.stderr
 
 
-def test_python_m_version(env):
-    done = run(anyfast("--version"), env, stdin=subprocess.DEVNULL)
+def test_python_m_version(proc_env):
+    done = run(anyfast("--version"), proc_env, stdin=subprocess.DEVNULL)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"anyfast {__version__}\n".encode(), b"")
 
 
-def test_python_m_help(env):
-    done = run(anyfast("--help"), env, stdin=subprocess.DEVNULL)
+def test_python_m_help(proc_env):
+    done = run(anyfast("--help"), proc_env, stdin=subprocess.DEVNULL)
     assert done.returncode == 0
     assert b"complete" in done.stdout and b"chat" in done.stdout

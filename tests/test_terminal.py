@@ -3,7 +3,6 @@ interactive chat session, colour rules, and Ctrl-C during a streamed answer."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pexpect
@@ -17,10 +16,9 @@ TIMEOUT = 20  # seconds; reached only when something hangs
 
 
 @pytest.fixture
-def term_env(gateway, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k not in ("NO_COLOR",)}
-    env.update(ANYFAST_BASE_URL=gateway.url, ANYFAST_API_KEY="sk-term", XDG_CONFIG_HOME=str(tmp_path / "xdg"), TERM="xterm-256color")
-    return env
+def term_env(proc_env):
+    """proc_env, on a terminal that shows colour."""
+    return {**proc_env, "TERM": "xterm-256color"}
 
 
 def spawn(env, *args, cwd=None) -> pexpect.spawn:

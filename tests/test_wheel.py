@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
+
 import anyfast_cli
 from anyfast_cli import __version__
-
-ROOT = Path(__file__).resolve().parent.parent
 
 DISTRIBUTION = "anyfast-cli"
 WHEEL_NAME = "anyfast_cli"  # the distribution's name as wheel files and .dist-info spell it
