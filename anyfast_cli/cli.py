@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import sys
+from contextlib import contextmanager
 from typing import Annotated, List, Optional
 
 import typer
@@ -37,6 +38,7 @@ SETTING_OPTIONS = [
     _option("profile", Annotated[Optional[str], typer.Option("--profile", metavar="NAME", help="Config profile [env ANYFAST_PROFILE].")]),
     _option("config", Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].")]),
     _option("timeout", Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the server to connect or send more [default 600; connect 10].")]),
+    _option("max_time", Annotated[Optional[float], typer.Option("--max-time", metavar="SECONDS", help="Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.")]),
     _option("retries", Annotated[Optional[int], typer.Option("--retries", metavar="N", help="Retries for 408/409/429/5xx and network failures [default 2; batch 5].")]),
 ]
 
@@ -117,39 +119,84 @@ def with_option_groups(func):
 
 def guarded(run):
     """Run a command: AnyfastError -> one `anyfast: error:` line and its exit code;
-    a closed stdout -> 141 quietly; Ctrl-C -> 130."""
-    from anyfast_cli.errors import AnyfastError, ExitCode
+    a closed stdout -> 141 quietly; Ctrl-C -> 130; SIGTERM -> 143 and SIGHUP -> 129."""
+    from anyfast_cli.errors import AnyfastError, ExitCode, Terminated
     from anyfast_cli.settings import debug_enabled
     from anyfast_cli.streams import Streams
 
     streams = Streams.from_sys()
-    try:
-        code = run(streams)
-    except AnyfastError as exc:
-        _report(exc.message, exc.hint, debug_enabled(streams.env))
-        code = exc.exit_code
-    except BrokenPipeError:
-        _silence_stdout()
-        code = ExitCode.BROKEN_PIPE
-    except KeyboardInterrupt:
-        code = ExitCode.INTERRUPTED
-    except Exception as exc:  # a bug: still one line, the traceback only on request
-        debug = debug_enabled(streams.env)
-        _report(f"internal error: {type(exc).__name__}: {exc}", None if debug else "set ANYFAST_DEBUG=1 to see the traceback", debug)
-        code = ExitCode.API
+    with ending_signals_interrupt():
+        try:
+            code = run(streams)
+        except AnyfastError as exc:
+            _report(exc.message, exc.hint, debug_enabled(streams.env), streams)
+            code = exc.exit_code
+        except BrokenPipeError:
+            _silence_stdout()
+            code = ExitCode.BROKEN_PIPE
+        except KeyboardInterrupt as exc:
+            code = SIGNAL_STATUS + exc.signum if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+        except Exception as exc:  # a bug: still one line, the traceback only on request
+            debug = debug_enabled(streams.env)
+            _report(f"internal error: {type(exc).__name__}: {exc}", None if debug else "set ANYFAST_DEBUG=1 to see the traceback", debug,
+                    streams)
+            code = ExitCode.API
+        streams.finish()
     raise typer.Exit(int(code))
 
 
-def _report(message: str, hint: Optional[str], debug: bool) -> None:
+# --- signals that end the program as Ctrl-C does ------------------------------------------------
+
+ENDING_SIGNALS = ("SIGTERM", "SIGHUP")  # what timeout(1), CI cancellation and a closed terminal send
+SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N, as a shell reports it (130 for Ctrl-C)
+
+
+@contextmanager
+def ending_signals_interrupt():
+    """While a command runs, SIGTERM and SIGHUP raise Terminated, each time one comes (so a
+    second one still ends a program that swallowed the first). A signal that was ignored when
+    we started (`nohup` ignores SIGHUP) stays ignored. batch's event loop takes them over
+    while it runs, to stop its workers at an await (commands/batch.py: until_signalled)."""
+    import signal
+    import threading
+
+    from anyfast_cli.errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ENDING_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _report(message: str, hint: Optional[str], debug: bool, streams=None) -> None:
+    """The error line (and hint; with ANYFAST_DEBUG=1 the traceback first), through the
+    streams' diagnostic writer: the key masked, control characters made visible."""
+    from anyfast_cli.errors import render_error
+
+    if streams is None:  # Click's usage errors, before any command ran
+        from anyfast_cli.streams import Streams
+
+        streams = Streams.from_sys()
+    text = render_error(message, hint)
     if debug:
         import traceback
 
-        traceback.print_exc()
-    from anyfast_cli.errors import render_error
-
+        text = traceback.format_exc() + text
     try:
-        sys.stderr.write(render_error(message, hint))
-        sys.stderr.flush()
+        streams.note(text)
     except (OSError, ValueError):
         pass
 
@@ -263,7 +310,7 @@ Examples:
 @with_option_groups
 def complete(
     prompt: Annotated[Optional[List[str]], typer.Argument(metavar="[PROMPT]...", help="The prompt; piped stdin follows it after a blank line; '-' is stdin alone.", show_default=False)] = None,
-    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input.")] = False,
+    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.")] = False,
     settings_flags=None,
     request=None,
     out=None,
@@ -308,7 +355,7 @@ def chat(
     prompt: Annotated[Optional[List[str]], typer.Argument(metavar="[PROMPT]...", help="Appended as a final user message (also from piped stdin).", show_default=False)] = None,
     messages_file: Annotated[Optional[str], typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin).")] = None,
     save: Annotated[Optional[str], typer.Option("--save", metavar="FILE", help="Write the conversation with the reply to FILE (atomically).")] = None,
-    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input.")] = False,
+    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.")] = False,
     interactive: Annotated[bool, typer.Option("-I", "--interactive", help="Start an interactive session, seeded by -f FILE if given.")] = False,
     settings_flags=None,
     request=None,
@@ -351,7 +398,7 @@ def batch(
     input: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="JSONL input file; stdin when omitted or '-'.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", metavar="FILE", help="Write results to FILE instead of stdout.")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Read each line as a plain-text prompt.")] = False,
-    template: Annotated[Optional[str], typer.Option("--template", metavar="TEXT", help="Build each prompt from the record's fields: 'Summarise {text}'.")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", metavar="TEXT", help="Build each prompt from the record's fields: 'Summarise: {text}' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).")] = None,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (default: as they complete).")] = False,
     concurrency: Annotated[int, typer.Option("-j", "--concurrency", metavar="N", help="Requests in flight at once.")] = 8,
     rpm: Annotated[Optional[float], typer.Option("--rpm", metavar="N", help="At most N requests a minute, spread evenly.")] = None,
@@ -359,7 +406,7 @@ def batch(
     resume: Annotated[bool, typer.Option("--resume", help="Keep the answered records in -o FILE and run only the rest.")] = False,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only records whose index i has i mod N = K-1.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (it shows only on a terminal anyway).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, then print each request as an OpenAI Batch input line.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show each retry and its reason on stderr.")] = False,
     settings_flags=None,
     request=None,
@@ -438,4 +485,17 @@ def main() -> None:
         sys.stderr = open(os.devnull, "w")
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
+    _refuse_undecodable_arguments(sys.argv[1:])
     app()
+
+
+def _refuse_undecodable_arguments(arguments: List[str]) -> None:
+    """Python hands bytes that are not UTF-8 over as lone surrogates; no prompt, path or
+    value may carry them further (exit 2 before anything is read or sent)."""
+    for argument in arguments:
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = argument.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            _report(f"an argument is not valid UTF-8: {shown[:80]}", "anyfast takes its arguments as UTF-8 text", False)
+            sys.exit(2)  # ExitCode.USAGE

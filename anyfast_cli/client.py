@@ -8,14 +8,17 @@ comes from transport.py, as batch's does.
 from __future__ import annotations
 
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import httpx
 
-from anyfast_cli.errors import StreamError, masking_key
+from anyfast_cli.errors import StreamError
 from anyfast_cli.exchange import (
-    AnswerStream, Attempts, NetFailure, StreamTruncated, describe_network_failure, failure_kind_from_chain, header_text,
+    AnswerStream, Attempts, Body, NetFailure, StreamTruncated, describe_network_failure, failure_kind_from_chain, header_text,
     is_answer_status, read_answer, request_id_of, whole_as_chunk,
 )
 from anyfast_cli.request import auth_headers, endpoint_url
@@ -64,6 +67,7 @@ class ApiClient:
         api_key: str,
         timeout: float | None = None,
         retries: int = 2,
+        max_time: float | None = None,
         transport: httpx.BaseTransport | None = None,
         env: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -73,9 +77,9 @@ class ApiClient:
     ) -> None:
         self.url = endpoint_url(base_url)
         self.retries = retries
+        self.max_time = max_time
         self.policy = network_policy(self.url, env if env is not None else {}, timeout)
         self._headers = auth_headers(api_key)
-        self._secret = api_key.strip()
         self._http = build_http_client(self.policy, transport)
         self._sleep = sleep
         self._clock = clock
@@ -90,33 +94,39 @@ class ApiClient:
 
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object."""
-        with masking_key(self._secret):
-            return self._send(body)
+        return self._send(body)
 
     def stream(self, body: dict) -> Iterator[dict]:
         """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
-        with masking_key(self._secret):
-            yield from self._stream(body)
+        yield from self._stream(body)
 
     def _attempts(self, body: dict) -> Attempts:
         self._log(f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}"
                   + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else ""))
         return Attempts(retries=self.retries, target=self.policy.target, model=body.get("model"),
-                        read_timeout=self.policy.read_timeout, proxy=self.policy.proxy_target, rng=self._rng, clock=self._clock)
+                        read_timeout=self.policy.read_timeout, proxy=self.policy.proxy_target, rng=self._rng, clock=self._clock,
+                        max_time=self.max_time)
+
+    def _timeout(self, attempts: Attempts) -> httpx.Timeout:
+        """This attempt's timeouts: --timeout's, cut to what --max-time leaves."""
+        connect, read = attempts.timeouts(self.policy.connect_timeout, self.policy.read_timeout)
+        return httpx.Timeout(read, connect=connect)
 
     def _send(self, body: dict) -> dict:
         attempts = self._attempts(body)
         while True:
             started = time.monotonic()
             try:
-                response = self._http.post(self.url, json=body, headers=self._headers)
+                with self._http.stream("POST", self.url, json=body, headers=self._headers, timeout=self._timeout(attempts)) as response, \
+                        deadline_watch(response, attempts):
+                    self._log_response(response, started)
+                    content = read_body(response)
             except httpx.TransportError as exc:
                 retry = attempts.after_network(net_failure(exc, self.policy))
             else:
-                self._log_response(response, started)
                 if is_answer_status(response.status_code):
-                    return read_answer(response.content, response.status_code, response.reason_phrase)
-                retry = attempts.after_status(response.status_code, response.headers, response.content, response.reason_phrase)
+                    return read_answer(content, response.status_code, response.reason_phrase)
+                retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
             self._log(retry.note)
             self._sleep(retry.delay)
 
@@ -127,29 +137,78 @@ class ApiClient:
             started = time.monotonic()
             answer = AnswerStream()
             try:
-                with self._http.stream("POST", self.url, json=body, headers=headers) as response:
+                with self._http.stream("POST", self.url, json=body, headers=headers, timeout=self._timeout(attempts)) as response, \
+                        deadline_watch(response, attempts):
                     self._log_response(response, started)
                     if not is_answer_status(response.status_code):
-                        response.read()
-                        retry = attempts.after_status(response.status_code, response.headers, response.content, response.reason_phrase)
+                        content = read_body(response)
+                        retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
                     elif "json" in response.headers.get("content-type", ""):
                         # Some gateways answer a stream request with one whole JSON object.
-                        yield whole_as_chunk(read_answer(response.read(), response.status_code, response.reason_phrase))
+                        yield whole_as_chunk(read_answer(read_body(response), response.status_code, response.reason_phrase))
                         return
                     else:
-                        for data in response.iter_bytes():
+                        for data in response.iter_bytes():  # decoded: a gzip bomb counts at its inflated size
                             yield from answer.feed(data)
+                            if answer.done:
+                                break  # whatever follows [DONE] is not read
                         yield from answer.close()
                         return
             except (httpx.TransportError, StreamTruncated) as exc:
                 failure = net_failure(exc, self.policy)
                 if answer.emitted:
+                    attempts.time_left()  # cut by --max-time: its error, not a broken stream
                     raise StreamError(f"the stream broke: {describe_network_failure(failure, self.policy.target)}") from None
                 retry = attempts.after_network(failure)
             self._log(retry.note)
             self._sleep(retry.delay)
 
     def _log_response(self, response: httpx.Response, started: float) -> None:
+        """-v: the status and request id, when the headers have come."""
         request_id = request_id_of(response.headers) or "-"
         elapsed = time.monotonic() - started
         self._log(f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, request id {request_id}")
+
+
+def read_body(response: httpx.Response) -> bytearray:
+    """A whole body, decoded, read no further than its bound (exchange.Body): past it an
+    answer is an error, never retried; of an error response, the start that holds its message."""
+    body = Body(response.status_code, response.headers)
+    for data in response.iter_bytes():
+        body.feed(data)
+        if body.full:
+            break
+    return body.content
+
+
+@contextmanager
+def deadline_watch(response: httpx.Response, attempts: Attempts):
+    """--max-time while a body is read. httpx bounds each read, not a whole request, so a
+    server sending a byte a second would never time out: at the deadline a timer shuts the
+    connection's socket down, which ends the read in progress; the failure that follows is
+    then the --max-time error (Attempts), and so is a body that merely seemed to end there.
+    Connecting and the headers are bounded by the attempt's timeouts (Attempts.timeouts)."""
+    left = attempts.time_left()
+    stream = response.extensions.get("network_stream") if left is not None else None
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is None:  # no --max-time, or a transport without a socket (tests' MockTransport)
+        yield
+        return
+    fired = threading.Event()
+
+    def shut_down() -> None:
+        fired.set()
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
+        except OSError:
+            pass  # already closed
+
+    timer = threading.Timer(left, shut_down)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+    if fired.is_set():  # a body without a length ends at a shut-down socket as if whole
+        raise attempts.out_of_time()

@@ -6,7 +6,6 @@ boundary (cli.py) is the one place that turns it into `anyfast: error: …` and 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from enum import IntEnum
 
 
@@ -138,16 +137,11 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def redact(text: str, secret: str | None) -> str:
-    """The key is never printed, even when a server echoes it back."""
-    return text.replace(secret, "***") if secret else text
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised wherever the program stands, so that it ends as Ctrl-C does:
+    every `except KeyboardInterrupt` and `finally` on the way runs (the line in progress is
+    ended, batch prints its summary, temporary files are removed); the status is 128 + signum."""
 
-
-@contextmanager
-def masking_key(secret: str):
-    """Mask `secret` in any AnyfastError leaving the block."""
-    try:
-        yield
-    except AnyfastError as exc:
-        exc.message = redact(exc.message, secret)
-        raise
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

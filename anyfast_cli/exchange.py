@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import ApiError, NetworkError, StreamError, api_error_for_status, one_line
 from anyfast_cli.retry import MAX_RETRY_AFTER, is_retryable_status, plan_retry
-from anyfast_cli.sse import SSEDecoder
+from anyfast_cli.sse import EventTooLarge, SSEDecoder
+from anyfast_cli.text import fix_surrogates, is_high_surrogate
 
 NETWORK_HINT = "check the network and the base URL"
 NO_ANSWER_STATUSES = (204, 205)  # success, by definition without a body
@@ -55,6 +57,67 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
 def is_answer_status(status: int) -> bool:
     """Whether a response's body should hold the answer (any 2xx that may have a body)."""
     return 200 <= status < 300 and status not in NO_ANSWER_STATUSES
+
+
+# --- how much of a body is read ----------------------------------------------------------------
+# Sizes are of the decoded body (after gzip or deflate), so a small compressed body that
+# inflates to gigabytes stops at the same bound. Parsing a whole answer takes a few times its
+# size (the bytes, the decoded text, the objects), and batch holds one per request in flight.
+
+MIB = 1024 * 1024
+# A whole (non-streamed) answer. 128k tokens of text are about 0.5 MB; logprobs or several
+# choices make a few MB. Past 32 MiB it is not an answer anyone asked for.
+MAX_BODY_BYTES = 32 * MIB
+# A streamed answer, all its events together. Each token comes in a chunk object of ~200 bytes,
+# so 128k tokens of answer and as many of reasoning are ~50 MB; an endless stream stops here.
+MAX_STREAM_BYTES = 256 * MIB
+# An error response: its message is in the first few KB; the rest is not read.
+ERROR_BODY_BYTES = 64 * 1024
+
+
+def too_large(what: str, limit: int) -> ApiError:
+    """A body past its limit: a final failure, never retried."""
+    size = f"{limit // MIB} MiB" if limit >= MIB else f"{limit // 1024} KiB"
+    return ApiError(f"the server's {what} is larger than {size}; anyfast stopped reading it", code="too_large")
+
+
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    try:
+        length = int(header_text(headers.get("content-length")) or "")
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+class Body:
+    """A response body read up to a bound, bytes in (sans-I/O): the shell feeds each piece it
+    reads, and stops early when `full`. An answer past MAX_BODY_BYTES (decoded, or as
+    Content-Length declares it) is an error; of an error response only the first
+    ERROR_BODY_BYTES are kept, which hold its message."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], *, limit: int | None = None) -> None:
+        self.answer = is_answer_status(status)
+        self.limit = limit if limit is not None else MAX_BODY_BYTES if self.answer else ERROR_BODY_BYTES
+        self.full = False
+        self._buffer = bytearray()
+        length = declared_length(headers)
+        if self.answer and length is not None and length > self.limit:
+            raise too_large("answer", self.limit)  # said in advance: not one byte needs reading
+
+    def feed(self, data: bytes) -> None:
+        room = self.limit - len(self._buffer)
+        if len(data) > room:
+            if self.answer:
+                raise too_large("answer", self.limit)
+            data = data[:room]
+        self._buffer += data
+        if not self.answer and len(self._buffer) >= self.limit:
+            self.full = True  # an error's message is in what was kept; the rest need not be read
+
+    @property
+    def content(self) -> bytearray:
+        """What was read (a bytearray, not copied: json.loads takes it as it is)."""
+        return self._buffer
 
 
 # --- failures an HTTP status means -----------------------------------------------------------
@@ -203,13 +266,22 @@ class Retry:
     retry_after: float | None = None  # what the server asked for, if it said
 
 
+DEADLINE_SLACK = 0.01  # seconds: a timer may fire a clock tick before the deadline it was set for
+
+
 class Attempts:
     """One request's attempts: after each failure, a Retry, or the final error raised.
-    The shells' loops only do the I/O, the sleeping and the logging around it."""
+    The shells' loops only do the I/O, the sleeping and the logging around it.
+
+    --max-time (`max_time`) bounds them all: the clock starts with the first attempt (the
+    first `time_left()`); each attempt gets what is left (`timeouts()`, checked again between
+    reads with `time_left()`); a failure once it has run out is the --max-time error, never
+    retried, and a retry whose wait would outlast it is not made."""
 
     def __init__(
         self, *, retries: int, target: str, model: str | None = None, read_timeout: float | None = None,
         proxy: str | None = None, rng: random.Random | None = None, clock: Callable[[], float] | None = None,
+        max_time: float | None = None, timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.retries = retries
         self.number = 0  # attempts that failed so far
@@ -219,6 +291,55 @@ class Attempts:
         self._proxy = proxy
         self._rng = rng or random.Random()
         self._clock = clock or (lambda: 0.0)  # wall time, for a Retry-After given as a date
+        self.max_time = max_time
+        self._timer = timer  # monotonic, for the deadline
+        self._deadline: float | None = None  # set by the first time_left()
+
+    # --- the deadline (--max-time) ---
+
+    def time_left(self) -> float | None:
+        """Seconds the request may still take (None: no --max-time). The first call starts
+        the clock; once no time is left it raises the --max-time error."""
+        if self.max_time is None:
+            return None
+        now = self._timer()
+        if self._deadline is None:
+            self._deadline = now + self.max_time
+        left = self._deadline - now
+        if left <= DEADLINE_SLACK:
+            raise self.out_of_time()
+        return left
+
+    def timeouts(self, connect: float | None, read: float | None) -> tuple[float | None, float | None]:
+        """The next attempt's (connect, read) timeouts: the configured ones, cut to the time left."""
+        left = self.time_left()
+        if left is None:
+            return connect, read
+        return (left if connect is None else min(connect, left)), (left if read is None else min(read, left))
+
+    def leaves_time_for(self, delay: float) -> bool:
+        """Whether waiting `delay` seconds before another attempt still ends inside --max-time."""
+        return self._deadline is None or self._timer() + delay < self._deadline - DEADLINE_SLACK
+
+    def out_of_time(self) -> NetworkError:
+        return NetworkError(f"the request took longer than --max-time {self.max_time:g} s", code="timeout",
+                            hint="raise --max-time (or the config's max_time) if the answer needs longer")
+
+    def _expired(self) -> bool:
+        return self._deadline is not None and self._timer() >= self._deadline - DEADLINE_SLACK
+
+    def no_time_note(self) -> str:
+        """Added to an error that was not retried because --max-time would run out first."""
+        return f" (not retried: --max-time {self.max_time:g} s would run out first)"
+
+    def too_late_to_retry(self, error: Exception, delay: float) -> bool:
+        """A retry that the deadline would cut short is not made; the error says why."""
+        if self.leaves_time_for(delay):
+            return False
+        error.message += self.no_time_note()
+        return True
+
+    # --- after a failed attempt ---
 
     def after_status(self, status: int, headers: Mapping[str, str], content: bytes, reason: str = "") -> Retry:
         error = status_failure(status, headers, content, reason, model=self._model)
@@ -229,14 +350,18 @@ class Attempts:
             if plan.wait_too_long and is_retryable_status(status) and self.number < self.retries:  # the wait was why
                 error.message += f" (the server asks to wait {plan.retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
             raise error
+        if self.too_late_to_retry(error, plan.delay):
+            raise error
         return self._next(plan.delay, f"HTTP {status}", plan.retry_after)
 
     def after_network(self, failure: NetFailure) -> Retry:
+        if self._expired():  # the timeout that ended this attempt was the deadline's
+            raise self.out_of_time()
         error = network_error(failure, self._target, read_timeout=self._read_timeout, proxy=self._proxy)
         if failure.kind not in RETRIED_NETWORK_KINDS:
             raise error
         plan = plan_retry(self.number, self.retries, self._rng)
-        if plan.delay is None:
+        if plan.delay is None or self.too_late_to_retry(error, plan.delay):
             raise error
         return self._next(plan.delay, error.message)
 
@@ -250,16 +375,36 @@ class Attempts:
 
 def read_answer(content: bytes, status: int = 200, reason: str = "OK") -> dict:
     """A whole response's object; an error object or a malformed answer raises ApiError."""
-    if not content.strip():
+    if not content or content.isspace():  # not .strip(): that would copy a large body
         raise ApiError(f"{status_summary(status, reason)}: the server sent no answer", status=status, code="invalid_response")
     try:
         data = json.loads(content)
     except (ValueError, RecursionError):
         raise ApiError("the server's answer is not JSON", code="invalid_response") from None
+    if content.count(b"[") + content.count(b"{") > MAX_NESTING and nested_deeper(data, MAX_NESTING):
+        raise ApiError(f"the server's answer is JSON nested more than {MAX_NESTING} deep", code="invalid_response")
     problem = answer_problem(data)
     if problem:
         raise problem
     return data
+
+
+# How deep a whole answer may nest. A chat completion nests about 6 deep (tool arguments and
+# structured output are strings inside it); an answer that parsed may still be too deep for
+# the writer, which sits deeper in the stack (a batch line wraps the body in two more levels).
+MAX_NESTING = 200
+
+
+def nested_deeper(data, limit: int) -> bool:
+    """Whether lists and objects in `data` nest more than `limit` deep (without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def whole_as_chunk(data: dict) -> dict:
@@ -321,13 +466,21 @@ class StreamTruncated(Exception):
     """The body ended before [DONE] or a finish_reason: the connection was cut."""
 
 
+HELD_CHUNKS = 16  # silent opening chunks held back at most; past them they go out (no retry after that)
+MAX_CHOICES = 128  # choice indexes a stream may open: OpenAI's largest `n`
+
+
 class AnswerStream:
     """A streamed answer, bytes in, chunk objects out. Opening role-only chunks are held
     back until something is said, so a failure before then can still be retried
-    (`emitted` tells the shell whether anything has gone out)."""
+    (`emitted` tells the shell whether anything has gone out). The shell stops reading at
+    `done`. Past `limit` bytes (MAX_STREAM_BYTES, decoded) or an event past the SSE
+    decoder's limit, the stream is an ApiError: its memory stays bounded, whatever it sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._decoder = SSEDecoder()
+        self._limit = limit if limit is not None else MAX_STREAM_BYTES
+        self.received = 0  # bytes fed so far
         self._held: list[dict] = []
         self.head = b""
         self.emitted = False
@@ -337,9 +490,16 @@ class AnswerStream:
         self._closing = False
 
     def feed(self, data: bytes) -> list[dict]:
+        self.received += len(data)
+        if self.received > self._limit:
+            raise too_large("streamed answer", self._limit)
         if len(self.head) < HEAD_SIZE:
             self.head += data[: HEAD_SIZE - len(self.head)]
-        return self._chunks(self._decoder.feed(data))
+        try:
+            events = self._decoder.feed(data)
+        except EventTooLarge as exc:
+            raise too_large("stream event", exc.limit) from None
+        return self._chunks(events)
 
     @property
     def finished(self) -> bool:
@@ -349,7 +509,10 @@ class AnswerStream:
     def close(self) -> list[dict]:
         """The body has ended: the last chunks, or StreamTruncated / ApiError if it ended badly."""
         self._closing = True  # an event left open at the end may have been cut in the middle
-        out = [] if self.done else self._chunks(self._decoder.close())
+        try:
+            out = [] if self.done else self._chunks(self._decoder.close())
+        except EventTooLarge as exc:
+            raise too_large("stream event", exc.limit) from None
         if not (self.done or self.finished):
             if not self.emitted and not self._held and not _looks_like_sse(self.head):
                 raise _not_a_stream(self.head)  # text, but not SSE at all: retrying won't help
@@ -370,7 +533,7 @@ class AnswerStream:
             if chunk is None:
                 continue
             self._note_choices(chunk)
-            if not self.emitted and not _says_something(chunk):
+            if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
                 self._held.append(chunk)
                 continue
             if self._held:
@@ -383,11 +546,15 @@ class AnswerStream:
     def _note_choices(self, chunk: dict) -> None:
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
+            if not isinstance(index, (int, str)):
+                index = None  # a list or an object cannot be a set member; one odd index stands for all
             if choice.get("finish_reason"):
                 self._open_choices.discard(index)
                 self._finished_any = True
             else:
                 self._open_choices.add(index)
+                if len(self._open_choices) > MAX_CHOICES:
+                    raise ApiError(f"the server's stream opened more than {MAX_CHOICES} choices", code="invalid_response")
 
     def _chunk(self, data: str) -> dict | None:
         try:
@@ -435,31 +602,77 @@ def _says_something(chunk: dict) -> bool:
 
 @dataclass
 class Reply:
-    """What an answer has delivered so far; kept when a stream is cut short."""
+    """What an answer has delivered so far; kept when a stream is cut short.
+
+    Its text is kept only with `keep_text` (chat --save and the interactive session need it;
+    a `complete` prints each delta and forgets it, so its memory does not grow with the
+    answer). Deltas come out clean: a UTF-16 surrogate half that ends one delta is held and
+    joined with the half that opens the next (relays split an emoji so), and a lone half
+    becomes U+FFFD; `end()` gives what is still held when the answer stops. `mask`, if given,
+    is applied to the kept text (the key, should the answer echo it, is not saved)."""
 
     content_parts: list = field(default_factory=list)
     reasoning_parts: list = field(default_factory=list)
     usage: dict | None = None
     finish_reason: str | None = None  # of the first choice; None until one arrives
+    keep_text: bool = True
+    said: bool = False  # some content arrived (kept or not)
+    mask: Callable[[str], str] | None = None
+    _halves: dict = field(default_factory=dict)  # "content"/"reasoning" -> a high surrogate held
 
     def absorb(self, chunk: dict) -> tuple[str | None, str | None]:
         """Take in a stream chunk (or a whole response); returns the first choice's new
         (reasoning, content) text, for the printer."""
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
+        usage = chunk.get("usage")
+        if usage and isinstance(usage, dict):
+            self.usage = usage
         reasoning = content = None
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
             part = choice.get("delta") or choice.get("message") or {}
-            reasoning, content = part.get("reasoning_content"), part.get("content")
-            if reasoning:
+            reasoning = self._clean("reasoning", part.get("reasoning_content"))
+            content = self._clean("content", part.get("content"))
+            if content and self._halves.pop("reasoning", None):  # the reasoning has ended on half a character
+                reasoning = (reasoning or "") + "\ufffd"
+            if reasoning and self.keep_text:
                 self.reasoning_parts.append(reasoning)
             if content:
-                self.content_parts.append(content)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+                self.said = True
+                if self.keep_text:
+                    self.content_parts.append(content)
+            finish = choice.get("finish_reason")
+            if finish:
+                self.finish_reason = finish if isinstance(finish, str) else str(finish)[:100]
         return reasoning, content
+
+    def end(self) -> tuple[str | None, str | None]:
+        """The answer stopped: a surrogate half still held is lone, U+FFFD; returns the
+        (reasoning, content) text that this adds, for the printer."""
+        reasoning, content = self._halves.pop("reasoning", None), self._halves.pop("content", None)
+        reasoning, content = reasoning and "\ufffd", content and "\ufffd"
+        if reasoning and self.keep_text:
+            self.reasoning_parts.append(reasoning)
+        if content:
+            self.said = True
+            if self.keep_text:
+                self.content_parts.append(content)
+        return reasoning, content
+
+    def _clean(self, name: str, value) -> str | None:
+        if not value:
+            return value if isinstance(value, str) else None
+        if not isinstance(value, str):
+            value = _as_text(value)
+            if not value:
+                return None
+        held = self._halves.pop(name, None)
+        if held:
+            value = held + value
+        if is_high_surrogate(value[-1]):  # its other half may open the next delta
+            self._halves[name] = value[-1]
+            value = value[:-1]
+        return fix_surrogates(value) or None
 
     @property
     def cut_at_limit(self) -> bool:
@@ -468,8 +681,19 @@ class Reply:
 
     @property
     def content(self) -> str:
-        return "".join(self.content_parts)
+        text = "".join(self.content_parts)
+        return self.mask(text) if self.mask else text
 
     @property
     def reasoning(self) -> str:
-        return "".join(self.reasoning_parts)
+        text = "".join(self.reasoning_parts)
+        return self.mask(text) if self.mask else text
+
+
+def _as_text(value) -> str:
+    """Content that is not a string: the text parts of a list of parts, a number as written."""
+    if isinstance(value, list):
+        return "".join(p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from anyfast_cli.errors import UsageError
 from anyfast_cli.request import with_media
 from anyfast_cli.settings import load_yaml
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, line_of, parse_json, text_problem
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 SHORTHAND_ROLES = ("user", "assistant", "system")
@@ -20,6 +21,10 @@ SHORTHAND_ROLES = ("user", "assistant", "system")
 def build_prompt(args: list[str], stdin_text: str | None) -> str:
     """The arguments joined by spaces, then stdin after a blank line; `-` is stdin alone."""
     piped = stdin_text.removeprefix("\ufeff").rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
+    for arg in args:
+        problem = text_problem(arg)
+        if problem:
+            raise UsageError(f"the prompt argument {ascii(arg)[:60]} {problem}")
     if "-" in args:
         if args != ["-"]:
             raise UsageError("'-' means standard input alone; give it without other words", hint="echo text | anyfast complete 'instruction'")
@@ -36,15 +41,22 @@ def build_prompt(args: list[str], stdin_text: str | None) -> str:
 
 
 def parse_param(text: str) -> tuple[str, object]:
-    """`-p KEY=VALUE`: VALUE as JSON when it parses, else as a plain string."""
+    """`-p KEY=VALUE`: VALUE as JSON when it parses, else as a plain string. JSON that no
+    request may carry (NaN, Infinity, nested too deep) is refused, not sent as text."""
     key, eq, raw = text.partition("=")
     key = key.strip()
     if not eq or not key:
         raise UsageError(f"--param expects KEY=VALUE, got {text!r}")
+    problem = text_problem(text)
+    if problem:
+        raise UsageError(f"-p/--param {key}: the argument {problem}")
     try:
-        return key, json.loads(raw)
-    except ValueError:
+        return key, parse_json(raw)
+    except JsonSyntaxError:
         return key, raw
+    except ValueProblem as exc:
+        hint = f"for the text, quote it as JSON: -p '{key}=\"{raw.strip()}\"'" if len(raw) < 40 else None
+        raise UsageError(f"-p/--param {key}: {exc.describe()}", hint=hint) from None
 
 
 @dataclass
@@ -58,13 +70,17 @@ class Conversation:
 
 
 def load_structured(text: str, source: str):
-    """YAML or JSON text (JSON is tried first: it is faster and its errors are clearer)."""
+    """YAML or JSON text (JSON is tried first: it is faster and its errors are clearer), as
+    values any request may carry (structured.check_value); errors name the file and line."""
     stripped = text.lstrip()
     if stripped[:1] in ("[", "{"):
         try:
-            return json.loads(text)
-        except ValueError:
+            return parse_json(text)
+        except JsonSyntaxError:
             pass  # maybe YAML flow style; let YAML judge
+        except ValueProblem as exc:  # JSON, but NaN, nested too deep, …: YAML would not read it better
+            line = line_of(text, exc.pos)
+            raise UsageError(f"{source}{f':{line}' if line else ''}: {exc.describe()}") from None
     return load_yaml(text, source, "YAML or JSON")
 
 

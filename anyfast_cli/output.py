@@ -2,6 +2,12 @@
 
 Text goes to stdout and is flushed per delta; everything that is not the answer
 (reasoning, usage) goes to stderr.
+
+Text from the server never drives a terminal: the printer neutralises control characters
+in the answer when stdout is a terminal, and in the reasoning when stderr is one (in a pipe
+or a file the answer is byte-exact: it is data there); JSON shown on a terminal has DEL and
+C1 controls escaped too (json.dumps escapes the C0 ones). What else reaches stderr goes
+through Streams.note, which always neutralises.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import TextIO
 
 from anyfast_cli.errors import OutputError
 from anyfast_cli.exchange import Reply
+from anyfast_cli.text import escape_json_text, neutralise
 
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
@@ -36,51 +43,84 @@ def write_flushed(out: TextIO, text: str) -> None:
         raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
-def render_json(obj, *, pretty: bool = False) -> str:
-    if pretty:
-        return json.dumps(obj, ensure_ascii=False, indent=2)
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def render_json(obj, *, pretty: bool = False, terminal: bool = False) -> str:
+    """JSON text that any writer takes: lone surrogate halves as `\\uXXXX` escapes (what the
+    server sent, still valid JSON); with `terminal`, DEL and C1 controls escaped too."""
+    try:
+        if pretty:
+            text = json.dumps(obj, ensure_ascii=False, indent=2)
+        else:
+            text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:  # parsed, but our own writer goes one level deeper than the parser did
+        raise OutputError("the answer is JSON nested too deep to write out") from None
+    return escape_json_text(text, terminal=terminal)
 
 
 def print_json(obj, out: TextIO, *, terminal: bool, color: bool) -> None:
     """Compact in a pipe; pretty on a terminal, and coloured when colour is allowed."""
+    text = render_json(obj, pretty=terminal, terminal=terminal)
     if terminal and color:
         from rich.console import Console  # only paid for on a terminal
+        from rich.highlighter import JSONHighlighter
 
-        Console(file=out, force_terminal=True, highlight=False, soft_wrap=True).print_json(render_json(obj))
+        # Our text, highlighted as rich's print_json does, rather than print_json itself,
+        # which would parse and write the JSON again, without our escapes.
+        highlighted = JSONHighlighter()(text)
+        highlighted.no_wrap = True
+        highlighted.overflow = None
+        Console(file=out, force_terminal=True, highlight=False, soft_wrap=True).print(highlighted, soft_wrap=True)
         out.flush()
     else:
-        write_flushed(out, render_json(obj, pretty=terminal) + "\n")
+        write_flushed(out, text + "\n")
 
 
-def render_usage(usage: dict) -> str:
-    prompt = usage.get("prompt_tokens", "?")
-    completion = usage.get("completion_tokens", "?")
-    total = usage.get("total_tokens", "?")
+def render_usage(usage: dict | None) -> str:
+    """The usage line; the counts as the server gave them (a server's odd value is shown, short)."""
+    if not isinstance(usage, dict) or not usage:
+        return "usage: the server reported none"
+    prompt = _count(usage.get("prompt_tokens", "?"))
+    completion = _count(usage.get("completion_tokens", "?"))
+    total = _count(usage.get("total_tokens", "?"))
     text = f"usage: {prompt} prompt + {completion} completion = {total} tokens"
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     if reasoning:
-        text += f" ({reasoning} reasoning)"
+        text += f" ({_count(reasoning)} reasoning)"
     return text
 
 
-def print_usage(usage: dict | None, err: TextIO) -> None:
-    err.write((render_usage(usage) if usage else "usage: the server reported none") + "\n")
-    err.flush()
+def _count(value) -> str:
+    """A token count as the server gave it; anything else that is short, as it is; else "?"."""
+    if isinstance(value, bool):
+        return "?"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value if isinstance(value, str) and len(value) <= 20 else "?"
+
+
+def print_usage(usage: dict | None, note) -> None:
+    """The usage line, through `note` (Streams.note: the one writer for diagnostics)."""
+    note(render_usage(usage) + "\n")
 
 
 class TextPrinter:
     """Collects an answer into a Reply as its deltas arrive, writing the text to stdout
     (unless `echo` is off: --json prints the objects instead) and, if asked, the
-    reasoning to stderr."""
+    reasoning to stderr. On a terminal (`out_terminal`, `err_terminal`) the server's
+    control characters are made visible; elsewhere the text is written as it came."""
 
-    def __init__(self, out: TextIO, err: TextIO, reply: Reply, *, show_reasoning: bool, dim: bool, echo: bool = True) -> None:
+    def __init__(self, out: TextIO, err: TextIO, reply: Reply, *, show_reasoning: bool, dim: bool, echo: bool = True,
+                 out_terminal: bool = False, err_terminal: bool = False) -> None:
         self._out = out
         self._err = err
         self.reply = reply
         self._show_reasoning = show_reasoning
         self._dim = dim
         self._echo = echo
+        self._out_terminal = out_terminal
+        self._err_terminal = err_terminal
         self._out_ends_line = True
         self._err_ends_line = True
 
@@ -94,6 +134,9 @@ class TextPrinter:
         if not text:
             return
         if self._show_reasoning:
+            if self._err_terminal:
+                text = neutralise(text)
+            self._err_ends_line = False  # a signal may land during the write: the line is then open
             self._err.write(f"{DIM}{text}{RESET}" if self._dim else text)
             self._err.flush()
             self._err_ends_line = text.endswith("\n")
@@ -103,7 +146,8 @@ class TextPrinter:
             return
         self.end_reasoning()  # the reasoning block ends before the answer starts
         if self._echo:
-            write_flushed(self._out, text)
+            self._out_ends_line = False  # a signal may land during the write: the line is then open
+            write_flushed(self._out, neutralise(text) if self._out_terminal else text)
             self._out_ends_line = text.endswith("\n")
 
     def end_reasoning(self) -> None:
@@ -115,7 +159,10 @@ class TextPrinter:
     def end_lines(self, *, complete: bool = True) -> None:
         """A complete answer ends with a newline, even an empty one; a cut one
         has its open line ended, and nothing is printed if nothing was."""
+        reasoning, content = self.reply.end()  # a surrogate half still held: U+FFFD
+        self.write_reasoning(reasoning)
+        self.write_content(content)
         self.end_reasoning()
-        if self._echo and (not self._out_ends_line or (complete and not self.reply.content_parts)):
+        if self._echo and (not self._out_ends_line or (complete and not self.reply.said)):
             write_flushed(self._out, "\n")
             self._out_ends_line = True

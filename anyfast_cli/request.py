@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from anyfast_cli import __version__
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.settings import DEFAULT_MODEL
+from anyfast_cli.structured import ValueProblem, check_value
 
 # field -> (low, high), both inclusive (§1)
 RANGES = {
@@ -84,12 +85,18 @@ def check_fields(fields: dict, model: str) -> None:
 
 
 def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False) -> dict:
-    """The JSON body: model, messages, the fields the user set, and stream."""
+    """The JSON body: model, messages, the fields the user set, and stream. Every body passes
+    here, so here is where anything JSON cannot carry is refused, whatever input it came from:
+    NaN, text that is not UTF-8 (an argument's stray bytes), nesting too deep (exit 2)."""
     if not messages:
         raise UsageError("nothing to send: the conversation has no messages")
     body = {"model": model, "messages": messages, **fields, "stream": stream}
     if stream and include_usage:
         body["stream_options"] = {**fields.get("stream_options", {}), "include_usage": True}
+    try:
+        check_value(body)
+    except ValueProblem as exc:
+        raise UsageError(f"the request cannot be sent: {exc.describe()}") from None
     return body
 
 

@@ -7,11 +7,13 @@ module that knows environment variable names.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
+from anyfast_cli.structured import MAX_INT_DIGITS, MAX_NESTING, ValueProblem, check_value, number_problem, text_problem
 
 DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
@@ -41,7 +43,7 @@ def proxy_env_names(scheme: str) -> tuple[str, ...]:
     return names if scheme == "no" else names + ("all_proxy", "ALL_PROXY")
 
 # Profile keys that configure anyfast itself; every other profile key is a request body default.
-SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "retries")
+SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "max_time", "retries")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class SettingFlags:
     profile: str | None = None
     config: str | None = None
     timeout: float | None = None
+    max_time: float | None = None
     retries: int | None = None
 
 
@@ -77,6 +80,7 @@ class Settings:
     profile: str = DEFAULT_PROFILE
     config_path: str = ""
     origins: dict = field(default_factory=dict)  # setting name -> flag/environment/file/profile/default
+    max_time: float | None = None  # seconds for the whole request, every attempt included (None: no bound)
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -97,7 +101,7 @@ def parse_config(text: str, path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config must be a mapping of keys, not {type(data).__name__}")
-    unknown = sorted(set(data) - {"profile", "profiles"})
+    unknown = sorted(set(data) - {"profile", "profiles"}, key=str)
     if unknown:
         raise UsageError(
             f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}",
@@ -106,27 +110,177 @@ def parse_config(text: str, path: str) -> dict:
     profiles = data.get("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
         raise UsageError(f"{path}: 'profiles' must map profile names to mappings of settings")
+    for name, profile in profiles.items():
+        # `--profile 1` is the text "1": a profile YAML reads as the number 1 could never be chosen.
+        if not isinstance(name, str):
+            raise UsageError(f"{path}: the profile name {name!r} must be text; write it in quotes: '{name}':")
+        wrong = next((key for key in profile if not isinstance(key, str)), None)
+        if wrong is not None:
+            raise UsageError(f"{path}: profile '{name}': the key {wrong!r} must be a setting or body field name (text)")
     if "profile" in data and not isinstance(data["profile"], str):
         raise UsageError(f"{path}: 'profile' must be a profile name")
     return data
 
 
 def load_yaml(text: str, source: str, kind: str = "YAML"):
-    """Parse YAML; a syntax error becomes a UsageError naming `source` and the line."""
+    """Parse YAML into JSON's values; a syntax error, or a value no request may carry, becomes
+    a UsageError naming `source` and the line (structured.check_value's rules, and no alias bomb)."""
     import yaml  # loaded only when there is YAML to read
 
+    loader = _bounded_loader()(text)
     try:
-        return yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{where}: invalid {kind}: {problem}") from None
+        invalid = "" if getattr(exc, "refused", False) else f"invalid {kind}: "  # valid YAML, but not a value we take
+        raise UsageError(f"{where}: {invalid}{problem}") from None
+    finally:
+        loader.dispose()
+    try:
+        check_value(data)  # what the loader cannot see by line: a key that is neither text nor a number
+    except ValueProblem as exc:
+        raise UsageError(f"{source}: {exc.describe()}") from None
+    return data
+
+
+# Alias expansion, as Go's yaml.v3 bounds it (decode.go, allowedAliasRatio): a document may add
+# through aliases up to 99% of its expanded nodes while it is small, falling to 10% past 4 million,
+# so what aliases expand to stays proportional to what was written; a billion laughs stops at once.
+ALIAS_FREE_NODES = 100  # expanded nodes any document may owe to aliases
+ALIAS_FREE_TOTAL = 1000  # a document this small (expanded) is never refused
+ALIAS_RATIO_LOW, ALIAS_RATIO_HIGH = 400_000, 4_000_000
+# Values (nodes) in one YAML document. PyYAML holds some 500 bytes and 10 µs for each while it
+# composes, so 16 MiB of `[1,1,1,…]` would take 4 GB; 250,000 (~130 MB, ~3 s) is some 50,000
+# messages of a saved conversation (5 a message), past any context. JSON has no such cost.
+MAX_YAML_NODES = 250_000
+
+
+def allowed_alias_ratio(expanded: int) -> float:
+    """The share of a document's expanded nodes that aliases may supply (yaml.v3's rule)."""
+    if expanded <= ALIAS_RATIO_LOW:
+        return 0.99
+    if expanded >= ALIAS_RATIO_HIGH:
+        return 0.10
+    return 0.99 - 0.89 * (expanded - ALIAS_RATIO_LOW) / (ALIAS_RATIO_HIGH - ALIAS_RATIO_LOW)
+
+
+@functools.lru_cache(maxsize=None)
+def _bounded_loader():
+    """A safe YAML loader that, while it composes (before anything is built), refuses nesting
+    past MAX_NESTING, excessive or recursive aliasing, NaN and infinities, integers too long
+    to read, lone surrogates, and tags beyond plain data; each with its line. Dates stay text."""
+    import yaml
+    from yaml.composer import ComposerError
+
+    class Refused(ComposerError):
+        refused = True
+
+    plain_tags = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+
+    try:  # libyaml's parser (iterative, ~100x faster) with Python composing, so that the checks below run
+        from yaml.composer import Composer
+        from yaml.constructor import SafeConstructor
+        from yaml.cyaml import CParser
+        from yaml.resolver import Resolver
+
+        class Base(Composer, CParser, SafeConstructor, Resolver):
+            def __init__(self, stream) -> None:
+                CParser.__init__(self, stream)
+                Composer.__init__(self)
+                SafeConstructor.__init__(self)
+                Resolver.__init__(self)
+    except ImportError:  # PyYAML built without libyaml
+        Base = yaml.SafeLoader
+
+    class BoundedLoader(Base):
+        # An unquoted 2024-01-01 is the text the user wrote, not a date JSON cannot carry.
+        yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
+
+        def __init__(self, stream) -> None:
+            Base.__init__(self, stream)
+            self._shapes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, levels) once expanded
+            self._open = 0  # lists and mappings being composed around the current node
+            self._written = 0  # nodes in the text
+            self._aliased = 0  # nodes that aliases add when expanded
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                node = super().compose_node(parent, index)
+                shape = self._shapes.get(id(node))
+                if shape is None:  # its anchor's node is still being composed: it contains itself
+                    raise Refused(None, None, f"the alias *{event.anchor} is inside its own anchor", event.start_mark)
+                self._aliased += shape[0]
+                expanded = self._written + self._aliased
+                if (self._aliased > ALIAS_FREE_NODES and expanded > ALIAS_FREE_TOTAL
+                        and self._aliased / expanded > allowed_alias_ratio(expanded)):
+                    raise Refused(None, None, f"excessive aliasing: aliases expand {self._written:,} written nodes "
+                                        f"to {expanded:,} (an alias bomb?)", event.start_mark)
+                self._check_levels(self._open + shape[1], event.start_mark)
+                return node
+            collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+            self._open += collection
+            self._check_levels(self._open, event.start_mark)
+            node = super().compose_node(parent, index)
+            self._open -= collection
+            if isinstance(node, yaml.ScalarNode):
+                children = ()
+                self._check_scalar(node)
+            else:
+                children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            if node.tag not in plain_tags:
+                raise Refused(None, None, f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed here "
+                                    "(only text, numbers, true/false, null, lists and mappings)", node.start_mark)
+            shapes = [self._shapes[id(child)] for child in children]
+            self._shapes[id(node)] = (1 + sum(s[0] for s in shapes), collection + max((s[1] for s in shapes), default=0))
+            self._written += 1
+            if self._written > MAX_YAML_NODES:
+                raise Refused(None, None, f"more than {MAX_YAML_NODES:,} values in one YAML document "
+                              "(write it as JSON, which has no such limit)", node.start_mark)
+            return node
+
+        def _check_levels(self, levels: int, mark) -> None:
+            if levels > MAX_NESTING:
+                raise Refused(None, None, f"nested deeper than {MAX_NESTING} levels", mark)
+
+        def _check_scalar(self, node) -> None:
+            problem = None
+            try:
+                if node.tag == "tag:yaml.org,2002:float":
+                    problem = number_problem(self.construct_yaml_float(node))
+                elif node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+                    problem = f"a number of {len(node.value):,} digits is too long"
+                elif node.tag == "tag:yaml.org,2002:str":
+                    problem = text_problem(node.value)
+                    problem = f"the text {problem}" if problem else None
+            except ValueError as exc:
+                problem = f"cannot read {node.value[:40]!r}: {exc}"
+            if problem:
+                raise Refused(None, None, problem, node.start_mark)
+
+    return BoundedLoader
 
 
 def profile_label(name: str, path: str) -> str:
     """How an error names a config profile: "profile 'work' in ~/.config/anyfast/config.yaml"."""
     return f"profile '{name}' in {path}"
+
+
+def untrusted_command_problem(config: Mapping, mode: int, owner: int, user: int) -> str | None:
+    """Why a config that holds api_key_command must not be used, or None: as ssh refuses its
+    config files, one that another user owns (root excepted) or that group or others may write."""
+    if not any("api_key_command" in profile for profile in (config.get("profiles") or {}).values()):
+        return None
+    if owner not in (user, 0):
+        return f"it belongs to another user (uid {owner})"
+    if mode & 0o022:  # S_IWGRP | S_IWOTH
+        return f"{'others' if mode & 0o002 else 'its group'} can write to it (mode {mode & 0o777:03o})"
+    return None
 
 
 def config_holds_key(config: Mapping) -> bool:
@@ -172,6 +326,7 @@ def resolve_settings(
     model = checked("model", _model_name, pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model)))
     base_url = checked("base_url", _http_url, pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL))
     timeout = checked("timeout", _positive_number, pick("timeout", flags.timeout, None, None))
+    max_time = checked("max_time", _max_time, pick("max_time", flags.max_time, None, None))
     retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
@@ -179,6 +334,7 @@ def resolve_settings(
         model=model,
         timeout=timeout,
         retries=retries,
+        max_time=max_time,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -219,7 +375,7 @@ def _key_source(flags: SettingFlags, env: Mapping[str, str], profile: Mapping) -
 
 
 def _model_name(value) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or text_problem(value):
         raise UsageError(f"the model must be a name like {DEFAULT_MODEL}, got {value!r}")
     return value.strip()
 
@@ -231,13 +387,28 @@ def _http_url(value) -> str:
     url = value.strip() if isinstance(value, str) else ""
     try:
         parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and url.isprintable() and " " not in url
         parts.port  # raises ValueError for a malformed port
-    except ValueError:
+        if valid:  # a name no DNS can hold (a label past 63 characters, a bad xn--, bytes not UTF-8) raises
+            parts.hostname.encode("idna").decode("idna")
+    except ValueError:  # UnicodeError included
         valid = False
     if not valid:
-        raise UsageError(f"the base URL must look like https://host/v1, got {value!r}")
+        raise UsageError(f"the base URL must look like https://host/v1, got {_without_userinfo(value)!r}")
+    if parts.username is not None or parts.password is not None:
+        # The client would send Basic auth instead of the key, and print the password in -v.
+        raise UsageError("the base URL must not carry user:password@; the API key is the only credential sent",
+                         hint="set the key with ANYFAST_API_KEY or the config's api_key")
     return url
+
+
+def _without_userinfo(value) -> str:
+    """A base URL as errors show it: any user:password@ is not repeated."""
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    scheme, sep, rest = value.partition("://")
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}" if sep else "***"
 
 
 def _positive_number(value) -> float | None:
@@ -250,6 +421,14 @@ def _positive_number(value) -> float | None:
     if isinstance(value, bool) or not 0 < number <= MAX_TIMEOUT:
         raise UsageError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}")
     return number
+
+
+def _max_time(value) -> float | None:
+    """--max-time (config key max_time): seconds, checked as --timeout is."""
+    try:
+        return _positive_number(value)
+    except UsageError:
+        raise UsageError(f"--max-time (max_time) must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}") from None
 
 
 def _retry_count(value) -> int:

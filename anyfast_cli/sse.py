@@ -4,6 +4,11 @@ Lines end in CR, LF or CRLF; a CRLF split across two feeds is still one line
 ending. Bytes are split into lines *before* decoding, so a multi-byte character
 cut between feeds is never mangled and U+2028/U+2029/U+0085 inside JSON strings
 are left alone (httpx's iter_lines would split on them).
+
+A line that spans many feeds is kept as a list of pieces and joined once, when it
+ends, so assembling it costs time in proportion to its length (joining the buffer
+at every feed made a 64 MB line take 37 s). A line, or an event's data lines
+together, longer than MAX_EVENT_BYTES raises EventTooLarge.
 """
 
 from __future__ import annotations
@@ -12,6 +17,19 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 _BOM = b"\xef\xbb\xbf"
+
+# One SSE line or event: one chunk object of a chat completion. A real chunk is well under
+# 100 KB (a delta of a few tokens; a gateway that sends a whole answer as one event sends
+# at most a few MB); 16 MiB is far past any of them and keeps a hostile line's cost bounded.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """A line, or one event's data, longer than the decoder's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an event longer than {limit} bytes")
+        self.limit = limit
 
 
 class Event(NamedTuple):
@@ -23,11 +41,14 @@ class Event(NamedTuple):
 class SSEDecoder:
     """Feed it bytes as they arrive; it returns the events they complete."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._limit = max_event_bytes if max_event_bytes is not None else MAX_EVENT_BYTES
+        self._pending: list[bytes] = []  # the pieces of a line not ended yet
+        self._pending_size = 0
         self._at_start = True  # a UTF-8 BOM may open the stream
         self._skip_lf = False  # the last feed ended in CR: a leading LF belongs to it
         self._data: list[str] = []
+        self._data_size = 0
         self._event = ""
         self._last_id: str | None = None
 
@@ -36,26 +57,37 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        buffer = self._buffer + chunk if self._buffer else chunk
+        if self._pending:
+            if b"\n" not in chunk and b"\r" not in chunk:  # the line goes on: keep the piece, join later
+                self._hold(chunk)
+                return []
+            chunk = b"".join(self._pending) + chunk
+            self._pending = []
+            self._pending_size = 0
         if self._at_start:
-            if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
-                self._buffer = buffer  # too short to tell yet
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._hold(chunk)  # too short to tell yet
                 return []
             self._at_start = False
-            if buffer.startswith(_BOM):
-                buffer = buffer[len(_BOM) :]
-        lines = buffer.splitlines(keepends=True)  # bytes: splits on CR, LF, CRLF only
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+        lines = chunk.splitlines(keepends=True)  # bytes: splits on CR, LF, CRLF only
         if lines and not lines[-1].endswith((b"\n", b"\r")):
-            self._buffer = lines.pop()
-        else:
-            self._buffer = b""
-        if buffer.endswith(b"\r"):  # only a CR that ends the feed may pair with the next LF
+            self._hold(lines.pop())
+        if chunk.endswith(b"\r"):  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
+        check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
         events: list[Event] = []
         for line in lines:
+            if check and len(line) > self._limit + 2:
+                raise EventTooLarge(self._limit)
             raw = line.rstrip(b"\r\n")
-            if raw[:5] == b"data:":  # nearly every line: the fast path for it
-                self._data.append((raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace"))
+            if raw[:5] == b"data:":  # nearly every line: the fast path for it (_add_data, inlined)
+                value = (raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace")
+                self._data_size += len(value) + 1
+                if self._data_size > self._limit:
+                    raise EventTooLarge(self._limit)
+                self._data.append(value)
             else:
                 self._process_line(raw, events)
         return events
@@ -63,11 +95,24 @@ class SSEDecoder:
     def close(self) -> list[Event]:
         """End of stream: a last line or event without its blank line still counts."""
         events: list[Event] = []
-        if self._buffer:
-            self._process_line(self._buffer, events)
-            self._buffer = b""
+        if self._pending:
+            self._process_line(b"".join(self._pending), events)
+            self._pending = []
+            self._pending_size = 0
         self._dispatch(events)
         return events
+
+    def _hold(self, piece: bytes) -> None:
+        self._pending_size += len(piece)
+        if self._pending_size > self._limit:
+            raise EventTooLarge(self._limit)
+        self._pending.append(piece)
+
+    def _add_data(self, value: str) -> None:
+        self._data_size += len(value) + 1
+        if self._data_size > self._limit:  # many data lines that never end their event
+            raise EventTooLarge(self._limit)
+        self._data.append(value)
 
     def _process_line(self, raw: bytes, events: list[Event]) -> None:
         if not raw:
@@ -80,7 +125,7 @@ class SSEDecoder:
         if colon and value[:1] == " ":
             value = value[1:]
         if name == "data":
-            self._data.append(value)
+            self._add_data(value)
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -93,6 +138,7 @@ class SSEDecoder:
         if data:  # the spec drops events whose data is empty
             events.append(Event(data, self._event or "message", self._last_id))
         self._data = []
+        self._data_size = 0
         self._event = ""
 
 

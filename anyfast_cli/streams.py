@@ -2,17 +2,122 @@
 
 Commands and printers take a Streams instead of touching `sys`, so tests can say
 "stdout is a terminal" without a pseudo-terminal.
+
+Every string bound for stdout or stderr passes through a SafeWriter (`from_sys` wraps
+both): the API key is masked there (`hide` it once it is known; batch's ResultSink masks
+its file with the same Redactor), a lone UTF-16 surrogate half becomes U+FFFD, and a
+character the stream's encoding cannot hold is written as a `\\uXXXX` escape. Diagnostics
+(`say`, `warn`, `error`, `note`: messages, -v lines, anything a server said in them) also
+have their control characters made visible, whatever stderr is (text.neutralise).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
+from anyfast_cli.errors import UsageError
+from anyfast_cli.reading import MIB, TooLarge, read_limited, size_text
 from anyfast_cli.settings import color_allowed
+from anyfast_cli.text import escape_unencodable, fix_surrogates, neutralise
+
+# A prompt piped to complete or chat: 16 MiB is some 4 million tokens, past any model's
+# context, and far below what would strain memory; `< /dev/zero` stops here.
+STDIN_PROMPT_MAX_BYTES = 16 * MIB
+
+MASK = "***"
+# A key shorter than this is not masked: masking a 3-letter "key" would mangle every answer
+# that happens to contain those letters, and no real key is that short (sk-… keys are 40+).
+MIN_SECRET_CHARS = 8
+
+
+class Redactor:
+    """The secrets masked in everything written out (the API key, as it is and as it
+    appears inside JSON text). Empty until the key is known."""
+
+    def __init__(self) -> None:
+        self._forms: list[str] = []
+
+    def hide(self, secret: str | None) -> None:
+        secret = (secret or "").strip()
+        if len(secret) < MIN_SECRET_CHARS:
+            return
+        for form in (secret, json.dumps(secret)[1:-1]):
+            if form not in self._forms:
+                self._forms.append(form)
+        self._forms.sort(key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+    def mask(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def split_tail(self, text: str) -> tuple[str, str]:
+        """(what may be written now, the end of `text` that could be the start of a secret).
+        A streamed answer that echoes the key brings it in pieces; the tail waits for the next."""
+        cut = len(text)
+        for form in self._forms:
+            start = text.find(form[0], max(0, len(text) - len(form) + 1))
+            while start != -1 and start < cut:
+                if form.startswith(text[start:]):
+                    cut = start
+                    break
+                start = text.find(form[0], start + 1)
+        return text[:cut], text[cut:]
+
+
+class SafeWriter:
+    """A text stream that every write to stdout or stderr goes through: the key masked,
+    surrogate halves replaced, characters the encoding lacks escaped. Never a crash on output."""
+
+    def __init__(self, raw: TextIO, redactor: Redactor) -> None:
+        self.raw = raw
+        self.redactor = redactor
+        self._held = ""  # the end of the last write, if it may be the start of the key
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.raw, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        size = len(text)
+        if self.redactor:
+            text, self._held = self.redactor.split_tail(self.redactor.mask(self._held + text))
+        if not text:
+            return size
+        if text.isascii():
+            self.raw.write(text)
+            return size
+        text = fix_surrogates(text)
+        try:
+            self.raw.write(text)  # a TextIOWrapper encodes all of it before it writes any of it
+        except UnicodeEncodeError:
+            self.raw.write(escape_unencodable(text, self.encoding))
+        return size
+
+    def finish(self) -> None:
+        """Write what was held back (it was not the key) and flush."""
+        held, self._held = self._held, ""
+        if held:
+            self.raw.write(held)
+        self.raw.flush()
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(self.raw)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
 
 
 @dataclass
@@ -24,19 +129,37 @@ class Streams:
     stdout_isatty: bool
     stderr_isatty: bool
     env: Mapping[str, str]
+    redactor: Redactor = field(default_factory=Redactor)
 
     @classmethod
     def from_sys(cls) -> "Streams":
         stdin = getattr(sys.stdin, "buffer", None)
+        redactor = Redactor()
         return cls(
             stdin=stdin,
-            stdout=sys.stdout,
-            stderr=sys.stderr,
+            stdout=SafeWriter(sys.stdout, redactor),
+            stderr=SafeWriter(sys.stderr, redactor),
             stdin_isatty=_isatty(sys.stdin),
             stdout_isatty=_isatty(sys.stdout),
             stderr_isatty=_isatty(sys.stderr),
             env=os.environ,
+            redactor=redactor,
         )
+
+    def hide(self, secret: str | None) -> None:
+        """Mask `secret` (the API key) in everything written from now on."""
+        self.redactor.hide(secret)
+
+    def finish(self) -> None:
+        """The program is ending: write out what the writers held back."""
+        for stream in (self.stdout, self.stderr):
+            try:
+                if isinstance(stream, SafeWriter):
+                    stream.finish()
+                else:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or broken stream: nothing more can be said on it
 
     @property
     def stdout_color(self) -> bool:
@@ -46,28 +169,35 @@ class Streams:
     def stderr_color(self) -> bool:
         return self.stderr_isatty and color_allowed(self.env)
 
-    def read_stdin(self) -> str | None:
-        """All of stdin when it is piped; None for a terminal or a closed stdin (never blocks on a tty)."""
+    def read_stdin(self, limit: int = STDIN_PROMPT_MAX_BYTES, what: str = "a prompt") -> str | None:
+        """All of stdin when it is piped; None for a terminal or a closed stdin (never blocks on a tty).
+        Past `limit` bytes (`< /dev/zero`, an endless pipe) a UsageError, without reading the rest."""
         if self.stdin is None or self.stdin_isatty:
             return None
         try:
-            data = self.stdin.read()
+            data = read_limited(self.stdin, limit)
+        except TooLarge:
+            raise UsageError(f"standard input is over the {size_text(limit)} limit for {what}") from None
         except (OSError, ValueError):  # closed (`<&-`) or unreadable
             return None
         return data.decode("utf-8", "replace") if data else None
 
+    def note(self, text: str) -> None:
+        """Diagnostic text on stderr, the one way it gets there: control characters made
+        visible whatever stderr is (a server's words may carry escape sequences), the key masked."""
+        self.stderr.write(neutralise(text))
+        self.stderr.flush()
+
     def say(self, message: str) -> None:
         """A line for the person watching: progress, verbose details, session notes."""
-        self.stderr.write(f"anyfast: {message}\n")
-        self.stderr.flush()
+        self.note(f"anyfast: {message}\n")
 
     def warn(self, message: str) -> None:
         self.say(f"warning: {message}")
 
     def error(self, error) -> None:
         """An AnyfastError's one line (and hint), for a failure the program survives."""
-        self.stderr.write(error.render())
-        self.stderr.flush()
+        self.note(error.render())
 
 
 def _isatty(stream) -> bool:

@@ -19,22 +19,22 @@ _anyfast_spec() {
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --stream --no-stream --json --reasoning --usage -v --verbose --dry-run -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
+            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --stream --no-stream --json --reasoning --usage -v --verbose --dry-run -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
             file_opts='--config -i --image --video'
             file_args='0'
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --stream --no-stream --json --reasoning --usage -v --verbose --dry-run -h --help'
-            value_opts='-f --messages --save --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
+            options='-f --messages --save -n --no-stdin -I --interactive --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --stream --no-stream --json --reasoning --usage -v --verbose --dry-run -h --help'
+            value_opts='-f --messages --save --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
             file_opts='-f --messages --save --config -i --image --video'
             file_args='0'
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps -h --help'
-            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
+            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps -h --help'
+            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
             file_opts='-o --output --config -i --image --video'
             file_args='1'
             ;;
@@ -47,15 +47,15 @@ _anyfast_spec() {
             ;;
         'config path')
             subcommands=''
-            options='--api-key --base-url -m --model --profile --config --timeout --retries -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --retries'
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries'
             file_opts='--config'
             file_args='0'
             ;;
         'config show')
             subcommands=''
-            options='--json --api-key --base-url -m --model --profile --config --timeout --retries -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --retries'
+            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries'
             file_opts='--config'
             file_args='0'
             ;;

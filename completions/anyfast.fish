@@ -16,15 +16,15 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
         case chat
-            printf '%s\n' -f --messages --save --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
+            printf '%s\n' -f --messages --save --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
+            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --retries
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --retries
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
     end
 end
 
@@ -65,13 +65,14 @@ complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, co
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
 complete -c anyfast -n __anyfast_using -l version -d 'Print the version and exit.'
 complete -c anyfast -n __anyfast_using -s h -l help -d 'Show this message and exit.'
-complete -c anyfast -n '__anyfast_using complete' -s n -l no-stdin -d 'Never read standard input.'
+complete -c anyfast -n '__anyfast_using complete' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
 complete -c anyfast -n '__anyfast_using complete' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using complete' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using complete' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
 complete -c anyfast -n '__anyfast_using complete' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
 complete -c anyfast -n '__anyfast_using complete' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
 complete -c anyfast -n '__anyfast_using complete' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using complete' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using complete' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
@@ -93,7 +94,7 @@ complete -c anyfast -n '__anyfast_using complete' -l dry-run -d 'Print the reque
 complete -c anyfast -n '__anyfast_using complete' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using chat' -s f -l messages -r -F -d 'Conversation file, YAML or JSON (\'-\' for stdin).'
 complete -c anyfast -n '__anyfast_using chat' -l save -r -F -d 'Write the conversation with the reply to FILE (atomically).'
-complete -c anyfast -n '__anyfast_using chat' -s n -l no-stdin -d 'Never read standard input.'
+complete -c anyfast -n '__anyfast_using chat' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
 complete -c anyfast -n '__anyfast_using chat' -s I -l interactive -d 'Start an interactive session, seeded by -f FILE if given.'
 complete -c anyfast -n '__anyfast_using chat' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using chat' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
@@ -101,6 +102,7 @@ complete -c anyfast -n '__anyfast_using chat' -s m -l model -x -d 'Model [env AN
 complete -c anyfast -n '__anyfast_using chat' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
 complete -c anyfast -n '__anyfast_using chat' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
 complete -c anyfast -n '__anyfast_using chat' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using chat' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using chat' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
@@ -122,7 +124,7 @@ complete -c anyfast -n '__anyfast_using chat' -l dry-run -d 'Print the request t
 complete -c anyfast -n '__anyfast_using chat' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using batch' -s o -l output -r -F -d 'Write results to FILE instead of stdout.'
 complete -c anyfast -n '__anyfast_using batch' -l lines -d 'Read each line as a plain-text prompt.'
-complete -c anyfast -n '__anyfast_using batch' -l template -x -d 'Build each prompt from the record\'s fields: \'Summarise {text}\'.'
+complete -c anyfast -n '__anyfast_using batch' -l template -x -d 'Build each prompt from the record\'s fields: \'Summarise: {text}\' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).'
 complete -c anyfast -n '__anyfast_using batch' -l ordered -d 'Write results in input order (default: as they complete).'
 complete -c anyfast -n '__anyfast_using batch' -s j -l concurrency -x -d 'Requests in flight at once.'
 complete -c anyfast -n '__anyfast_using batch' -l rpm -x -d 'At most N requests a minute, spread evenly.'
@@ -130,7 +132,7 @@ complete -c anyfast -n '__anyfast_using batch' -l tpm -x -d 'At most about N tok
 complete -c anyfast -n '__anyfast_using batch' -l resume -d 'Keep the answered records in -o FILE and run only the rest.'
 complete -c anyfast -n '__anyfast_using batch' -l shard -x -d 'Run only records whose index i has i mod N = K-1.'
 complete -c anyfast -n '__anyfast_using batch' -l no-progress -d 'No progress bar (it shows only on a terminal anyway).'
-complete -c anyfast -n '__anyfast_using batch' -l dry-run -d 'Validate, then print each request as an OpenAI Batch input line.'
+complete -c anyfast -n '__anyfast_using batch' -l dry-run -d 'Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.'
 complete -c anyfast -n '__anyfast_using batch' -s v -l verbose -d 'Show each retry and its reason on stderr.'
 complete -c anyfast -n '__anyfast_using batch' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using batch' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
@@ -138,6 +140,7 @@ complete -c anyfast -n '__anyfast_using batch' -s m -l model -x -d 'Model [env A
 complete -c anyfast -n '__anyfast_using batch' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
 complete -c anyfast -n '__anyfast_using batch' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
 complete -c anyfast -n '__anyfast_using batch' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using batch' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using batch' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
@@ -161,6 +164,7 @@ complete -c anyfast -n '__anyfast_using config path' -s m -l model -x -d 'Model 
 complete -c anyfast -n '__anyfast_using config path' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
 complete -c anyfast -n '__anyfast_using config path' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
 complete -c anyfast -n '__anyfast_using config path' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using config path' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using config path' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
@@ -170,5 +174,6 @@ complete -c anyfast -n '__anyfast_using config show' -s m -l model -x -d 'Model 
 complete -c anyfast -n '__anyfast_using config show' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
 complete -c anyfast -n '__anyfast_using config show' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
 complete -c anyfast -n '__anyfast_using config show' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using config show' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using config show' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'

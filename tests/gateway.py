@@ -14,11 +14,19 @@ the gateway AnyFast runs) sends: `newapi_error`, `model_not_found`, `cpu_overloa
 `newapi_rate_limited`, `hidden_cut`, `with_request_id`, and `gateway.aliases` (a model
 alias answered with the upstream's model name).
 `Gateway(ssl_context=...)` serves HTTPS (see netfixtures.make_pki).
+
+Hostile servers: `Flood(piece, head=, tail=, times=)` sends a body of any size (for ever
+with times=None) without holding it, and `Hostile(mode)` is a reply built for the request
+it answers (a stream or a whole answer), one for each of HOSTILE_MODES: surrogate halves
+split across chunks, JSON nested deep, an endless answer, a gzip bomb, one giant SSE line,
+a very large answer, a drip of one byte at a time, escape sequences in the answer and the
+request id, the key echoed back, a header that is not UTF-8. See `Hostile` for each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import random
@@ -28,6 +36,7 @@ import string
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -101,6 +110,22 @@ class Raw:
 
     data: bytes
     keep_alive: bool = False
+
+
+@dataclass
+class Flood:
+    """A body of any size that is never held whole: `head`, then `piece` `times` times (for
+    ever with None, until the client leaves), then `tail`. Chunked, or with `sized` a
+    Content-Length that announces all of it. The server waits for the socket to drain
+    after every piece, so it streams a 500 MB answer or an endless one in flat memory."""
+
+    piece: bytes
+    head: bytes = b""
+    tail: bytes = b""
+    times: int | None = None
+    sized: bool = False
+    status: int = 200
+    headers: dict = field(default_factory=lambda: {"Content-Type": "text/event-stream"})
 
 
 def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict:
@@ -215,6 +240,152 @@ def hidden_cut(*texts: str, usage: dict | None = None) -> Sse:
     """The upstream broke mid-stream and new-api hid it: content chunks, a usage chunk,
     `data: [DONE]`, and never a finish_reason."""
     return Sse(sse_events(*hidden_cut_events(*texts, usage=usage)))
+
+
+# --- hostile servers ----------------------------------------------------------------------
+
+MIB = 1024 * 1024
+ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\x1b[2J\x1b[31m\x9b1;1H\x07\x08\x7f"  # clipboard, title, clear, colour, C1 CSI, BEL, BS, DEL
+HOSTILE_MODES = ("surrogates", "deep_json", "endless", "gzip_bomb", "giant_line", "big_answer", "drip", "escapes",
+                 "escapes_error", "echoed_key", "echoed_key_error", "non_utf8_header")
+
+
+@dataclass
+class Hostile:
+    """A hostile reply, built for the request it answers (`build`): SSE when it asked for a
+    stream, a whole JSON answer when not. The modes (HOSTILE_MODES):
+
+    - surrogates: an emoji's UTF-16 halves escaped in two chunks ("\\ud83d", "\\ude00"), then a lone half;
+    - deep_json: an answer carrying JSON nested `depth` deep (100,000: no parser gets through);
+    - endless: an answer that never ends (`piece_size` characters a chunk, for ever);
+    - gzip_bomb: `size` bytes of answer gzipped to ~1/1000 of that (Content-Encoding: gzip);
+    - giant_line: one SSE line (a whole answer: one JSON body) of `size` bytes;
+    - big_answer: a whole answer of `size` bytes with a Content-Length (`sized=False`: chunked);
+    - drip: a short answer, one byte every `delay` seconds;
+    - escapes: escape sequences in the answer, its reasoning and its request id;
+    - escapes_error: an error whose message (and request id) carry escape sequences;
+    - echoed_key: the key the request sent, echoed in the answer (split across two chunks)
+      and in the request id;
+    - echoed_key_error: the key echoed in an error message (400);
+    - non_utf8_header: a request id and a reason phrase that are not UTF-8.
+    """
+
+    mode: str
+    size: int = 64 * MIB
+    depth: int = 100_000
+    delay: float = 0.01
+    piece_size: int = 16 * 1024
+    sized: bool = True
+
+    def build(self, request: Received):
+        stream = bool((request.body or {}).get("stream"))
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return getattr(self, "_" + self.mode)(stream, key)
+
+    def _surrogates(self, stream, key):
+        pieces = ["\\ud83d", "\\ude00", " lone \\ud800", " end"]
+        if stream:
+            return Sse([b"data: " + _raw_chunk(p) + b"\n\n" for p in pieces] + [_sse(chunk(finish="stop")), b"data: [DONE]\n\n"])
+        return Json(raw=_raw_completion("".join(pieces)))
+
+    def _deep_json(self, stream, key):
+        deep = b"[" * self.depth + b"]" * self.depth
+        if stream:
+            event = b'{"choices":[{"index":0,"delta":{"content":"x","extra":' + deep + b'},"finish_reason":"stop"}]}'
+            return Sse([b"data: " + event + b"\n\n", b"data: [DONE]\n\n"])
+        return Json(raw=b'{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":' + deep
+                    + b'},"finish_reason":"stop"}]}')
+
+    def _endless(self, stream, key):
+        text = "a" * self.piece_size
+        if stream:
+            return Flood(_sse(chunk(text)))
+        return Flood(text.encode(), head=_COMPLETION_HEAD, headers={"Content-Type": "application/json"})
+
+    def _gzip_bomb(self, stream, key):
+        data = _bomb(stream, self.size)
+        pieces = [data[i : i + 64 * 1024] for i in range(0, len(data), 64 * 1024)]
+        content_type = "text/event-stream" if stream else "application/json"
+        return Sse(pieces, headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+
+    def _giant_line(self, stream, key):
+        if not stream:
+            return self._big_answer(stream, key)
+        times = max(1, self.size // self.piece_size)
+        head = b'data: {"choices":[{"index":0,"delta":{"content":"'
+        return Flood(b"a" * self.piece_size, head=head, tail=b'"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', times=times)
+
+    def _big_answer(self, stream, key):
+        times = max(1, self.size // self.piece_size)
+        return Flood(b"a" * self.piece_size, head=_COMPLETION_HEAD, tail=_COMPLETION_TAIL, times=times, sized=self.sized,
+                     headers={"Content-Type": "application/json"})
+
+    def _drip(self, stream, key):
+        if stream:
+            body = b"".join(sse_events(chunk("dripped"), chunk(finish="stop")))
+            return Sse([body[i : i + 1] for i in range(len(body))], delay=self.delay)
+        body = json.dumps(completion("dripped")).encode()
+        return Sse([body[i : i + 1] for i in range(len(body))], delay=self.delay, headers={"Content-Type": "application/json"})
+
+    def _escapes(self, stream, key):
+        headers = {"x-request-id": b"req-\x1b]0;pwned\x07-\xc2\x9b2J"}
+        if stream:
+            return Sse(sse_events(chunk(reasoning="think " + ESCAPES), chunk("say " + ESCAPES), chunk(finish="stop")), headers=headers)
+        return Json(completion("say " + ESCAPES, reasoning="think " + ESCAPES), headers=headers)
+
+    def _escapes_error(self, stream, key):
+        return Json(error_body("bad request " + ESCAPES, code="\x1b[2J"), status=400,
+                    headers={"x-request-id": b"req-\x1b]0;pwned\x07"})
+
+    def _echoed_key(self, stream, key):
+        headers = {"x-request-id": f"req-{key}"}
+        half = len(key) // 2
+        if stream:
+            return Sse(sse_events(chunk(f"your key is {key[:half]}"), chunk(f"{key[half:]}."), chunk(finish="stop")), headers=headers)
+        return Json(completion(f"your key is {key}."), headers=headers)
+
+    def _echoed_key_error(self, stream, key):
+        return Json(error_body(f"Incorrect API key provided: {key}"), status=400, headers={"x-request-id": f"req-{key}"})
+
+    def _non_utf8_header(self, stream, key):
+        headers = {"x-request-id": b"req-\xff\xfe\xc3"}
+        if stream:
+            return Sse(sse_events(chunk("fine"), chunk(finish="stop")), headers=headers, reason=b"OK \xff")
+        return Json(completion("fine"), headers=headers, reason=b"OK \xff")
+
+
+_COMPLETION_HEAD = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"'
+_COMPLETION_TAIL = b'"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+
+
+def _sse(obj) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _raw_chunk(content_json: str) -> bytes:
+    """A chunk whose content is given as JSON string text (escapes and all)."""
+    return ('{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
+            + content_json + '"},"finish_reason":null}]}').encode()
+
+
+def _raw_completion(content_json: str) -> bytes:
+    return _COMPLETION_HEAD + content_json.encode() + _COMPLETION_TAIL
+
+
+@functools.lru_cache(maxsize=8)
+def _bomb(stream: bool, size: int) -> bytes:
+    """`size` bytes of answer (SSE events of 64 KiB of text each, or one JSON answer), gzipped."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    if stream:
+        event = _sse(chunk("a" * 64 * 1024))
+        parts = [compressor.compress(event) for _ in range(max(1, size // len(event)))]
+    else:
+        block = b"a" * MIB
+        parts = [compressor.compress(_COMPLETION_HEAD)]
+        parts += [compressor.compress(block) for _ in range(max(1, size // MIB))]
+        parts.append(compressor.compress(_COMPLETION_TAIL))
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 # --- the server ---------------------------------------------------------------------------
@@ -364,6 +535,8 @@ class Gateway:
             reply = await self._default_reply(request)
             if extra and hasattr(reply, "headers"):  # a wrapped _default_reply (`behave`) may give a Stall or Reset
                 reply.headers.update(extra)
+        if isinstance(reply, Hostile):
+            reply = reply.build(request)
         if isinstance(reply, Reset):
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -379,6 +552,8 @@ class Gateway:
                 writer.close()
             return reply.keep_alive
         request_id = f"req-{next(self._ids)}"
+        if isinstance(reply, Flood):
+            return await self._flood(reply, writer, request_id)
         if isinstance(reply, Json):
             payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
             headers = {"Content-Type": "application/json", "Content-Length": str(len(payload)), **reply.headers}
@@ -404,6 +579,28 @@ class Gateway:
             writer.transport.abort()
             return False
         writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def _flood(self, reply: Flood, writer, request_id: str) -> bool:
+        if reply.sized:
+            if reply.times is None:
+                raise ValueError("a Flood with a Content-Length needs `times`")
+            length = len(reply.head) + len(reply.piece) * reply.times + len(reply.tail)
+            headers = {**reply.headers, "Content-Length": str(length)}
+            frame = lambda data: data  # noqa: E731
+        else:
+            headers = {**reply.headers, "Transfer-Encoding": "chunked"}
+            frame = lambda data: b"%x\r\n%s\r\n" % (len(data), data) if data else b""  # noqa: E731
+        writer.write(_head(reply.status, headers, request_id))
+        writer.write(frame(reply.head))
+        piece = frame(reply.piece)
+        sent = 0
+        while reply.times is None or sent < reply.times:
+            writer.write(piece)
+            sent += 1
+            await writer.drain()  # wait for the client: never more than a socket buffer held
+        writer.write(frame(reply.tail) + (b"" if reply.sized else b"0\r\n\r\n"))
         await writer.drain()
         return True
 

@@ -104,7 +104,7 @@ def test_show_never_prints_the_key(cli, config_file, as_json):
 def test_show_as_text_is_one_aligned_line_per_setting(cli, config_file):
     result = cli("config", "show")
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:7]] == ["config", "profile", "model", "base_url", "api_key", "timeout", "retries"]
+    assert [line.split()[0] for line in lines[:8]] == ["config", "profile", "model", "base_url", "api_key", "timeout", "max_time", "retries"]
     assert "glm-4-7-251222" in lines[2] and lines[2].endswith("(profile)")
     assert len({line.index("(") for line in lines}) == 1  # the sources line up
 

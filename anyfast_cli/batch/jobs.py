@@ -7,18 +7,27 @@ text. Body fields on a record override the command's settings for that record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import string
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from anyfast_cli.errors import UsageError
 from anyfast_cli.inputs import parse_messages, with_system
+from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REPORTED_ERRORS = 20
+# One input line, and so one record's request. A request with two images at the gateway's
+# 10 MiB limit, base64-encoded (13.4 MiB each), fits; a line needs a few times its size while
+# it is parsed, so the lines in flight stay well inside batch's memory bound. `< /dev/zero`
+# (one endless line) stops here. A prompt made by --template is bounded by the same number.
+LINE_MAX_BYTES = 32 * MIB
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,69 @@ def parse_shard(text: str | None) -> Shard | None:
     return Shard(int(k), int(n))
 
 
+# --- --template: plain substitution --------------------------------------------------------
+# Only {name} is replaced, by a field of the record ({text} for a plain line); {{ and }} are
+# literal braces. Anything else in braces is refused, never evaluated: no attribute access, no
+# indexing, no format spec (str.format would fill in {text.__class__} and write a gigabyte
+# for {text:>999999999}).
+
+_TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_FIELD_NAME = re.compile(r"[\w-]+(?: [\w-]+)*")  # letters, digits, _ and -, with single inner spaces
+TEMPLATE_RULES = "only {name} is replaced (a field of the record; {text} for a plain line), and {{ and }} are literal braces"
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+
+
+@functools.lru_cache(maxsize=16)
+def parse_template(template: str) -> tuple:
+    """The template as literal strings and _Field pieces; UsageError for anything else in braces."""
+    problem = text_problem(template)
+    if problem:
+        raise UsageError(f"--template {problem}")
+    pieces: list = []
+    literal: list[str] = []
+    position = 0
+    for token in _TEMPLATE_TOKEN.finditer(template):
+        literal.append(template[position:token.start()])
+        position = token.end()
+        text, name = token.group(), token.group(1)
+        if text in ("{{", "}}"):
+            literal.append(text[0])
+        elif name is not None and _FIELD_NAME.fullmatch(name):
+            pieces += ["".join(literal), _Field(name)]
+            literal = []
+        elif name is not None:
+            raise UsageError(f"--template: {text} (at character {token.start() + 1}) is not a field; {TEMPLATE_RULES}")
+        else:
+            raise UsageError(f"--template: a lone '{text}' at character {token.start() + 1}; {TEMPLATE_RULES}")
+    pieces.append("".join(literal) + template[position:])
+    return tuple(piece for piece in pieces if piece != "")
+
+
 def check_template(template: str | None) -> None:
     if template is None:
         return
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise UsageError(f"--template is not a valid template: {exc}") from None
-    if not names:
+    if not any(isinstance(piece, _Field) for piece in parse_template(template)):
         raise UsageError("--template has no {field}; every record would get the same prompt")
+
+
+def fill_template(template: str, data: Mapping) -> str:
+    """The prompt: each {name} replaced by that field (text as it is, anything else as JSON)."""
+    pieces = parse_template(template)
+    values: dict[str, str] = {}
+    for piece in pieces:
+        if isinstance(piece, _Field) and piece.name not in values:
+            if piece.name not in data:
+                raise RecordError(f"--template needs field {piece.name!r}, which this record lacks")
+            value = data[piece.name]
+            values[piece.name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    size = sum(len(values[p.name]) if isinstance(p, _Field) else len(p) for p in pieces)
+    if size > LINE_MAX_BYTES:
+        raise RecordError(f"the prompt --template makes is {size:,} characters, over the limit of {LINE_MAX_BYTES:,}")
+    return "".join(values[p.name] if isinstance(p, _Field) else p for p in pieces)
 
 
 def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> Record:
@@ -93,9 +156,11 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     if options.plain_lines:
         return _record(str(line_no), line_no, index, _prompt_messages({"text": text}, text, options), {}, options)
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data = parse_json(text)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
+    except JsonSyntaxError as exc:
         raise RecordError(f"not valid JSON: {exc.msg}, column {exc.colno}") from None
+    except ValueProblem as exc:
+        raise RecordError(exc.describe()) from None
     if isinstance(data, str):
         return _record(str(line_no), line_no, index, _prompt_messages({"text": data}, data, options), {}, options)
     if not isinstance(data, dict):
@@ -159,12 +224,7 @@ def _record(record_id: str, line_no: int, index: int, messages: list, overrides:
 
 def _prompt_messages(data: dict, prompt: str | None, options: JobOptions) -> list[dict]:
     if options.template is not None:
-        try:
-            prompt = options.template.format_map(data)
-        except KeyError as exc:
-            raise RecordError(f"--template needs field {exc.args[0]!r}, which this record lacks") from None
-        except (ValueError, IndexError, AttributeError) as exc:
-            raise RecordError(f"--template cannot be filled from this record: {exc}") from None
+        prompt = fill_template(options.template, data)
     if not prompt or not prompt.strip():
         raise RecordError("the prompt is empty")
     return [user_message(prompt, list(options.image_urls), list(options.video_parts))]
@@ -185,6 +245,42 @@ def _string(data: dict, key: str) -> str:
     if not isinstance(value, str):
         raise RecordError(f"'{key}' must be a string")
     return value
+
+
+def read_lines(handle: BinaryIO, source: str = "the input") -> Iterator[bytes]:
+    """The lines of a binary file, each read with a bound: a line past LINE_MAX_BYTES
+    (`< /dev/zero`, a huge file without a newline) is a UsageError naming it, read no further."""
+    line_no = 0
+    while True:
+        line = handle.readline(LINE_MAX_BYTES + 1)
+        if not line:
+            return
+        line_no += 1
+        if len(line) - line.endswith(b"\n") > LINE_MAX_BYTES:
+            raise UsageError(f"{source}: line {line_no} is over the {size_text(LINE_MAX_BYTES)} limit for a batch line")
+        yield line
+
+
+def spool_lines(source: BinaryIO, target: BinaryIO, name: str = "the input") -> None:
+    """Copy `source` (a pipe) into `target`, refusing a line past LINE_MAX_BYTES as soon as
+    it is seen: `cat /dev/zero | anyfast batch` fills no disk."""
+    run = 0  # bytes since the last newline
+    newlines = 0
+    while True:
+        chunk = source.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        first = chunk.find(b"\n")
+        if first == -1:
+            run += len(chunk)
+        elif run + first > LINE_MAX_BYTES:
+            run += first
+        else:
+            newlines += chunk.count(b"\n")
+            run = len(chunk) - chunk.rfind(b"\n") - 1
+        if run > LINE_MAX_BYTES:
+            raise UsageError(f"{name}: line {newlines + 1} is over the {size_text(LINE_MAX_BYTES)} limit for a batch line")
+        target.write(chunk)
 
 
 def numbered_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, int, bytes]]:

@@ -21,9 +21,9 @@ import aiohttp
 
 from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import LIMITED_GIVE_UP, Limiter
-from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError, masking_key, redact
+from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError
 from anyfast_cli.exchange import (
-    Attempts, NetFailure, failure_kind_from_chain, is_answer_status, is_rate_limit, read_answer, request_id_of,
+    Attempts, Body, NetFailure, failure_kind_from_chain, is_answer_status, is_rate_limit, read_answer, request_id_of,
     status_failure,
 )
 from anyfast_cli.retry import parse_retry_after
@@ -48,6 +48,7 @@ class RunConfig:
     concurrency: int = 8
     retries: int = 5
     timeout: float | None = None
+    max_time: float | None = None  # --max-time, for each record: its attempts and the waits between them
     ordered: bool = False
     env: Mapping[str, str] = field(default_factory=dict)  # for the proxy and trust store (transport.py)
 
@@ -70,8 +71,6 @@ class BatchRunner:
         self._sleep = sleep
         self._clock = clock  # wall time, for Retry-After given as a date
         self._rng = rng or random.Random()
-        self._secret = config.api_key.strip()
-        self._secret_in_json = json.dumps(self._secret)[1:-1]  # as it appears inside JSON text
         self._url = endpoint_url(config.base_url)
         self.policy = network_policy(self._url, config.env, config.timeout)
         self._log = log or (lambda message: None)
@@ -108,8 +107,7 @@ class BatchRunner:
 
             tasks = [asyncio.ensure_future(produce())] + [asyncio.ensure_future(work()) for _ in range(concurrency)]
             try:
-                with masking_key(self._secret):
-                    await asyncio.gather(*tasks)
+                await asyncio.gather(*tasks)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -120,15 +118,20 @@ class BatchRunner:
         tokens = estimate_tokens(record.body)
         policy = self.policy
         attempts = Attempts(retries=self.config.retries, target=policy.target, model=record.body.get("model"),
-                            read_timeout=policy.read_timeout, proxy=policy.proxy_target, rng=self._rng, clock=self._clock)
+                            read_timeout=policy.read_timeout, proxy=policy.proxy_target, rng=self._rng, clock=self._clock,
+                            max_time=self.config.max_time)
         controller = self.limiter.controller
         while True:
             sent = await self.limiter.acquire(tokens)
             try:
+                timeout = attempt_timeout(policy, attempts)  # the record's clock starts with its first attempt
+            except AnyfastError as error:  # --max-time ran out while this retry waited for its turn
+                return self._failed(record, error, status=None, request_id=None)
+            try:
                 async with session.post(self._url, data=payload, headers=self._headers, proxy=policy.proxy,
-                                        allow_redirects=False) as response:
-                    content = await response.read()
+                                        allow_redirects=False, timeout=timeout) as response:
                     status, headers, reason = response.status, response.headers, response.reason or ""
+                    content = await read_body(response)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 try:
                     retry = attempts.after_network(net_failure(exc, policy))
@@ -136,18 +139,21 @@ class BatchRunner:
                     if isinstance(error, NetworkError) and not self._answered:
                         raise  # nothing has worked yet: every record would wait out its retries the same way
                     return self._failed(record, error, status=None, request_id=None)
+            except AnyfastError as error:  # an answer past its size limit: this record fails, not retried
+                return self._failed(record, error, status=status, request_id=request_id_of(headers))
             else:
                 request_id = request_id_of(headers)
                 if controller is not None and is_rate_limit(status, content):
                     # The adaptive rate's signal: the record waits its Retry-After and goes again,
                     # without using up --retries, until the limit has let nothing through for long.
                     retry_at = controller.on_rate_limited(self.limiter.clock(), sent, parse_retry_after(headers, self._clock()), headers)
-                    if retry_at is None:
-                        error = status_failure(status, headers, content, reason)
-                        error.message += f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
-                        return self._failed(record, error, status=status, request_id=request_id, body=error.body, rate_limited=True)
-                    await self._sleep(max(0.0, retry_at - self.limiter.clock()))
-                    continue
+                    if retry_at is not None and attempts.leaves_time_for(retry_at - self.limiter.clock()):
+                        await self._sleep(max(0.0, retry_at - self.limiter.clock()))
+                        continue
+                    error = status_failure(status, headers, content, reason)
+                    error.message += (f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
+                                      if retry_at is None else attempts.no_time_note())
+                    return self._failed(record, error, status=status, request_id=request_id, body=error.body, rate_limited=True)
                 if controller is not None:
                     controller.on_answer(self.limiter.clock(), sent, headers)
                 if is_answer_status(status):
@@ -166,12 +172,9 @@ class BatchRunner:
 
     def _failed(self, record: Record, error: AnyfastError, *, status: int | None, request_id: str | None, body=None,
                 rate_limited: bool = False) -> Outcome:
-        """A failed record's line, with the key masked should the server have echoed it."""
+        """A failed record's line (the ResultSink masks the key, in this line as in every other)."""
         code = error.code or (f"http_{status}" if status else "error")
         line = result_line(record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message})
-        text = json.dumps(line, ensure_ascii=False)
-        if self._secret_in_json and self._secret_in_json in text:
-            line = json.loads(redact(text, self._secret_in_json))
         return Outcome(line, ok=False, rate_limited=rate_limited)
 
     def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
@@ -180,7 +183,9 @@ class BatchRunner:
         except AnyfastError as problem:
             return self._failed(record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None))
         self._answered += 1
-        tokens = (body.get("usage") or {}).get("total_tokens") or 0
+        usage = body.get("usage")
+        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+        tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
         line = result_line(record, status=status, request_id=request_id or body.get("id"), body=body, error=None)
         return Outcome(line, ok=True, tokens=tokens)
 
@@ -207,6 +212,23 @@ class _Reorderer:
             self._emit(self._pending.pop(self._next))
             self._next += 1
         self._moved.set()
+
+
+async def read_body(response: aiohttp.ClientResponse) -> bytearray:
+    """A whole body, decoded, read no further than its bound (exchange.Body), as client.py
+    reads one: past it an answer is an error; of an error response, the start."""
+    body = Body(response.status, response.headers)
+    async for data in response.content.iter_any():
+        body.feed(data)
+        if body.full:
+            break
+    return body.content
+
+
+def attempt_timeout(policy: NetworkPolicy, attempts: Attempts) -> aiohttp.ClientTimeout:
+    """One attempt's timeouts: --timeout's for connecting and each read, and as its total
+    whatever --max-time leaves of the record's time (aiohttp's total covers the body too)."""
+    return aiohttp.ClientTimeout(total=attempts.time_left(), sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
 
 
 def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSession:

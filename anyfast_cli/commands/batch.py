@@ -1,18 +1,27 @@
 """`anyfast batch`: validate the whole input, then run its records concurrently,
-writing one result line per record as each completes."""
+writing one result line per record as each completes.
+
+The input is read twice, to validate it and then to send it; only what the first pass
+checked is sent (CheckedRecords), however the file changes in between. The -o file is
+locked for the run (batch/journal.py) and is never the input.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
+import signal
+import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from anyfast_cli.attachments import load_attachments
-from anyfast_cli.batch.jobs import JobOptions, batch_input_line, check_template, iter_records, parse_shard, scan_input
+from anyfast_cli.batch.jobs import (
+    MAX_REPORTED_ERRORS, JobOptions, RecordError, Record, Shard, batch_input_line, check_template, numbered_lines,
+    parse_record, parse_shard, read_lines, scan_input, spool_lines,
+)
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
 from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
@@ -56,44 +65,85 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         video_parts=tuple(video_parts),
     )
     with input_lines(flags.input, streams) as lines:
+        refuse_output_as_input(flags.output, lines)  # before the output is opened, let alone emptied
         scan = scan_input(lines, options, shard)
         if scan.error_count:
             report_invalid(scan, streams)
         if not scan.records:
             streams.warn("the input holds no records; nothing to do")
+        checked = CheckedRecords(scan.ids, lines.name)  # the ids and fingerprints of what was validated
+        del scan
         if flags.dry_run:
-            write_lines(flags.output, streams, (batch_input_line(r) for r in iter_records(lines, options, shard)))
-            return ExitCode.OK
+            return dry_run(checked, lines, options, shard, flags, streams)
         api_key = resolve_api_key(settings.key, streams.env)
-        answered = set()
-        if flags.resume:
-            from anyfast_cli.batch.journal import keep_answered
+        streams.hide(api_key)  # masked in every line and message from here on (the sink shares stdout's redactor)
+        from anyfast_cli.batch.journal import ResultSink
 
-            answered = keep_answered(flags.output, scan.ids)
-        tally = Tally(total=len(scan.ids) - len(answered), skipped=len(answered))
-        del scan  # its ids are no longer needed; `answered` keeps only what resume skips
-        send_all(iter_records(lines, options, shard, skip=answered), flags, settings, api_key, tally, streams)
-    return batch_exit_code(tally)
+        sink = ResultSink(flags.output, streams.stdout, append=flags.resume)  # locked from here to the end
+        try:
+            answered = 0
+            if flags.resume:
+                resumed = sink.resume(checked.pending)
+                report_dropped(resumed, flags.output, streams)
+                answered = checked.mark_answered(resumed.kept)
+            tally = Tally(total=checked.to_send, skipped=answered)
+            try:
+                send_all(checked.records(lines, options, shard), sink, flags, settings, api_key, tally, streams)
+            finally:
+                checked.report(streams, resumable=flags.output is not None)
+        finally:
+            sink.close()
+    return batch_exit_code(tally, checked.unchecked)
 
 
-def batch_exit_code(tally: Tally) -> ExitCode:
-    """0 when every record was answered; 5 when none was and the rate limit is why; else 6."""
-    if tally.failed == 0:
+def batch_exit_code(tally: Tally, unchecked: int = 0) -> ExitCode:
+    """0 when every record was answered (none failed, none left unrun, the input unchanged);
+    5 when none was and the rate limit is why; else 6."""
+    if tally.failed == 0 and tally.done >= tally.total and not unchecked:
         return ExitCode.OK
-    if tally.ok == 0 and tally.rate_limited == tally.failed:
+    if tally.ok == 0 and tally.failed and tally.rate_limited == tally.failed:
         return ExitCode.RATE_LIMITED
     return ExitCode.BATCH_PARTIAL
 
 
-def write_lines(path: str | None, streams: Streams, objects) -> None:
-    from anyfast_cli.batch.journal import ResultSink
+def dry_run(checked: "CheckedRecords", lines: Iterable[bytes], options: JobOptions, shard: Shard | None, flags: BatchFlags,
+            streams: Streams) -> ExitCode:
+    """--dry-run: each request as an OpenAI Batch input line. It never writes over results:
+    with --resume (whose -o FILE holds them) it prints on stdout what --resume would send,
+    leaving FILE alone; otherwise -o FILE is written only if it does not exist or is empty."""
+    from anyfast_cli.batch.journal import ResultSink, read_answered
 
-    sink = ResultSink(path, streams.stdout, append=False)
+    path = flags.output
+    if flags.resume:
+        resumed = read_answered(path, checked.pending)
+        report_dropped(resumed, path, streams, dry_run=True)
+        checked.mark_answered(resumed.kept)
+        path = None
+    sink = ResultSink(path, streams.stdout, append=True)  # nothing is emptied: a file holding data is refused
     try:
-        for obj in objects:
-            sink.write(obj)
+        if sink.holds_data():
+            raise UsageError(f"--dry-run would write over {path}, which is not empty",
+                             hint="leave out -o to print the requests on stdout, or name a new file")
+        for record in checked.records(lines, options, shard):
+            sink.write(batch_input_line(record))
     finally:
         sink.close()
+    checked.report(streams, resumable=False)
+    return ExitCode.USAGE if checked.unchecked else ExitCode.OK
+
+
+def report_dropped(resumed, path: str, streams: Streams, *, dry_run: bool = False) -> None:
+    """--resume takes answers out of FILE that no longer fit the input: say how many, and where they went."""
+    if not resumed.dropped:
+        return
+    reasons = []
+    if resumed.gone:
+        reasons.append(f"{resumed.gone:,} to ids that are not among this run's records")
+    if resumed.changed:
+        reasons.append(f"{resumed.changed:,} to requests that have changed since (they are sent again)")
+    verb = "would drop" if dry_run else "drops"
+    kept = f"; they are kept in {resumed.dropped_to}" if resumed.dropped_to else ""
+    streams.warn(f"--resume {verb} {resumed.dropped:,} answer(s) in {path}: {' and '.join(reasons)}{kept}")
 
 
 def check_flags(flags: BatchFlags) -> None:
@@ -105,9 +155,20 @@ def check_flags(flags: BatchFlags) -> None:
             raise UsageError(f"{name} must be a positive number, got {value}")
     if flags.resume and not flags.output:
         raise UsageError("--resume needs -o FILE: it continues the results already in that file")
-    if flags.output and flags.input not in (None, "-") and os.path.exists(flags.output) and os.path.exists(flags.input):
-        if os.path.samefile(flags.output, flags.input):
-            raise UsageError("the output file is the input file; that would overwrite the input")
+
+
+def refuse_output_as_input(output: str | None, lines: "Passes") -> None:
+    """-o naming the file the input is read from (by path, link or `< FILE` on stdin) would
+    empty the input before its records are sent."""
+    if output is None or lines.source is None:
+        return
+    try:
+        target = os.stat(output)
+    except OSError:
+        return  # not there yet: it cannot be the input
+    if stat.S_ISREG(target.st_mode) and (target.st_dev, target.st_ino) == (lines.source.st_dev, lines.source.st_ino):
+        raise UsageError(f"the output file {output} is the input ({lines.name}); writing it would destroy the input",
+                         hint="write the results to another file")
 
 
 def report_invalid(scan, streams: Streams) -> None:
@@ -119,15 +180,18 @@ def report_invalid(scan, streams: Streams) -> None:
 
 
 class Passes:
-    """The input's lines, readable from the start as often as needed (validated whole, then run)."""
+    """The input's lines, readable from the start as often as needed (validated whole, then
+    run); `source` is the input file's stat (None when unknown), `name` how errors name it."""
 
-    def __init__(self, handle, origin: int) -> None:
+    def __init__(self, handle, origin: int, name: str, source: os.stat_result | None = None) -> None:
         self._handle = handle
         self._origin = origin
+        self.name = name
+        self.source = source
 
     def __iter__(self) -> Iterator[bytes]:
         self._handle.seek(self._origin)
-        return iter(self._handle)
+        return read_lines(self._handle, self.name)  # each line bounded: `batch < /dev/zero` ends
 
 
 @contextmanager
@@ -151,25 +215,85 @@ def input_lines(path: str | None, streams: Streams) -> Iterator[Passes]:
 def _rereadable(handle, name: str) -> Iterator[Passes]:
     """A seekable file is read from where it stands now; a pipe (stdin, <(jq …)) can
     be read only once, so it is spooled to a temporary file first."""
+    source = _stat_of(handle)
     if handle.seekable():
-        yield Passes(handle, handle.tell())
+        yield Passes(handle, handle.tell(), name, source)
         return
     with tempfile.TemporaryFile() as spool:
         try:
-            shutil.copyfileobj(handle, spool)
+            spool_lines(handle, spool, name)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
-        yield Passes(spool, 0)
+        yield Passes(spool, 0, name, source)
 
 
-def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, streams: Streams) -> None:
+def _stat_of(handle) -> os.stat_result | None:
+    try:
+        return os.fstat(handle.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's BytesIO)
+        return None
+
+
+_MISSING = object()
+
+
+class CheckedRecords:
+    """The records to send, read in a second pass over the input, sending only what the
+    first pass validated: each record exactly as it was checked (the same id and the same
+    request, by fingerprint), each once. A file can change in between (edited, appended to,
+    rewritten): a line that is not as checked is not sent but counted, and so are the
+    validated records it replaced, which are then not run, so the batch cannot exit 0."""
+
+    def __init__(self, ids: dict, name: str) -> None:
+        self.pending = ids  # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+        self._name = name
+        self.unchecked = 0  # lines met in the second pass that the first did not validate
+        self._first_lines: list[int] = []
+
+    def mark_answered(self, ids) -> int:
+        """--resume: these are answered already and are not sent; returns how many."""
+        for record_id in ids:
+            self.pending[record_id] = None
+        return len(ids)
+
+    @property
+    def to_send(self) -> int:
+        return sum(1 for fingerprint in self.pending.values() if fingerprint is not None)
+
+    def records(self, lines: Iterable[bytes], options: JobOptions, shard: Shard | None) -> Iterator[Record]:
+        for index, line_no, raw in numbered_lines(lines):
+            if shard is not None and index not in shard:
+                continue
+            try:
+                record = parse_record(raw, line_no, index, options)
+            except RecordError:
+                record = None
+            expected = _MISSING if record is None else self.pending.pop(record.id, _MISSING)
+            if expected is None:
+                continue  # answered already (--resume)
+            if expected is _MISSING or expected != record.fingerprint:
+                self.unchecked += 1
+                if len(self._first_lines) < MAX_REPORTED_ERRORS:
+                    self._first_lines.append(line_no)
+                continue
+            yield record
+
+    def report(self, streams: Streams, *, resumable: bool) -> None:
+        if not self.unchecked:
+            return
+        lines = ", ".join(map(str, self._first_lines)) + (", …" if self.unchecked > len(self._first_lines) else "")
+        hint = "once it has stopped changing, run the same command with --resume to finish" if resumable else \
+            "run batch again once it has stopped changing"
+        streams.error(UsageError(f"{self._name} changed while batch read it: {self.unchecked:,} line(s) were not as "
+                                 f"validated and were not sent (line {lines})", hint=hint))
+
+
+def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Tally, streams: Streams) -> None:
     import asyncio
 
-    from anyfast_cli.batch.journal import ResultSink
     from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
     from anyfast_cli.batch.runner import BatchRunner, RunConfig
 
-    sink = ResultSink(flags.output, streams.stdout, append=flags.resume)
     bar = ProgressBar(tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color)
 
     def emit(outcome) -> None:
@@ -179,7 +303,7 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
 
     config = RunConfig(
         base_url=settings.base_url, api_key=api_key, concurrency=max(1, min(flags.concurrency, tally.total)),
-        retries=settings.retries, timeout=settings.timeout, ordered=flags.ordered, env=streams.env,
+        retries=settings.retries, timeout=settings.timeout, max_time=settings.max_time, ordered=flags.ordered, env=streams.env,
     )
     log = streams.say if flags.verbose else None
     # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
@@ -188,12 +312,55 @@ def send_all(records, flags: BatchFlags, settings, api_key: str, tally: Tally, s
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
-        asyncio.run(runner.run(records))
+        signum = asyncio.run(until_signalled(runner.run(records)))
+        if signum is not None:
+            signal.raise_signal(signum)  # now, outside the loop: its handler raises as Ctrl-C would (cli.py)
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        sink.close()
         bar.close()
         streams.say(render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted,
                                    rate=controller.rate, answered_429=controller.limited))
+
+
+ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+async def until_signalled(coroutine) -> int | None:
+    """Await `coroutine`; SIGTERM or SIGHUP cancels it, as asyncio.run does for Ctrl-C, so every
+    worker ends at an await (whole result lines, no task left half-done) instead of wherever
+    the signal's exception would land. Returns the signal's number to raise again once the
+    loop has stopped, or None. Only signals with a Python handler are taken over (cli.py
+    installs one; an ignored SIGHUP stays ignored), and their handlers are put back."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+    previous = {}
+
+    def cancel(signum: int) -> None:
+        if not received:  # a second signal must not cut the workers' clean-up short
+            received.append(signum)
+            task.cancel()
+
+    for name in ENDING_SIGNALS:
+        signum = getattr(signal, name, None)
+        handler = signal.getsignal(signum) if signum is not None else None
+        if callable(handler):
+            try:
+                loop.add_signal_handler(signum, cancel, signum)
+            except (RuntimeError, ValueError):  # not the main thread
+                continue
+            previous[signum] = handler
+    try:
+        await coroutine
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)  # asyncio would leave the default (death) in its place
+    return received[0] if received else None

@@ -51,7 +51,7 @@ def run_chat(
 
     settings = load_settings(settings_flags, streams, file_model=conversation.model)
     fields = body_fields(settings, request, conversation.params)
-    reply = exchange(settings, api_messages(conversation), fields, out, streams)
+    reply = exchange(settings, api_messages(conversation), fields, out, streams, keep_text=bool(save))  # the text only for --save
     if save and reply is not None:
         conversation.messages.append({"role": "assistant", "content": reply.content})
         save_conversation(conversation, save)

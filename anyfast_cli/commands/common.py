@@ -13,12 +13,13 @@ from anyfast_cli.inputs import parse_param
 from anyfast_cli.exchange import Reply
 from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json, write_flushed
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
+from anyfast_cli.reading import read_document
 from anyfast_cli.settings import (
     KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, profile_label, resolve_settings,
+    untrusted_command_problem,
 )
 from anyfast_cli.streams import Streams
 
-KEY_COMMAND_TIMEOUT = 30  # seconds for `api_key_command` (a password manager may ask for a PIN)
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,22 @@ def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
     """The parsed config file and its path; a missing default file is an empty config."""
     path, origin = config_path(flags.config, streams.env)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-            mode = os.fstat(handle.fileno()).st_mode
+        text, info = read_document(path, "a config file")  # bounded: ANYFAST_CONFIG=/dev/zero is refused
     except FileNotFoundError:
         if origin != "default":  # a file the user named must exist
             raise UsageError(f"config file {path} does not exist") from None
         return {}, path
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     config = parse_config(text, path)
-    if config_holds_key(config) and mode & (stat.S_IRWXG | stat.S_IRWXO):
+    # Refused (exit 2, as any config that cannot be used): whoever can change this file can run
+    # commands as the user. Not 3: no key was looked at, and the fix is the file's mode or owner.
+    user = os.geteuid()
+    problem = untrusted_command_problem(config, info.st_mode, info.st_uid, user)
+    if problem:
+        fix = f"chmod go-w {path}" if info.st_uid in (user, 0) else f"copy it to a file of your own, or chown {user} {path}"
+        raise UsageError(f"{path} holds api_key_command, and {problem}; refusing to run it", hint=f"{fix} (ssh refuses such files too)")
+    if config_holds_key(config) and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         streams.warn(f"{path} holds an API key and others can read it; run: chmod 600 {path}")
     return config, path
 
@@ -70,19 +76,19 @@ def resolve_api_key(source: KeySource | None, env) -> str:
         if not env.get(source.value):
             raise AuthError(f"no API key: the config's api_key_env names {source.value}, which is not set", hint=hint)
         return env[source.value]
-    import subprocess  # only for api_key_command
+    from anyfast_cli.keycommand import KeyCommandFailed, run_key_command  # subprocess loads only for it
 
     try:
-        # stdin is not the command's: in `while read q; do anyfast complete -n …` it is the loop's file.
-        done = subprocess.run(
-            source.value, shell=True, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=KEY_COMMAND_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        raise AuthError(f"api_key_command took longer than {KEY_COMMAND_TIMEOUT} s") from None
-    key = done.stdout.strip().splitlines()[0].strip() if done.stdout.strip() else ""
-    if done.returncode != 0 or not key:
-        detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise AuthError(f"api_key_command gave no key: {detail}", hint=hint)
+        output, status = run_key_command(source.value)  # its stderr (a prompt, an error) is the user's
+        text = output.decode("utf-8")
+    except KeyCommandFailed as exc:
+        raise AuthError(f"api_key_command {exc.reason}", hint=hint) from None
+    except UnicodeDecodeError:
+        raise AuthError("api_key_command printed bytes that are not UTF-8 text; it should print the key", hint=hint) from None
+    key = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if status != 0 or not key:
+        detail = (f"killed by signal {-status}" if status < 0 else f"exit status {status}") if status else "it printed nothing"
+        raise AuthError(f"api_key_command gave no key ({detail}; its own messages, if any, are above)", hint=hint)
     return key
 
 
@@ -99,20 +105,24 @@ def body_fields(settings: Settings, request: RequestFlags, file_params: dict | N
     return fields
 
 
-def exchange(settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams) -> Reply | None:
-    """Send one request and render its answer; None for --dry-run."""
+def exchange(settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams,
+             *, keep_text: bool = True) -> Reply | None:
+    """Send one request and render its answer; None for --dry-run. The reply keeps its text
+    only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer."""
     body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
     if out.dry_run:
         print_json(describe_request(settings.base_url, body), streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
         return None
     with open_client(settings, out, streams) as client:
-        return render_answer(client, body, out, streams)
+        return render_answer(client, body, out, streams, Reply(keep_text=keep_text))
 
 
 @contextmanager
 def open_client(settings: Settings, out: OutputFlags, streams: Streams):
-    """An ApiClient for these settings; the key is resolved here, once."""
+    """An ApiClient for these settings; the key is resolved here, once, and masked in
+    everything written from then on."""
     api_key = resolve_api_key(settings.key, streams.env)
+    streams.hide(api_key)
     from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
 
     log = None
@@ -120,7 +130,7 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams):
         log = streams.say
         log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
     with ApiClient(base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries,
-                   env=streams.env, log=log) as client:
+                   max_time=settings.max_time, env=streams.env, log=log) as client:
         yield client
 
 
@@ -128,14 +138,16 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     """Send `body` and render the answer, collecting it into `reply`, which keeps what
     arrived even when the stream is cut or interrupted."""
     reply = reply if reply is not None else Reply()
+    reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
     # With --json the objects are the output: the printer only collects the text (and shows reasoning).
     printer = TextPrinter(streams.stdout, streams.stderr, reply, show_reasoning=out.reasoning,
-                          dim=streams.stderr_color, echo=not out.json)
+                          dim=streams.stderr_color, echo=not out.json,
+                          out_terminal=streams.stdout_isatty, err_terminal=streams.stderr_isatty)
     if out.streaming:
         try:
             for chunk in client.stream(body):
                 if out.json:
-                    write_flushed(streams.stdout, render_json(chunk) + "\n")
+                    write_flushed(streams.stdout, render_json(chunk, terminal=streams.stdout_isatty) + "\n")
                 printer.feed_chunk(chunk)
         except BrokenPipeError:
             raise
@@ -154,5 +166,5 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     if reply.cut_at_limit and not out.json:  # --json shows finish_reason itself
         streams.warn("the answer stopped at the token limit (finish_reason: length); raise --max-tokens for more")
     if out.usage:
-        print_usage(reply.usage, streams.stderr)
+        print_usage(reply.usage, streams.note)
     return reply

@@ -26,5 +26,5 @@ def run_complete(
     fields = body_fields(settings, request)
     image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
     messages = with_system([user_message(prompt, image_urls, video_parts)], request.system)
-    exchange(settings, messages, fields, out, streams)
+    exchange(settings, messages, fields, out, streams, keep_text=False)  # printed as it comes, not kept
     return ExitCode.OK

@@ -51,6 +51,7 @@ def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]
         ("base_url", settings.base_url, origins["base_url"]),
         key_row,
         ("timeout", settings.timeout or READ_TIMEOUT, origins["timeout"] if settings.timeout else f"default; connect {CONNECT_TIMEOUT:g} s"),
+        ("max_time", settings.max_time, origins.get("max_time") or "default; no bound on the whole request"),
         ("retries", settings.retries, origins["retries"]),
     ]
     rows += [(name, value, "profile") for name, value in settings.body_defaults.items()]

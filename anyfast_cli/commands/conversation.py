@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 from anyfast_cli.attachments import is_url, load_attachments
 from anyfast_cli.errors import UsageError
-from anyfast_cli.files import write_atomic
+from anyfast_cli.files import replacement_problem, write_atomic
 from anyfast_cli.inputs import Conversation, parse_conversation, render_conversation, to_api_message, with_system
+from anyfast_cli.reading import DOCUMENT_MAX_BYTES, read_document
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.streams import Streams
 
@@ -20,14 +21,13 @@ ATTACHMENT_KEYS = ("images", "videos")
 def read_conversation(path: str, streams: Streams) -> Conversation:
     """A `-f` file; its local attachment paths become absolute, as they are relative to the file."""
     if path == "-":
-        text = streams.read_stdin() or ""
+        text = streams.read_stdin(DOCUMENT_MAX_BYTES, "a conversation file") or ""
         base_dir = os.getcwd()
     else:
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            text, _ = read_document(path, "a conversation file")  # bounded: `chat -f /dev/zero` stops at the limit
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
         base_dir = os.path.dirname(os.path.abspath(path))
     conversation = parse_conversation(text, "standard input" if path == "-" else path)
     for message in conversation.messages:
@@ -61,14 +61,11 @@ def api_messages(conversation: Conversation) -> list[dict]:
 
 
 def check_writable(path: str) -> None:
-    """Fail before sending, not after the answer has been paid for."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"cannot save to {path}: it is a directory")
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot save to {path}: its directory does not exist or is not writable")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise UsageError(f"cannot save to {path}: the file is not writable")
+    """Fail before sending, not after the answer has been paid for: everything that would
+    stop the atomic save (files.py) is tried now, short of replacing the file."""
+    problem = replacement_problem(path)
+    if problem:
+        raise UsageError(f"cannot save to {path}: {problem}")
 
 
 def save_conversation(conversation: Conversation, path: str) -> None:

@@ -12,7 +12,7 @@ import dataclasses
 
 from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, open_client, render_answer
 from anyfast_cli.commands.conversation import api_message, new_turn, save_conversation, set_system
-from anyfast_cli.errors import AnyfastError, ExitCode
+from anyfast_cli.errors import AnyfastError, ExitCode, Terminated
 from anyfast_cli.inputs import Conversation, with_system
 from anyfast_cli.exchange import Reply
 from anyfast_cli.request import RequestFlags, build_body
@@ -79,6 +79,8 @@ def run_session(
             except EOFError:
                 streams.stdout.write("\n")
                 return ExitCode.OK
+            except Terminated:
+                raise  # SIGTERM/SIGHUP end the session, as they end any command
             except KeyboardInterrupt:
                 streams.stdout.write("\n")
                 if not (line_editor and line_editor.get_line_buffer()):
@@ -94,14 +96,17 @@ def run_session(
             try:
                 turn = new_turn(line, attachments)
                 turn_api = api_message(turn)
-            except AnyfastError as exc:  # e.g. an attachment that cannot be read
+                body = build_body(settings.model, history.api_messages_with(turn_api), fields, stream=True,
+                                  include_usage=out.usage)
+            except AnyfastError as exc:  # e.g. an attachment that cannot be read, or text that is not UTF-8
                 streams.error(exc)
                 continue
             attachments = RequestFlags()
             reply = Reply()
-            body = build_body(settings.model, history.api_messages_with(turn_api), fields, stream=True, include_usage=out.usage)
             try:
                 render_answer(client, body, out, streams, reply)
+            except Terminated:
+                raise
             except KeyboardInterrupt:
                 if reply.content:  # keep what arrived, marked; a reply that never began leaves no turn
                     history.add(turn, {"role": "assistant", "content": reply.content, "cut": True})

@@ -1,0 +1,98 @@
+"""Text on its way out, pure: surrogate halves, control characters, and characters an
+output encoding cannot hold. Imports only the standard library.
+
+Text from a server is hostile until shown otherwise:
+- JSON may carry UTF-16 surrogate halves (`"\\ud83d"`), alone or one per stream chunk
+  (real relays split an emoji so); a str holding one cannot be encoded as UTF-8.
+- Control characters drive a terminal: OSC 52 writes the clipboard, OSC 0 sets the
+  title, CSI 2 J clears the screen, and C1 controls (U+0080-U+009F) do the same in one
+  character on some terminals.
+- Standard output may not hold every character (PYTHONIOENCODING=ascii, a Latin-1 terminal).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 controls but tab and newline (a CR only when no newline follows it), DEL, and C1 controls.
+_CONTROL = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What json.dumps(ensure_ascii=False) leaves raw but must not reach a terminal or a UTF-8 encoder.
+_JSON_RAW_SURROGATE = _SURROGATE
+_JSON_RAW_ON_TERMINAL = re.compile("[\x7f-\x9f\ud800-\udfff]")
+ESCAPE_ERRORS = "anyfast.escape"  # the codec error handler `escape_unencodable` uses
+
+
+def is_high_surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udbff"
+
+
+def fix_surrogates(text: str) -> str:
+    """Surrogate pairs joined into their character; a lone half becomes U+FFFD."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def neutralise(text: str) -> str:
+    """Control characters made visible, as gh and git show them, so that text cannot drive
+    a terminal: C0 controls and DEL in caret notation (ESC as `^[`, BEL as `^G`), C1 controls
+    as an octal escape (U+009B as `\\233`). Newlines and tabs are kept, and a CR before a newline."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_visible, text)
+
+
+def _visible(match: re.Match) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    if code == 0x7F:
+        return "^?"
+    return f"\\{code:03o}"
+
+
+def escape_json_text(text: str, *, terminal: bool = False) -> str:
+    """JSON text (from json.dumps with ensure_ascii=False) that any UTF-8 writer takes: each
+    lone surrogate half becomes its `\\uXXXX` escape, which says exactly what the server sent
+    (a reader can still join the halves of --json --stream chunks). With `terminal`, DEL and C1
+    controls are escaped too (json.dumps escapes only C0), so the output cannot drive a terminal.
+    Such characters can stand only inside JSON strings, where the escape means the same."""
+    pattern = _JSON_RAW_ON_TERMINAL if terminal else _JSON_RAW_SURROGATE
+    if (not terminal and text.isascii()) or pattern.search(text) is None:
+        return text
+    return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def escape_unencodable(text: str, encoding: str) -> str:
+    """`text` with each character `encoding` cannot hold as a `\\uXXXX` escape (a UTF-16 pair
+    of them past U+FFFF): JSON stays valid JSON and plain text stays readable, where `?` would
+    lose the character. Surrogate halves must have been dealt with first (fix_surrogates)."""
+    _register_escape()
+    return text.encode(encoding, ESCAPE_ERRORS).decode(encoding)
+
+
+def _escape_handler(error: UnicodeError):
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    pieces = []
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            pieces.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            pieces.append(f"\\u{code:04x}")
+    return "".join(pieces), error.end
+
+
+_registered = False
+
+
+def _register_escape() -> None:
+    """Registered on first use, not at import: most runs never need it."""
+    global _registered
+    if not _registered:
+        codecs.register_error(ESCAPE_ERRORS, _escape_handler)
+        _registered = True
