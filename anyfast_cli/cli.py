@@ -404,7 +404,7 @@ def batch(
     rpm: Annotated[Optional[float], typer.Option("--rpm", metavar="N", help="At most N requests a minute, spread evenly.")] = None,
     tpm: Annotated[Optional[float], typer.Option("--tpm", metavar="N", help="At most about N tokens a minute (estimated).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the answered records in -o FILE and run only the rest.")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only records whose index i has i mod N = K-1.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only records whose index i has i mod N = K-1; 'auto' (or auto/N) takes K/N from CI parallel jobs, a Slurm array or a Kubernetes Indexed Job.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (it shows only on a terminal anyway).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show each retry and its reason on stderr.")] = False,

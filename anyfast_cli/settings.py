@@ -36,6 +36,17 @@ ENV_CA_DIR = "SSL_CERT_DIR"
 CA_ENV_NAMES = (ENV_CA_FILE, ENV_CA_BUNDLE, ENV_CA_DIR)
 
 
+# `batch --shard auto`: where each scheduler says which of N parallel jobs this one is.
+# (name, index variable, count variable, whether the index counts from 1)
+SHARD_SCHEDULERS = (
+    ("GitLab CI", "CI_NODE_INDEX", "CI_NODE_TOTAL", True),
+    ("CircleCI", "CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", False),
+    ("Buildkite", "BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", False),
+)
+SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
+K8S_INDEX_VAR = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs export no count: --shard auto/N
+
+
 def proxy_env_names(scheme: str) -> tuple[str, ...]:
     """Where the proxy for `scheme` ("http", "https", or "no" for NO_PROXY) is looked up,
     in order: the lowercase name wins, as in curl; ALL_PROXY serves every scheme."""

@@ -130,7 +130,7 @@ complete -c anyfast -n '__anyfast_using batch' -s j -l concurrency -x -d 'Reques
 complete -c anyfast -n '__anyfast_using batch' -l rpm -x -d 'At most N requests a minute, spread evenly.'
 complete -c anyfast -n '__anyfast_using batch' -l tpm -x -d 'At most about N tokens a minute (estimated).'
 complete -c anyfast -n '__anyfast_using batch' -l resume -d 'Keep the answered records in -o FILE and run only the rest.'
-complete -c anyfast -n '__anyfast_using batch' -l shard -x -d 'Run only records whose index i has i mod N = K-1.'
+complete -c anyfast -n '__anyfast_using batch' -l shard -x -d 'Run only records whose index i has i mod N = K-1; \'auto\' (or auto/N) takes K/N from CI parallel jobs, a Slurm array or a Kubernetes Indexed Job.'
 complete -c anyfast -n '__anyfast_using batch' -l no-progress -d 'No progress bar (it shows only on a terminal anyway).'
 complete -c anyfast -n '__anyfast_using batch' -l dry-run -d 'Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.'
 complete -c anyfast -n '__anyfast_using batch' -s v -l verbose -d 'Show each retry and its reason on stderr.'

@@ -539,6 +539,11 @@ OTHER_ENVIRONMENT = {  # read by anyfast but not through a settings constant
     "NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included.",
     "TERM": "When dumb, the same as NO_COLOR.",
     "XDG_CONFIG_HOME": "Where the config directory is (default ~/.config).",
+    "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY": "The proxy for https:// and http:// base URLs, for either, "
+    "and the hosts that go direct, as curl reads them (the lowercase names win). SOCKS proxies are refused.",
+    "CI_NODE_INDEX, CIRCLE_NODE_INDEX, BUILDKITE_PARALLEL_JOB, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX": "Read by "
+    "batch --shard auto, with their counts (CI_NODE_TOTAL, CIRCLE_NODE_TOTAL, BUILDKITE_PARALLEL_JOB_COUNT, "
+    "SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_STEP and SLURM_ARRAY_TASK_COUNT; Kubernetes: --shard auto/N).",
 }
 
 DESCRIPTION = [

@@ -19,6 +19,7 @@ from anyfast_cli.errors import UsageError
 from anyfast_cli.inputs import parse_messages, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
+from anyfast_cli.settings import K8S_INDEX_VAR, SLURM_ARRAY_VARS, SHARD_SCHEDULERS
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
 
 BATCH_URL = "/v1/chat/completions"
@@ -71,13 +72,62 @@ class Shard:
         return index % self.n == self.k - 1
 
 
-def parse_shard(text: str | None) -> Shard | None:
+def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[Shard | None, str | None]:
+    """--shard K/N, or `auto` (`auto/N`) read from the scheduler that started us; the shard and,
+    for auto, where it came from (for -v)."""
     if text is None:
-        return None
-    k, slash, n = text.partition("/")
-    if not slash or not k.isdigit() or not n.isdigit() or not 1 <= int(k) <= int(n):
-        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, got {text!r}")
-    return Shard(int(k), int(n))
+        return None, None
+    head, slash, count = text.partition("/")
+    if head == "auto":
+        if slash and not (count.isdigit() and int(count) >= 1):
+            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {text!r}")
+        return shard_from_scheduler(env or {}, int(count) if slash else None)
+    if not slash or not head.isdigit() or not count.isdigit() or not 1 <= int(head) <= int(count):
+        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {text!r}")
+    return Shard(int(head), int(count)), None
+
+
+def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Shard, str]:
+    """K/N from CI parallel jobs (GitLab, CircleCI, Buildkite), a Slurm job array (stepped
+    arrays too: K = (ID - MIN) / STEP + 1) or a Kubernetes Indexed Job (N from auto/N)."""
+    found = None
+    for name, index_var, count_var, from_one in SHARD_SCHEDULERS:
+        if env.get(index_var) is not None and env.get(count_var) is not None:
+            index, total = _whole(env, index_var), _whole(env, count_var)
+            found = (index if from_one else index + 1, total, f"{name} ({index_var}={index}, {count_var}={total})")
+            break
+    task, low, step, total_var = SLURM_ARRAY_VARS
+    if found is None and env.get(task) is not None and env.get(total_var) is not None:
+        index, first, every, total = _whole(env, task), _whole(env, low, 0), _whole(env, step, 1), _whole(env, total_var)
+        if every < 1 or (index - first) % every:
+            raise UsageError(f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step}={every})")
+        found = ((index - first) // every + 1, total, f"a Slurm job array ({task}={index}, {low}={first}, {step}={every}, {total_var}={total})")
+    if found is None and env.get(K8S_INDEX_VAR) is not None:
+        if count is None:
+            raise UsageError(f"--shard auto: {K8S_INDEX_VAR} is set, but Kubernetes does not say how many jobs there are",
+                             hint="give the count: --shard auto/N (the Job's completions)")
+        index = _whole(env, K8S_INDEX_VAR)
+        found = (index + 1, count, f"a Kubernetes Indexed Job ({K8S_INDEX_VAR}={index})")
+    if found is None:
+        names = ", ".join([v for _, v, _, _ in SHARD_SCHEDULERS] + [task, K8S_INDEX_VAR])
+        raise UsageError(f"--shard auto: no scheduler says which job this is (none of {names} is set)",
+                         hint="give the shard yourself: --shard K/N")
+    k, n, origin = found
+    if count is not None and count != n:
+        raise UsageError(f"--shard auto/{count}: {origin} says there are {n} jobs")
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard auto: {origin} gives job {k} of {n}")
+    return Shard(k, n), origin
+
+
+def _whole(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"--shard auto: {name}={value!r} is not a whole number") from None
 
 
 # --- --template: plain substitution --------------------------------------------------------

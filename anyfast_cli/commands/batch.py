@@ -51,7 +51,9 @@ class BatchFlags:
 
 
 def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: RequestFlags, streams: Streams) -> ExitCode:
-    shard = parse_shard(flags.shard)
+    shard, shard_origin = parse_shard(flags.shard, streams.env)
+    if shard_origin and flags.verbose:
+        streams.say(f"shard {shard.k}/{shard.n} from {shard_origin}")
     check_flags(flags)
     settings = load_settings(settings_flags, streams, default_retries=5)
     image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
