@@ -32,37 +32,177 @@ def _option(name: str, annotation, default=None) -> inspect.Parameter:
 
 
 SETTING_OPTIONS = [
-    _option("api_key", Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", help="API key (visible in `ps`: prefer ANYFAST_API_KEY).")]),
-    _option("base_url", Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].")]),
-    _option("model", Annotated[Optional[str], typer.Option("-m", "--model", metavar="NAME", help="Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].")]),
-    _option("profile", Annotated[Optional[str], typer.Option("--profile", metavar="NAME", help="Config profile [env ANYFAST_PROFILE].")]),
-    _option("config", Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].")]),
-    _option("timeout", Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the server to connect or send more [default 600; connect 10].")]),
-    _option("max_time", Annotated[Optional[float], typer.Option("--max-time", metavar="SECONDS", help="Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.")]),
-    _option("retries", Annotated[Optional[int], typer.Option("--retries", metavar="N", help="Retries for 408/409/429/5xx and network failures [default 2; batch 5].")]),
+    _option(
+        "api_key",
+        Annotated[
+            Optional[str],
+            typer.Option("--api-key", metavar="KEY", help="API key (visible in `ps`: prefer ANYFAST_API_KEY)."),
+        ],
+    ),
+    _option(
+        "base_url",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--base-url",
+                metavar="URL",
+                help="API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].",
+            ),
+        ],
+    ),
+    _option(
+        "model",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "-m",
+                "--model",
+                metavar="NAME",
+                help="Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].",
+            ),
+        ],
+    ),
+    _option(
+        "profile",
+        Annotated[
+            Optional[str], typer.Option("--profile", metavar="NAME", help="Config profile [env ANYFAST_PROFILE].")
+        ],
+    ),
+    _option(
+        "config",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--config",
+                metavar="FILE",
+                help="Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].",
+            ),
+        ],
+    ),
+    _option(
+        "timeout",
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--timeout",
+                metavar="SECONDS",
+                help="Seconds to wait for the server to connect or send more [default 600; connect 10].",
+            ),
+        ],
+    ),
+    _option(
+        "max_time",
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--max-time",
+                metavar="SECONDS",
+                help="Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.",
+            ),
+        ],
+    ),
+    _option(
+        "retries",
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--retries", metavar="N", help="Retries for 408/409/429/5xx and network failures [default 2; batch 5]."
+            ),
+        ],
+    ),
 ]
 
 REQUEST_OPTIONS = [
     _option("system", Annotated[Optional[str], typer.Option("-s", "--system", metavar="TEXT", help="System prompt.")]),
-    _option("max_tokens", Annotated[Optional[int], typer.Option("--max-tokens", metavar="N", help="Most tokens to generate (1..8192 for the default model).")]),
-    _option("temperature", Annotated[Optional[float], typer.Option("-t", "--temperature", metavar="X", help="Sampling temperature, 0..2.")]),
+    _option(
+        "max_tokens",
+        Annotated[
+            Optional[int],
+            typer.Option("--max-tokens", metavar="N", help="Most tokens to generate (1..8192 for the default model)."),
+        ],
+    ),
+    _option(
+        "temperature",
+        Annotated[
+            Optional[float], typer.Option("-t", "--temperature", metavar="X", help="Sampling temperature, 0..2.")
+        ],
+    ),
     _option("top_p", Annotated[Optional[float], typer.Option("--top-p", metavar="X", help="Nucleus sampling, 0..1.")]),
-    _option("frequency_penalty", Annotated[Optional[float], typer.Option("--frequency-penalty", metavar="X", help="Frequency penalty, -2..2.")]),
-    _option("presence_penalty", Annotated[Optional[float], typer.Option("--presence-penalty", metavar="X", help="Presence penalty, -2..2.")]),
-    _option("stop", Annotated[Optional[List[str]], typer.Option("--stop", metavar="TEXT", help="Stop sequence (repeatable).")]),
-    _option("params", Annotated[Optional[List[str]], typer.Option("-p", "--param", metavar="KEY=VALUE", help="Any other body field, VALUE as JSON if it parses (repeatable).")]),
-    _option("images", Annotated[Optional[List[str]], typer.Option("-i", "--image", metavar="PATH|URL", help="Attach an image file or URL (repeatable).")]),
-    _option("videos", Annotated[Optional[List[str]], typer.Option("--video", metavar="PATH|URL", help="Attach a video file or URL, for Doubao models (repeatable).")]),
-    _option("fps", Annotated[Optional[float], typer.Option("--fps", metavar="N", help="Frames a second to sample from --video.")]),
+    _option(
+        "frequency_penalty",
+        Annotated[Optional[float], typer.Option("--frequency-penalty", metavar="X", help="Frequency penalty, -2..2.")],
+    ),
+    _option(
+        "presence_penalty",
+        Annotated[Optional[float], typer.Option("--presence-penalty", metavar="X", help="Presence penalty, -2..2.")],
+    ),
+    _option(
+        "stop",
+        Annotated[Optional[List[str]], typer.Option("--stop", metavar="TEXT", help="Stop sequence (repeatable).")],
+    ),
+    _option(
+        "params",
+        Annotated[
+            Optional[List[str]],
+            typer.Option(
+                "-p",
+                "--param",
+                metavar="KEY=VALUE",
+                help="Any other body field, VALUE as JSON if it parses (repeatable).",
+            ),
+        ],
+    ),
+    _option(
+        "images",
+        Annotated[
+            Optional[List[str]],
+            typer.Option("-i", "--image", metavar="PATH|URL", help="Attach an image file or URL (repeatable)."),
+        ],
+    ),
+    _option(
+        "videos",
+        Annotated[
+            Optional[List[str]],
+            typer.Option(
+                "--video", metavar="PATH|URL", help="Attach a video file or URL, for Doubao models (repeatable)."
+            ),
+        ],
+    ),
+    _option(
+        "fps",
+        Annotated[Optional[float], typer.Option("--fps", metavar="N", help="Frames a second to sample from --video.")],
+    ),
 ]
 
 OUTPUT_OPTIONS = [
-    _option("stream", Annotated[Optional[bool], typer.Option("--stream/--no-stream", help="Stream the answer [default: stream, except with --json].")]),
-    _option("json", Annotated[bool, typer.Option("--json", help="Print the response object (JSONL chunks with --stream).")], False),
-    _option("reasoning", Annotated[bool, typer.Option("--reasoning", help="Show the model's reasoning on stderr.")], False),
+    _option(
+        "stream",
+        Annotated[
+            Optional[bool],
+            typer.Option("--stream/--no-stream", help="Stream the answer [default: stream, except with --json]."),
+        ],
+    ),
+    _option(
+        "json",
+        Annotated[bool, typer.Option("--json", help="Print the response object (JSONL chunks with --stream).")],
+        False,
+    ),
+    _option(
+        "reasoning", Annotated[bool, typer.Option("--reasoning", help="Show the model's reasoning on stderr.")], False
+    ),
     _option("usage", Annotated[bool, typer.Option("--usage", help="Show token usage on stderr.")], False),
-    _option("verbose", Annotated[bool, typer.Option("-v", "--verbose", help="Show URL, status, request id, timings and retries on stderr.")], False),
-    _option("dry_run", Annotated[bool, typer.Option("--dry-run", help="Print the request that would be sent; send nothing.")], False),
+    _option(
+        "verbose",
+        Annotated[
+            bool, typer.Option("-v", "--verbose", help="Show URL, status, request id, timings and retries on stderr.")
+        ],
+        False,
+    ),
+    _option(
+        "dry_run",
+        Annotated[bool, typer.Option("--dry-run", help="Print the request that would be sent; send nothing.")],
+        False,
+    ),
 ]
 
 
@@ -138,8 +278,12 @@ def guarded(run):
             code = SIGNAL_STATUS + exc.signum if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         except Exception as exc:  # a bug: still one line, the traceback only on request
             debug = debug_enabled(streams.env)
-            _report(f"internal error: {type(exc).__name__}: {exc}", None if debug else "set ANYFAST_DEBUG=1 to see the traceback", debug,
-                    streams)
+            _report(
+                f"internal error: {type(exc).__name__}: {exc}",
+                None if debug else "set ANYFAST_DEBUG=1 to see the traceback",
+                debug,
+                streams,
+            )
             code = ExitCode.API
         streams.finish()
     raise typer.Exit(int(code))
@@ -244,7 +388,9 @@ class AnyfastGroup(ExitStatusEpilog, TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            code = super().main(args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra)
+            code = super().main(
+                args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra
+            )
         except typer.Abort:
             from anyfast_cli.errors import ExitCode
 
@@ -291,7 +437,9 @@ def _show_version(value: bool) -> None:
     epilog="\b\nExamples:\n  echo 'Write a haiku about pipes' | anyfast complete\n  git diff | anyfast complete 'Write a commit message:'\n  anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'"  # then the exit statuses (AnyfastGroup)
 )
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """A Unix-style client for the AnyFast chat-completions gateway."""
 
@@ -309,8 +457,22 @@ Examples:
 @app.command(context_settings=CONTEXT, epilog=COMPLETE_EXAMPLES)
 @with_option_groups
 def complete(
-    prompt: Annotated[Optional[List[str]], typer.Argument(metavar="[PROMPT]...", help="The prompt; piped stdin follows it after a blank line; '-' is stdin alone.", show_default=False)] = None,
-    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.")] = False,
+    prompt: Annotated[
+        Optional[List[str]],
+        typer.Argument(
+            metavar="[PROMPT]...",
+            help="The prompt; piped stdin follows it after a blank line; '-' is stdin alone.",
+            show_default=False,
+        ),
+    ] = None,
+    no_stdin: Annotated[
+        bool,
+        typer.Option(
+            "-n",
+            "--no-stdin",
+            help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.",
+        ),
+    ] = False,
     settings_flags=None,
     request=None,
     out=None,
@@ -320,7 +482,14 @@ def complete(
     def run(streams):
         from anyfast_cli.commands.complete import run_complete
 
-        return run_complete(list(prompt or []), no_stdin=no_stdin, settings_flags=settings_flags, request=request, out=out, streams=streams)
+        return run_complete(
+            list(prompt or []),
+            no_stdin=no_stdin,
+            settings_flags=settings_flags,
+            request=request,
+            out=out,
+            streams=streams,
+        )
 
     guarded(run)
 
@@ -352,11 +521,31 @@ A conversation file is a list of messages, or a mapping:
 @app.command(context_settings=CONTEXT, epilog=CHAT_EXAMPLES)
 @with_option_groups
 def chat(
-    prompt: Annotated[Optional[List[str]], typer.Argument(metavar="[PROMPT]...", help="Appended as a final user message (also from piped stdin).", show_default=False)] = None,
-    messages_file: Annotated[Optional[str], typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin).")] = None,
-    save: Annotated[Optional[str], typer.Option("--save", metavar="FILE", help="Write the conversation with the reply to FILE (atomically).")] = None,
-    no_stdin: Annotated[bool, typer.Option("-n", "--no-stdin", help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.")] = False,
-    interactive: Annotated[bool, typer.Option("-I", "--interactive", help="Start an interactive session, seeded by -f FILE if given.")] = False,
+    prompt: Annotated[
+        Optional[List[str]],
+        typer.Argument(
+            metavar="[PROMPT]...", help="Appended as a final user message (also from piped stdin).", show_default=False
+        ),
+    ] = None,
+    messages_file: Annotated[
+        Optional[str],
+        typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin)."),
+    ] = None,
+    save: Annotated[
+        Optional[str],
+        typer.Option("--save", metavar="FILE", help="Write the conversation with the reply to FILE (atomically)."),
+    ] = None,
+    no_stdin: Annotated[
+        bool,
+        typer.Option(
+            "-n",
+            "--no-stdin",
+            help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.",
+        ),
+    ] = False,
+    interactive: Annotated[
+        bool, typer.Option("-I", "--interactive", help="Start an interactive session, seeded by -f FILE if given.")
+    ] = False,
     settings_flags=None,
     request=None,
     out=None,
@@ -368,8 +557,15 @@ def chat(
         from anyfast_cli.commands.chat import run_chat
 
         return run_chat(
-            list(prompt or []), messages_file=messages_file, save=save, no_stdin=no_stdin, interactive=interactive,
-            settings_flags=settings_flags, request=request, out=out, streams=streams,
+            list(prompt or []),
+            messages_file=messages_file,
+            save=save,
+            no_stdin=no_stdin,
+            interactive=interactive,
+            settings_flags=settings_flags,
+            request=request,
+            out=out,
+            streams=streams,
         )
 
     guarded(run)
@@ -395,18 +591,55 @@ After Ctrl-C, kill -9 or failed records, the same command with --resume runs the
 @app.command(cls=ExitStatusCommand, context_settings=CONTEXT, epilog=BATCH_EXAMPLES)
 @with_option_groups
 def batch(
-    input: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="JSONL input file; stdin when omitted or '-'.", show_default=False)] = None,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", metavar="FILE", help="Write results to FILE instead of stdout.")] = None,
+    input: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[INPUT]", help="JSONL input file; stdin when omitted or '-'.", show_default=False),
+    ] = None,
+    output: Annotated[
+        Optional[str], typer.Option("-o", "--output", metavar="FILE", help="Write results to FILE instead of stdout.")
+    ] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Read each line as a plain-text prompt.")] = False,
-    template: Annotated[Optional[str], typer.Option("--template", metavar="TEXT", help="Build each prompt from the record's fields: 'Summarise: {text}' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).")] = None,
-    ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (default: as they complete).")] = False,
-    concurrency: Annotated[int, typer.Option("-j", "--concurrency", metavar="N", help="Requests in flight at once.")] = 8,
-    rpm: Annotated[Optional[float], typer.Option("--rpm", metavar="N", help="At most N requests a minute, spread evenly.")] = None,
-    tpm: Annotated[Optional[float], typer.Option("--tpm", metavar="N", help="At most about N tokens a minute (estimated).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Keep the answered records in -o FILE and run only the rest.")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="Run only records whose index i has i mod N = K-1; 'auto' (or auto/N) takes K/N from CI parallel jobs, a Slurm array or a Kubernetes Indexed Job.")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (it shows only on a terminal anyway).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.")] = False,
+    template: Annotated[
+        Optional[str],
+        typer.Option(
+            "--template",
+            metavar="TEXT",
+            help="Build each prompt from the record's fields: 'Summarise: {text}' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).",
+        ),
+    ] = None,
+    ordered: Annotated[
+        bool, typer.Option("--ordered", help="Write results in input order (default: as they complete).")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option("-j", "--concurrency", metavar="N", help="Requests in flight at once.")
+    ] = 8,
+    rpm: Annotated[
+        Optional[float], typer.Option("--rpm", metavar="N", help="At most N requests a minute, spread evenly.")
+    ] = None,
+    tpm: Annotated[
+        Optional[float], typer.Option("--tpm", metavar="N", help="At most about N tokens a minute (estimated).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep the answered records in -o FILE and run only the rest.")
+    ] = False,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="Run only records whose index i has i mod N = K-1; 'auto' (or auto/N) takes K/N from CI parallel jobs, a Slurm array or a Kubernetes Indexed Job.",
+        ),
+    ] = None,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar (it shows only on a terminal anyway).")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show each retry and its reason on stderr.")] = False,
     settings_flags=None,
     request=None,
@@ -417,9 +650,19 @@ def batch(
         from anyfast_cli.commands.batch import BatchFlags, run_batch
 
         flags = BatchFlags(
-            input=input, output=output, plain_lines=lines, template=template, ordered=ordered,
-            concurrency=concurrency, rpm=rpm, tpm=tpm, resume=resume, shard=shard,
-            progress=not no_progress, dry_run=dry_run, verbose=verbose,
+            input=input,
+            output=output,
+            plain_lines=lines,
+            template=template,
+            ordered=ordered,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            resume=resume,
+            shard=shard,
+            progress=not no_progress,
+            dry_run=dry_run,
+            verbose=verbose,
         )
         return run_batch(flags, settings_flags=settings_flags, request=request, streams=streams)
 
@@ -437,7 +680,11 @@ config_app = typer.Typer(
 app.add_typer(config_app)
 
 
-@config_app.command("path", context_settings=CONTEXT, epilog="\b\nExamples:\n  anyfast config path\n  ${EDITOR:-vi} \"$(anyfast config path)\"")
+@config_app.command(
+    "path",
+    context_settings=CONTEXT,
+    epilog='\b\nExamples:\n  anyfast config path\n  ${EDITOR:-vi} "$(anyfast config path)"',
+)
 @with_option_groups
 def config_path(settings_flags=None) -> None:
     """Print the config file in use (it need not exist)."""
@@ -450,7 +697,11 @@ def config_path(settings_flags=None) -> None:
     guarded(run)
 
 
-@config_app.command("show", context_settings=CONTEXT, epilog="\b\nExamples:\n  anyfast config show\n  anyfast config show --profile local --json | jq -r .model.value")
+@config_app.command(
+    "show",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast config show\n  anyfast config show --profile local --json | jq -r .model.value",
+)
 @with_option_groups
 def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the settings as a JSON object.")] = False,

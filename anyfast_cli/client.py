@@ -18,8 +18,18 @@ import httpx
 
 from anyfast_cli.errors import StreamError
 from anyfast_cli.exchange import (
-    AnswerStream, Attempts, Body, NetFailure, StreamTruncated, describe_network_failure, failure_kind_from_chain, header_text,
-    is_answer_status, read_answer, request_id_of, whole_as_chunk,
+    AnswerStream,
+    Attempts,
+    Body,
+    NetFailure,
+    StreamTruncated,
+    describe_network_failure,
+    failure_kind_from_chain,
+    header_text,
+    is_answer_status,
+    read_answer,
+    request_id_of,
+    whole_as_chunk,
 )
 from anyfast_cli.request import auth_headers, endpoint_url
 from anyfast_cli.transport import NetworkPolicy, network_policy, redact_userinfo
@@ -101,11 +111,20 @@ class ApiClient:
         yield from self._stream(body)
 
     def _attempts(self, body: dict) -> Attempts:
-        self._log(f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}"
-                  + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else ""))
-        return Attempts(retries=self.retries, target=self.policy.target, model=body.get("model"),
-                        read_timeout=self.policy.read_timeout, proxy=self.policy.proxy_target, rng=self._rng, clock=self._clock,
-                        max_time=self.max_time)
+        self._log(
+            f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}"
+            + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else "")
+        )
+        return Attempts(
+            retries=self.retries,
+            target=self.policy.target,
+            model=body.get("model"),
+            read_timeout=self.policy.read_timeout,
+            proxy=self.policy.proxy_target,
+            rng=self._rng,
+            clock=self._clock,
+            max_time=self.max_time,
+        )
 
     def _timeout(self, attempts: Attempts) -> httpx.Timeout:
         """This attempt's timeouts: --timeout's, cut to what --max-time leaves."""
@@ -117,8 +136,12 @@ class ApiClient:
         while True:
             started = time.monotonic()
             try:
-                with self._http.stream("POST", self.url, json=body, headers=self._headers, timeout=self._timeout(attempts)) as response, \
-                        deadline_watch(response, attempts):
+                with (
+                    self._http.stream(
+                        "POST", self.url, json=body, headers=self._headers, timeout=self._timeout(attempts)
+                    ) as response,
+                    deadline_watch(response, attempts),
+                ):
                     self._log_response(response, started)
                     content = read_body(response)
             except httpx.TransportError as exc:
@@ -137,15 +160,23 @@ class ApiClient:
             started = time.monotonic()
             answer = AnswerStream()
             try:
-                with self._http.stream("POST", self.url, json=body, headers=headers, timeout=self._timeout(attempts)) as response, \
-                        deadline_watch(response, attempts):
+                with (
+                    self._http.stream(
+                        "POST", self.url, json=body, headers=headers, timeout=self._timeout(attempts)
+                    ) as response,
+                    deadline_watch(response, attempts),
+                ):
                     self._log_response(response, started)
                     if not is_answer_status(response.status_code):
                         content = read_body(response)
-                        retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
+                        retry = attempts.after_status(
+                            response.status_code, response.headers, content, response.reason_phrase
+                        )
                     elif "json" in response.headers.get("content-type", ""):
                         # Some gateways answer a stream request with one whole JSON object.
-                        yield whole_as_chunk(read_answer(read_body(response), response.status_code, response.reason_phrase))
+                        yield whole_as_chunk(
+                            read_answer(read_body(response), response.status_code, response.reason_phrase)
+                        )
                         return
                     else:
                         for data in response.iter_bytes():  # decoded: a gzip bomb counts at its inflated size
@@ -158,7 +189,9 @@ class ApiClient:
                 failure = net_failure(exc, self.policy)
                 if answer.emitted:
                     attempts.time_left()  # cut by --max-time: its error, not a broken stream
-                    raise StreamError(f"the stream broke: {describe_network_failure(failure, self.policy.target)}") from None
+                    raise StreamError(
+                        f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
+                    ) from None
                 retry = attempts.after_network(failure)
             self._log(retry.note)
             self._sleep(retry.delay)
@@ -167,7 +200,9 @@ class ApiClient:
         """-v: the status and request id, when the headers have come."""
         request_id = request_id_of(response.headers) or "-"
         elapsed = time.monotonic() - started
-        self._log(f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, request id {request_id}")
+        self._log(
+            f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, request id {request_id}"
+        )
 
 
 def read_body(response: httpx.Response) -> bytearray:

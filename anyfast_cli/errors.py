@@ -17,14 +17,16 @@ class ExitCode(IntEnum):
     # value, summary, description
     OK = 0, "ok", "Success."
     API = (
-        1, "API error",
+        1,
+        "API error",
         (
             "The API answered with an error (after retries), or with an answer that cannot be read, "
             "or a stream broke after output began, or carried an error event."
         ),
     )
     USAGE = (
-        2, "usage or input error",
+        2,
+        "usage or input error",
         (
             "Usage or input error, found before anything is sent: a bad flag or value, "
             "an unreadable or invalid file, no prompt."
@@ -32,17 +34,20 @@ class ExitCode(IntEnum):
     )
     AUTH = 3, "authentication", "Authentication: no API key, or 401/403 from the API."
     NETWORK = (
-        4, "network",
+        4,
+        "network",
         "Network: cannot connect, timed out, or the connection was reset before any output (after retries).",
     )
     RATE_LIMITED = 5, "rate limited", "Rate limited: 429 after retries."
     BATCH_PARTIAL = (
-        6, "batch partly failed",
+        6,
+        "batch partly failed",
         "batch finished but some records failed (all others were written; --resume runs the failed ones again).",
     )
     INTERRUPTED = 130, "interrupted", "Interrupted (Ctrl-C)."
     BROKEN_PIPE = (
-        141, "stdout closed",
+        141,
+        "stdout closed",
         "Standard output was closed by the reader (as a C tool killed by SIGPIPE), as in anyfast complete ... | head -1.",
     )
 

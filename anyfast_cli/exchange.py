@@ -124,19 +124,25 @@ class Body:
 
 
 def status_summary(status: int, reason="") -> str:
-    """"HTTP 503 Service Unavailable", as errors begin."""
+    """ "HTTP 503 Service Unavailable", as errors begin."""
     return f"HTTP {status}" + (f" {header_text(reason)}" if reason else "")
 
 
-def status_failure(status: int, headers: Mapping[str, str], content: bytes, reason: str = "", *, model: str | None = None) -> ApiError:
+def status_failure(
+    status: int, headers: Mapping[str, str], content: bytes, reason: str = "", *, model: str | None = None
+) -> ApiError:
     """The error a non-answer status means: a redirect (never followed), a bodiless
     success, or the server's own error object."""
     summary = status_summary(status, reason)
     if 300 <= status < 400:
         location = header_text(headers.get("location"))
         where = f"redirects to {one_line(location, 200)}" if location else "redirects without saying where"
-        return ApiError(f"{summary}: the server {where}; anyfast does not follow redirects", status=status,
-                        code="redirect", hint="set --base-url (or ANYFAST_BASE_URL) to the new address")
+        return ApiError(
+            f"{summary}: the server {where}; anyfast does not follow redirects",
+            status=status,
+            code="redirect",
+            hint="set --base-url (or ANYFAST_BASE_URL) to the new address",
+        )
     if status < 300:
         return ApiError(f"{summary}: the server sent no answer", status=status, code="invalid_response")
     return error_from_response(status, content, reason, model=model)
@@ -227,7 +233,9 @@ def failure_kind_from_chain(exc: BaseException) -> tuple[str | None, str]:
     return None, detail
 
 
-def describe_network_failure(failure: NetFailure, target: str, *, read_timeout: float | None = None, proxy: str | None = None) -> str:
+def describe_network_failure(
+    failure: NetFailure, target: str, *, read_timeout: float | None = None, proxy: str | None = None
+) -> str:
     detail = failure.detail
     if failure.kind == "refused":
         return f"cannot connect to {target}" + (f": {detail}" if detail else "")
@@ -249,11 +257,17 @@ def network_error(failure: NetFailure, target: str, *, read_timeout: float | Non
     if failure.kind == "headers_too_large":
         from anyfast_cli.transport import MAX_HEADER_BYTES
 
-        return ApiError(f"the server's response headers are larger than {MAX_HEADER_BYTES // 1024} KiB", code="invalid_response")
+        return ApiError(
+            f"the server's response headers are larger than {MAX_HEADER_BYTES // 1024} KiB", code="invalid_response"
+        )
     message = describe_network_failure(failure, target, read_timeout=read_timeout, proxy=proxy)
     if failure.kind == "tls":
-        return NetworkError(message, hint="for a private CA, set SSL_CERT_FILE (or SSL_CERT_DIR) to its certificate", code="tls_error")
-    return NetworkError(message, hint=NETWORK_HINT, code="timeout" if failure.kind.endswith("timeout") else "network_error")
+        return NetworkError(
+            message, hint="for a private CA, set SSL_CERT_FILE (or SSL_CERT_DIR) to its certificate", code="tls_error"
+        )
+    return NetworkError(
+        message, hint=NETWORK_HINT, code="timeout" if failure.kind.endswith("timeout") else "network_error"
+    )
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -279,9 +293,17 @@ class Attempts:
     retried, and a retry whose wait would outlast it is not made."""
 
     def __init__(
-        self, *, retries: int, target: str, model: str | None = None, read_timeout: float | None = None,
-        proxy: str | None = None, rng: random.Random | None = None, clock: Callable[[], float] | None = None,
-        max_time: float | None = None, timer: Callable[[], float] = time.monotonic,
+        self,
+        *,
+        retries: int,
+        target: str,
+        model: str | None = None,
+        read_timeout: float | None = None,
+        proxy: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        max_time: float | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.retries = retries
         self.number = 0  # attempts that failed so far
@@ -322,8 +344,11 @@ class Attempts:
         return self._deadline is None or self._timer() + delay < self._deadline - DEADLINE_SLACK
 
     def out_of_time(self) -> NetworkError:
-        return NetworkError(f"the request took longer than --max-time {self.max_time:g} s", code="timeout",
-                            hint="raise --max-time (or the config's max_time) if the answer needs longer")
+        return NetworkError(
+            f"the request took longer than --max-time {self.max_time:g} s",
+            code="timeout",
+            hint="raise --max-time (or the config's max_time) if the answer needs longer",
+        )
 
     def _expired(self) -> bool:
         return self._deadline is not None and self._timer() >= self._deadline - DEADLINE_SLACK
@@ -376,7 +401,9 @@ class Attempts:
 def read_answer(content: bytes, status: int = 200, reason: str = "OK") -> dict:
     """A whole response's object; an error object or a malformed answer raises ApiError."""
     if not content or content.isspace():  # not .strip(): that would copy a large body
-        raise ApiError(f"{status_summary(status, reason)}: the server sent no answer", status=status, code="invalid_response")
+        raise ApiError(
+            f"{status_summary(status, reason)}: the server sent no answer", status=status, code="invalid_response"
+        )
     try:
         data = json.loads(content)
     except (ValueError, RecursionError):
@@ -422,8 +449,11 @@ def error_in_body(data) -> ApiError | None:
         error = data["error"]
         message = error.get("message") if isinstance(error, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        return ApiError(f"the server reported an error: {one_line(message or _shown(error))}",
-                        code=str(code) if code is not None else "error", body=data)
+        return ApiError(
+            f"the server reported an error: {one_line(message or _shown(error))}",
+            code=str(code) if code is not None else "error",
+            body=data,
+        )
     return None
 
 
@@ -554,7 +584,9 @@ class AnswerStream:
             else:
                 self._open_choices.add(index)
                 if len(self._open_choices) > MAX_CHOICES:
-                    raise ApiError(f"the server's stream opened more than {MAX_CHOICES} choices", code="invalid_response")
+                    raise ApiError(
+                        f"the server's stream opened more than {MAX_CHOICES} choices", code="invalid_response"
+                    )
 
     def _chunk(self, data: str) -> dict | None:
         try:
@@ -593,8 +625,6 @@ def _says_something(chunk: dict) -> bool:
         if choice.get("finish_reason") or any(value for key, value in delta.items() if key != "role"):
             return True
     return False
-
-
 
 
 # --- an answer's parts -----------------------------------------------------------------------

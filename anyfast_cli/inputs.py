@@ -27,7 +27,10 @@ def build_prompt(args: list[str], stdin_text: str | None) -> str:
             raise UsageError(f"the prompt argument {ascii(arg)[:60]} {problem}")
     if "-" in args:
         if args != ["-"]:
-            raise UsageError("'-' means standard input alone; give it without other words", hint="echo text | anyfast complete 'instruction'")
+            raise UsageError(
+                "'-' means standard input alone; give it without other words",
+                hint="echo text | anyfast complete 'instruction'",
+            )
         if stdin_text is None:
             raise UsageError("no prompt: '-' reads standard input, but it is a terminal, closed, or turned off by -n")
         prompt = piped
@@ -36,7 +39,9 @@ def build_prompt(args: list[str], stdin_text: str | None) -> str:
         if piped:
             prompt = f"{prompt}\n\n{piped}" if prompt else piped
     if not prompt.strip():
-        raise UsageError("no prompt: give it as arguments or on standard input", hint="try: echo 'hi' | anyfast complete")
+        raise UsageError(
+            "no prompt: give it as arguments or on standard input", hint="try: echo 'hi' | anyfast complete"
+        )
     return prompt
 
 
@@ -94,7 +99,9 @@ def parse_conversation(text: str, source: str) -> Conversation:
         raise UsageError(f"{source}: expected a list of messages or a mapping with 'messages'")
     unknown = set(data) - {"model", "system", "params", "messages"}
     if unknown:
-        raise UsageError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} (expected model, system, params, messages)")
+        raise UsageError(
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))} (expected model, system, params, messages)"
+        )
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise UsageError(f"{source}: 'params' must be a mapping of body fields")

@@ -36,8 +36,9 @@ class KeyCommandFailed(Exception):
         self.reason = reason
 
 
-def run_key_command(command: str, *, timeout: float = KEY_COMMAND_TIMEOUT,
-                    max_bytes: int = KEY_COMMAND_MAX_BYTES) -> tuple[bytes, int]:
+def run_key_command(
+    command: str, *, timeout: float = KEY_COMMAND_TIMEOUT, max_bytes: int = KEY_COMMAND_MAX_BYTES
+) -> tuple[bytes, int]:
     """(stdout, exit status) of `command` run by the shell; KeyCommandFailed past the time or
     size; KeyboardInterrupt when Ctrl-C at the terminal it was lent ended it."""
     deadline = time.monotonic() + timeout
@@ -94,7 +95,9 @@ def _read_bounded(proc: subprocess.Popen, deadline: float, max_bytes: int) -> by
             return bytes(output)
         output += chunk
         if len(output) > max_bytes:
-            raise KeyCommandFailed(f"printed over the {max_bytes // 1024} KiB limit for its output; it should print only the key")
+            raise KeyCommandFailed(
+                f"printed over the {max_bytes // 1024} KiB limit for its output; it should print only the key"
+            )
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -111,8 +111,18 @@ class TextPrinter:
     reasoning to stderr. On a terminal (`out_terminal`, `err_terminal`) the server's
     control characters are made visible; elsewhere the text is written as it came."""
 
-    def __init__(self, out: TextIO, err: TextIO, reply: Reply, *, show_reasoning: bool, dim: bool, echo: bool = True,
-                 out_terminal: bool = False, err_terminal: bool = False) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        err: TextIO,
+        reply: Reply,
+        *,
+        show_reasoning: bool,
+        dim: bool,
+        echo: bool = True,
+        out_terminal: bool = False,
+        err_terminal: bool = False,
+    ) -> None:
         self._out = out
         self._err = err
         self.reply = reply

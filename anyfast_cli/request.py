@@ -62,7 +62,12 @@ def check_fields(fields: dict, model: str) -> None:
     for name, (low, high) in RANGES.items():
         if name in fields:
             value = fields[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not low <= value <= high:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or math.isnan(value)
+                or not low <= value <= high
+            ):
                 raise UsageError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
     if "max_tokens" in fields:
         value = fields["max_tokens"]
@@ -75,13 +80,15 @@ def check_fields(fields: dict, model: str) -> None:
         if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
             raise UsageError(f"stop must be a string or a list of strings, got {stop!r}")
     if "stream_options" in fields and not isinstance(fields["stream_options"], dict):
-        raise UsageError(f"stream_options must be an object like {{\"include_usage\": true}}, got {fields['stream_options']!r}")
+        raise UsageError(
+            f'stream_options must be an object like {{"include_usage": true}}, got {fields["stream_options"]!r}'
+        )
     for name in ("model", "messages", "stream"):
         if name in fields:
             raise UsageError(f"'{name}' is set by anyfast itself, not as a body field", hint=RESERVED_HINTS[name])
     thinking = fields.get("thinking")
     if thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") in THINKING_TYPES):
-        raise UsageError(f"thinking must look like {{\"type\": \"enabled\"}} or {{\"type\": \"disabled\"}}, got {thinking!r}")
+        raise UsageError(f'thinking must look like {{"type": "enabled"}} or {{"type": "disabled"}}, got {thinking!r}')
 
 
 def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False) -> dict:
@@ -151,11 +158,30 @@ def video_part(url: str, fps: float | None = None) -> dict:
 
 
 # Fields a batch record may carry to override the command's settings for itself.
-BODY_FIELDS = frozenset({
-    "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "frequency_penalty", "presence_penalty",
-    "stop", "seed", "n", "logprobs", "top_logprobs", "logit_bias", "user", "thinking", "reasoning_effort",
-    "tools", "tool_choice", "parallel_tool_calls", "response_format",
-})
+BODY_FIELDS = frozenset(
+    {
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "stop",
+        "seed",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "user",
+        "thinking",
+        "reasoning_effort",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
+)
 
 
 def estimate_tokens(body: dict) -> int:

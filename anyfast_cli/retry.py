@@ -68,8 +68,13 @@ class RetryPlan:
 
 
 def plan_retry(
-    attempt: int, max_retries: int, rng: random.Random, *,
-    status: int | None = None, headers: Mapping[str, str] | None = None, now: float = 0.0,
+    attempt: int,
+    max_retries: int,
+    rng: random.Random,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    now: float = 0.0,
 ) -> RetryPlan:
     """What to do after failed attempt number `attempt` (0-based); `status` None means a
     network failure. The one decision both retry loops (client, batch runner) follow."""

@@ -19,8 +19,16 @@ from collections.abc import Callable
 
 from anyfast_cli.errors import UsageError
 
-SCALARS = {"str": "string", "string": "string", "int": "integer", "integer": "integer",
-           "float": "number", "number": "number", "bool": "boolean", "boolean": "boolean"}
+SCALARS = {
+    "str": "string",
+    "string": "string",
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "bool": "boolean",
+    "boolean": "boolean",
+}
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*\Z")
 MULTI_KEY = "items"  # --schema-multi: the answer is {"items": [...]}
 MAX_ERRORS_SHOWN = 3  # validation errors named in the one error line (and in a repair request)
@@ -90,7 +98,7 @@ def _field_type(words: str, name: str) -> dict:
     if words == "list":
         inner = "str"
     elif words.startswith("list of "):
-        inner = words[len("list of "):].strip()
+        inner = words[len("list of ") :].strip()
     elif words.startswith("list[") and words.endswith("]"):
         inner = words[5:-1].strip()
     elif words.endswith("[]"):
@@ -103,8 +111,12 @@ def _field_type(words: str, name: str) -> dict:
 
 def multi_schema(schema: dict) -> dict:
     """--schema-multi: a list of objects of `schema`, for extraction."""
-    return {"type": "object", "properties": {MULTI_KEY: {"type": "array", "items": schema}},
-            "required": [MULTI_KEY], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {MULTI_KEY: {"type": "array", "items": schema}},
+        "required": [MULTI_KEY],
+        "additionalProperties": False,
+    }
 
 
 def check_schema(schema: dict, source: str = "--schema") -> None:
@@ -158,10 +170,14 @@ def parse_answer(text: str, schema: dict):
         value = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, ValueError) else "nested too deep"
-        raise AnswerMismatch("invalid_json", f"the answer is not JSON: {reason}", [f"the answer is not JSON: {reason}"]) from None
+        raise AnswerMismatch(
+            "invalid_json", f"the answer is not JSON: {reason}", [f"the answer is not JSON: {reason}"]
+        ) from None
     errors = validation_errors(value, schema)
     if errors:
-        shown = "; ".join(errors[:MAX_ERRORS_SHOWN]) + (f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else "")
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN]) + (
+            f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
+        )
         raise AnswerMismatch("schema_mismatch", shown, errors)
     return value
 
@@ -185,7 +201,9 @@ def validation_errors(value, schema: dict) -> list[str]:
 def _path(parts) -> str:
     text = "$"
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if NAME.match(str(part)) else f"[{json.dumps(part)}]")
+        text += (
+            f"[{part}]" if isinstance(part, int) else (f".{part}" if NAME.match(str(part)) else f"[{json.dumps(part)}]")
+        )
     return text
 
 

@@ -53,6 +53,7 @@ def proxy_env_names(scheme: str) -> tuple[str, ...]:
     names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
     return names if scheme == "no" else names + ("all_proxy", "ALL_PROXY")
 
+
 # Profile keys that configure anyfast itself; every other profile key is a request body default.
 SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "max_time", "retries")
 
@@ -188,7 +189,9 @@ def _bounded_loader():
     class Refused(ComposerError):
         refused = True
 
-    plain_tags = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+    plain_tags = {
+        f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")
+    }
 
     try:  # libyaml's parser (iterative, ~100x faster) with Python composing, so that the checks below run
         from yaml.composer import Composer
@@ -228,10 +231,18 @@ def _bounded_loader():
                     raise Refused(None, None, f"the alias *{event.anchor} is inside its own anchor", event.start_mark)
                 self._aliased += shape[0]
                 expanded = self._written + self._aliased
-                if (self._aliased > ALIAS_FREE_NODES and expanded > ALIAS_FREE_TOTAL
-                        and self._aliased / expanded > allowed_alias_ratio(expanded)):
-                    raise Refused(None, None, f"excessive aliasing: aliases expand {self._written:,} written nodes "
-                                        f"to {expanded:,} (an alias bomb?)", event.start_mark)
+                if (
+                    self._aliased > ALIAS_FREE_NODES
+                    and expanded > ALIAS_FREE_TOTAL
+                    and self._aliased / expanded > allowed_alias_ratio(expanded)
+                ):
+                    raise Refused(
+                        None,
+                        None,
+                        f"excessive aliasing: aliases expand {self._written:,} written nodes "
+                        f"to {expanded:,} (an alias bomb?)",
+                        event.start_mark,
+                    )
                 self._check_levels(self._open + shape[1], event.start_mark)
                 return node
             collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
@@ -243,16 +254,31 @@ def _bounded_loader():
                 children = ()
                 self._check_scalar(node)
             else:
-                children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+                children = (
+                    node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+                )
             if node.tag not in plain_tags:
-                raise Refused(None, None, f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed here "
-                                    "(only text, numbers, true/false, null, lists and mappings)", node.start_mark)
+                raise Refused(
+                    None,
+                    None,
+                    f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed here "
+                    "(only text, numbers, true/false, null, lists and mappings)",
+                    node.start_mark,
+                )
             shapes = [self._shapes[id(child)] for child in children]
-            self._shapes[id(node)] = (1 + sum(s[0] for s in shapes), collection + max((s[1] for s in shapes), default=0))
+            self._shapes[id(node)] = (
+                1 + sum(s[0] for s in shapes),
+                collection + max((s[1] for s in shapes), default=0),
+            )
             self._written += 1
             if self._written > MAX_YAML_NODES:
-                raise Refused(None, None, f"more than {MAX_YAML_NODES:,} values in one YAML document "
-                              "(write it as JSON, which has no such limit)", node.start_mark)
+                raise Refused(
+                    None,
+                    None,
+                    f"more than {MAX_YAML_NODES:,} values in one YAML document "
+                    "(write it as JSON, which has no such limit)",
+                    node.start_mark,
+                )
             return node
 
         def _check_levels(self, levels: int, mark) -> None:
@@ -334,7 +360,9 @@ def resolve_settings(
                 exc.message = f"{profile_label(profile_name, path)}: {exc.message}"
             raise
 
-    model = checked("model", _model_name, pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model)))
+    model = checked(
+        "model", _model_name, pick("model", flags.model, ENV_MODEL, DEFAULT_MODEL, between=("file", file_model))
+    )
     base_url = checked("base_url", _http_url, pick("base_url", flags.base_url, ENV_BASE_URL, DEFAULT_BASE_URL))
     timeout = checked("timeout", _positive_number, pick("timeout", flags.timeout, None, None))
     max_time = checked("max_time", _max_time, pick("max_time", flags.max_time, None, None))
@@ -359,8 +387,12 @@ def _choose_profile(flags: SettingFlags, env: Mapping[str, str], config: Mapping
     profiles = config.get("profiles") or {}
     name, origin = next(
         (value, origin)
-        for origin, value in (("flag", flags.profile), ("environment", env.get(ENV_PROFILE)), ("config", config.get("profile")),
-                              ("default", DEFAULT_PROFILE))
+        for origin, value in (
+            ("flag", flags.profile),
+            ("environment", env.get(ENV_PROFILE)),
+            ("config", config.get("profile")),
+            ("default", DEFAULT_PROFILE),
+        )
         if value
     )
     if name not in profiles:
@@ -399,7 +431,7 @@ def _http_url(value) -> str:
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and url.isprintable() and " " not in url
-        parts.port  # raises ValueError for a malformed port
+        _ = parts.port  # raises ValueError for a malformed port
         if valid:  # a name no DNS can hold (a label past 63 characters, a bad xn--, bytes not UTF-8) raises
             parts.hostname.encode("idna").decode("idna")
     except ValueError:  # UnicodeError included
@@ -408,8 +440,10 @@ def _http_url(value) -> str:
         raise UsageError(f"the base URL must look like https://host/v1, got {_without_userinfo(value)!r}")
     if parts.username is not None or parts.password is not None:
         # The client would send Basic auth instead of the key, and print the password in -v.
-        raise UsageError("the base URL must not carry user:password@; the API key is the only credential sent",
-                         hint="set the key with ANYFAST_API_KEY or the config's api_key")
+        raise UsageError(
+            "the base URL must not carry user:password@; the API key is the only credential sent",
+            hint="set the key with ANYFAST_API_KEY or the config's api_key",
+        )
     return url
 
 
@@ -439,7 +473,9 @@ def _max_time(value) -> float | None:
     try:
         return _positive_number(value)
     except UsageError:
-        raise UsageError(f"--max-time (max_time) must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}") from None
+        raise UsageError(
+            f"--max-time (max_time) must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}"
+        ) from None
 
 
 def _retry_count(value) -> int:

@@ -98,12 +98,14 @@ def _checked_proxy(name: str, value: str) -> str:
     problem = UsageError(f"{name} is not a proxy URL anyfast can use", hint="give it as http://HOST:PORT")
     try:
         parts = urlsplit(proxy)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number from 0 to 65535
+        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
     except ValueError:
         raise problem from None
     shown = redact_userinfo(proxy)
     if parts.scheme.lower().startswith("socks"):
-        raise UsageError(f"SOCKS proxies are not supported: {name}={shown}", hint="use an HTTP proxy, or add the host to NO_PROXY")
+        raise UsageError(
+            f"SOCKS proxies are not supported: {name}={shown}", hint="use an HTTP proxy, or add the host to NO_PROXY"
+        )
     if parts.scheme.lower() not in SUPPORTED_PROXY_SCHEMES or not parts.hostname:
         raise UsageError(f"{name}={shown} is not a proxy URL anyfast can use", hint="give it as http://HOST:PORT")
     return proxy

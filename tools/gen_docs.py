@@ -341,7 +341,7 @@ def _zsh_dispatch(command: Command) -> list[str]:
         f"      _describe -t commands {_sh(command.full_name + ' command')} commands",
         "      ;;",
         "    argument)",
-        f"      curcontext=\"${{curcontext%:*:*}}:{'-'.join((PROG, *command.path))}-$line[1]:\"",
+        f'      curcontext="${{curcontext%:*:*}}:{"-".join((PROG, *command.path))}-$line[1]:"',
         "      case $line[1] in",
         *arms,
         "      esac",
@@ -526,10 +526,8 @@ ENV_DESCRIPTIONS = {
     "ENV_BASE_URL": "The API base URL (default {DEFAULT_BASE_URL}).",
     "ENV_MODEL": "The model (default {DEFAULT_MODEL}). A model named in a chat -f file ranks "
     "above it, -m/--model above both.",
-    "ENV_PROFILE": "The config profile to use, instead of the config's top-level profile key "
-    "(or {DEFAULT_PROFILE}).",
-    "ENV_CONFIG": "The config file to read, instead of the default (see FILES). "
-    "A file named here must exist.",
+    "ENV_PROFILE": "The config profile to use, instead of the config's top-level profile key (or {DEFAULT_PROFILE}).",
+    "ENV_CONFIG": "The config file to read, instead of the default (see FILES). A file named here must exist.",
     "ENV_DEBUG": "Set to 1 to print a Python traceback with an error.",
     "ENV_CA_FILE": "A PEM file of CA certificates to trust instead of the system trust store.",
     "ENV_CA_BUNDLE": "The same as SSL_CERT_FILE; when several of these variables are set, every CA they name is trusted.",
@@ -570,57 +568,94 @@ profiles:
 # (subsection, [(what it shows, shell lines)]). An example whose command does not exist (yet) is
 # left out; one that uses an option its command does not have stops the generator (docs drift).
 EXAMPLES = [
-    ("Pipes", [
-        ("A commit message for the staged changes:",
-         "git diff --staged | anyfast complete 'Write a commit message for this diff:'"),
-        ("A file as the question's context, the answer into another file:",
-         "anyfast complete 'Explain these errors:' < build.log > explanation.txt"),
-        ("The whole response as JSON, for jq:",
-         "anyfast complete --json 'Say hi' | jq .usage"),
-        ("One answer per line of a file; -n keeps anyfast off the loop's standard input:",
-         "while read -r q; do anyfast complete -n \"$q\"; done < questions.txt"),
-        ("A reader that stops early ends anyfast quietly, with status 141:",
-         "anyfast complete 'List 100 animals, one a line' | head -3"),
-        ("See the request without sending it (no key needed):",
-         "anyfast complete --dry-run -m doubao-seed-2.0-pro -t 0.2 'hi'"),
-    ]),
-    ("Scripts, cron and CI", [
-        ("A crontab line: cron has no terminal and a bare environment, so keep the key in the "
-         "config (api_key_command) or set ANYFAST_API_KEY in the crontab:",
-         "0 7 * * * anyfast complete --retries 5 'Summarise these log lines:' < /var/log/app.log "
-         ">> $HOME/summary.txt 2>> $HOME/anyfast.err"),
-        ("A CI step: the key comes from the CI's secrets as ANYFAST_API_KEY, and a non-zero status "
-         "fails the job:",
-         "git diff origin/main... | anyfast complete -t 0 --retries 5 'Review this diff:' > review.md"),
-        ("Branch on the exit status:",
-         "status=0; anyfast complete -n 'ping' > /dev/null || status=$?\n"
-         "if [ \"$status\" -eq 3 ]; then echo 'check ANYFAST_API_KEY' >&2; fi"),
-    ]),
-    ("Conversations", [
-        ("Continue a conversation kept in a file, saving the reply into it:",
-         "anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'"),
-        ("Ask about a picture:",
-         "anyfast chat -i photo.jpg 'What is on this picture?'"),
-        ("An interactive session (on a terminal, with no file and no prompt):",
-         "anyfast chat"),
-    ]),
-    ("Batches", [
-        ("One request per JSONL record, results to a file:",
-         "anyfast batch -o answers.jsonl questions.jsonl"),
-        ("After an interruption (even kill -9), finish the missing and failed records:",
-         "anyfast batch --resume -o answers.jsonl questions.jsonl"),
-        ("Plain-text lines through a template, at most 60 requests a minute:",
-         "anyfast batch --lines --template 'Translate into French: {text}' --rpm 60 < lines.txt > french.jsonl"),
-        ("Share a file among four machines; this one takes records 0, 4, 8, …:",
-         "anyfast batch --shard 1/4 -o part-1.jsonl questions.jsonl"),
-        ("The answers of the records that succeeded:",
-         "jq -r 'select(.error == null) | .response.body.choices[0].message.content' answers.jsonl"),
-    ]),
-    ("Settings", [
-        ("Which settings apply, and where each comes from:", "anyfast config show"),
-        ("Where the config file is:", "anyfast config path"),
-        ("Use another profile for one command:", "anyfast complete --profile local 'hi'"),
-    ]),
+    (
+        "Pipes",
+        [
+            (
+                "A commit message for the staged changes:",
+                "git diff --staged | anyfast complete 'Write a commit message for this diff:'",
+            ),
+            (
+                "A file as the question's context, the answer into another file:",
+                "anyfast complete 'Explain these errors:' < build.log > explanation.txt",
+            ),
+            ("The whole response as JSON, for jq:", "anyfast complete --json 'Say hi' | jq .usage"),
+            (
+                "One answer per line of a file; -n keeps anyfast off the loop's standard input:",
+                'while read -r q; do anyfast complete -n "$q"; done < questions.txt',
+            ),
+            (
+                "A reader that stops early ends anyfast quietly, with status 141:",
+                "anyfast complete 'List 100 animals, one a line' | head -3",
+            ),
+            (
+                "See the request without sending it (no key needed):",
+                "anyfast complete --dry-run -m doubao-seed-2.0-pro -t 0.2 'hi'",
+            ),
+        ],
+    ),
+    (
+        "Scripts, cron and CI",
+        [
+            (
+                "A crontab line: cron has no terminal and a bare environment, so keep the key in the "
+                "config (api_key_command) or set ANYFAST_API_KEY in the crontab:",
+                "0 7 * * * anyfast complete --retries 5 'Summarise these log lines:' < /var/log/app.log "
+                ">> $HOME/summary.txt 2>> $HOME/anyfast.err",
+            ),
+            (
+                "A CI step: the key comes from the CI's secrets as ANYFAST_API_KEY, and a non-zero status "
+                "fails the job:",
+                "git diff origin/main... | anyfast complete -t 0 --retries 5 'Review this diff:' > review.md",
+            ),
+            (
+                "Branch on the exit status:",
+                "status=0; anyfast complete -n 'ping' > /dev/null || status=$?\n"
+                "if [ \"$status\" -eq 3 ]; then echo 'check ANYFAST_API_KEY' >&2; fi",
+            ),
+        ],
+    ),
+    (
+        "Conversations",
+        [
+            (
+                "Continue a conversation kept in a file, saving the reply into it:",
+                "anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'",
+            ),
+            ("Ask about a picture:", "anyfast chat -i photo.jpg 'What is on this picture?'"),
+            ("An interactive session (on a terminal, with no file and no prompt):", "anyfast chat"),
+        ],
+    ),
+    (
+        "Batches",
+        [
+            ("One request per JSONL record, results to a file:", "anyfast batch -o answers.jsonl questions.jsonl"),
+            (
+                "After an interruption (even kill -9), finish the missing and failed records:",
+                "anyfast batch --resume -o answers.jsonl questions.jsonl",
+            ),
+            (
+                "Plain-text lines through a template, at most 60 requests a minute:",
+                "anyfast batch --lines --template 'Translate into French: {text}' --rpm 60 < lines.txt > french.jsonl",
+            ),
+            (
+                "Share a file among four machines; this one takes records 0, 4, 8, …:",
+                "anyfast batch --shard 1/4 -o part-1.jsonl questions.jsonl",
+            ),
+            (
+                "The answers of the records that succeeded:",
+                "jq -r 'select(.error == null) | .response.body.choices[0].message.content' answers.jsonl",
+            ),
+        ],
+    ),
+    (
+        "Settings",
+        [
+            ("Which settings apply, and where each comes from:", "anyfast config show"),
+            ("Where the config file is:", "anyfast config path"),
+            ("Use another profile for one command:", "anyfast complete --profile local 'hi'"),
+        ],
+    ),
 ]
 
 
@@ -697,7 +732,10 @@ def _man_commands(tree: Command) -> list[str]:
         lines.append(f".SS {_roff_arg(command.full_name + ' ' + command.usage)}")
         lines += _man_paragraphs(command.help, first=True)
         if command.subcommands:
-            lines += [".PP", "Commands: " + ", ".join(f"\\fB{roff(s.full_name)}\\fR" for s in command.subcommands) + "."]
+            lines += [
+                ".PP",
+                "Commands: " + ", ".join(f"\\fB{roff(s.full_name)}\\fR" for s in command.subcommands) + ".",
+            ]
         for argument in command.arguments:
             lines += [".TP", f"\\fI{roff(argument.metavar)}\\fR", roff(argument.help)]
         own = [o for o in command.options if not any(o in options for _, options in shared)]
@@ -738,11 +776,19 @@ def _shared_option_groups(tree: Command) -> list[tuple[str, list[Option]]]:
             groups.setdefault(keys, []).append(option)
     every = tuple(c.key for c in commands)
     ordered = sorted(groups.items(), key=lambda item: -len(item[0]))  # stable: ties keep --help order
-    return [(_group_title(options, "every command" if keys == every else _join(list(keys))), options) for keys, options in ordered]
+    return [
+        (_group_title(options, "every command" if keys == every else _join(list(keys))), options)
+        for keys, options in ordered
+    ]
 
 
 # A shared group is named after what it holds, recognised by one option in it.
-GROUP_NAMES = {"--api-key": "Settings", "--temperature": "Request options", "--json": "Output options", "--help": "Help"}
+GROUP_NAMES = {
+    "--api-key": "Settings",
+    "--temperature": "Request options",
+    "--json": "Output options",
+    "--help": "Help",
+}
 
 
 def _group_title(options: list[Option], takers: str) -> str:
@@ -872,7 +918,7 @@ def check_example(code: str, tree: Command) -> tuple[bool, list[str]]:
         except ValueError:
             continue
         for start in (i for i, token in enumerate(tokens) if token == PROG):
-            command, known = _follow_example(tokens[start + 1:], tree, problems, line)
+            command, known = _follow_example(tokens[start + 1 :], tree, problems, line)
             exists = exists and known
     return exists, problems
 

@@ -19,7 +19,7 @@ from anyfast_cli.errors import UsageError
 from anyfast_cli.inputs import parse_messages, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
-from anyfast_cli.settings import K8S_INDEX_VAR, SLURM_ARRAY_VARS, SHARD_SCHEDULERS
+from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
 
 BATCH_URL = "/v1/chat/completions"
@@ -98,20 +98,35 @@ def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Sha
             break
     task, low, step, total_var = SLURM_ARRAY_VARS
     if found is None and env.get(task) is not None and env.get(total_var) is not None:
-        index, first, every, total = _whole(env, task), _whole(env, low, 0), _whole(env, step, 1), _whole(env, total_var)
+        index, first, every, total = (
+            _whole(env, task),
+            _whole(env, low, 0),
+            _whole(env, step, 1),
+            _whole(env, total_var),
+        )
         if every < 1 or (index - first) % every:
-            raise UsageError(f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step}={every})")
-        found = ((index - first) // every + 1, total, f"a Slurm job array ({task}={index}, {low}={first}, {step}={every}, {total_var}={total})")
+            raise UsageError(
+                f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step}={every})"
+            )
+        found = (
+            (index - first) // every + 1,
+            total,
+            f"a Slurm job array ({task}={index}, {low}={first}, {step}={every}, {total_var}={total})",
+        )
     if found is None and env.get(K8S_INDEX_VAR) is not None:
         if count is None:
-            raise UsageError(f"--shard auto: {K8S_INDEX_VAR} is set, but Kubernetes does not say how many jobs there are",
-                             hint="give the count: --shard auto/N (the Job's completions)")
+            raise UsageError(
+                f"--shard auto: {K8S_INDEX_VAR} is set, but Kubernetes does not say how many jobs there are",
+                hint="give the count: --shard auto/N (the Job's completions)",
+            )
         index = _whole(env, K8S_INDEX_VAR)
         found = (index + 1, count, f"a Kubernetes Indexed Job ({K8S_INDEX_VAR}={index})")
     if found is None:
         names = ", ".join([v for _, v, _, _ in SHARD_SCHEDULERS] + [task, K8S_INDEX_VAR])
-        raise UsageError(f"--shard auto: no scheduler says which job this is (none of {names} is set)",
-                         hint="give the shard yourself: --shard K/N")
+        raise UsageError(
+            f"--shard auto: no scheduler says which job this is (none of {names} is set)",
+            hint="give the shard yourself: --shard K/N",
+        )
     k, n, origin = found
     if count is not None and count != n:
         raise UsageError(f"--shard auto/{count}: {origin} says there are {n} jobs")
@@ -138,7 +153,9 @@ def _whole(env: Mapping[str, str], name: str, default: int | None = None) -> int
 
 _TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _FIELD_NAME = re.compile(r"[\w-]+(?: [\w-]+)*")  # letters, digits, _ and -, with single inner spaces
-TEMPLATE_RULES = "only {name} is replaced (a field of the record; {text} for a plain line), and {{ and }} are literal braces"
+TEMPLATE_RULES = (
+    "only {name} is replaced (a field of the record; {text} for a plain line), and {{ and }} are literal braces"
+)
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ def parse_template(template: str) -> tuple:
     literal: list[str] = []
     position = 0
     for token in _TEMPLATE_TOKEN.finditer(template):
-        literal.append(template[position:token.start()])
+        literal.append(template[position : token.start()])
         position = token.end()
         text, name = token.group(), token.group(1)
         if text in ("{{", "}}"):
@@ -228,7 +245,9 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     elif "prompt" in data:
         if "images" in data:
             raise RecordError("'images' is not supported in batch records; use image_url content parts")
-        messages = _prompt_messages(data, _string(data, "prompt"), options)  # refuses an empty prompt, as for a string line
+        messages = _prompt_messages(
+            data, _string(data, "prompt"), options
+        )  # refuses an empty prompt, as for a string line
         if "system" in data:
             messages = with_system(messages, _string(data, "system"))
     else:
@@ -329,7 +348,9 @@ def spool_lines(source: BinaryIO, target: BinaryIO, name: str = "the input") -> 
             newlines += chunk.count(b"\n")
             run = len(chunk) - chunk.rfind(b"\n") - 1
         if run > LINE_MAX_BYTES:
-            raise UsageError(f"{name}: line {newlines + 1} is over the {size_text(LINE_MAX_BYTES)} limit for a batch line")
+            raise UsageError(
+                f"{name}: line {newlines + 1} is over the {size_text(LINE_MAX_BYTES)} limit for a batch line"
+            )
         target.write(chunk)
 
 
@@ -403,7 +424,9 @@ def _first_lines(lines: Iterable[bytes], options: JobOptions, ids: set) -> dict[
     return first
 
 
-def iter_records(lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None, skip: set = frozenset()) -> Iterator[Record]:
+def iter_records(
+    lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None, skip: set = frozenset()
+) -> Iterator[Record]:
     """The records to run, lazily (the input was validated by scan_input first)."""
     for index, line_no, raw in numbered_lines(lines):
         if shard is not None and index not in shard:

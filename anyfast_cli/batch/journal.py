@@ -60,7 +60,9 @@ def _answered_lines(handle, path: str, wanted: Mapping[str, str], resumed: Resum
             is_result = False
         if not is_result:
             if raw.endswith(b"\n"):
-                raise UsageError(f"{path} does not look like anyfast batch output (line {line_no}); not resuming into it")
+                raise UsageError(
+                    f"{path} does not look like anyfast batch output (line {line_no}); not resuming into it"
+                )
             continue  # the torn last line of a run that was killed
         if result.get("error") is not None:
             continue  # failed: run again
@@ -110,8 +112,10 @@ def open_locked(path: str, *, append: bool) -> int:
             return fd
         if not lock_file(fd):
             os.close(fd)
-            raise UsageError(f"{path} is in use: another anyfast batch is writing to it",
-                             hint="wait for that batch to finish, or give this one another -o FILE")
+            raise UsageError(
+                f"{path} is in use: another anyfast batch is writing to it",
+                hint="wait for that batch to finish, or give this one another -o FILE",
+            )
         try:
             current = os.stat(path)
         except OSError:
@@ -163,7 +167,9 @@ class ResultSink:
             with os.fdopen(os.dup(self._fd), "rb") as handle:  # the locked file itself, not whatever the name holds now
                 handle.seek(0)
                 try:
-                    fd = write_atomic_lines(self._path, _answered_lines(handle, self._path, wanted, resumed, dropped.add), hold=True)
+                    fd = write_atomic_lines(
+                        self._path, _answered_lines(handle, self._path, wanted, resumed, dropped.add), hold=True
+                    )
                 except OSError as exc:
                     raise UsageError(f"cannot rewrite {self._path}: {exc.strerror or exc}") from None
         finally:
@@ -211,10 +217,12 @@ class _DroppedAnswers:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
             while line:
-                line = line[os.write(self._fd, line):]
+                line = line[os.write(self._fd, line) :]
         except OSError as exc:  # the results file is left as it was
-            raise UsageError(f"cannot keep the answers --resume would drop in {self.path}: {exc.strerror or exc}; "
-                             "nothing was changed") from None
+            raise UsageError(
+                f"cannot keep the answers --resume would drop in {self.path}: {exc.strerror or exc}; "
+                "nothing was changed"
+            ) from None
         self.count += 1
 
     def close(self) -> None:

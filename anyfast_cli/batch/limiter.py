@@ -122,8 +122,14 @@ class RateController:
     """The adaptive sending rate (see the module's docstring). The runner tells it about
     every send and every answer; it answers when the next request may start."""
 
-    def __init__(self, *, rng: random.Random | None = None, log: Callable[[str], None] | None = None,
-                 initial_rate: float | None = None, doubling: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rng: random.Random | None = None,
+        log: Callable[[str], None] | None = None,
+        initial_rate: float | None = None,
+        doubling: float | None = None,
+    ) -> None:
         initial_rate = INITIAL_RATE if initial_rate is None else initial_rate  # 0: no ramp, -j alone bounds the start
         self.rate: float | None = None  # requests per second; None: not limited yet (only -j bounds it)
         self.limited = 0  # 429 answers seen
@@ -190,8 +196,9 @@ class RateController:
         if self.rate is not None and sent >= self._epoch:
             self._grow(now)
 
-    def on_rate_limited(self, now: float, sent: float, retry_after: float | None,
-                        headers: Mapping[str, str] | None = None) -> float | None:
+    def on_rate_limited(
+        self, now: float, sent: float, retry_after: float | None, headers: Mapping[str, str] | None = None
+    ) -> float | None:
         """A request started at `sent` was answered 429, asking to wait `retry_after` seconds
         (None: it did not say). Returns when that record may be sent again, or None when the
         limit has let nothing through for longer than LIMITED_GIVE_UP: the record fails."""

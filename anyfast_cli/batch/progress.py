@@ -30,8 +30,9 @@ class Tally:
         self.tokens += tokens
 
 
-def render_summary(tally: Tally, elapsed: float, *, interrupted: bool = False, rate: float | None = None,
-                   answered_429: int = 0) -> str:
+def render_summary(
+    tally: Tally, elapsed: float, *, interrupted: bool = False, rate: float | None = None, answered_429: int = 0
+) -> str:
     done_rate = tally.done / elapsed if elapsed > 0 else 0.0
     text = f"batch: {tally.ok:,} ok, {tally.failed:,} failed"
     if tally.done < tally.total:
@@ -75,8 +76,13 @@ class ProgressBar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
-            BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
-            console=Console(file=err, highlight=False), transient=False, refresh_per_second=5,
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+            console=Console(file=err, highlight=False),
+            transient=False,
+            refresh_per_second=5,
         )
         self._task = self._progress.add_task("batch", total=tally.total, detail="")
         self._progress.start()

@@ -23,11 +23,18 @@ from anyfast_cli.batch.jobs import Record, result_line
 from anyfast_cli.batch.limiter import LIMITED_GIVE_UP, Limiter
 from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError
 from anyfast_cli.exchange import (
-    Attempts, Body, NetFailure, failure_kind_from_chain, is_answer_status, is_rate_limit, read_answer, request_id_of,
+    Attempts,
+    Body,
+    NetFailure,
+    failure_kind_from_chain,
+    is_answer_status,
+    is_rate_limit,
+    read_answer,
+    request_id_of,
     status_failure,
 )
-from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
+from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.transport import NetworkPolicy, network_policy
 
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
@@ -117,9 +124,16 @@ class BatchRunner:
         payload = json.dumps(record.body, ensure_ascii=False).encode("utf-8")
         tokens = estimate_tokens(record.body)
         policy = self.policy
-        attempts = Attempts(retries=self.config.retries, target=policy.target, model=record.body.get("model"),
-                            read_timeout=policy.read_timeout, proxy=policy.proxy_target, rng=self._rng, clock=self._clock,
-                            max_time=self.config.max_time)
+        attempts = Attempts(
+            retries=self.config.retries,
+            target=policy.target,
+            model=record.body.get("model"),
+            read_timeout=policy.read_timeout,
+            proxy=policy.proxy_target,
+            rng=self._rng,
+            clock=self._clock,
+            max_time=self.config.max_time,
+        )
         controller = self.limiter.controller
         while True:
             sent = await self.limiter.acquire(tokens)
@@ -128,8 +142,14 @@ class BatchRunner:
             except AnyfastError as error:  # --max-time ran out while this retry waited for its turn
                 return self._failed(record, error, status=None, request_id=None)
             try:
-                async with session.post(self._url, data=payload, headers=self._headers, proxy=policy.proxy,
-                                        allow_redirects=False, timeout=timeout) as response:
+                async with session.post(
+                    self._url,
+                    data=payload,
+                    headers=self._headers,
+                    proxy=policy.proxy,
+                    allow_redirects=False,
+                    timeout=timeout,
+                ) as response:
                     status, headers, reason = response.status, response.headers, response.reason or ""
                     content = await read_body(response)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -146,14 +166,21 @@ class BatchRunner:
                 if controller is not None and is_rate_limit(status, content):
                     # The adaptive rate's signal: the record waits its Retry-After and goes again,
                     # without using up --retries, until the limit has let nothing through for long.
-                    retry_at = controller.on_rate_limited(self.limiter.clock(), sent, parse_retry_after(headers, self._clock()), headers)
+                    retry_at = controller.on_rate_limited(
+                        self.limiter.clock(), sent, parse_retry_after(headers, self._clock()), headers
+                    )
                     if retry_at is not None and attempts.leaves_time_for(retry_at - self.limiter.clock()):
                         await self._sleep(max(0.0, retry_at - self.limiter.clock()))
                         continue
                     error = status_failure(status, headers, content, reason)
-                    error.message += (f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
-                                      if retry_at is None else attempts.no_time_note())
-                    return self._failed(record, error, status=status, request_id=request_id, body=error.body, rate_limited=True)
+                    error.message += (
+                        f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
+                        if retry_at is None
+                        else attempts.no_time_note()
+                    )
+                    return self._failed(
+                        record, error, status=status, request_id=request_id, body=error.body, rate_limited=True
+                    )
                 if controller is not None:
                     controller.on_answer(self.limiter.clock(), sent, headers)
                 if is_answer_status(status):
@@ -165,23 +192,41 @@ class BatchRunner:
                 except AnyfastError as error:
                     if error.code == "redirect":
                         raise  # the base URL is wrong for every record
-                    return self._failed(record, error, status=status, request_id=request_id, body=getattr(error, "body", None),
-                                        rate_limited=error.exit_code == ExitCode.RATE_LIMITED)
+                    return self._failed(
+                        record,
+                        error,
+                        status=status,
+                        request_id=request_id,
+                        body=getattr(error, "body", None),
+                        rate_limited=error.exit_code == ExitCode.RATE_LIMITED,
+                    )
             self._log(f"{retry.note} (record {record.id})")
             await self._sleep(retry.delay)
 
-    def _failed(self, record: Record, error: AnyfastError, *, status: int | None, request_id: str | None, body=None,
-                rate_limited: bool = False) -> Outcome:
+    def _failed(
+        self,
+        record: Record,
+        error: AnyfastError,
+        *,
+        status: int | None,
+        request_id: str | None,
+        body=None,
+        rate_limited: bool = False,
+    ) -> Outcome:
         """A failed record's line (the ResultSink masks the key, in this line as in every other)."""
         code = error.code or (f"http_{status}" if status else "error")
-        line = result_line(record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message})
+        line = result_line(
+            record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message}
+        )
         return Outcome(line, ok=False, rate_limited=rate_limited)
 
     def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
         try:
             body = read_answer(content, status, reason)
         except AnyfastError as problem:
-            return self._failed(record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None))
+            return self._failed(
+                record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None)
+            )
         self._answered += 1
         usage = body.get("usage")
         tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
@@ -228,17 +273,27 @@ async def read_body(response: aiohttp.ClientResponse) -> bytearray:
 def attempt_timeout(policy: NetworkPolicy, attempts: Attempts) -> aiohttp.ClientTimeout:
     """One attempt's timeouts: --timeout's for connecting and each read, and as its total
     whatever --max-time leaves of the record's time (aiohttp's total covers the body too)."""
-    return aiohttp.ClientTimeout(total=attempts.time_left(), sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
+    return aiohttp.ClientTimeout(
+        total=attempts.time_left(), sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
+    )
 
 
 def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSession:
     """One session for the whole batch, on the shared network policy. trust_env stays off:
     the proxy is given per request, and ~/.netrc must not add Basic auth beside the key."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
-                                     ssl=policy.ssl_context if policy.ssl_context is not None else True)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
-                                 max_line_size=policy.max_header_bytes, max_field_size=policy.max_header_bytes)
+    connector = aiohttp.TCPConnector(
+        limit=concurrency,
+        limit_per_host=concurrency,
+        ssl=policy.ssl_context if policy.ssl_context is not None else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        trust_env=False,
+        max_line_size=policy.max_header_bytes,
+        max_field_size=policy.max_header_bytes,
+    )
 
 
 def net_failure(exc: Exception, policy: NetworkPolicy) -> NetFailure:

@@ -19,8 +19,19 @@ from dataclasses import dataclass
 
 from anyfast_cli.attachments import load_attachments
 from anyfast_cli.batch.jobs import (
-    MAX_REPORTED_ERRORS, JobOptions, RecordError, Record, Shard, batch_input_line, check_template, numbered_lines,
-    parse_record, parse_shard, read_lines, scan_input, spool_lines,
+    MAX_REPORTED_ERRORS,
+    JobOptions,
+    Record,
+    RecordError,
+    Shard,
+    batch_input_line,
+    check_template,
+    numbered_lines,
+    parse_record,
+    parse_shard,
+    read_lines,
+    scan_input,
+    spool_lines,
 )
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
 from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
@@ -28,7 +39,6 @@ from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags
 from anyfast_cli.streams import Streams
-
 
 MAX_CONCURRENCY = 1000  # far past what one gateway connection pool or rate limit allows
 
@@ -108,8 +118,14 @@ def batch_exit_code(tally: Tally, unchecked: int = 0) -> ExitCode:
     return ExitCode.BATCH_PARTIAL
 
 
-def dry_run(checked: "CheckedRecords", lines: Iterable[bytes], options: JobOptions, shard: Shard | None, flags: BatchFlags,
-            streams: Streams) -> ExitCode:
+def dry_run(
+    checked: "CheckedRecords",
+    lines: Iterable[bytes],
+    options: JobOptions,
+    shard: Shard | None,
+    flags: BatchFlags,
+    streams: Streams,
+) -> ExitCode:
     """--dry-run: each request as an OpenAI Batch input line. It never writes over results:
     with --resume (whose -o FILE holds them) it prints on stdout what --resume would send,
     leaving FILE alone; otherwise -o FILE is written only if it does not exist or is empty."""
@@ -124,8 +140,10 @@ def dry_run(checked: "CheckedRecords", lines: Iterable[bytes], options: JobOptio
     sink = ResultSink(path, streams.stdout, append=True)  # nothing is emptied: a file holding data is refused
     try:
         if sink.holds_data():
-            raise UsageError(f"--dry-run would write over {path}, which is not empty",
-                             hint="leave out -o to print the requests on stdout, or name a new file")
+            raise UsageError(
+                f"--dry-run would write over {path}, which is not empty",
+                hint="leave out -o to print the requests on stdout, or name a new file",
+            )
         for record in checked.records(lines, options, shard):
             sink.write(batch_input_line(record))
     finally:
@@ -169,8 +187,10 @@ def refuse_output_as_input(output: str | None, lines: "Passes") -> None:
     except OSError:
         return  # not there yet: it cannot be the input
     if stat.S_ISREG(target.st_mode) and (target.st_dev, target.st_ino) == (lines.source.st_dev, lines.source.st_ino):
-        raise UsageError(f"the output file {output} is the input ({lines.name}); writing it would destroy the input",
-                         hint="write the results to another file")
+        raise UsageError(
+            f"the output file {output} is the input ({lines.name}); writing it would destroy the input",
+            hint="write the results to another file",
+        )
 
 
 def report_invalid(scan, streams: Streams) -> None:
@@ -201,7 +221,9 @@ def input_lines(path: str | None, streams: Streams) -> Iterator[Passes]:
     """The input (a file, or stdin when `path` is None or '-') as re-readable lines."""
     if path in (None, "-"):
         if streams.stdin is None or streams.stdin_isatty:
-            raise UsageError("batch reads JSONL from a file or from piped standard input", hint="anyfast batch prompts.jsonl")
+            raise UsageError(
+                "batch reads JSONL from a file or from piped standard input", hint="anyfast batch prompts.jsonl"
+            )
         with _rereadable(streams.stdin, "standard input") as lines:
             yield lines
         return
@@ -284,10 +306,18 @@ class CheckedRecords:
         if not self.unchecked:
             return
         lines = ", ".join(map(str, self._first_lines)) + (", …" if self.unchecked > len(self._first_lines) else "")
-        hint = "once it has stopped changing, run the same command with --resume to finish" if resumable else \
-            "run batch again once it has stopped changing"
-        streams.error(UsageError(f"{self._name} changed while batch read it: {self.unchecked:,} line(s) were not as "
-                                 f"validated and were not sent (line {lines})", hint=hint))
+        hint = (
+            "once it has stopped changing, run the same command with --resume to finish"
+            if resumable
+            else "run batch again once it has stopped changing"
+        )
+        streams.error(
+            UsageError(
+                f"{self._name} changed while batch read it: {self.unchecked:,} line(s) were not as "
+                f"validated and were not sent (line {lines})",
+                hint=hint,
+            )
+        )
 
 
 def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Tally, streams: Streams) -> None:
@@ -296,7 +326,9 @@ def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Ta
     from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
     from anyfast_cli.batch.runner import BatchRunner, RunConfig
 
-    bar = ProgressBar(tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color)
+    bar = ProgressBar(
+        tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color
+    )
 
     def emit(outcome) -> None:
         sink.write(outcome.line)
@@ -304,8 +336,14 @@ def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Ta
         bar.update()
 
     config = RunConfig(
-        base_url=settings.base_url, api_key=api_key, concurrency=max(1, min(flags.concurrency, tally.total)),
-        retries=settings.retries, timeout=settings.timeout, max_time=settings.max_time, ordered=flags.ordered, env=streams.env,
+        base_url=settings.base_url,
+        api_key=api_key,
+        concurrency=max(1, min(flags.concurrency, tally.total)),
+        retries=settings.retries,
+        timeout=settings.timeout,
+        max_time=settings.max_time,
+        ordered=flags.ordered,
+        env=streams.env,
     )
     log = streams.say if flags.verbose else None
     # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
@@ -322,8 +360,15 @@ def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Ta
         raise
     finally:
         bar.close()
-        streams.say(render_summary(tally, time.monotonic() - tally.started, interrupted=interrupted,
-                                   rate=controller.rate, answered_429=controller.limited))
+        streams.say(
+            render_summary(
+                tally,
+                time.monotonic() - tally.started,
+                interrupted=interrupted,
+                rate=controller.rate,
+                answered_429=controller.limited,
+            )
+        )
 
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")

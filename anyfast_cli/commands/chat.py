@@ -4,7 +4,14 @@ or, at a terminal with nothing to send, an interactive session (commands/session
 from __future__ import annotations
 
 from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
-from anyfast_cli.commands.conversation import api_messages, check_writable, new_turn, read_conversation, save_conversation, set_system
+from anyfast_cli.commands.conversation import (
+    api_messages,
+    check_writable,
+    new_turn,
+    read_conversation,
+    save_conversation,
+    set_system,
+)
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.inputs import Conversation, build_prompt
 from anyfast_cli.request import RequestFlags
@@ -37,7 +44,9 @@ def run_chat(
             raise UsageError("an interactive session takes no prompt; type it at the prompt")
         from anyfast_cli.commands.session import run_session
 
-        return run_session(conversation, save=save, settings_flags=settings_flags, request=request, out=out, streams=streams)
+        return run_session(
+            conversation, save=save, settings_flags=settings_flags, request=request, out=out, streams=streams
+        )
     if prompt is None and not conversation.messages:
         if messages_file:
             raise UsageError(f"nothing to send: {messages_file} holds no messages and no prompt was given")
@@ -51,7 +60,9 @@ def run_chat(
 
     settings = load_settings(settings_flags, streams, file_model=conversation.model)
     fields = body_fields(settings, request, conversation.params)
-    reply = exchange(settings, api_messages(conversation), fields, out, streams, keep_text=bool(save))  # the text only for --save
+    reply = exchange(
+        settings, api_messages(conversation), fields, out, streams, keep_text=bool(save)
+    )  # the text only for --save
     if save and reply is not None:
         conversation.messages.append({"role": "assistant", "content": reply.content})
         save_conversation(conversation, save)

@@ -9,17 +9,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from anyfast_cli.errors import AuthError, UsageError
-from anyfast_cli.inputs import parse_param
 from anyfast_cli.exchange import Reply
+from anyfast_cli.inputs import parse_param
 from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json, write_flushed
-from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.reading import read_document
+from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.settings import (
-    KeySource, SettingFlags, Settings, config_holds_key, config_path, parse_config, profile_label, resolve_settings,
+    KeySource,
+    SettingFlags,
+    Settings,
+    config_holds_key,
+    config_path,
+    parse_config,
+    profile_label,
+    resolve_settings,
     untrusted_command_problem,
 )
 from anyfast_cli.streams import Streams
-
 
 
 @dataclass(frozen=True)
@@ -53,16 +59,27 @@ def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
     user = os.geteuid()
     problem = untrusted_command_problem(config, info.st_mode, info.st_uid, user)
     if problem:
-        fix = f"chmod go-w {path}" if info.st_uid in (user, 0) else f"copy it to a file of your own, or chown {user} {path}"
-        raise UsageError(f"{path} holds api_key_command, and {problem}; refusing to run it", hint=f"{fix} (ssh refuses such files too)")
+        fix = (
+            f"chmod go-w {path}"
+            if info.st_uid in (user, 0)
+            else f"copy it to a file of your own, or chown {user} {path}"
+        )
+        raise UsageError(
+            f"{path} holds api_key_command, and {problem}; refusing to run it",
+            hint=f"{fix} (ssh refuses such files too)",
+        )
     if config_holds_key(config) and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         streams.warn(f"{path} holds an API key and others can read it; run: chmod 600 {path}")
     return config, path
 
 
-def load_settings(flags: SettingFlags, streams: Streams, *, default_retries: int = 2, file_model: str | None = None) -> Settings:
+def load_settings(
+    flags: SettingFlags, streams: Streams, *, default_retries: int = 2, file_model: str | None = None
+) -> Settings:
     config, path = read_config(flags, streams)
-    return resolve_settings(flags, streams.env, config, path=path, default_retries=default_retries, file_model=file_model)
+    return resolve_settings(
+        flags, streams.env, config, path=path, default_retries=default_retries, file_model=file_model
+    )
 
 
 def resolve_api_key(source: KeySource | None, env) -> str:
@@ -84,10 +101,16 @@ def resolve_api_key(source: KeySource | None, env) -> str:
     except KeyCommandFailed as exc:
         raise AuthError(f"api_key_command {exc.reason}", hint=hint) from None
     except UnicodeDecodeError:
-        raise AuthError("api_key_command printed bytes that are not UTF-8 text; it should print the key", hint=hint) from None
+        raise AuthError(
+            "api_key_command printed bytes that are not UTF-8 text; it should print the key", hint=hint
+        ) from None
     key = text.strip().splitlines()[0].strip() if text.strip() else ""
     if status != 0 or not key:
-        detail = (f"killed by signal {-status}" if status < 0 else f"exit status {status}") if status else "it printed nothing"
+        detail = (
+            (f"killed by signal {-status}" if status < 0 else f"exit status {status}")
+            if status
+            else "it printed nothing"
+        )
         raise AuthError(f"api_key_command gave no key ({detail}; its own messages, if any, are above)", hint=hint)
     return key
 
@@ -105,13 +128,25 @@ def body_fields(settings: Settings, request: RequestFlags, file_params: dict | N
     return fields
 
 
-def exchange(settings: Settings, messages: list[dict], fields: dict, out: OutputFlags, streams: Streams,
-             *, keep_text: bool = True) -> Reply | None:
+def exchange(
+    settings: Settings,
+    messages: list[dict],
+    fields: dict,
+    out: OutputFlags,
+    streams: Streams,
+    *,
+    keep_text: bool = True,
+) -> Reply | None:
     """Send one request and render its answer; None for --dry-run. The reply keeps its text
     only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer."""
     body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
     if out.dry_run:
-        print_json(describe_request(settings.base_url, body), streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+        print_json(
+            describe_request(settings.base_url, body),
+            streams.stdout,
+            terminal=streams.stdout_isatty,
+            color=streams.stdout_color,
+        )
         return None
     with open_client(settings, out, streams) as client:
         return render_answer(client, body, out, streams, Reply(keep_text=keep_text))
@@ -128,9 +163,18 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams):
     log = None
     if out.verbose:
         log = streams.say
-        log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}")
-    with ApiClient(base_url=settings.base_url, api_key=api_key, timeout=settings.timeout, retries=settings.retries,
-                   max_time=settings.max_time, env=streams.env, log=log) as client:
+        log(
+            f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}"
+        )
+    with ApiClient(
+        base_url=settings.base_url,
+        api_key=api_key,
+        timeout=settings.timeout,
+        retries=settings.retries,
+        max_time=settings.max_time,
+        env=streams.env,
+        log=log,
+    ) as client:
         yield client
 
 
@@ -140,9 +184,16 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     reply = reply if reply is not None else Reply()
     reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
     # With --json the objects are the output: the printer only collects the text (and shows reasoning).
-    printer = TextPrinter(streams.stdout, streams.stderr, reply, show_reasoning=out.reasoning,
-                          dim=streams.stderr_color, echo=not out.json,
-                          out_terminal=streams.stdout_isatty, err_terminal=streams.stderr_isatty)
+    printer = TextPrinter(
+        streams.stdout,
+        streams.stderr,
+        reply,
+        show_reasoning=out.reasoning,
+        dim=streams.stderr_color,
+        echo=not out.json,
+        out_terminal=streams.stdout_isatty,
+        err_terminal=streams.stderr_isatty,
+    )
     if out.streaming:
         try:
             for chunk in client.stream(body):

@@ -25,8 +25,12 @@ def run_config_show(settings_flags: SettingFlags, *, as_json: bool, streams: Str
     settings = load_settings(settings_flags, streams)
     rows = describe_settings(settings, exists=os.path.exists(settings.config_path))
     if as_json:
-        print_json({name: {"value": value, "source": source} for name, value, source in rows},
-                   streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+        print_json(
+            {name: {"value": value, "source": source} for name, value, source in rows},
+            streams.stdout,
+            terminal=streams.stdout_isatty,
+            color=streams.stdout_color,
+        )
         return ExitCode.OK
     shown = [(name, "-" if value is None else str(value), source) for name, value, source in rows]
     name_width = max(len(name) for name, _, _ in shown)
@@ -50,7 +54,11 @@ def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]
         ("model", settings.model, origins["model"]),
         ("base_url", settings.base_url, origins["base_url"]),
         key_row,
-        ("timeout", settings.timeout or READ_TIMEOUT, origins["timeout"] if settings.timeout else f"default; connect {CONNECT_TIMEOUT:g} s"),
+        (
+            "timeout",
+            settings.timeout or READ_TIMEOUT,
+            origins["timeout"] if settings.timeout else f"default; connect {CONNECT_TIMEOUT:g} s",
+        ),
         ("max_time", settings.max_time, origins.get("max_time") or "default; no bound on the whole request"),
         ("retries", settings.retries, origins["retries"]),
     ]

@@ -13,8 +13,8 @@ import dataclasses
 from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, open_client, render_answer
 from anyfast_cli.commands.conversation import api_message, new_turn, save_conversation, set_system
 from anyfast_cli.errors import AnyfastError, ExitCode, Terminated
-from anyfast_cli.inputs import Conversation, with_system
 from anyfast_cli.exchange import Reply
+from anyfast_cli.inputs import Conversation, with_system
 from anyfast_cli.request import RequestFlags, build_body
 from anyfast_cli.settings import SettingFlags
 from anyfast_cli.streams import Streams
@@ -96,8 +96,9 @@ def run_session(
             try:
                 turn = new_turn(line, attachments)
                 turn_api = api_message(turn)
-                body = build_body(settings.model, history.api_messages_with(turn_api), fields, stream=True,
-                                  include_usage=out.usage)
+                body = build_body(
+                    settings.model, history.api_messages_with(turn_api), fields, stream=True, include_usage=out.usage
+                )
             except AnyfastError as exc:  # e.g. an attachment that cannot be read, or text that is not UTF-8
                 streams.error(exc)
                 continue
