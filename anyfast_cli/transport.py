@@ -15,7 +15,7 @@ import ipaddress
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from anyfast_cli.errors import UsageError
@@ -37,15 +37,12 @@ class NetworkPolicy:
     read_timeout: float  # silence allowed between two reads
     max_header_bytes: int = MAX_HEADER_BYTES
     follow_redirects: bool = False
+    target: str = field(init=False)  # host:port, as errors name the server (read for every request)
+    proxy_target: str | None = field(init=False)
 
-    @property
-    def target(self) -> str:
-        """host:port, as errors name the server."""
-        return host_port(self.url)
-
-    @property
-    def proxy_target(self) -> str | None:
-        return host_port(self.proxy) if self.proxy else None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", host_port(self.url))
+        object.__setattr__(self, "proxy_target", host_port(self.proxy) if self.proxy else None)
 
 
 def network_policy(url: str, env: Mapping[str, str], timeout: float | None) -> NetworkPolicy:
