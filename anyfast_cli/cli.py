@@ -172,6 +172,26 @@ REQUEST_OPTIONS = [
         "fps",
         Annotated[Optional[float], typer.Option("--fps", metavar="N", help="Frames a second to sample from --video.")],
     ),
+    _option(
+        "tools",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--tools",
+                metavar="FILE",
+                help="Declare tools: a JSON or YAML list of tool definitions. An answer that ends in tool calls prints one JSON line per call on stdout (its text on stderr) and exits 8.",
+            ),
+        ],
+    ),
+    _option(
+        "tool_choice",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--tool-choice", metavar="auto|none|required|NAME", help="Whether (or which declared function) to call."
+            ),
+        ],
+    ),
 ]
 
 OUTPUT_OPTIONS = [
@@ -206,6 +226,54 @@ OUTPUT_OPTIONS = [
 ]
 
 
+SCHEMA_OPTIONS = [
+    _option(
+        "schema",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--schema",
+                metavar="SPEC",
+                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.",
+            ),
+        ],
+    ),
+    _option(
+        "schema_multi",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--schema-multi", metavar="SPEC", help='As --schema, for a list of such objects: {"items": [...]}.'
+            ),
+        ],
+    ),
+    _option(
+        "schema_mode",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--schema-mode",
+                metavar="MODE",
+                help="How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].",
+            ),
+        ],
+    ),
+    _option(
+        "repair",
+        Annotated[
+            Optional[int],
+            typer.Option("--repair", metavar="N", help="Re-ask N times when the answer is not valid [default 1]."),
+        ],
+    ),
+]
+
+
+def _schema_flags(**values):
+    from anyfast_cli.schema import SchemaFlags
+
+    return SchemaFlags(**values)
+
+
 def _settings_flags(**values):
     from anyfast_cli.settings import SettingFlags
 
@@ -228,6 +296,7 @@ OPTION_GROUPS = {
     "settings_flags": (SETTING_OPTIONS, _settings_flags),
     "request": (REQUEST_OPTIONS, _request_flags),
     "out": (OUTPUT_OPTIONS, _output_flags),
+    "schema_flags": (SCHEMA_OPTIONS, _schema_flags),
 }
 
 
@@ -451,6 +520,13 @@ Examples:
   anyfast complete -i screenshot.png 'What is wrong on this page?'
   anyfast complete --json 'hi' | jq .usage
   while read -r q; do anyfast complete -n "$q"; done < questions.txt
+  anyfast complete --tools tools.yaml 'Weather in Oslo?' | jq -r .function.arguments
+
+\b
+Tool calls: one JSON line per call on stdout ({"id","type","function":{"name","arguments"}}),
+the text that came with them on stderr, exit 8.
+Several choices (-p n=3): the first, then each other in index order after a line
+'--- choice N ---' (streamed: the first live, the others when the answer ends).
 """
 
 
@@ -476,6 +552,7 @@ def complete(
     settings_flags=None,
     request=None,
     out=None,
+    schema_flags=None,
 ) -> None:
     """One prompt, one answer on stdout."""
 
@@ -489,6 +566,7 @@ def complete(
             request=request,
             out=out,
             streams=streams,
+            schema_flags=schema_flags,
         )
 
     guarded(run)
@@ -546,9 +624,18 @@ def chat(
     interactive: Annotated[
         bool, typer.Option("-I", "--interactive", help="Start an interactive session, seeded by -f FILE if given.")
     ] = False,
+    tool_results: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--tool-result",
+            metavar="ID=TEXT|ID=@FILE",
+            help="Answer the tool call ID (from the file's last reply) with TEXT or FILE's content (repeatable).",
+        ),
+    ] = None,
     settings_flags=None,
     request=None,
     out=None,
+    schema_flags=None,
 ) -> None:
     """A conversation: messages from a file, the reply appended and saved.
     At a terminal with no file and no prompt: an interactive session."""
@@ -562,10 +649,12 @@ def chat(
             save=save,
             no_stdin=no_stdin,
             interactive=interactive,
+            tool_results=list(tool_results or []),
             settings_flags=settings_flags,
             request=request,
             out=out,
             streams=streams,
+            schema_flags=schema_flags,
         )
 
     guarded(run)
@@ -641,8 +730,16 @@ def batch(
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show each retry and its reason on stderr.")] = False,
+    fail_on_tool_calls: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-tool-calls",
+            help="A record answered with tool calls is a failed record (error.code tool_calls); by default it is answered, its body holding them.",
+        ),
+    ] = False,
     settings_flags=None,
     request=None,
+    schema_flags=None,
 ) -> None:
     """Many requests from JSONL, concurrently, resumably; one result line per record."""
 
@@ -663,8 +760,43 @@ def batch(
             progress=not no_progress,
             dry_run=dry_run,
             verbose=verbose,
+            fail_on_tool_calls=fail_on_tool_calls,
         )
-        return run_batch(flags, settings_flags=settings_flags, request=request, streams=streams)
+        return run_batch(
+            flags, settings_flags=settings_flags, request=request, streams=streams, schema_flags=schema_flags
+        )
+
+    guarded(run)
+
+
+SCHEMA_EXAMPLES = """\b
+Examples:
+  anyfast schema 'title, year int, rating float, tags list: keywords'
+  anyfast schema 'name, email' > contact.schema.json
+  anyfast complete --schema @contact.schema.json 'Extract: ...' | jq -r .email
+"""
+
+
+@app.command("schema", cls=ExitStatusCommand, context_settings=CONTEXT, epilog=SCHEMA_EXAMPLES)
+def schema_command(
+    spec: Annotated[
+        str,
+        typer.Argument(
+            metavar="SPEC",
+            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML).",
+            show_default=False,
+        ),
+    ],
+    multi: Annotated[
+        bool, typer.Option("--multi", help='The schema --schema-multi makes: {"items": [objects of SPEC]}.')
+    ] = False,
+) -> None:
+    """Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them)."""
+
+    def run(streams):
+        from anyfast_cli.commands.schema_answer import run_schema
+
+        return run_schema(spec, multi=multi, streams=streams)
 
     guarded(run)
 

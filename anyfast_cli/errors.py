@@ -44,6 +44,19 @@ class ExitCode(IntEnum):
         "batch partly failed",
         "batch finished but some records failed (all others were written; --resume runs the failed ones again).",
     )
+    SCHEMA_MISMATCH = (
+        7,
+        "answer not valid for --schema",
+        (
+            "--schema: the answer is not valid JSON for the schema (after the repair attempts), "
+            "or was cut short, filtered or refused."
+        ),
+    )
+    TOOL_CALLS = (
+        8,
+        "tool calls",
+        "The model answered with tool calls (printed on stdout, one JSON line each), not a final answer.",
+    )
     INTERRUPTED = 130, "interrupted", "Interrupted (Ctrl-C)."
     BROKEN_PIPE = (
         141,
@@ -118,6 +131,13 @@ class ApiAuthError(ApiError):
 
 class OutputError(AnyfastError):
     """The answer could not be written (a full disk, a failing device)."""
+
+
+class SchemaMismatchError(AnyfastError):
+    """--schema: the answer is not valid for the schema (code: invalid_json, schema_mismatch,
+    truncated or refused)."""
+
+    exit_code = ExitCode.SCHEMA_MISMATCH
 
 
 class StreamError(AnyfastError):

@@ -649,18 +649,27 @@ class Reply:
     said: bool = False  # some content arrived (kept or not)
     mask: Callable[[str], str] | None = None
     _halves: dict = field(default_factory=dict)  # "content"/"reasoning" -> a high surrogate held
+    # Tool calls, by choice index: each a ToolCalls (kept whatever keep_text says: they are printed at the end).
+    tool_calls: dict = field(default_factory=dict)
+    # Choices other than the first (n > 1), by index: kept whole, printed after the first (output.py).
+    others: dict = field(default_factory=dict)
 
     def absorb(self, chunk: dict) -> tuple[str | None, str | None]:
         """Take in a stream chunk (or a whole response); returns the first choice's new
-        (reasoning, content) text, for the printer."""
+        (reasoning, content) text, for the printer. Tool calls and other choices are collected."""
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             self.usage = usage
         reasoning = content = None
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
+        for position, choice in enumerate(chunk.get("choices") or ()):
+            index = choice_index(choice, position if "message" in choice else 0)
             part = choice.get("delta") or choice.get("message") or {}
+            calls = part.get("tool_calls")
+            if calls:
+                self.tool_calls_of(index).absorb(calls, whole="message" in choice and "delta" not in choice)
+            if index != 0:
+                self._other(index).absorb(choice, part)
+                continue
             reasoning = self._clean("reasoning", part.get("reasoning_content"))
             content = self._clean("content", part.get("content"))
             if content and self._halves.pop("reasoning", None):  # the reasoning has ended on half a character
@@ -704,6 +713,34 @@ class Reply:
             value = value[:-1]
         return fix_surrogates(value) or None
 
+    def tool_calls_of(self, index: int) -> ToolCalls:
+        if index not in self.tool_calls:
+            if len(self.tool_calls) >= MAX_CHOICES:
+                raise ApiError(f"the server's answer holds more than {MAX_CHOICES} choices", code="invalid_response")
+            self.tool_calls[index] = ToolCalls()
+        return self.tool_calls[index]
+
+    def _other(self, index: int) -> Choice:
+        if index not in self.others:
+            if len(self.others) >= MAX_CHOICES:
+                raise ApiError(f"the server's answer holds more than {MAX_CHOICES} choices", code="invalid_response")
+            self.others[index] = Choice(index)
+        return self.others[index]
+
+    @property
+    def asks_for_tools(self) -> bool:
+        """Some choice ended in tool calls (whatever its finish_reason says)."""
+        return any(calls.calls for calls in self.tool_calls.values())
+
+    def calls(self, index: int = 0) -> list[dict]:
+        """A choice's tool calls, OpenAI-shaped, in the order they opened."""
+        calls = self.tool_calls.get(index)
+        return calls.shaped() if calls else []
+
+    @property
+    def choice_count(self) -> int:
+        return 1 + len(self.others)
+
     @property
     def cut_at_limit(self) -> bool:
         """finish_reason "length": the model ran out of max_tokens."""
@@ -727,3 +764,154 @@ def _as_text(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(value)
     return ""
+
+
+def choice_index(choice: dict, default: int = 0) -> int:
+    """A choice's index as a number; missing or odd, `default` (a whole answer's position)."""
+    index = choice.get("index", default)
+    if isinstance(index, bool):
+        return default
+    if isinstance(index, int):
+        return index
+    if isinstance(index, str) and index.strip().isdigit():
+        return int(index)
+    return default
+
+
+MAX_TOOL_CALLS = 1024  # calls one choice may open: far past any model's parallel calls
+MAX_ODD_PIECES = 100  # characters of a non-string name or id kept
+
+
+@dataclass
+class ToolCall:
+    id: str | None = None
+    type: str | None = None
+    name_parts: list = field(default_factory=list)
+    argument_parts: list = field(default_factory=list)
+
+    def shaped(self) -> dict:
+        """OpenAI's shape: id, type, function {name, arguments}; arguments byte-exact as sent."""
+        return {
+            "id": self.id,
+            "type": self.type or "function",
+            "function": {"name": "".join(self.name_parts), "arguments": "".join(self.argument_parts)},
+        }
+
+
+class ToolCalls:
+    """One choice's tool calls, from whole messages or streamed pieces. A streamed piece
+    carries `index` (the call's place), and its first piece `id`, `type` and the function's
+    name; `function.arguments` arrive in pieces to be joined. Gateways differ: indexes may be
+    missing, repeated or all 0, so a piece with an `id` not seen yet opens a new call, and a
+    piece without one continues the call its index last opened (else the latest call)."""
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+        self._by_id: dict = {}
+        self._by_index: dict = {}
+
+    def absorb(self, pieces, *, whole: bool = False) -> None:
+        if isinstance(pieces, dict):
+            pieces = [pieces]
+        if not isinstance(pieces, list):
+            return
+        for piece in pieces:
+            if not isinstance(piece, dict):
+                continue
+            if whole:
+                self._add(ToolCall(), piece)
+                continue
+            call_id = _piece_text(piece.get("id"))
+            index = piece.get("index")
+            index = index if isinstance(index, (int, str)) and not isinstance(index, bool) else None
+            if call_id and call_id in self._by_id:
+                call = self._by_id[call_id]
+            elif call_id or not self.calls:
+                call = None
+            elif index is not None and index in self._by_index:
+                call = self._by_index[index]
+            else:
+                call = self.calls[-1]
+            if call is None:
+                call = ToolCall()
+                self._open(call, call_id)
+            if index is not None:
+                self._by_index[index] = call
+            self._extend(call, piece)
+
+    def _add(self, call: ToolCall, piece: dict) -> None:
+        self._open(call, _piece_text(piece.get("id")))
+        self._extend(call, piece)
+
+    def _open(self, call: ToolCall, call_id: str | None) -> None:
+        if len(self.calls) >= MAX_TOOL_CALLS:
+            raise ApiError(f"the server's answer holds more than {MAX_TOOL_CALLS} tool calls", code="invalid_response")
+        call.id = call_id
+        self.calls.append(call)
+        if call_id:
+            self._by_id[call_id] = call
+
+    @staticmethod
+    def _extend(call: ToolCall, piece: dict) -> None:
+        kind = _piece_text(piece.get("type"))
+        if kind and not call.type:
+            call.type = kind
+        function = piece.get("function")
+        if not isinstance(function, dict):
+            return
+        name = function.get("name")
+        if isinstance(name, str) and name and "".join(call.name_parts) != name:
+            call.name_parts.append(name)  # a name repeated in every piece is kept once
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            if arguments:
+                call.argument_parts.append(arguments)
+        elif arguments is not None:  # an object where a string belongs: as compact JSON
+            call.argument_parts.append(json.dumps(arguments, ensure_ascii=False, separators=(",", ":")))
+
+    def shaped(self) -> list[dict]:
+        return [call.shaped() for call in self.calls]
+
+
+def _piece_text(value) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)[:MAX_ODD_PIECES]
+
+
+@dataclass
+class Choice:
+    """A choice other than the first (n > 1): its text kept whole, to be printed at the end."""
+
+    index: int
+    content_parts: list = field(default_factory=list)
+    reasoning_parts: list = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def absorb(self, choice: dict, part: dict) -> None:
+        for name, parts in (("content", self.content_parts), ("reasoning_content", self.reasoning_parts)):
+            value = part.get(name)
+            if value and not isinstance(value, str):
+                value = _as_text(value)
+            if value:
+                parts.append(value)
+        finish = choice.get("finish_reason")
+        if finish:
+            self.finish_reason = finish if isinstance(finish, str) else str(finish)[:100]
+
+    @property
+    def content(self) -> str:
+        return fix_surrogates("".join(self.content_parts))
+
+    @property
+    def reasoning(self) -> str:
+        return fix_surrogates("".join(self.reasoning_parts))
+
+
+def tool_calls_in(data: dict) -> bool:
+    """Whether a whole answer asks for tool calls (in any choice, whatever its finish_reason)."""
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and message.get("tool_calls"):
+            return True
+    return False

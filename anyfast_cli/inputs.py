@@ -72,6 +72,8 @@ class Conversation:
     model: str | None = None
     system: str | None = None
     params: dict = field(default_factory=dict)
+    tools: list | None = None  # tool definitions, sent with every request (and kept by --save)
+    tool_choice: object = None
 
 
 def load_structured(text: str, source: str):
@@ -97,11 +99,18 @@ def parse_conversation(text: str, source: str) -> Conversation:
         return Conversation(messages=parse_messages(data, source))
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a list of messages or a mapping with 'messages'")
-    unknown = set(data) - {"model", "system", "params", "messages"}
+    unknown = set(data) - {"model", "system", "params", "messages", "tools", "tool_choice"}
     if unknown:
         raise UsageError(
-            f"{source}: unknown key(s) {', '.join(sorted(unknown))} (expected model, system, params, messages)"
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))}"
+            " (expected model, system, params, tools, tool_choice, messages)"
         )
+    tools = data.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise UsageError(f"{source}: 'tools' must be a list of tool definitions")
+    tool_choice = data.get("tool_choice")
+    if tool_choice is not None and not isinstance(tool_choice, (str, dict)):
+        raise UsageError(f"{source}: 'tool_choice' must be auto, none, required, a function's name or an object")
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise UsageError(f"{source}: 'params' must be a mapping of body fields")
@@ -113,6 +122,8 @@ def parse_conversation(text: str, source: str) -> Conversation:
         model=data.get("model"),
         system=data.get("system"),
         params=params,
+        tools=tools or None,
+        tool_choice=tool_choice,
     )
 
 
@@ -182,6 +193,10 @@ def render_conversation(conversation: Conversation, *, as_json: bool = False) ->
         data["system"] = conversation.system
     if conversation.params:
         data["params"] = conversation.params
+    if conversation.tools:
+        data["tools"] = conversation.tools
+    if conversation.tool_choice is not None:
+        data["tool_choice"] = conversation.tool_choice
     data["messages"] = [{"role": m["role"], **m} for m in conversation.messages]  # role first
     if as_json:
         return json.dumps(data, ensure_ascii=False, indent=2) + "\n"

@@ -19,6 +19,9 @@ from anyfast_cli.errors import OutputError
 from anyfast_cli.exchange import Reply
 from anyfast_cli.text import escape_json_text, neutralise
 
+# With n > 1, text output prints the first choice (streamed live), then each other choice in
+# index order after a line of its own: `--- choice 1 ---`, `--- choice 2 ---`, ...
+CHOICE_SEPARATOR = "--- choice {index} ---"
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
 PIECE = 16384  # write big texts in pieces: a reader that has gone is then always noticed
@@ -122,7 +125,11 @@ class TextPrinter:
         echo: bool = True,
         out_terminal: bool = False,
         err_terminal: bool = False,
+        hold: bool = False,
     ) -> None:
+        # With `hold`, the first choice's text is kept until the answer ends: if it ends in tool
+        # calls, the text goes to stderr and stdout holds only the calls (output.md: Tool calls).
+        self._held: list | None = [] if hold and echo else None
         self._out = out
         self._err = err
         self.reply = reply
@@ -155,6 +162,9 @@ class TextPrinter:
         if not text:
             return
         self.end_reasoning()  # the reasoning block ends before the answer starts
+        if self._held is not None:
+            self._held.append(text)
+            return
         if self._echo:
             self._out_ends_line = False  # a signal may land during the write: the line is then open
             write_flushed(self._out, neutralise(text) if self._out_terminal else text)
@@ -173,6 +183,52 @@ class TextPrinter:
         self.write_reasoning(reasoning)
         self.write_content(content)
         self.end_reasoning()
-        if self._echo and (not self._out_ends_line or (complete and not self.reply.said)):
+        calls = complete and bool(self.reply.calls(0))
+        if self._held is not None:
+            text, self._held = "".join(self._held), None
+            if calls:
+                self.write_aside(text)
+            else:
+                self.write_content(text)
+        if self._echo and (not self._out_ends_line or (complete and not self.reply.said and not calls)):
             write_flushed(self._out, "\n")
             self._out_ends_line = True
+
+    def write_aside(self, text: str) -> None:
+        """Text that came with tool calls: on stderr, its line ended."""
+        if not text:
+            return
+        self.end_reasoning()
+        self._err.write(neutralise(text) if self._err_terminal else text)
+        if not text.endswith("\n"):
+            self._err.write("\n")
+        self._err.flush()
+
+    def write_calls(self, calls: list[dict]) -> None:
+        """One compact JSON line per tool call, OpenAI-shaped, on stdout."""
+        for call in calls:
+            write_flushed(self._out, render_json(call, terminal=self._out_terminal) + "\n")
+        self._out_ends_line = True
+
+    def end_choices(self) -> None:
+        """After a complete answer: the first choice's tool calls, then every other choice in
+        index order, each after a line `--- choice N ---` (its text, or its tool calls with
+        their text on stderr). Called only for text output."""
+        if not self._echo:
+            return
+        self.write_calls(self.reply.calls(0))
+        for index in sorted(self.reply.others):
+            choice = self.reply.others[index]
+            write_flushed(self._out, f"{CHOICE_SEPARATOR.format(index=index)}\n")
+            if self._show_reasoning and choice.reasoning:
+                self.write_reasoning(choice.reasoning)
+                self.end_reasoning()
+            calls = self.reply.calls(index)
+            text = choice.content
+            if calls:
+                self.write_aside(text)
+                self.write_calls(calls)
+                continue
+            if self._out_terminal:
+                text = neutralise(text)
+            write_flushed(self._out, text if text.endswith("\n") else text + "\n")

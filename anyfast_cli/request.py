@@ -43,6 +43,8 @@ class RequestFlags:
     images: tuple[str, ...] = ()
     videos: tuple[str, ...] = field(default=())
     fps: float | None = None
+    tools: str | None = None  # --tools FILE: a JSON or YAML list of tool definitions
+    tool_choice: str | None = None  # auto, none, required, or a function's name
 
 
 def flag_fields(flags: RequestFlags, params: dict) -> dict:

@@ -209,3 +209,143 @@ def _path(parts) -> str:
 
 def render_schema(schema: dict) -> str:
     return json.dumps(schema, ensure_ascii=False, indent=2)
+
+
+# --- the request side: flags, response_format and its step-downs, repair turns (pure) ------------
+
+from dataclasses import dataclass  # noqa: E402
+
+MODES = ("json_schema", "json_object", "prompt")  # auto tries them in this order, on each 400
+MODE_CHOICES = ("auto", *MODES)
+DEFAULT_REPAIR = 1
+MAX_REPAIR = 10
+SCHEMA_NAME = "answer"
+NOT_REPAIRED = {"length": "truncated", "content_filter": "refused"}  # finish_reason -> error code
+
+
+@dataclass(frozen=True)
+class SchemaFlags:
+    """--schema and its companions as the user gave them; None means not given."""
+
+    schema: str | None = None
+    schema_multi: str | None = None
+    schema_mode: str | None = None
+    repair: int | None = None
+
+
+def check_mode(mode: str | None, source: str = "--schema-mode") -> str:
+    mode = mode or "auto"
+    if mode not in MODE_CHOICES:
+        raise UsageError(f"{source} must be one of {', '.join(MODE_CHOICES)}, got {mode!r}")
+    return mode
+
+
+def mode_ladder(mode: str) -> tuple[str, ...]:
+    """The modes to try, in order: all three for auto, else the one pinned."""
+    return MODES if mode == "auto" else (mode,)
+
+
+def load_schema(flags: SchemaFlags, read_text: Callable[[str], str]) -> dict | None:
+    """The schema --schema/--schema-multi ask for (None without either); exit 2 when bad."""
+    if flags.schema is not None and flags.schema_multi is not None:
+        raise UsageError("give --schema or --schema-multi, not both")
+    if flags.repair is not None and not 0 <= flags.repair <= MAX_REPAIR:
+        raise UsageError(f"--repair must be from 0 to {MAX_REPAIR}, got {flags.repair}")
+    check_mode(flags.schema_mode)
+    if flags.schema_multi is not None:
+        return multi_schema(parse_spec(flags.schema_multi, read_text))
+    if flags.schema is not None:
+        return parse_spec(flags.schema, read_text)
+    if flags.schema_mode is not None or flags.repair is not None:
+        raise UsageError("--schema-mode and --repair need --schema (or --schema-multi)")
+    return None
+
+
+def schema_instruction(schema: dict) -> str:
+    return (
+        "Answer with one JSON value only (no prose, no code fence) that is valid for this JSON Schema:\n"
+        + json.dumps(schema, ensure_ascii=False)
+    )
+
+
+def apply_mode(body: dict, schema: dict, mode: str) -> dict:
+    """The request body asking for JSON in `mode`: json_schema (strict when the schema allows),
+    json_object with the schema in a system message, or the schema in the prompt alone."""
+    body = {k: v for k, v in body.items() if k != "response_format"}
+    messages = list(body["messages"])
+    if mode == "json_schema":
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": is_strict_compatible(schema)},
+        }
+    elif mode == "json_object":
+        body["response_format"] = {"type": "json_object"}
+        messages.insert(_after_system(messages), {"role": "system", "content": schema_instruction(schema)})
+    else:  # prompt: the schema after the last user turn's text, nothing else asked of the server
+        messages.append({"role": "user", "content": schema_instruction(schema)})
+    body["messages"] = messages
+    return body
+
+
+def _after_system(messages: list) -> int:
+    index = 0
+    while index < len(messages) and messages[index].get("role") == "system":
+        index += 1
+    return index
+
+
+def step_down_note(mode: str, next_mode: str, model, detail: str) -> str:
+    how = {"json_object": "json_object with the schema in a system message", "prompt": "the schema in the prompt alone"}
+    return f"{model}: the server refused response_format {mode} ({detail}); asking for {how[next_mode]}"
+
+
+def answer_parts(data: dict) -> tuple[str, str | None, str | None]:
+    """A whole response's first choice: (content text, finish_reason, refusal)."""
+    choices = data.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    refusal = message.get("refusal")
+    finish = choice.get("finish_reason")
+    return (
+        content if isinstance(content, str) else "",
+        finish if isinstance(finish, str) else None,
+        refusal if isinstance(refusal, str) and refusal else None,
+    )
+
+
+def unrepairable(finish: str | None, refusal: str | None) -> AnswerMismatch | None:
+    """An answer cut short by the token limit, filtered or refused: not re-asked."""
+    if refusal:
+        return AnswerMismatch("refused", f"the model refused: {refusal[:200]}", [])
+    code = NOT_REPAIRED.get(finish or "")
+    if code == "truncated":
+        return AnswerMismatch(code, "the answer was cut off at the token limit (finish_reason: length)", [])
+    if code == "refused":
+        return AnswerMismatch(code, "the answer was filtered (finish_reason: content_filter)", [])
+    return None
+
+
+def repair_turns(answer: str, mismatch: AnswerMismatch) -> list[dict]:
+    """The re-ask: the wrong answer as an assistant turn, its validation errors as a user turn."""
+    problems = "\n".join(f"- {e}" for e in (mismatch.errors or [mismatch.message])[:10])
+    return [
+        {"role": "assistant", "content": answer},
+        {
+            "role": "user",
+            "content": "That answer is not valid for the JSON Schema:\n"
+            + problems
+            + "\nAnswer again with the corrected JSON only.",
+        },
+    ]
+
+
+def parse_reply(data: dict, schema: dict):
+    """(value, text) of a whole response valid for `schema`; AnswerMismatch otherwise."""
+    text, finish, refusal = answer_parts(data)
+    problem = unrepairable(finish, refusal)
+    if problem:
+        raise problem
+    return parse_answer(text, schema), text

@@ -55,7 +55,17 @@ def proxy_env_names(scheme: str) -> tuple[str, ...]:
 
 
 # Profile keys that configure anyfast itself; every other profile key is a request body default.
-SETTING_KEYS = ("model", "base_url", "api_key", "api_key_env", "api_key_command", "timeout", "max_time", "retries")
+SETTING_KEYS = (
+    "model",
+    "base_url",
+    "api_key",
+    "api_key_env",
+    "api_key_command",
+    "timeout",
+    "max_time",
+    "retries",
+    "schema_mode",
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class Settings:
     config_path: str = ""
     origins: dict = field(default_factory=dict)  # setting name -> flag/environment/file/profile/default
     max_time: float | None = None  # seconds for the whole request, every attempt included (None: no bound)
+    schema_mode: str | None = None  # --schema's response_format mode from the profile (None: auto)
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -367,6 +378,7 @@ def resolve_settings(
     timeout = checked("timeout", _positive_number, pick("timeout", flags.timeout, None, None))
     max_time = checked("max_time", _max_time, pick("max_time", flags.max_time, None, None))
     retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
+    schema_mode = checked("schema_mode", _schema_mode, pick("schema_mode", None, None, None))
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
         base_url=base_url.rstrip("/"),
@@ -374,6 +386,7 @@ def resolve_settings(
         timeout=timeout,
         retries=retries,
         max_time=max_time,
+        schema_mode=schema_mode,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -466,6 +479,15 @@ def _positive_number(value) -> float | None:
     if isinstance(value, bool) or not 0 < number <= MAX_TIMEOUT:
         raise UsageError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}")
     return number
+
+
+def _schema_mode(value) -> str | None:
+    """The config key schema_mode: auto, json_schema, json_object or prompt."""
+    if value is None:
+        return None
+    from anyfast_cli.schema import check_mode
+
+    return check_mode(value if isinstance(value, str) else repr(value), "schema_mode")
 
 
 def _max_time(value) -> float | None:

@@ -11,7 +11,7 @@ _anyfast_spec() {
     subcommands='' options='' value_opts='' file_opts='' file_args=0
     case $1 in
         '')
-            subcommands='complete chat batch config'
+            subcommands='complete chat batch schema config'
             options='--version -h --help'
             value_opts=''
             file_opts=''
@@ -19,24 +19,31 @@ _anyfast_spec() {
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --stream --no-stream --json --reasoning --usage -v --verbose --dry-run -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
-            file_opts='--config -i --image --video'
+            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='--config -i --image --video --tools'
             file_args='0'
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --stream --no-stream --json --reasoning --usage -v --verbose --dry-run -h --help'
-            value_opts='-f --messages --save --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
-            file_opts='-f --messages --save --config -i --image --video'
+            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-f --messages --save --tool-result --config -i --image --video --tools'
             file_args='0'
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps -h --help'
-            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps'
-            file_opts='-o --output --config -i --image --video'
+            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-o --output --config -i --image --video --tools'
             file_args='1'
+            ;;
+        'schema')
+            subcommands=''
+            options='--multi -h --help'
+            value_opts=''
+            file_opts=''
+            file_args='0'
             ;;
         'config')
             subcommands='path show'

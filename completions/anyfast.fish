@@ -6,7 +6,7 @@
 function __anyfast_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' complete chat batch config
+            printf '%s\n' complete chat batch schema config
         case config
             printf '%s\n' path show
     end
@@ -16,11 +16,11 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
+            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps
+            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case 'config path'
             printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
         case 'config show'
@@ -62,6 +62,7 @@ complete -c anyfast -f
 complete -c anyfast -n __anyfast_using -a complete -d 'One prompt, one answer on stdout.'
 complete -c anyfast -n __anyfast_using -a chat -d 'A conversation: messages from a file, the reply appended and saved.'
 complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, concurrently, resumably; one result line per record.'
+complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them).'
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
 complete -c anyfast -n __anyfast_using -l version -d 'Print the version and exit.'
 complete -c anyfast -n __anyfast_using -s h -l help -d 'Show this message and exit.'
@@ -85,17 +86,24 @@ complete -c anyfast -n '__anyfast_using complete' -s p -l param -x -d 'Any other
 complete -c anyfast -n '__anyfast_using complete' -s i -l image -r -F -d 'Attach an image file or URL (repeatable).'
 complete -c anyfast -n '__anyfast_using complete' -l video -r -F -d 'Attach a video file or URL, for Doubao models (repeatable).'
 complete -c anyfast -n '__anyfast_using complete' -l fps -x -d 'Frames a second to sample from --video.'
+complete -c anyfast -n '__anyfast_using complete' -l tools -r -F -d 'Declare tools: a JSON or YAML list of tool definitions. An answer that ends in tool calls prints one JSON line per call on stdout (its text on stderr) and exits 8.'
+complete -c anyfast -n '__anyfast_using complete' -l tool-choice -x -d 'Whether (or which declared function) to call.'
 complete -c anyfast -n '__anyfast_using complete' -l stream -l no-stream -d 'Stream the answer [default: stream, except with --json].'
 complete -c anyfast -n '__anyfast_using complete' -l json -d 'Print the response object (JSONL chunks with --stream).'
 complete -c anyfast -n '__anyfast_using complete' -l reasoning -d 'Show the model\'s reasoning on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -l usage -d 'Show token usage on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -l dry-run -d 'Print the request that would be sent; send nothing.'
+complete -c anyfast -n '__anyfast_using complete' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.'
+complete -c anyfast -n '__anyfast_using complete' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
+complete -c anyfast -n '__anyfast_using complete' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
+complete -c anyfast -n '__anyfast_using complete' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
 complete -c anyfast -n '__anyfast_using complete' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using chat' -s f -l messages -r -F -d 'Conversation file, YAML or JSON (\'-\' for stdin).'
 complete -c anyfast -n '__anyfast_using chat' -l save -r -F -d 'Write the conversation with the reply to FILE (atomically).'
 complete -c anyfast -n '__anyfast_using chat' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
 complete -c anyfast -n '__anyfast_using chat' -s I -l interactive -d 'Start an interactive session, seeded by -f FILE if given.'
+complete -c anyfast -n '__anyfast_using chat' -l tool-result -r -F -d 'Answer the tool call ID (from the file\'s last reply) with TEXT or FILE\'s content (repeatable).'
 complete -c anyfast -n '__anyfast_using chat' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using chat' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using chat' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
@@ -115,12 +123,18 @@ complete -c anyfast -n '__anyfast_using chat' -s p -l param -x -d 'Any other bod
 complete -c anyfast -n '__anyfast_using chat' -s i -l image -r -F -d 'Attach an image file or URL (repeatable).'
 complete -c anyfast -n '__anyfast_using chat' -l video -r -F -d 'Attach a video file or URL, for Doubao models (repeatable).'
 complete -c anyfast -n '__anyfast_using chat' -l fps -x -d 'Frames a second to sample from --video.'
+complete -c anyfast -n '__anyfast_using chat' -l tools -r -F -d 'Declare tools: a JSON or YAML list of tool definitions. An answer that ends in tool calls prints one JSON line per call on stdout (its text on stderr) and exits 8.'
+complete -c anyfast -n '__anyfast_using chat' -l tool-choice -x -d 'Whether (or which declared function) to call.'
 complete -c anyfast -n '__anyfast_using chat' -l stream -l no-stream -d 'Stream the answer [default: stream, except with --json].'
 complete -c anyfast -n '__anyfast_using chat' -l json -d 'Print the response object (JSONL chunks with --stream).'
 complete -c anyfast -n '__anyfast_using chat' -l reasoning -d 'Show the model\'s reasoning on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -l usage -d 'Show token usage on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -l dry-run -d 'Print the request that would be sent; send nothing.'
+complete -c anyfast -n '__anyfast_using chat' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.'
+complete -c anyfast -n '__anyfast_using chat' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
+complete -c anyfast -n '__anyfast_using chat' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
+complete -c anyfast -n '__anyfast_using chat' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
 complete -c anyfast -n '__anyfast_using chat' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using batch' -s o -l output -r -F -d 'Write results to FILE instead of stdout.'
 complete -c anyfast -n '__anyfast_using batch' -l lines -d 'Read each line as a plain-text prompt.'
@@ -134,6 +148,7 @@ complete -c anyfast -n '__anyfast_using batch' -l shard -x -d 'Run only records 
 complete -c anyfast -n '__anyfast_using batch' -l no-progress -d 'No progress bar (it shows only on a terminal anyway).'
 complete -c anyfast -n '__anyfast_using batch' -l dry-run -d 'Validate, then print each request as an OpenAI Batch input line (with --resume: those it would still send). Never writes over a results file.'
 complete -c anyfast -n '__anyfast_using batch' -s v -l verbose -d 'Show each retry and its reason on stderr.'
+complete -c anyfast -n '__anyfast_using batch' -l fail-on-tool-calls -d 'A record answered with tool calls is a failed record (error.code tool_calls); by default it is answered, its body holding them.'
 complete -c anyfast -n '__anyfast_using batch' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using batch' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using batch' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
@@ -153,8 +168,16 @@ complete -c anyfast -n '__anyfast_using batch' -s p -l param -x -d 'Any other bo
 complete -c anyfast -n '__anyfast_using batch' -s i -l image -r -F -d 'Attach an image file or URL (repeatable).'
 complete -c anyfast -n '__anyfast_using batch' -l video -r -F -d 'Attach a video file or URL, for Doubao models (repeatable).'
 complete -c anyfast -n '__anyfast_using batch' -l fps -x -d 'Frames a second to sample from --video.'
+complete -c anyfast -n '__anyfast_using batch' -l tools -r -F -d 'Declare tools: a JSON or YAML list of tool definitions. An answer that ends in tool calls prints one JSON line per call on stdout (its text on stderr) and exits 8.'
+complete -c anyfast -n '__anyfast_using batch' -l tool-choice -x -d 'Whether (or which declared function) to call.'
+complete -c anyfast -n '__anyfast_using batch' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.'
+complete -c anyfast -n '__anyfast_using batch' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
+complete -c anyfast -n '__anyfast_using batch' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
+complete -c anyfast -n '__anyfast_using batch' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
 complete -c anyfast -n '__anyfast_using batch' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using batch' -F
+complete -c anyfast -n '__anyfast_using schema' -l multi -d 'The schema --schema-multi makes: {"items": [objects of SPEC]}.'
+complete -c anyfast -n '__anyfast_using schema' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config' -a path -d 'Print the config file in use (it need not exist).'
 complete -c anyfast -n '__anyfast_using config' -a show -d 'Print the effective settings and their sources (key redacted).'
 complete -c anyfast -n '__anyfast_using config' -s h -l help -d 'Show this message and exit.'

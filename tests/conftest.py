@@ -25,6 +25,16 @@ def gateway(_gateway_server):
 
 
 @pytest.fixture
+def quick_backoff(monkeypatch):
+    """Retries the server gave no Retry-After for wait ~0.01 s, not INITIAL_BACKOFF's 0.5 s: for
+    tests of whether a failure is retried, not of how long the wait is (test_retry.py and
+    test_client.py hold the real backoff)."""
+    import anyfast_cli.retry
+
+    monkeypatch.setattr(anyfast_cli.retry, "INITIAL_BACKOFF", 0.01)
+
+
+@pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No ANYFAST_* or colour variables from the developer's shell; config in tmp_path."""
     for name in list(os.environ):

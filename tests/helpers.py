@@ -9,6 +9,7 @@ import importlib.util
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: README.md, tools/, completions/, man/
@@ -23,6 +24,21 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def pty_end(child) -> str:
+    """Read a pexpect child to its end, reap it, close it; returns what it showed since the
+    last expect. pexpect's close() sleeps 0.1 s and then signals a child it finds still
+    alive; reaped first (within WAIT), the child has nothing left to wait for or signal."""
+    import pexpect
+
+    child.expect(pexpect.EOF)
+    deadline = time.monotonic() + WAIT
+    while child.isalive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.ptyproc.delayafterclose = 0  # a child still alive after WAIT is still terminated by close()
+    child.close()
+    return child.before
 
 
 def load_gen_docs(reuse: bool = False):

@@ -38,9 +38,9 @@ def test_option_group_has_the_fields_of_its_dataclass(group):
     assert flags == flags_class()
 
 
-def test_option_groups_cover_the_three_dataclasses():
+def test_option_groups_cover_their_dataclasses():
     built = {type(build(**{o.name: o.default for o in options})).__name__ for options, build in cli.OPTION_GROUPS.values()}
-    assert built == {"SettingFlags", "RequestFlags", "OutputFlags"}
+    assert built == {"SettingFlags", "RequestFlags", "OutputFlags", "SchemaFlags"}
 
 
 # --- exit statuses -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import inspect
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gateway import Sse, chunk, sse_events
-from helpers import KEY, WAIT, whole_lines
+from helpers import WAIT, whole_lines
 
 from anyfast_cli.batch.jobs import JobOptions, scan_input
 from anyfast_cli.cli import app, ending_signals_interrupt
@@ -46,12 +47,6 @@ def write_records(path, count: int, prefix: str = "prompt"):
     path.write_text("".join(json.dumps({"custom_id": f"r{i:03d}", "prompt": f"{prefix} {i}"}) + "\n" for i in range(count)))
     return path
 
-
-@pytest.fixture
-def env(clean_env, gateway):
-    clean_env.setenv("ANYFAST_API_KEY", KEY)
-    clean_env.setenv("ANYFAST_BASE_URL", gateway.url)
-    return clean_env
 
 
 def invoke(*args, input=None):
@@ -205,7 +200,15 @@ def test_an_output_another_batch_holds_is_refused_before_anything_is_sent(env, g
 def test_two_resumes_at_once_the_second_stops_and_the_first_finishes_exactly_once(gateway, proc_env, tmp_path, behave):
     """Overlapping cron runs: the lock is held from before the --resume rewrite (which
     replaces the file) to the end, so the second run meets it whenever it starts."""
-    behave(lambda prompt: 0.15)
+    release = threading.Event()  # the gateway holds the first run's later answers until the second run is done
+    answered = itertools.count(1)
+
+    async def held(prompt):
+        if next(answered) > 12:  # the first run's 10, then 2 of the resume's
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+
+    behave(held)
     data = write_records(tmp_path / "in.jsonl", 30)
     results = tmp_path / "results.jsonl"
     first = subprocess.run(anyfast("batch", data, "-o", results, "--shard", "1/3"), env=proc_env, capture_output=True, timeout=WAIT)
@@ -218,8 +221,11 @@ def test_two_resumes_at_once_the_second_stops_and_the_first_finishes_exactly_onc
         two = subprocess.run(anyfast("batch", data, "-o", results, "--resume"), env=proc_env, capture_output=True, timeout=WAIT)
         assert two.returncode == ExitCode.USAGE, two.stderr.decode()
         assert len(error_lines(two.stderr.decode())) == 1 and "is in use" in two.stderr.decode()
+        assert one.poll() is None  # the first run was still going, holding the lock, all along
+        release.set()
         assert one.wait(timeout=WAIT) == 0, one.stderr.read().decode()
     finally:
+        release.set()
         one.kill()
         one.wait()
         one.stderr.close()
@@ -390,6 +396,7 @@ def test_a_batch_ended_by_a_signal_prints_its_summary_and_leaves_whole_lines(gat
     partial = whole_lines(results)
     assert 2 <= len(partial) < 40
     gateway.settle()
+    gateway.latency = 0  # only the interrupted run needed slow answers
     done = subprocess.run(anyfast("batch", data, "-o", results, "--resume"), env=proc_env, capture_output=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr.decode()
     assert sorted(line["custom_id"] for line in whole_lines(results)) == [f"r{i:03d}" for i in range(40)]
@@ -423,14 +430,14 @@ def test_a_stream_ended_by_a_signal_ends_its_line(gateway, proc_env, command, si
 
 def test_a_hangup_that_was_ignored_stays_ignored(gateway, proc_env):
     """`nohup anyfast …`: SIGHUP was ignored before we started, and so it stays."""
-    gateway.script(Sse(sse_events(*[chunk(f"w{i} ") for i in range(40)], chunk(finish="stop")), delay=0.02))
+    gateway.script(Sse(sse_events(*[chunk(f"w{i} ") for i in range(20)], chunk(finish="stop")), delay=0.02))
     process = subprocess.Popen(anyfast("complete", "hi"), env=proc_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     assert process.stdout.read(1)
     process.send_signal(signal.SIGHUP)
     stdout, stderr = process.communicate(timeout=WAIT)
     assert process.returncode == 0, stderr.decode()
-    assert b"w39" in stdout
+    assert b"w19" in stdout
 
 
 # --- chat --save keeps links, owners and devices ------------------------------------------------------

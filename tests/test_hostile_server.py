@@ -18,7 +18,7 @@ import pexpect
 import pytest
 
 from gateway import ESCAPES, HOSTILE_MODES, MIB, Hostile, Json, Sse, chunk, completion, sse_events
-from helpers import KEY, WAIT, parse_lines
+from helpers import KEY, WAIT, parse_lines, pty_end
 
 from anyfast_cli.errors import ApiError
 from anyfast_cli.exchange import ERROR_BODY_BYTES, AnswerStream, Body, Reply
@@ -291,9 +291,7 @@ def test_at_a_terminal_nothing_from_the_server_drives_it(proc_env, gateway, args
     gateway.script(hostile("escapes"))
     child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", *args], env={**proc_env, "TERM": "xterm-256color"},
                           encoding="utf-8", timeout=WAIT)
-    child.expect(pexpect.EOF)
-    child.close()
-    shown = child.before
+    shown = pty_end(child)
     assert child.exitstatus == 0, shown
     for sequence in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\x08", "\x7f"):
         assert sequence not in shown, (sequence, shown)

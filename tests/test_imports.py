@@ -21,6 +21,7 @@ ALLOWED = {
     "httpx": {"client.py", "batch/"},
     "aiohttp": {"client.py", "batch/"},  # the batch transport, chosen by measurement
     "yaml": {"inputs.py", "settings.py"},
+    "jsonschema": {"schema.py"},  # only when --schema is used
     "anyfast_cli.cli": {"__main__.py"},
     "anyfast_cli.commands": {"cli.py", "commands/"},
 }
@@ -71,4 +72,6 @@ def test_importing_the_cli_loads_no_heavy_library():
     modules = set(json.loads(done.stdout))
     loaded = modules | {name.split(".")[0] for name in modules}
     assert "typer" in loaded  # the check itself works
-    assert loaded.isdisjoint({"httpx", "httpcore", "aiohttp", "yaml", "rich", "asyncio", "anyfast_cli.client"})
+    assert loaded.isdisjoint(
+        {"httpx", "httpcore", "aiohttp", "yaml", "rich", "asyncio", "jsonschema", "anyfast_cli.client"}
+    )

@@ -22,7 +22,8 @@ from anyfast_cli.exchange import Attempts, NetFailure
 
 TARGET = "gateway.test"
 DRIP_SECONDS = 30  # how long a drip would take in full: every bounded run ends long before it
-MAX_TIME_LINE = "anyfast: error: the request took longer than --max-time 1 s"
+MAX_TIME = "0.5"  # the --max-time of the runs below: ample for a loopback answer to begin
+MAX_TIME_LINE = "anyfast: error: the request took longer than --max-time 0.5 s"
 
 
 class NoJitter(random.Random):
@@ -160,15 +161,15 @@ def test_help_documents_max_time_and_the_stdin_rule(cli):
 # --- complete and chat (httpx) ---------------------------------------------------------------------
 
 
-def drip(pieces: int = DRIP_SECONDS * 5) -> Sse:
-    """An answer that arrives a word every 0.2 s: never silent long enough for --timeout."""
-    return Sse(sse_events(*[chunk(f"w{i} ") for i in range(pieces)], chunk(finish="stop")), delay=0.2)
+def drip(pieces: int = DRIP_SECONDS * 20) -> Sse:
+    """An answer that arrives a word every 0.05 s: never silent long enough for --timeout."""
+    return Sse(sse_events(*[chunk(f"w{i} ") for i in range(pieces)], chunk(finish="stop")), delay=0.05)
 
 
-def drip_bytes(pieces: int = DRIP_SECONDS * 5) -> Sse:
-    """A whole JSON answer sent a byte every 0.2 s (a non-streamed request)."""
+def drip_bytes(pieces: int = DRIP_SECONDS * 20) -> Sse:
+    """A whole JSON answer sent a byte every 0.05 s (a non-streamed request)."""
     body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]})
-    return Sse([body[i:i + 1].encode() for i in range(len(body))] + [b" "] * pieces, delay=0.2,
+    return Sse([body[i:i + 1].encode() for i in range(len(body))] + [b" "] * pieces, delay=0.05,
                headers={"Content-Type": "application/json"})
 
 
@@ -181,7 +182,7 @@ def timed(run, *args):
 @pytest.mark.parametrize("command", [["complete"], ["chat", "-n"]])
 def test_a_dripping_stream_ends_at_max_time_with_its_line_ended(run, gateway, command):
     gateway.script(drip())
-    result, elapsed = timed(run, *command, "--max-time", "1", "hi")
+    result, elapsed = timed(run, *command, "--max-time", MAX_TIME, "hi")
     assert result.exit_code == ExitCode.NETWORK, result.stderr
     assert result.stderr.splitlines()[0] == MAX_TIME_LINE
     assert result.stdout.startswith("w0 ") and result.stdout.endswith("\n")
@@ -191,7 +192,7 @@ def test_a_dripping_stream_ends_at_max_time_with_its_line_ended(run, gateway, co
 
 def test_a_whole_answer_dripping_ends_at_max_time(run, gateway):
     gateway.script(drip_bytes())
-    result, elapsed = timed(run, "complete", "--json", "--max-time", "1", "--retries", "3", "hi")
+    result, elapsed = timed(run, "complete", "--json", "--max-time", MAX_TIME, "--retries", "3", "hi")
     assert result.exit_code == ExitCode.NETWORK, result.stderr
     assert result.stderr.splitlines()[0] == MAX_TIME_LINE
     assert result.stdout == ""
@@ -202,7 +203,7 @@ def test_a_whole_answer_dripping_ends_at_max_time(run, gateway):
 @pytest.mark.parametrize("flags", [[], ["--json"]], ids=["stream", "whole"])
 def test_a_server_that_never_answers_ends_at_max_time_not_at_timeout(run, gateway, flags):
     gateway.script(Stall(DRIP_SECONDS), Stall(DRIP_SECONDS))
-    result, elapsed = timed(run, "complete", *flags, "--max-time", "1", "--timeout", "600", "--retries", "3", "hi")
+    result, elapsed = timed(run, "complete", *flags, "--max-time", MAX_TIME, "--timeout", "600", "--retries", "3", "hi")
     assert result.exit_code == ExitCode.NETWORK
     assert result.stderr.splitlines()[0] == MAX_TIME_LINE
     assert elapsed < DRIP_SECONDS / 3
@@ -211,10 +212,10 @@ def test_a_server_that_never_answers_ends_at_max_time_not_at_timeout(run, gatewa
 
 def test_max_time_covers_every_attempt(run, gateway):
     """Attempts that fail fast are retried, but all of them share the one deadline."""
-    gateway.script(Json(error_body("busy"), status=503), Stall(DRIP_SECONDS))
-    result, elapsed = timed(run, "complete", "--max-time", "1.5", "--retries", "5", "hi")
+    gateway.script(Json(error_body("busy"), status=503, headers={"Retry-After": "0"}), Stall(DRIP_SECONDS))
+    result, elapsed = timed(run, "complete", "--max-time", "0.75", "--retries", "5", "hi")
     assert result.exit_code == ExitCode.NETWORK
-    assert "longer than --max-time 1.5 s" in result.stderr
+    assert "longer than --max-time 0.75 s" in result.stderr
     assert len(gateway.requests) == 2
     assert elapsed < DRIP_SECONDS / 3
 
@@ -230,7 +231,7 @@ def test_a_retry_after_past_max_time_is_not_waited_for(run, gateway):
 
 def test_max_time_from_the_config(run, gateway, tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("profiles:\n  default:\n    max_time: 1\n")
+    config.write_text(f"profiles:\n  default:\n    max_time: {MAX_TIME}\n")
     gateway.script(drip())
     result = run("complete", "--config", config, "hi")
     assert result.exit_code == ExitCode.NETWORK
@@ -267,12 +268,12 @@ def test_a_dripping_record_fails_at_max_time_and_the_others_are_answered(run, ga
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": name, "prompt": name}) + "\n" for name in ["a", "b", "slow", "c"]))
     started = time.monotonic()
-    result = run("batch", data, "--max-time", "1", "--retries", "3", "-j", "4")
+    result = run("batch", data, "--max-time", MAX_TIME, "--retries", "3", "-j", "4")
     elapsed = time.monotonic() - started
     assert result.exit_code == ExitCode.BATCH_PARTIAL, result.stderr
     lines = {line["custom_id"]: line for line in parse_lines(result.stdout)}
     assert {k for k, line in lines.items() if line["error"] is None} == {"a", "b", "c"}
-    assert lines["slow"]["error"] == {"code": "timeout", "message": "the request took longer than --max-time 1 s"}
+    assert lines["slow"]["error"] == {"code": "timeout", "message": "the request took longer than --max-time 0.5 s"}
     assert sum(1 for r in gateway.requests if r.body["messages"][-1]["content"] == "slow") == 1
     assert elapsed < DRIP_SECONDS / 3
 
@@ -281,7 +282,7 @@ def test_a_batch_whose_first_outcome_is_max_time_stops_as_for_any_network_failur
     behave(lambda prompt: drip_bytes())
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(f"p{i}") + "\n" for i in range(3)))
-    result = run("batch", data, "--max-time", "1", "-j", "1")
+    result = run("batch", data, "--max-time", MAX_TIME, "-j", "1")
     assert result.exit_code == ExitCode.NETWORK
     assert MAX_TIME_LINE in result.stderr
 

@@ -569,7 +569,7 @@ def test_each_error_status(anyfast, gateway, path, status):
 
 
 @pytest.mark.parametrize("path", ["complete"])
-def test_new_apis_own_429_is_retried_then_exit_5(anyfast, gateway, path):
+def test_new_apis_own_429_is_retried_then_exit_5(anyfast, gateway, quick_backoff, path):
     # complete only: batch's 429 handling (adaptive rate) is issue 9's, not part of this parity suite.
     # (The stream path meets the same status in test_new_apis_chinese_429_message_is_shown.)
     gateway.script(newapi_rate_limited(), newapi_rate_limited())
@@ -600,10 +600,10 @@ def test_model_not_found_is_not_retried_and_names_the_model(anyfast, gateway, pa
     assert request_count(gateway) == 1, "configuration, not load: not retried"
 
 
-# Real backoff (new-api sends no Retry-After); the stream path's retried 503 with an
-# event-stream Content-Type is in test_each_error_status.
+# Backoff, not Retry-After (new-api sends none), cut short by quick_backoff; the stream path's
+# retried 503 with an event-stream Content-Type is in test_each_error_status.
 @pytest.mark.parametrize("path", BOTH)
-def test_system_cpu_overloaded_is_retried(anyfast, gateway, path):
+def test_system_cpu_overloaded_is_retried(anyfast, gateway, quick_backoff, path):
     gateway.script(cpu_overloaded(event_stream=path == "stream"))
     run = anyfast(path, "--retries", 1)
     assert_answered(run)
@@ -654,8 +654,8 @@ def test_connection_refused(anyfast, path):
 @pytest.mark.parametrize("path", ALL)
 def test_silence_past_the_timeout(anyfast, gateway, path):
     gateway.script(Stall(3))
-    run = anyfast(path, "--retries", 0, "--timeout", 0.5)
-    assert_stopped(run, 4, f"anyfast: error: timed out waiting for {gateway.origin} (no data for 0.5 s)")
+    run = anyfast(path, "--retries", 0, "--timeout", 0.25)
+    assert_stopped(run, 4, f"anyfast: error: timed out waiting for {gateway.origin} (no data for 0.25 s)")
 
 
 @pytest.mark.parametrize("path", ALL)
@@ -681,7 +681,7 @@ def test_a_stream_cut_before_any_text(anyfast, gateway):
 
 @pytest.mark.parametrize("failure", ["HTTP 503", "reset"])
 @pytest.mark.parametrize("path", BOTH)
-def test_verbose_logs_each_retry(anyfast, gateway, path, failure):
+def test_verbose_logs_each_retry(anyfast, gateway, quick_backoff, path, failure):
     if failure == "reset":
         gateway.script(Reset())
         after = re.escape(f"{gateway.origin} closed the connection before the answer was complete")

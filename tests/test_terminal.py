@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway import Json, Sse, chunk, error_body, sse_events
+from helpers import pty_end
 
 ESC = "\x1b["
 TIMEOUT = 20  # seconds; reached only when something hangs
@@ -24,13 +25,12 @@ def term_env(proc_env):
 def spawn(env, *args, cwd=None) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", *args], env=env, encoding="utf-8", timeout=TIMEOUT, cwd=cwd)
     child.setwinsize(40, 200)
+    child.delaybeforesend = None  # no 0.05 s pause before each send: what is sent waits in the terminal's queue
     return child
 
 
 def finish(child: pexpect.spawn) -> str:
-    child.expect(pexpect.EOF)
-    child.close()
-    return child.before
+    return pty_end(child)
 
 
 def user_contents(request) -> list[str]:
@@ -99,8 +99,8 @@ def test_error_turn_prints_one_line_and_is_not_kept(gateway, term_env):
 
 
 def test_ctrl_c_cuts_the_reply_keeps_it_marked_and_the_session_goes_on(gateway, term_env, tmp_path):
-    pieces = sse_events(chunk("partial answer "), *[chunk("more ") for _ in range(50)], chunk(finish="stop"))
-    gateway.script(Sse(pieces, delay=0.2))
+    pieces = sse_events(chunk("partial answer "), *[chunk("more ") for _ in range(200)], chunk(finish="stop"))
+    gateway.script(Sse(pieces, delay=0.05))  # 10 s in all: cut long before its end
     saved = tmp_path / "cut.yaml"
     child = spawn(term_env, "chat", "--save", str(saved))
     child.expect("> ")
@@ -193,7 +193,7 @@ def test_reasoning_is_dim_on_a_terminal_only_when_colour_is_allowed(term_env, ex
 
 
 def test_ctrl_c_during_a_stream_keeps_the_text_ends_the_line_and_exits_130(gateway, term_env):
-    gateway.script(Sse(sse_events(chunk("half of it"), *[chunk(".") for _ in range(50)], chunk(finish="stop")), delay=0.2))
+    gateway.script(Sse(sse_events(chunk("half of it"), *[chunk(".") for _ in range(200)], chunk(finish="stop")), delay=0.05))
     child = spawn(term_env, "complete", "go")
     child.expect("half of it")
     child.sendintr()

@@ -40,6 +40,7 @@ class JobOptions:
     plain_lines: bool = False  # --lines
     image_urls: tuple = ()
     video_parts: tuple = ()
+    schema: dict | None = None  # --schema: every record's answer is checked against it
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,13 @@ class Record:
     id: str
     body: dict
     fingerprint: str = ""  # of id and body: --resume keeps an answer only for the same request
+    schema: dict | None = None  # --schema, or the record's own `schema`: the answer must be valid for it
 
 
-def fingerprint(record_id: str, body: dict) -> str:
+def fingerprint(record_id: str, body: dict, schema: dict | None = None) -> str:
     """16 hex digits naming this exact request, so a changed input line is not taken as answered."""
-    canonical = json.dumps([record_id, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    parts = [record_id, body] if schema is None else [record_id, body, schema]
+    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
 
 
@@ -214,6 +217,32 @@ def fill_template(template: str, data: Mapping) -> str:
 
 def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> Record:
     """One input line -> Record; a RecordError says what is wrong with it."""
+    record, data = _parse_record(raw, line_no, index, options)
+    own = data.get("schema") if isinstance(data, dict) and not options.plain_lines else None
+    schema = record_schema(own) if own is not None else options.schema
+    if schema is None:
+        return record
+    return Record(
+        record.index, record.line_no, record.id, record.body, fingerprint(record.id, record.body, schema), schema
+    )
+
+
+def record_schema(value) -> dict:
+    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int')."""
+    from anyfast_cli.schema import check_schema, fields_schema
+
+    try:
+        if isinstance(value, dict):
+            check_schema(value, "'schema'")
+            return value
+        if isinstance(value, str):
+            return fields_schema(value)
+    except UsageError as exc:
+        raise RecordError(exc.message.replace("--schema: ", "'schema': ")) from None
+    raise RecordError("'schema' must be a JSON Schema object or a field list string")
+
+
+def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> tuple[Record, object]:
     try:
         text = raw.decode("utf-8").rstrip("\r\n")
         if line_no == 1:
@@ -221,7 +250,7 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     except UnicodeDecodeError:
         raise RecordError("not valid UTF-8") from None
     if options.plain_lines:
-        return _record(str(line_no), line_no, index, _prompt_messages({"text": text}, text, options), {}, options)
+        return _record(str(line_no), line_no, index, _prompt_messages({"text": text}, text, options), {}, options), None
     try:
         data = parse_json(text)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
     except JsonSyntaxError as exc:
@@ -229,12 +258,12 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     except ValueProblem as exc:
         raise RecordError(exc.describe()) from None
     if isinstance(data, str):
-        return _record(str(line_no), line_no, index, _prompt_messages({"text": data}, data, options), {}, options)
+        return _record(str(line_no), line_no, index, _prompt_messages({"text": data}, data, options), {}, options), data
     if not isinstance(data, dict):
         raise RecordError("expected a JSON string or object")
     record_id = _record_id(data, line_no)
     if "body" in data and "custom_id" in data:
-        return _openai_batch_record(data, record_id, line_no, index, options)
+        return _openai_batch_record(data, record_id, line_no, index, options), data
     overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
     if options.template is not None:
         messages = _prompt_messages(data, None, options)
@@ -252,7 +281,7 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
             messages = with_system(messages, _string(data, "system"))
     else:
         raise RecordError("an object needs 'prompt', 'messages', or custom_id+body (or use --template)")
-    return _record(record_id, line_no, index, messages, overrides, options)
+    return _record(record_id, line_no, index, messages, overrides, options), data
 
 
 def _openai_batch_record(data: dict, record_id: str, line_no: int, index: int, options: JobOptions) -> Record:
@@ -436,9 +465,15 @@ def iter_records(
             yield record
 
 
-def batch_input_line(record: Record) -> dict:
-    """The OpenAI Batch input form, for --dry-run."""
-    return {"custom_id": record.id, "method": "POST", "url": BATCH_URL, "body": record.body}
+def batch_input_line(record: Record, schema_mode: str = "json_schema") -> dict:
+    """The OpenAI Batch input form, for --dry-run (with --schema, asking for JSON as the first
+    request would)."""
+    body = record.body
+    if record.schema is not None:
+        from anyfast_cli.schema import apply_mode
+
+        body = apply_mode(body, record.schema, schema_mode)
+    return {"custom_id": record.id, "method": "POST", "url": BATCH_URL, "body": body}
 
 
 def result_line(record: Record, *, status: int | None, request_id: str | None, body, error: dict | None) -> dict:

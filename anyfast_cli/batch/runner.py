@@ -32,6 +32,7 @@ from anyfast_cli.exchange import (
     read_answer,
     request_id_of,
     status_failure,
+    tool_calls_in,
 )
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
 from anyfast_cli.retry import parse_retry_after
@@ -58,6 +59,9 @@ class RunConfig:
     max_time: float | None = None  # --max-time, for each record: its attempts and the waits between them
     ordered: bool = False
     env: Mapping[str, str] = field(default_factory=dict)  # for the proxy and trust store (transport.py)
+    schema_mode: str = "auto"  # --schema: how to ask for JSON (auto steps down on a 400, per model)
+    repair: int = 1  # --schema: re-asks of an answer that is not valid
+    fail_on_tool_calls: bool = False  # --fail-on-tool-calls: an answer that asks for tool calls fails its record
 
 
 class BatchRunner:
@@ -71,8 +75,11 @@ class BatchRunner:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self._warn = warn or (lambda message: None)
+        self._modes: dict = {}  # --schema: model -> _ModeState, learned once for the whole batch
         self.limiter = limiter
         self._emit = emit
         self._sleep = sleep
@@ -121,8 +128,73 @@ class BatchRunner:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
-        payload = json.dumps(record.body, ensure_ascii=False).encode("utf-8")
-        tokens = estimate_tokens(record.body)
+        if record.schema is not None:
+            return await self._send_structured(session, record)
+        return await self._request(session, record, record.body)
+
+    # --- --schema: the response_format ladder, learned per model; validation and repair ---
+
+    async def _send_structured(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
+        """The first record of a model finds the mode its server takes (stepping down on each
+        400) while the model's other records wait; they then go straight to that mode."""
+        from anyfast_cli.schema import mode_ladder
+
+        model = record.body.get("model")
+        state = self._modes.get(model)
+        if state is None:
+            state = self._modes[model] = _ModeState(mode_ladder(self.config.schema_mode))
+        if not state.settled:
+            async with state.lock:
+                if not state.settled:
+                    return await self._structured(session, record, state)
+        return await self._structured(session, record, state)
+
+    async def _structured(self, session: aiohttp.ClientSession, record: Record, state: "_ModeState") -> Outcome:
+        from anyfast_cli.schema import (
+            AnswerMismatch,
+            answer_parts,
+            apply_mode,
+            parse_reply,
+            repair_turns,
+            step_down_note,
+        )
+
+        repairs = self.config.repair
+        messages = list(record.body["messages"])
+        while True:
+            mode = state.ladder[state.level]
+            outcome = await self._request(
+                session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode)
+            )
+            response = outcome.line.get("response") or {}
+            if not outcome.ok:
+                if response.get("status_code") == 400 and not state.settled and state.level + 1 < len(state.ladder):
+                    message = (outcome.line.get("error") or {}).get("message", "HTTP 400")
+                    self._warn(step_down_note(mode, state.ladder[state.level + 1], record.body.get("model"), message))
+                    state.level += 1
+                    continue
+                if response.get("status_code") is not None:
+                    state.settled = True  # the server answered: this mode is as good as it gets
+                return outcome
+            state.settled = True
+            body = response.get("body") or {}
+            try:
+                value, _ = parse_reply(body, record.schema)
+            except AnswerMismatch as mismatch:
+                if mismatch.code in ("invalid_json", "schema_mismatch") and repairs > 0:
+                    repairs -= 1
+                    self._log(f"record {record.id}: not valid for the schema ({mismatch.message}); asking again")
+                    messages = messages + repair_turns(answer_parts(body)[0], mismatch)
+                    continue
+                outcome.line["error"] = {"code": mismatch.code, "message": mismatch.message}
+                outcome.ok = False
+                return outcome
+            outcome.line["parsed"] = value
+            return outcome
+
+    async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
+        payload = json.dumps(request_body, ensure_ascii=False).encode("utf-8")
+        tokens = estimate_tokens(request_body)
         policy = self.policy
         attempts = Attempts(
             retries=self.config.retries,
@@ -227,12 +299,25 @@ class BatchRunner:
             return self._failed(
                 record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None)
             )
+        if self.config.fail_on_tool_calls and tool_calls_in(body):
+            error = AnyfastError("the model answered with tool calls, not a final answer", code="tool_calls")
+            return self._failed(record, error, status=status, request_id=request_id or body.get("id"), body=body)
         self._answered += 1
         usage = body.get("usage")
         tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
         tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
         line = result_line(record, status=status, request_id=request_id or body.get("id"), body=body, error=None)
         return Outcome(line, ok=True, tokens=tokens)
+
+
+class _ModeState:
+    """--schema, for one model: the modes to try, the one reached, and whether it is known."""
+
+    def __init__(self, ladder: tuple) -> None:
+        self.ladder = ladder
+        self.level = 0
+        self.settled = len(ladder) == 1  # a pinned mode has nothing to learn
+        self.lock = asyncio.Lock()
 
 
 class _Reorderer:

@@ -58,9 +58,15 @@ class BatchFlags:
     progress: bool = True
     dry_run: bool = False
     verbose: bool = False
+    fail_on_tool_calls: bool = False  # a record answered with tool calls is a failed record
 
 
-def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: RequestFlags, streams: Streams) -> ExitCode:
+def run_batch(
+    flags: BatchFlags, *, settings_flags: SettingFlags, request: RequestFlags, streams: Streams, schema_flags=None
+) -> ExitCode:
+    from anyfast_cli.commands.schema_answer import schema_mode, schema_of
+
+    schema = schema_of(schema_flags)  # --schema: a bad SPEC is exit 2 before the input is read
     shard, shard_origin = parse_shard(flags.shard, streams.env)
     if shard_origin and flags.verbose:
         streams.say(f"shard {shard.k}/{shard.n} from {shard_origin}")
@@ -75,7 +81,10 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         plain_lines=flags.plain_lines,
         image_urls=tuple(image_urls),
         video_parts=tuple(video_parts),
+        schema=schema,
     )
+    mode = schema_mode(schema_flags, settings)
+    repair = schema_flags.repair if schema_flags is not None and schema_flags.repair is not None else None
     with input_lines(flags.input, streams) as lines:
         refuse_output_as_input(flags.output, lines)  # before the output is opened, let alone emptied
         scan = scan_input(lines, options, shard)
@@ -86,7 +95,7 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
         checked = CheckedRecords(scan.ids, lines.name)  # the ids and fingerprints of what was validated
         del scan
         if flags.dry_run:
-            return dry_run(checked, lines, options, shard, flags, streams)
+            return dry_run(checked, lines, options, shard, flags, streams, schema_mode=mode)
         api_key = resolve_api_key(settings.key, streams.env)
         streams.hide(api_key)  # masked in every line and message from here on (the sink shares stdout's redactor)
         from anyfast_cli.batch.journal import ResultSink
@@ -100,7 +109,17 @@ def run_batch(flags: BatchFlags, *, settings_flags: SettingFlags, request: Reque
                 answered = checked.mark_answered(resumed.kept)
             tally = Tally(total=checked.to_send, skipped=answered)
             try:
-                send_all(checked.records(lines, options, shard), sink, flags, settings, api_key, tally, streams)
+                send_all(
+                    checked.records(lines, options, shard),
+                    sink,
+                    flags,
+                    settings,
+                    api_key,
+                    tally,
+                    streams,
+                    schema_mode=mode,
+                    repair=repair,
+                )
             finally:
                 checked.report(streams, resumable=flags.output is not None)
         finally:
@@ -125,6 +144,8 @@ def dry_run(
     shard: Shard | None,
     flags: BatchFlags,
     streams: Streams,
+    *,
+    schema_mode: str = "auto",
 ) -> ExitCode:
     """--dry-run: each request as an OpenAI Batch input line. It never writes over results:
     with --resume (whose -o FILE holds them) it prints on stdout what --resume would send,
@@ -145,7 +166,7 @@ def dry_run(
                 hint="leave out -o to print the requests on stdout, or name a new file",
             )
         for record in checked.records(lines, options, shard):
-            sink.write(batch_input_line(record))
+            sink.write(batch_input_line(record, "json_schema" if schema_mode == "auto" else schema_mode))
     finally:
         sink.close()
     checked.report(streams, resumable=False)
@@ -320,7 +341,18 @@ class CheckedRecords:
         )
 
 
-def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Tally, streams: Streams) -> None:
+def send_all(
+    records,
+    sink,
+    flags: BatchFlags,
+    settings,
+    api_key: str,
+    tally: Tally,
+    streams: Streams,
+    *,
+    schema_mode: str = "auto",
+    repair: int | None = None,
+) -> None:
     import asyncio
 
     from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
@@ -344,11 +376,14 @@ def send_all(records, sink, flags: BatchFlags, settings, api_key: str, tally: Ta
         max_time=settings.max_time,
         ordered=flags.ordered,
         env=streams.env,
+        fail_on_tool_calls=flags.fail_on_tool_calls,
+        schema_mode=schema_mode,
+        **({} if repair is None else {"repair": repair}),
     )
     log = streams.say if flags.verbose else None
     # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
     controller = RateController(log=log)
-    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log)
+    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
 from anyfast_cli.commands.conversation import (
+    add_tool_results,
     api_messages,
+    assistant_message,
+    check_tool_calls_answered,
     check_writable,
     new_turn,
     read_conversation,
     save_conversation,
     set_system,
+    tool_fields,
 )
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.inputs import Conversation, build_prompt
@@ -26,11 +30,16 @@ def run_chat(
     save: str | None,
     no_stdin: bool,
     interactive: bool = False,
+    tool_results: list[str] = (),
     settings_flags: SettingFlags,
     request: RequestFlags,
     out: OutputFlags,
     streams: Streams,
+    schema_flags=None,
 ) -> ExitCode:
+    from anyfast_cli.commands.schema_answer import schema_of
+
+    schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before anything is read or sent
     conversation = read_conversation(messages_file, streams) if messages_file else Conversation()
     if save:
         check_writable(save)
@@ -42,6 +51,8 @@ def run_chat(
             raise UsageError("an interactive session needs a terminal on stdin and stdout")
         if prompt is not None:
             raise UsageError("an interactive session takes no prompt; type it at the prompt")
+        if schema is not None:
+            raise UsageError("--schema is for one answer, not an interactive session")
         from anyfast_cli.commands.session import run_session
 
         return run_session(
@@ -53,17 +64,35 @@ def run_chat(
         raise UsageError("nothing to send: give -f FILE, a prompt, or text on standard input")
     if (request.images or request.videos) and prompt is None:
         raise UsageError("-i/--image and --video need a prompt to attach to")
+    if tool_results:
+        add_tool_results(conversation, tool_results)
     if prompt is not None:
         conversation.messages.append(new_turn(prompt, request))
     if request.system is not None:
         set_system(conversation, request.system)
 
     settings = load_settings(settings_flags, streams, file_model=conversation.model)
-    fields = body_fields(settings, request, conversation.params)
-    reply = exchange(
-        settings, api_messages(conversation), fields, out, streams, keep_text=bool(save)
-    )  # the text only for --save
+    fields = body_fields(settings, request, {**conversation.params, **tool_fields(conversation)})
+    check_tool_calls_answered(conversation.messages)  # before anything is sent
+    if request.tools is not None:
+        conversation.tools = fields["tools"]  # --save keeps the tools the flag declared
+    if request.tool_choice is not None:
+        conversation.tool_choice = fields["tool_choice"]
+    if schema is not None:
+        from anyfast_cli.commands.schema_answer import exchange_structured
+
+        reply = exchange_structured(
+            settings, api_messages(conversation), fields, out, streams, schema=schema, flags=schema_flags
+        )
+    else:
+        reply = exchange(
+            settings, api_messages(conversation), fields, out, streams, keep_text=bool(save)
+        )  # the text only for --save
     if save and reply is not None:
-        conversation.messages.append({"role": "assistant", "content": reply.content})
+        conversation.messages.append(assistant_message(reply))
+        if reply.choice_count > 1:
+            streams.warn(f"--save keeps choice 0 of the {reply.choice_count} the answer holds")
         save_conversation(conversation, save)
+    if getattr(reply, "asks_for_tools", False):
+        return ExitCode.TOOL_CALLS
     return ExitCode.OK

@@ -124,8 +124,68 @@ def body_fields(settings: Settings, request: RequestFlags, file_params: dict | N
         raise
     params = dict(parse_param(p) for p in request.params)
     fields = {**settings.body_defaults, **(file_params or {}), **flag_fields(request, params)}
+    if request.tools is not None:
+        fields["tools"] = read_tools(request.tools)
+    if request.tool_choice is not None:
+        fields["tool_choice"] = tool_choice_value(request.tool_choice, fields.get("tools"))
     check_fields(fields, settings.model)
     return fields
+
+
+TOOL_CHOICES = ("auto", "none", "required")
+
+
+def read_tools(path: str) -> list[dict]:
+    """--tools FILE: a JSON or YAML list of OpenAI tool definitions (or a mapping with `tools`)."""
+    from anyfast_cli.inputs import load_structured
+
+    try:
+        text, _ = read_document(path, "a tools file")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return check_tools(load_structured(text, path), path)
+
+
+def check_tools(data, source: str) -> list[dict]:
+    """Tool definitions as the API takes them; a bare function ({name, parameters}) is wrapped."""
+    if isinstance(data, dict) and "tools" in data:
+        data = data["tools"]
+    if not isinstance(data, list) or not data:
+        raise UsageError(f"{source}: expected a list of tool definitions")
+    tools = []
+    for number, tool in enumerate(data, 1):
+        if isinstance(tool, dict) and "type" not in tool and isinstance(tool.get("name"), str):
+            tool = {"type": "function", "function": tool}
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or (
+            tool.get("type") == "function"
+            and not (isinstance(function, dict) and isinstance(function.get("name"), str))
+        ):
+            raise UsageError(
+                f"{source}: tool {number} is not a tool definition like {{type: function, function: {{name: …}}}}"
+            )
+        tools.append(tool)
+    return tools
+
+
+def tool_names(tools) -> list[str]:
+    return [t["function"]["name"] for t in tools or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+
+
+def tool_choice_value(choice, tools) -> str | dict:
+    """--tool-choice: auto, none, required, or the name of a declared function."""
+    if isinstance(choice, dict):
+        return choice
+    if not tools:
+        raise UsageError("--tool-choice needs tools: give --tools FILE (or tools: in the conversation file)")
+    if choice in TOOL_CHOICES:
+        return choice
+    names = tool_names(tools)
+    if choice not in names:
+        raise UsageError(
+            f"--tool-choice {choice!r}: expected auto, none, required or a declared function ({', '.join(names)})"
+        )
+    return {"type": "function", "function": {"name": choice}}
 
 
 def exchange(
@@ -183,6 +243,9 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     arrived even when the stream is cut or interrupted."""
     reply = reply if reply is not None else Reply()
     reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
+    # A whole answer is known at once; a streamed one is held only when tools were declared, as it
+    # may end in tool calls, and then its text belongs on stderr (printed when the answer ends).
+    hold = not out.streaming or bool(body.get("tools"))
     # With --json the objects are the output: the printer only collects the text (and shows reasoning).
     printer = TextPrinter(
         streams.stdout,
@@ -193,6 +256,7 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
         echo=not out.json,
         out_terminal=streams.stdout_isatty,
         err_terminal=streams.stderr_isatty,
+        hold=hold,
     )
     if out.streaming:
         try:
@@ -206,12 +270,14 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
             printer.end_lines(complete=False)  # keep what was printed, and end its line
             raise
         printer.end_lines()
+        printer.end_choices()
         if reply.finish_reason is None:  # new-api ends a stream cut upstream with [DONE], hiding the cut
             streams.warn("the stream ended without a finish_reason; the answer may be incomplete")
     else:
         data = client.send(body)
         printer.feed_chunk(data)
         printer.end_lines()
+        printer.end_choices()
         if out.json:
             print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
     if reply.cut_at_limit and not out.json:  # --json shows finish_reason itself

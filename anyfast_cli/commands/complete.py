@@ -19,12 +19,21 @@ def run_complete(
     request: RequestFlags,
     out: OutputFlags,
     streams: Streams,
+    schema_flags=None,
 ) -> ExitCode:
+    from anyfast_cli.commands.schema_answer import schema_of  # --schema: jsonschema loads only then
+
+    schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before stdin is read
     stdin_text = None if no_stdin else streams.read_stdin()
     prompt = build_prompt(prompt_args, stdin_text)
     settings = load_settings(settings_flags, streams)
     fields = body_fields(settings, request)
     image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
     messages = with_system([user_message(prompt, image_urls, video_parts)], request.system)
-    exchange(settings, messages, fields, out, streams, keep_text=False)  # printed as it comes, not kept
-    return ExitCode.OK
+    if schema is not None:
+        from anyfast_cli.commands.schema_answer import exchange_structured
+
+        exchange_structured(settings, messages, fields, out, streams, schema=schema, flags=schema_flags)
+        return ExitCode.OK
+    reply = exchange(settings, messages, fields, out, streams, keep_text=False)  # printed as it comes, not kept
+    return ExitCode.TOOL_CALLS if reply is not None and reply.asks_for_tools else ExitCode.OK

@@ -85,3 +85,99 @@ def _map_local_refs(message: dict, change: Callable[[str], str]) -> None:
     for key in ATTACHMENT_KEYS:
         if key in message:
             message[key] = [ref if is_url(ref) else change(ref) for ref in message[key]]
+
+
+# --- tool calls and their results ------------------------------------------------------------
+
+
+def tool_fields(conversation: Conversation) -> dict:
+    """The file's `tools:`/`tool_choice:` as body fields (flags win over them, as over params)."""
+    from anyfast_cli.commands.common import check_tools, tool_choice_value
+
+    fields: dict = {}
+    if conversation.tools:
+        fields["tools"] = check_tools(conversation.tools, "the conversation file's tools")
+    if conversation.tool_choice is not None:
+        choice = conversation.tool_choice
+        fields["tool_choice"] = choice if isinstance(choice, dict) else tool_choice_value(choice, fields.get("tools"))
+    return fields
+
+
+def parse_tool_result(text: str) -> tuple[str, str]:
+    """--tool-result ID=TEXT or ID=@FILE (the file's text, as it is)."""
+    call_id, eq, value = text.partition("=")
+    call_id = call_id.strip()
+    if not eq or not call_id:
+        raise UsageError(f"--tool-result expects ID=TEXT or ID=@FILE, got {text[:60]!r}")
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            value, _ = read_document(path, "a tool result file")
+        except OSError as exc:
+            raise UsageError(f"--tool-result {call_id}: cannot read {path}: {exc.strerror or exc}") from None
+    return call_id, value
+
+
+def add_tool_results(conversation: Conversation, results: list[str]) -> None:
+    """Each result as a `role: tool` message after the file's messages; its ID must be a call
+    the conversation left unanswered."""
+    waiting = unanswered_calls(conversation.messages)
+    for text in results:
+        call_id, content = parse_tool_result(text)
+        if call_id not in waiting:
+            known = ", ".join(waiting) or "none"
+            raise UsageError(f"--tool-result {call_id}: no unanswered tool call has this id (waiting: {known})")
+        del waiting[call_id]
+        conversation.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+
+
+def unanswered_calls(messages: list[dict]) -> dict:
+    """The tool calls of the last assistant message that asked for them and that no `tool`
+    message after it answers: id -> function name, in order."""
+    waiting: dict = {}
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant":
+            waiting = {}
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict) and call.get("id"):
+                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                    waiting[str(call["id"])] = function.get("name") or "?"
+        elif role == "tool":
+            waiting.pop(str(message.get("tool_call_id")), None)
+        elif role == "user":
+            if waiting:
+                break  # a user turn after unanswered calls: checked below
+    return waiting
+
+
+def check_tool_calls_answered(messages: list[dict]) -> None:
+    """A request whose conversation leaves a tool call unanswered is refused (exit 2), as the
+    API would refuse it after the request was paid for."""
+    waiting: dict = {}
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            waiting.pop(str(message.get("tool_call_id")), None)
+            continue
+        if waiting:
+            break
+        if role == "assistant":
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict) and call.get("id"):
+                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                    waiting[str(call["id"])] = function.get("name") or "?"
+    if waiting:
+        call_id, name = next(iter(waiting.items()))
+        raise UsageError(
+            f"tool call {call_id} ({name}) has no result; nothing was sent",
+            hint=f"answer it with --tool-result {call_id}=TEXT (or {call_id}=@FILE)",
+        )
+
+
+def assistant_message(reply) -> dict:
+    """The reply as the conversation keeps it: its text, and its tool calls in order."""
+    calls = reply.calls(0)
+    if not calls:
+        return {"role": "assistant", "content": reply.content}
+    return {"role": "assistant", "content": reply.content or None, "tool_calls": calls}

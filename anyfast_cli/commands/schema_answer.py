@@ -1,0 +1,141 @@
+"""--schema for complete and chat: ask for JSON, step down on a 400, validate, repair.
+
+The request is sent whole (never streamed), so nothing reaches stdout until the answer
+is validated; then stdout gets the value as one compact JSON line (or, with --json, the
+response as received). A failure is exit 7 (SchemaMismatchError), stdout empty.
+"""
+
+from __future__ import annotations
+
+from anyfast_cli.commands.common import OutputFlags, open_client
+from anyfast_cli.errors import ApiError, SchemaMismatchError
+from anyfast_cli.exchange import Reply
+from anyfast_cli.output import print_json, print_usage, render_json, write_flushed
+from anyfast_cli.reading import read_document
+from anyfast_cli.request import build_body, describe_request
+from anyfast_cli.schema import (
+    DEFAULT_REPAIR,
+    AnswerMismatch,
+    SchemaFlags,
+    answer_parts,
+    apply_mode,
+    check_mode,
+    load_schema,
+    mode_ladder,
+    parse_reply,
+    repair_turns,
+    step_down_note,
+)
+from anyfast_cli.settings import Settings
+from anyfast_cli.streams import Streams
+
+
+def read_schema_file(path: str) -> str:
+    from anyfast_cli.errors import UsageError
+
+    try:
+        text, _ = read_document(path, "a schema file")
+    except OSError as exc:
+        raise UsageError(f"cannot read schema file {path}: {exc.strerror or exc}") from None
+    return text
+
+
+def schema_of(flags: SchemaFlags | None) -> dict | None:
+    """The schema asked for, checked (exit 2 before anything is sent); None without --schema."""
+    return load_schema(flags, read_schema_file) if flags is not None else None
+
+
+def schema_mode(flags: SchemaFlags | None, settings: Settings) -> str:
+    """--schema-mode, else the profile's schema_mode, else auto."""
+    given = flags.schema_mode if flags is not None else None
+    return check_mode(given or settings.schema_mode)
+
+
+def exchange_structured(
+    settings: Settings,
+    messages: list[dict],
+    fields: dict,
+    out: OutputFlags,
+    streams: Streams,
+    *,
+    schema: dict,
+    flags: SchemaFlags,
+) -> Reply | None:
+    """Send until an answer is valid for `schema` (stepping down the response_format ladder on
+    a 400, re-asking `--repair` times); print it; the Reply holds the answer's text for --save."""
+    ladder = mode_ladder(schema_mode(flags, settings))
+    repairs = flags.repair if flags.repair is not None else DEFAULT_REPAIR
+    base = build_body(settings.model, messages, fields, stream=False)
+    if out.dry_run:
+        body = apply_mode(base, schema, ladder[0])
+        print_json(
+            describe_request(settings.base_url, body),
+            streams.stdout,
+            terminal=streams.stdout_isatty,
+            color=streams.stdout_color,
+        )
+        return None
+    level = 0
+    conversation = list(base["messages"])
+    with open_client(settings, out, streams) as client:
+        while True:
+            body = apply_mode({**base, "messages": conversation}, schema, ladder[level])
+            try:
+                data = client.send(body)
+            except ApiError as error:
+                if error.status == 400 and level + 1 < len(ladder):
+                    streams.warn(step_down_note(ladder[level], ladder[level + 1], settings.model, error.message))
+                    level += 1
+                    continue
+                raise
+            try:
+                value, text = parse_reply(data, schema)
+            except AnswerMismatch as mismatch:
+                repairable = mismatch.code in ("invalid_json", "schema_mismatch")
+                if repairable and repairs > 0:
+                    repairs -= 1
+                    if out.verbose:
+                        streams.say(f"the answer is not valid for the schema ({mismatch.message}); asking again")
+                    conversation = conversation + repair_turns(answer_parts(data)[0], mismatch)
+                    continue
+                _show(data, out, streams, valid=False)
+                raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
+            _show(data, out, streams, valid=True, value=value)
+            reply = Reply(keep_text=True)
+            reply.mask = streams.redactor.mask
+            reply.absorb(data)
+            reply.content_parts = [text]  # what the model said, as said (fenced or not)
+            return reply
+
+
+def _failure_text(mismatch: AnswerMismatch) -> str:
+    if mismatch.code in ("truncated", "refused"):
+        return f"--schema: {mismatch.message}"
+    return f"the answer is not valid for --schema: {mismatch.message}"
+
+
+def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=None) -> None:
+    """--json: the response as received (whatever validation says); else the valid value as
+    one compact line, and nothing at all when it is not valid. Reasoning and usage on stderr."""
+    if out.reasoning:
+        choices = data.get("choices") or [{}]
+        message = (choices[0].get("message") or {}) if isinstance(choices[0], dict) else {}
+        reasoning = message.get("reasoning_content") if isinstance(message, dict) else None
+        if isinstance(reasoning, str) and reasoning:
+            streams.note(reasoning.rstrip("\n") + "\n")
+    if out.json:
+        print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+    elif valid:
+        write_flushed(streams.stdout, render_json(value, terminal=streams.stdout_isatty) + "\n")
+    if out.usage:
+        print_usage(data.get("usage"), streams.note)
+
+
+def run_schema(spec: str, *, multi: bool, streams: Streams):
+    """`anyfast schema SPEC`: the JSON Schema, indented, on stdout."""
+    from anyfast_cli.errors import ExitCode
+    from anyfast_cli.schema import render_schema
+
+    flags = SchemaFlags(schema_multi=spec) if multi else SchemaFlags(schema=spec)
+    write_flushed(streams.stdout, render_schema(schema_of(flags)) + "\n")
+    return ExitCode.OK
