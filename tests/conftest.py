@@ -56,7 +56,9 @@ def env(clean_env, gateway):
 def proc_env(gateway, tmp_path):
     """The environment for a real `python -m anyfast_cli` process: the test run's own, without
     ANYFAST_* or NO_COLOR; config in tmp_path; the key and the gateway's URL."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k not in ("NO_COLOR", "XDG_CONFIG_HOME")}
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("ANYFAST_") and k not in ("NO_COLOR", "XDG_CONFIG_HOME")
+    }
     environment.update(ANYFAST_API_KEY=KEY, ANYFAST_BASE_URL=gateway.url, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     return environment
 

@@ -39,12 +39,30 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           408: "Request Timeout", 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
-           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-           201: "Created", 202: "Accepted", 204: "No Content", 205: "Reset Content",
-           301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
-           308: "Permanent Redirect", 407: "Proxy Authentication Required"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    205: "Reset Content",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    407: "Proxy Authentication Required",
+}
 
 
 @dataclass
@@ -149,17 +167,27 @@ def chunk(content: str | None = None, reasoning: str | None = None, finish: str 
         delta["content"] = content
     if reasoning is not None:
         delta["reasoning_content"] = reasoning
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
 
 
 def completion(content: str, reasoning: str | None = None, model: str = "m", usage: dict | None = None) -> dict:
     message = {"role": "assistant", "content": content}
     if reasoning is not None:
         message["reasoning_content"] = reasoning
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": usage or {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": usage or {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
 
 
 def redirect(status: int, location: str) -> Json:
@@ -194,8 +222,15 @@ def with_request_id(message: str, request_id: str | None = None) -> str:
     return f"{message} (request id: {request_id or newapi_request_id()})"
 
 
-def newapi_error(status: int, message: str, code: str | None, type_: str = "new_api_error",
-                 event_stream: bool = False, request_id: str | None = None, **headers) -> Json:
+def newapi_error(
+    status: int,
+    message: str,
+    code: str | None,
+    type_: str = "new_api_error",
+    event_stream: bool = False,
+    request_id: str | None = None,
+    **headers,
+) -> Json:
     """An error as new-api sends it: the message ends in `(request id: …)`. With
     `event_stream=True` it comes with `Content-Type: text/event-stream` and a plain
     JSON body, as new-api answers a request that asked for a stream."""
@@ -246,8 +281,20 @@ def hidden_cut(*texts: str, usage: dict | None = None) -> Sse:
 
 MIB = 1024 * 1024
 ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\x1b[2J\x1b[31m\x9b1;1H\x07\x08\x7f"  # clipboard, title, clear, colour, C1 CSI, BEL, BS, DEL
-HOSTILE_MODES = ("surrogates", "deep_json", "endless", "gzip_bomb", "giant_line", "big_answer", "drip", "escapes",
-                 "escapes_error", "echoed_key", "echoed_key_error", "non_utf8_header")
+HOSTILE_MODES = (
+    "surrogates",
+    "deep_json",
+    "endless",
+    "gzip_bomb",
+    "giant_line",
+    "big_answer",
+    "drip",
+    "escapes",
+    "escapes_error",
+    "echoed_key",
+    "echoed_key_error",
+    "non_utf8_header",
+)
 
 
 @dataclass
@@ -285,7 +332,10 @@ class Hostile:
     def _surrogates(self, stream, key):
         pieces = ["\\ud83d", "\\ude00", " lone \\ud800", " end"]
         if stream:
-            return Sse([b"data: " + _raw_chunk(p) + b"\n\n" for p in pieces] + [_sse(chunk(finish="stop")), b"data: [DONE]\n\n"])
+            return Sse(
+                [b"data: " + _raw_chunk(p) + b"\n\n" for p in pieces]
+                + [_sse(chunk(finish="stop")), b"data: [DONE]\n\n"]
+            )
         return Json(raw=_raw_completion("".join(pieces)))
 
     def _deep_json(self, stream, key):
@@ -293,8 +343,11 @@ class Hostile:
         if stream:
             event = b'{"choices":[{"index":0,"delta":{"content":"x","extra":' + deep + b'},"finish_reason":"stop"}]}'
             return Sse([b"data: " + event + b"\n\n", b"data: [DONE]\n\n"])
-        return Json(raw=b'{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":' + deep
-                    + b'},"finish_reason":"stop"}]}')
+        return Json(
+            raw=b'{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":'
+            + deep
+            + b'},"finish_reason":"stop"}]}'
+        )
 
     def _endless(self, stream, key):
         text = "a" * self.piece_size
@@ -313,39 +366,60 @@ class Hostile:
             return self._big_answer(stream, key)
         times = max(1, self.size // self.piece_size)
         head = b'data: {"choices":[{"index":0,"delta":{"content":"'
-        return Flood(b"a" * self.piece_size, head=head, tail=b'"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', times=times)
+        return Flood(
+            b"a" * self.piece_size, head=head, tail=b'"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', times=times
+        )
 
     def _big_answer(self, stream, key):
         times = max(1, self.size // self.piece_size)
-        return Flood(b"a" * self.piece_size, head=_COMPLETION_HEAD, tail=_COMPLETION_TAIL, times=times, sized=self.sized,
-                     headers={"Content-Type": "application/json"})
+        return Flood(
+            b"a" * self.piece_size,
+            head=_COMPLETION_HEAD,
+            tail=_COMPLETION_TAIL,
+            times=times,
+            sized=self.sized,
+            headers={"Content-Type": "application/json"},
+        )
 
     def _drip(self, stream, key):
         if stream:
             body = b"".join(sse_events(chunk("dripped"), chunk(finish="stop")))
             return Sse([body[i : i + 1] for i in range(len(body))], delay=self.delay)
         body = json.dumps(completion("dripped")).encode()
-        return Sse([body[i : i + 1] for i in range(len(body))], delay=self.delay, headers={"Content-Type": "application/json"})
+        return Sse(
+            [body[i : i + 1] for i in range(len(body))], delay=self.delay, headers={"Content-Type": "application/json"}
+        )
 
     def _escapes(self, stream, key):
         headers = {"x-request-id": b"req-\x1b]0;pwned\x07-\xc2\x9b2J"}
         if stream:
-            return Sse(sse_events(chunk(reasoning="think " + ESCAPES), chunk("say " + ESCAPES), chunk(finish="stop")), headers=headers)
+            return Sse(
+                sse_events(chunk(reasoning="think " + ESCAPES), chunk("say " + ESCAPES), chunk(finish="stop")),
+                headers=headers,
+            )
         return Json(completion("say " + ESCAPES, reasoning="think " + ESCAPES), headers=headers)
 
     def _escapes_error(self, stream, key):
-        return Json(error_body("bad request " + ESCAPES, code="\x1b[2J"), status=400,
-                    headers={"x-request-id": b"req-\x1b]0;pwned\x07"})
+        return Json(
+            error_body("bad request " + ESCAPES, code="\x1b[2J"),
+            status=400,
+            headers={"x-request-id": b"req-\x1b]0;pwned\x07"},
+        )
 
     def _echoed_key(self, stream, key):
         headers = {"x-request-id": f"req-{key}"}
         half = len(key) // 2
         if stream:
-            return Sse(sse_events(chunk(f"your key is {key[:half]}"), chunk(f"{key[half:]}."), chunk(finish="stop")), headers=headers)
+            return Sse(
+                sse_events(chunk(f"your key is {key[:half]}"), chunk(f"{key[half:]}."), chunk(finish="stop")),
+                headers=headers,
+            )
         return Json(completion(f"your key is {key}."), headers=headers)
 
     def _echoed_key_error(self, stream, key):
-        return Json(error_body(f"Incorrect API key provided: {key}"), status=400, headers={"x-request-id": f"req-{key}"})
+        return Json(
+            error_body(f"Incorrect API key provided: {key}"), status=400, headers={"x-request-id": f"req-{key}"}
+        )
 
     def _non_utf8_header(self, stream, key):
         headers = {"x-request-id": b"req-\xff\xfe\xc3"}
@@ -354,7 +428,9 @@ class Hostile:
         return Json(completion("fine"), headers=headers, reason=b"OK \xff")
 
 
-_COMPLETION_HEAD = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"'
+_COMPLETION_HEAD = (
+    b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"'
+)
 _COMPLETION_TAIL = b'"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
 
 
@@ -364,8 +440,11 @@ def _sse(obj) -> bytes:
 
 def _raw_chunk(content_json: str) -> bytes:
     """A chunk whose content is given as JSON string text (escapes and all)."""
-    return ('{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
-            + content_json + '"},"finish_reason":null}]}').encode()
+    return (
+        '{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
+        + content_json
+        + '"},"finish_reason":null}]}'
+    ).encode()
 
 
 def _raw_completion(content_json: str) -> bytes:
@@ -421,8 +500,9 @@ class Gateway:
         # failed handshakes are counted; on 3.10 the server does it (uncounted).
         handshake_here = self.ssl_context is not None and hasattr(asyncio.StreamWriter, "start_tls")
         server_ssl = self.ssl_context if not handshake_here else None
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=2048, ssl=server_ssl,
-                                                  limit=1 << 20)
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", 0, backlog=2048, ssl=server_ssl, limit=1 << 20
+        )
         return self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
@@ -566,7 +646,12 @@ class Gateway:
             writer.write(head + payload)
             await writer.drain()
             return True
-        headers = {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked", "Cache-Control": "no-cache", **reply.headers}
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Transfer-Encoding": "chunked",
+            "Cache-Control": "no-cache",
+            **reply.headers,
+        }
         writer.write(_head(reply.status, headers, request_id, reply.reason))
         for piece in reply.pieces:
             if reply.delay:
@@ -610,7 +695,10 @@ class Gateway:
         body = request.body or {}
         if request.path.rstrip("/") != "/v1/chat/completions":
             return Json(error_body(f"no route {request.path}"), status=404)
-        if not request.headers.get("authorization", "").startswith("Bearer ") or request.headers["authorization"] == "Bearer ":
+        if (
+            not request.headers.get("authorization", "").startswith("Bearer ")
+            or request.headers["authorization"] == "Bearer "
+        ):
             return Json(error_body("missing API key", "authentication_error"), status=401)
         messages = body.get("messages") or []
         text = _last_user_text(messages)
@@ -635,7 +723,9 @@ class Gateway:
         return Sse(sse_events(*events))
 
 
-def _head(status: int, headers: dict, request_id: str | None, reason: str | bytes | None = None, raw: bytes = b"") -> bytes:
+def _head(
+    status: int, headers: dict, request_id: str | None, reason: str | bytes | None = None, raw: bytes = b""
+) -> bytes:
     """The status line and headers. `reason` (str, or bytes sent as they are) replaces
     the standard reason phrase; header values may be bytes (sent as they are) or None
     (not sent); an x-request-id in `headers` replaces the generated one; `raw` is

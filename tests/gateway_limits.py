@@ -59,9 +59,13 @@ class _Limit:
         headers = {}
         if self.ratelimit_headers:
             limit, remaining, reset = self._state(now)
-            headers.update({"x-ratelimit-limit-requests": str(limit),
-                            "x-ratelimit-remaining-requests": str(remaining),
-                            "x-ratelimit-reset-requests": format_duration(reset)})
+            headers.update(
+                {
+                    "x-ratelimit-limit-requests": str(limit),
+                    "x-ratelimit-remaining-requests": str(remaining),
+                    "x-ratelimit-reset-requests": format_duration(reset),
+                }
+            )
         if allowed:
             self.admitted += 1
             return Verdict(True, headers)
@@ -115,7 +119,9 @@ class TokenBucket(_Limit):
 class FixedWindow(_Limit):
     """At most `limit` requests in each window [k*window, (k+1)*window) of the clock."""
 
-    def __init__(self, limit: int, window: float = 1.0, *, retry: str = "seconds", ratelimit_headers: bool = False) -> None:
+    def __init__(
+        self, limit: int, window: float = 1.0, *, retry: str = "seconds", ratelimit_headers: bool = False
+    ) -> None:
         super().__init__(retry, ratelimit_headers)
         self.limit = limit
         self.window = window
@@ -140,7 +146,9 @@ class FixedWindow(_Limit):
         return self.limit, self.limit - self._used, (self._current + 1) * self.window - now
 
 
-def make_limiter(kind: str, rate: float, *, burst: int = 20, retry: str = "seconds", ratelimit_headers: bool = False) -> _Limit:
+def make_limiter(
+    kind: str, rate: float, *, burst: int = 20, retry: str = "seconds", ratelimit_headers: bool = False
+) -> _Limit:
     """By name, for the benchmark's command line: "bucket", "window" (one second) or "minute"."""
     if kind == "bucket":
         return TokenBucket(rate, burst, retry=retry, ratelimit_headers=ratelimit_headers)
@@ -155,5 +163,8 @@ def refusal_reply(verdict: Verdict):
     """The gateway's 429 for a refused request (imported late: gateway.py does not import this module)."""
     from gateway import Json, error_body
 
-    return Json(error_body("Rate limit reached for requests", "rate_limit_error", "rate_limit_exceeded"),
-                status=429, headers=dict(verdict.headers))
+    return Json(
+        error_body("Rate limit reached for requests", "rate_limit_error", "rate_limit_exceeded"),
+        status=429,
+        headers=dict(verdict.headers),
+    )

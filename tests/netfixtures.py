@@ -82,9 +82,28 @@ def _openssl(*args, cwd: Path) -> None:
 
 def _make_ca(root: Path, name: str, common_name: str) -> tuple[Path, Path]:
     pem, key = root / f"{name}.pem", root / f"{name}.key"
-    _openssl("req", "-x509", "-config", "openssl.cnf", "-extensions", "ca_ext", "-newkey", "ec",
-             "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key.name, "-out", pem.name,
-             "-days", "3", "-subj", f"/CN={common_name}", cwd=root)
+    _openssl(
+        "req",
+        "-x509",
+        "-config",
+        "openssl.cnf",
+        "-extensions",
+        "ca_ext",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key.name,
+        "-out",
+        pem.name,
+        "-days",
+        "3",
+        "-subj",
+        f"/CN={common_name}",
+        cwd=root,
+    )
     return pem, key
 
 
@@ -103,15 +122,57 @@ def make_pki(root: Path) -> Pki:
     (root / "openssl.cnf").write_text(_CONFIG)
     ca_pem, ca_key = _make_ca(root, "ca", "anyfast test CA")
     other_pem, _ = _make_ca(root, "other-ca", "anyfast unrelated CA")
-    _openssl("req", "-new", "-config", "openssl.cnf", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=root)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", ca_pem.name, "-CAkey", ca_key.name, "-CAcreateserial",
-             "-out", "server.pem", "-days", "3", "-extfile", "openssl.cnf", "-extensions", "server_ext", cwd=root)
+    _openssl(
+        "req",
+        "-new",
+        "-config",
+        "openssl.cnf",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=root,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        ca_pem.name,
+        "-CAkey",
+        ca_key.name,
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "3",
+        "-extfile",
+        "openssl.cnf",
+        "-extensions",
+        "server_ext",
+        cwd=root,
+    )
     empty = root / "empty-dir"
     empty.mkdir()
-    return Pki(root=root, ca_pem=ca_pem, ca_key=ca_key, ca_dir=_hashed_dir(root / "ca-dir", ca_pem),
-               cert=root / "server.pem", key=root / "server.key", other_ca_pem=other_pem,
-               other_ca_dir=_hashed_dir(root / "other-ca-dir", other_pem), empty_dir=empty)
+    return Pki(
+        root=root,
+        ca_pem=ca_pem,
+        ca_key=ca_key,
+        ca_dir=_hashed_dir(root / "ca-dir", ca_pem),
+        cert=root / "server.pem",
+        key=root / "server.key",
+        other_ca_pem=other_pem,
+        other_ca_dir=_hashed_dir(root / "other-ca-dir", other_pem),
+        empty_dir=empty,
+    )
 
 
 # --- a forward proxy ----------------------------------------------------------------------------
@@ -212,9 +273,11 @@ class Proxy:
                 body = await _read_request_body(reader, headers)
                 if self.auth is not None and authorization != self.expected_authorization():
                     passed.allowed = False
-                    writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                                 b'Proxy-Authenticate: Basic realm="test proxy"\r\n'
-                                 b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                    writer.write(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                        b'Proxy-Authenticate: Basic realm="test proxy"\r\n'
+                        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
                     await writer.drain()
                     return
                 if method == "CONNECT":

@@ -198,12 +198,24 @@ class Result:
         return self.refused / self.requests if self.requests else 0.0
 
     def line(self) -> str:
-        return (f"{self.used:6.1%} of the limit, {self.refused_share:5.1%} answered 429, {self.failed} failed, "
-                f"{self.elapsed:6.2f} s, {self.requests} requests")
+        return (
+            f"{self.used:6.1%} of the limit, {self.refused_share:5.1%} answered 429, {self.failed} failed, "
+            f"{self.elapsed:6.2f} s, {self.requests} requests"
+        )
 
 
-def simulate(server, *, records: int = 2000, concurrency: int = 64, clients: int = 1, seed: int = 0,
-             make_controller=None, stagger: float = 0.0, until: float = 3600.0, **client_options) -> Result:
+def simulate(
+    server,
+    *,
+    records: int = 2000,
+    concurrency: int = 64,
+    clients: int = 1,
+    seed: int = 0,
+    make_controller=None,
+    stagger: float = 0.0,
+    until: float = 3600.0,
+    **client_options,
+) -> Result:
     """Run `clients` batches of `records` each (shards: split `records` between them) against one server."""
     sim = Sim(seed)
     shares = [records // clients + (1 if i < records % clients else 0) for i in range(clients)]

@@ -14,13 +14,19 @@ import random
 import statistics
 
 import pytest
-
 from gateway_limits import FixedWindow, TokenBucket
 from ratelimit_sim import AlwaysAllow, simulate
 
 from anyfast_cli.batch import limiter as limiter_module
-from anyfast_cli.batch.limiter import (CUT, LIMITED_GIVE_UP, NO_HEADER_RETRY, Limiter, Pacer, RateController,
-                                       parse_duration)
+from anyfast_cli.batch.limiter import (
+    CUT,
+    LIMITED_GIVE_UP,
+    NO_HEADER_RETRY,
+    Limiter,
+    Pacer,
+    RateController,
+    parse_duration,
+)
 
 LIMIT = 200  # requests per second, the simulated servers' rate
 
@@ -200,8 +206,16 @@ def test_ratelimit_headers_hold_until_the_reset_counted_from_the_send():
     assert control.next_start(12.0) == pytest.approx(370.0, abs=0.01)
     control = controller(initial_rate=0)
     control.on_send(10.0)
-    control.on_answer(12.0, 10.0, {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "6m0s",
-                                   "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "20s"})
+    control.on_answer(
+        12.0,
+        10.0,
+        {
+            "x-ratelimit-remaining-requests": "5",
+            "x-ratelimit-reset-requests": "6m0s",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "20s",
+        },
+    )
     assert control.next_start(12.0) == pytest.approx(30.0, abs=0.01)
     control = controller(initial_rate=0)
     control.on_send(10.0)
@@ -212,15 +226,32 @@ def test_ratelimit_headers_hold_until_the_reset_counted_from_the_send():
 def test_ratelimit_reset_stands_in_for_a_missing_retry_after():
     control = controller(initial_rate=0)
     control.on_send(0.0)
-    retry = control.on_rate_limited(0.01, 0.0, None, {"x-ratelimit-remaining-requests": "0",
-                                                       "x-ratelimit-reset-requests": "2s"})
+    retry = control.on_rate_limited(
+        0.01, 0.0, None, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    )
     assert retry == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("20ms", 0.02), ("6m0s", 360.0), ("1h2m3.5s", 3723.5),
-                                           ("1.5", 1.5), ("0", 0.0), ("250us", 0.00025), (" 2s ", 2.0),
-                                           ("soon", None), ("-1", None), ("1x", None), ("", None), (None, None),
-                                           ("nan", None), ("3s1", None)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("1s", 1.0),
+        ("20ms", 0.02),
+        ("6m0s", 360.0),
+        ("1h2m3.5s", 3723.5),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        ("250us", 0.00025),
+        (" 2s ", 2.0),
+        ("soon", None),
+        ("-1", None),
+        ("1x", None),
+        ("", None),
+        (None, None),
+        ("nan", None),
+        ("3s1", None),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
 
@@ -335,7 +366,9 @@ def window(retry, headers=False):
     return FixedWindow(LIMIT, 1.0, retry=retry, ratelimit_headers=headers)
 
 
-SERVERS = [(kind, retry, headers) for kind in (bucket, window) for retry in ("seconds", "ms", "none") for headers in (False,)]
+SERVERS = [
+    (kind, retry, headers) for kind in (bucket, window) for retry in ("seconds", "ms", "none") for headers in (False,)
+]
 SERVERS += [(bucket, "none", True), (window, "seconds", True)]
 
 
@@ -348,8 +381,11 @@ def test_batch_settles_just_under_the_limit(kind, retry, headers, concurrency):
     assert result.refused_share <= 0.05, result.line()
 
 
-@pytest.mark.parametrize("kind, retry", [(bucket, "seconds"), (bucket, "ms"), (window, "seconds"), (window, "none")],
-                         ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize(
+    "kind, retry",
+    [(bucket, "seconds"), (bucket, "ms"), (window, "seconds"), (window, "none")],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
 def test_two_shards_share_one_limit(kind, retry):
     result = simulate(kind(retry), records=2000, concurrency=64, clients=2, stagger=0.2)
     assert result.failed == 0 and result.ok == 2000
@@ -388,7 +424,7 @@ def test_rpm_stays_a_ceiling_under_the_adaptive_rate():
     result = simulate(bucket("seconds"), records=1000, concurrency=64, pacer=Pacer(rpm=6000))  # 100/s, half the limit
     starts = sorted(t for t, _ in result.clients[0].sends)
     assert result.refused == 0
-    assert max(sum(1 for t in starts[i:i + 200] if t <= s + 1.0) for i, s in enumerate(starts)) <= 101
+    assert max(sum(1 for t in starts[i : i + 200] if t <= s + 1.0) for i, s in enumerate(starts)) <= 101
     assert result.used == pytest.approx(0.5, abs=0.02)
 
 

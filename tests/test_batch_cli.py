@@ -14,16 +14,14 @@ import threading
 import time
 
 import pytest
-from typer.testing import CliRunner
-
 from gateway import Json, Reset, Stall, error_body
 from helpers import KEY, closed_port, parse_lines, whole_lines
+from typer.testing import CliRunner
 
 from anyfast_cli.batch.jobs import JobOptions, parse_record
 from anyfast_cli.cli import app
 from anyfast_cli.errors import ExitCode
 from anyfast_cli.settings import DEFAULT_MODEL
-
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -104,8 +102,16 @@ def test_every_input_form_and_record_overrides(env, gateway, tmp_path):
         "a plain prompt",
         {"prompt": "with system", "system": "be terse", "temperature": 1.5},
         {"messages": [{"role": "user", "content": "from messages"}], "id": "m1"},
-        {"custom_id": "oa", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "glm-4-7-251222", "messages": [{"role": "user", "content": "openai form"}], "temperature": 0.9}},
+        {
+            "custom_id": "oa",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "glm-4-7-251222",
+                "messages": [{"role": "user", "content": "openai form"}],
+                "temperature": 0.9,
+            },
+        },
     )
     result = invoke(path, "-t", "0.2", "--max-tokens", "64", "-j", "1")
     assert result.exit_code == 0, result.stderr
@@ -118,7 +124,12 @@ def test_every_input_form_and_record_overrides(env, gateway, tmp_path):
     assert bodies["openai form"]["model"] == "glm-4-7-251222"
     assert all(b["max_tokens"] == 64 and b["stream"] is False for b in bodies.values())
     ids = {line["custom_id"]: answer_text(line) for line in parse_lines(result.stdout)}
-    assert ids == {"1": "echo: a plain prompt", "2": "echo: with system", "m1": "echo: from messages", "oa": "echo: openai form"}
+    assert ids == {
+        "1": "echo: a plain prompt",
+        "2": "echo: with system",
+        "m1": "echo: from messages",
+        "oa": "echo: openai form",
+    }
 
 
 @pytest.mark.parametrize("args", [[], ["-"]])
@@ -144,7 +155,9 @@ def test_lines_with_template_uses_text(env, gateway):
 
 
 def test_template_wins_over_prompt_key(env, gateway):
-    result = invoke("--template", "Review of {name}: {stars} stars", input=jsonl({"name": "Ada", "stars": 5, "prompt": "IGNORED"}))
+    result = invoke(
+        "--template", "Review of {name}: {stars} stars", input=jsonl({"name": "Ada", "stars": 5, "prompt": "IGNORED"})
+    )
     assert result.exit_code == 0, result.stderr
     assert prompts_sent(gateway) == ["Review of Ada: 5 stars"]
 
@@ -157,7 +170,13 @@ def test_system_flag_goes_to_records_without_one(env, gateway):
 
 
 def test_param_flag_and_model_flag_are_defaults(env, gateway):
-    result = invoke("-m", "glm-4-7-251222", "-p", "seed=7", input=jsonl("x", {"prompt": "y", "seed": 1, "model": "doubao-seed-2.0-pro"}))
+    result = invoke(
+        "-m",
+        "glm-4-7-251222",
+        "-p",
+        "seed=7",
+        input=jsonl("x", {"prompt": "y", "seed": 1, "model": "doubao-seed-2.0-pro"}),
+    )
     assert result.exit_code == 0, result.stderr
     bodies = {prompt_of(r): r.body for r in gateway.requests}
     assert (bodies["x"]["model"], bodies["x"]["seed"]) == ("glm-4-7-251222", 7)
@@ -226,15 +245,18 @@ def test_invalid_input_is_reported_even_without_a_key(clean_env, gateway, tmp_pa
     assert "line 1" in result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["--template", "no fields"],
-    ["-j", "0"],
-    ["--rpm", "0"],
-    ["--tpm", "-5"],
-    ["--resume"],  # needs -o
-    ["-t", "3"],
-    ["--shard", "0/2"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--template", "no fields"],
+        ["-j", "0"],
+        ["--rpm", "0"],
+        ["--tpm", "-5"],
+        ["--resume"],  # needs -o
+        ["-t", "3"],
+        ["--shard", "0/2"],
+    ],
+)
 def test_bad_flags_exit_2_and_send_nothing(env, gateway, tmp_path, args):
     result = invoke(write_input(tmp_path, "x"), *args)
     assert result.exit_code == 2, result.stderr
@@ -295,7 +317,11 @@ def test_answered_line_is_the_openai_batch_output_form(env, gateway, tmp_path):
 
 
 def test_failed_record_carries_error_and_last_response(env, gateway, behave):
-    behave(lambda prompt, n: Json(error_body("bad thing", "invalid_request_error", "bad_param"), status=400) if prompt == "no" else None)
+    behave(
+        lambda prompt, n: (
+            Json(error_body("bad thing", "invalid_request_error", "bad_param"), status=400) if prompt == "no" else None
+        )
+    )
     result = invoke("--retries", "0", input=jsonl({"id": "y", "prompt": "yes"}, {"id": "n", "prompt": "no"}))
     assert result.exit_code == 6
     lines = {l["custom_id"]: l for l in parse_lines(result.stdout)}
@@ -311,7 +337,13 @@ def test_failed_record_carries_error_and_last_response(env, gateway, behave):
 
 def test_network_failure_after_answers_gives_an_error_line_with_null_response(env, gateway, behave):
     behave(lambda prompt, n: Reset() if prompt == "cut" else None)
-    result = invoke("-j", "1", "--retries", "0", input=jsonl({"id": "a", "prompt": "ok"}, {"id": "b", "prompt": "cut"}, {"id": "c", "prompt": "ok2"}))
+    result = invoke(
+        "-j",
+        "1",
+        "--retries",
+        "0",
+        input=jsonl({"id": "a", "prompt": "ok"}, {"id": "b", "prompt": "cut"}, {"id": "c", "prompt": "ok2"}),
+    )
     assert result.exit_code == 6, result.stderr
     lines = {l["custom_id"]: l for l in parse_lines(result.stdout)}
     assert lines["b"]["response"] is None
@@ -330,7 +362,11 @@ def test_timeout_after_answers_is_a_failed_record(env, gateway, behave):
 
 
 def test_error_inside_a_200_is_a_failed_record(env, gateway, behave):
-    behave(lambda prompt, n: Json({"error": {"message": "model overloaded", "code": "overloaded"}}) if prompt == "x" else None)
+    behave(
+        lambda prompt, n: (
+            Json({"error": {"message": "model overloaded", "code": "overloaded"}}) if prompt == "x" else None
+        )
+    )
     result = invoke("--retries", "0", input=jsonl("x", "y"))
     assert result.exit_code == 6
     lines = {l["custom_id"]: l for l in parse_lines(result.stdout)}
@@ -352,7 +388,7 @@ def test_a_200_that_is_not_an_answer_is_a_failed_record(env, gateway, behave, ra
 
 
 def test_every_line_is_whole_json_with_unicode(env, gateway):
-    prompts = [f"prompt {i} 日本語 ü \" \\ \t" for i in range(30)]
+    prompts = [f'prompt {i} 日本語 ü " \\ \t' for i in range(30)]
     result = invoke("-j", "8", input=jsonl(*prompts))
     assert result.exit_code == 0, result.stderr
     lines = parse_lines(result.stdout)
@@ -381,7 +417,11 @@ def test_ordered_keeps_input_order(env, gateway, behave):
 
 def test_ordered_with_failures_and_retries_keeps_input_order(env, gateway, behave):
     # the first records fail once and are retried (after a short backoff), so they finish after the others
-    behave(lambda prompt, n: Json(error_body("oops", "server_error"), status=500) if prompt in ("a", "b") and n == 0 else None)
+    behave(
+        lambda prompt, n: (
+            Json(error_body("oops", "server_error"), status=500) if prompt in ("a", "b") and n == 0 else None
+        )
+    )
     result = invoke("-j", "4", "--ordered", "--retries", "1", input=jsonl("a", "b", "c", "d"))
     assert result.exit_code == 0, result.stderr
     assert [l["custom_id"] for l in parse_lines(result.stdout)] == ["1", "2", "3", "4"]
@@ -413,15 +453,31 @@ def fingerprint_of(item, line_no: int) -> str:
 
 
 def ok_line(record_id: str, text: str, fingerprint: str = "stale") -> str:
-    return json.dumps({"id": f"batch_req_{fingerprint}", "custom_id": record_id,
-                       "response": {"status_code": 200, "request_id": "old", "body": {"choices": [{"message": {"content": text}}]}},
-                       "error": None}, separators=(",", ":")) + "\n"
+    return (
+        json.dumps(
+            {
+                "id": f"batch_req_{fingerprint}",
+                "custom_id": record_id,
+                "response": {
+                    "status_code": 200,
+                    "request_id": "old",
+                    "body": {"choices": [{"message": {"content": text}}]},
+                },
+                "error": None,
+            },
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
 
 
 def test_resume_repairs_keeps_answered_and_runs_the_rest(env, gateway, tmp_path):
     path = write_input(tmp_path, *({"id": k, "prompt": f"prompt {k}"} for k in "abcde"))
     out = tmp_path / "out.jsonl"
-    failed = json.dumps({"id": "x", "custom_id": "b", "response": None, "error": {"code": "network_error", "message": "m"}}) + "\n"
+    failed = (
+        json.dumps({"id": "x", "custom_id": "b", "response": None, "error": {"code": "network_error", "message": "m"}})
+        + "\n"
+    )
     kept = ok_line("a", "KEPT", fingerprint_of({"id": "a", "prompt": "prompt a"}, 1))
     out.write_text(kept + failed + ok_line("zzz", "not in the input") + ok_line("a", "dup") + ok_line("c", "torn")[:30])
     result = invoke(path, "-o", out, "--resume", "-j", "1")
@@ -437,7 +493,11 @@ def test_resume_repairs_keeps_answered_and_runs_the_rest(env, gateway, tmp_path)
 
 def test_resume_after_failures_reruns_only_the_failed(env, gateway, tmp_path, behave):
     failing = {"on": True}
-    behave(lambda prompt, n: Json(error_body("down", "server_error"), status=503) if failing["on"] and prompt == "p3" else None)
+    behave(
+        lambda prompt, n: (
+            Json(error_body("down", "server_error"), status=503) if failing["on"] and prompt == "p3" else None
+        )
+    )
     path = write_input(tmp_path, *[f"p{i}" for i in range(6)])
     out = tmp_path / "out.jsonl"
     first = invoke(path, "-o", out, "--retries", "0")
@@ -504,7 +564,9 @@ def test_without_resume_the_output_file_is_replaced(env, gateway, tmp_path):
 def test_resume_with_shard_runs_only_its_missing_records(env, gateway, tmp_path):
     path = write_input(tmp_path, *[f"p{i}" for i in range(6)])
     out = tmp_path / "part.jsonl"
-    out.write_text(ok_line("1", "shard 1 line", fingerprint_of("p0", 1)) + ok_line("2", "mine", fingerprint_of("p1", 2)))
+    out.write_text(
+        ok_line("1", "shard 1 line", fingerprint_of("p0", 1)) + ok_line("2", "mine", fingerprint_of("p1", 2))
+    )
     result = invoke(path, "-o", out, "--resume", "--shard", "2/2")  # indexes 1, 3, 5 -> ids 2, 4, 6
     assert result.exit_code == 0, result.stderr
     assert sorted(prompts_sent(gateway)) == ["p3", "p5"]
@@ -572,7 +634,9 @@ def test_a_limit_that_lets_nothing_through_for_long_fails_records_with_exit_5(en
     from anyfast_cli.batch import limiter
 
     monkeypatch.setattr(limiter, "LIMITED_GIVE_UP", 1.0)
-    gateway.script(*[Json(error_body("quota used up", "rate_limit_error"), status=429, headers={"Retry-After": "5"})] * 4)
+    gateway.script(
+        *[Json(error_body("quota used up", "rate_limit_error"), status=429, headers={"Retry-After": "5"})] * 4
+    )
     result = invoke("--retries", "0", input=jsonl("a", "b"))
     assert result.exit_code == ExitCode.RATE_LIMITED, result.stderr  # nothing was answered, and the limit is why
     lines = parse_lines(result.stdout)
@@ -600,8 +664,18 @@ def test_retries_are_counted_per_record(env, gateway, behave):
 
 @pytest.mark.parametrize("retries", [0, 2])
 def test_500_beyond_retries_is_an_error_line_and_exit_6(env, gateway, behave, retries):
-    behave(lambda prompt, n: Json(error_body("boom", "server_error"), status=500, headers={"Retry-After": "0"}) if prompt == "bad" else None)
-    result = invoke("--retries", retries, input=jsonl({"id": "g1", "prompt": "good"}, {"id": "b", "prompt": "bad"}, {"id": "g2", "prompt": "good too"}))
+    behave(
+        lambda prompt, n: (
+            Json(error_body("boom", "server_error"), status=500, headers={"Retry-After": "0"})
+            if prompt == "bad"
+            else None
+        )
+    )
+    result = invoke(
+        "--retries",
+        retries,
+        input=jsonl({"id": "g1", "prompt": "good"}, {"id": "b", "prompt": "bad"}, {"id": "g2", "prompt": "good too"}),
+    )
     assert result.exit_code == 6
     assert prompts_sent(gateway).count("bad") == retries + 1
     lines = {l["custom_id"]: l for l in parse_lines(result.stdout)}
@@ -622,7 +696,11 @@ def test_a_500_then_success_is_answered(env, gateway, behave):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_failure_stops_the_batch_at_once(env, gateway, behave, status):
-    behave(lambda prompt, n: Json(error_body("invalid key", "authentication_error"), status=status) if prompt == "p3" else None)
+    behave(
+        lambda prompt, n: (
+            Json(error_body("invalid key", "authentication_error"), status=status) if prompt == "p3" else None
+        )
+    )
     result = invoke("-j", "1", "--retries", "3", input=jsonl(*[f"p{i}" for i in range(1, 9)]))
     assert result.exit_code == 3
     assert prompts_sent(gateway) == ["p1", "p2", "p3"]  # nothing after, and no retry
@@ -664,10 +742,28 @@ def test_dry_run_prints_openai_batch_input_lines_without_a_key(clean_env, gatewa
     assert gateway.requests == []
     lines = parse_lines(result.stdout)
     assert lines == [
-        {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "glm-4-7-251222", "messages": [{"role": "user", "content": "hello"}], "temperature": 0.5, "stream": False}},
-        {"custom_id": "c2", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "glm-4-7-251222", "messages": [{"role": "user", "content": "bye"}], "temperature": 1.0, "stream": False}},
+        {
+            "custom_id": "1",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "glm-4-7-251222",
+                "messages": [{"role": "user", "content": "hello"}],
+                "temperature": 0.5,
+                "stream": False,
+            },
+        },
+        {
+            "custom_id": "c2",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "glm-4-7-251222",
+                "messages": [{"role": "user", "content": "bye"}],
+                "temperature": 1.0,
+                "stream": False,
+            },
+        },
     ]
     # and the dry run's output is itself valid input that means the same requests
     again = invoke("--dry-run", input=result.stdout)
@@ -687,7 +783,15 @@ def test_dry_run_with_shard(clean_env, gateway):
     assert [l["body"]["messages"][0]["content"] for l in parse_lines(result.stdout)] == ["p0", "p3", "p6"]
 
 
-@pytest.mark.parametrize("k,n,expected", [("1", "3", ["p0", "p3", "p6"]), ("2", "3", ["p1", "p4"]), ("3", "3", ["p2", "p5"]), ("1", "1", [f"p{i}" for i in range(7)])])
+@pytest.mark.parametrize(
+    "k,n,expected",
+    [
+        ("1", "3", ["p0", "p3", "p6"]),
+        ("2", "3", ["p1", "p4"]),
+        ("3", "3", ["p2", "p5"]),
+        ("1", "1", [f"p{i}" for i in range(7)]),
+    ],
+)
 def test_shard_runs_its_share(env, gateway, k, n, expected):
     # a blank line in the middle does not shift the indexes: records, not lines, are counted
     text = jsonl("p0", "p1", "p2") + "\n" + jsonl("p3", "p4", "p5", "p6")
@@ -757,7 +861,11 @@ def test_a_200_object_without_choices_is_a_failed_record(env, gateway, behave, r
 
 
 def test_an_absurd_retry_after_fails_that_record_without_stalling_the_batch(env, gateway, behave):
-    behave(lambda prompt, n: Json(error_body("come back later"), status=429, headers={"Retry-After": "3600"}) if prompt == "x" else None)
+    behave(
+        lambda prompt, n: (
+            Json(error_body("come back later"), status=429, headers={"Retry-After": "3600"}) if prompt == "x" else None
+        )
+    )
     result = invoke("-j", "1", "--retries", "3", input=jsonl("x", "y", "z"))
     assert result.exit_code == 6, result.stderr
     lines = {l["custom_id"]: l for l in parse_lines(result.stdout)}

@@ -69,29 +69,59 @@ def test_messages_object_accepts_shorthand():
 
 
 def test_openai_batch_line():
-    line = {"custom_id": "req-7", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "glm-4-7-251222", "messages": [{"role": "user", "content": "q"}], "max_tokens": 50}}
+    line = {
+        "custom_id": "req-7",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "glm-4-7-251222", "messages": [{"role": "user", "content": "q"}], "max_tokens": 50},
+    }
     record = parse(line, opts(fields={"temperature": 0.3}))
     assert record.id == "req-7"
-    assert record.body == {"model": "glm-4-7-251222", "messages": [{"role": "user", "content": "q"}],
-                           "temperature": 0.3, "max_tokens": 50, "stream": False}
+    assert record.body == {
+        "model": "glm-4-7-251222",
+        "messages": [{"role": "user", "content": "q"}],
+        "temperature": 0.3,
+        "max_tokens": 50,
+        "stream": False,
+    }
 
 
 def test_openai_batch_line_cannot_turn_on_streaming():
-    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"messages": [{"role": "user", "content": "q"}], "stream": True, "stream_options": {"include_usage": True}}}
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "messages": [{"role": "user", "content": "q"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    }
     record = parse(line)
     assert record.body["stream"] is False
     assert "stream_options" not in record.body
     assert record.body["model"] == MODEL
 
 
-@pytest.mark.parametrize("line", [
-    {"custom_id": "a", "method": "GET", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "q"}]}},
-    {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"messages": [{"role": "user", "content": "q"}]}},
-    {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}},
-    {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": "not a body"},
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        {
+            "custom_id": "a",
+            "method": "GET",
+            "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": "q"}]},
+        },
+        {
+            "custom_id": "a",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"messages": [{"role": "user", "content": "q"}]},
+        },
+        {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}},
+        {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": "not a body"},
+    ],
+)
 def test_bad_openai_batch_lines(line):
     with pytest.raises(RecordError):
         parse(line)
@@ -136,8 +166,15 @@ def test_system_flag_added_only_where_no_system_message():
 
 def test_image_flags_are_attached_to_prompts():
     record = parse('"look"', opts(image_urls=("https://x/a.png",)))
-    assert record.body["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]
+    assert record.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://x/a.png"}},
+            ],
+        }
+    ]
 
 
 # --- --lines and --template ---------------------------------------------------------------
@@ -145,7 +182,9 @@ def test_image_flags_are_attached_to_prompts():
 
 def test_plain_lines_are_prompts_even_if_they_look_like_json():
     options = opts(plain_lines=True)
-    assert parse('{"prompt": "x"}', options, line_no=4).body["messages"] == [{"role": "user", "content": '{"prompt": "x"}'}]
+    assert parse('{"prompt": "x"}', options, line_no=4).body["messages"] == [
+        {"role": "user", "content": '{"prompt": "x"}'}
+    ]
     assert parse("just text", options, line_no=4).id == "4"
 
 
@@ -211,22 +250,25 @@ def test_bad_id_types(value):
 # --- invalid lines ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line", [
-    b"{not json",
-    b"42",
-    b"[1, 2]",
-    b"null",
-    b'{"text": "no prompt key"}',
-    b'{"prompt": 5}',
-    b'{"prompt": "   "}',
-    b'""',
-    b'{"messages": "hi"}',
-    b'{"messages": [{"role": "robot", "content": "x"}]}',
-    b'{"messages": [{"role": "user", "content": "x", "images": ["a.png"]}]}',
-    b'{"prompt": "x", "max_tokens": 0}',
-    b'{"prompt": "x", "model": 5}',
-    b'"\xff\xfe"',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"{not json",
+        b"42",
+        b"[1, 2]",
+        b"null",
+        b'{"text": "no prompt key"}',
+        b'{"prompt": 5}',
+        b'{"prompt": "   "}',
+        b'""',
+        b'{"messages": "hi"}',
+        b'{"messages": [{"role": "robot", "content": "x"}]}',
+        b'{"messages": [{"role": "user", "content": "x", "images": ["a.png"]}]}',
+        b'{"prompt": "x", "max_tokens": 0}',
+        b'{"prompt": "x", "model": 5}',
+        b'"\xff\xfe"',
+    ],
+)
 def test_invalid_lines(line):
     with pytest.raises(RecordError):
         parse(line)
@@ -314,12 +356,16 @@ def test_shards_partition_the_input():
     assert [o[0] for o in owners] == [i % n + 1 for i in indexes]
 
 
-@pytest.mark.parametrize("text,expected", [("1/1", Shard(1, 1)), ("2/4", Shard(2, 4)), ("4/4", Shard(4, 4)), (None, None)])
+@pytest.mark.parametrize(
+    "text,expected", [("1/1", Shard(1, 1)), ("2/4", Shard(2, 4)), ("4/4", Shard(4, 4)), (None, None)]
+)
 def test_parse_shard(text, expected):
     assert parse_shard(text)[0] == expected
 
 
-@pytest.mark.parametrize("text", ["0/4", "5/4", "1/0", "0/0", "-1/3", "a/b", "2", "2/", "/2", "1/2/3", "1.0/2", " 1/2", ""])
+@pytest.mark.parametrize(
+    "text", ["0/4", "5/4", "1/0", "0/0", "-1/3", "a/b", "2", "2/", "/2", "1/2/3", "1.0/2", " 1/2", ""]
+)
 def test_parse_shard_rejects(text):
     with pytest.raises(UsageError) as info:
         parse_shard(text)
@@ -338,8 +384,12 @@ def test_batch_input_line_is_the_openai_batch_form():
 def test_result_line_answered():
     record = parse({"custom_id": "x", "prompt": "hi"})
     line = result_line(record, status=200, request_id="req-9", body={"choices": []}, error=None)
-    assert line == {"id": f"batch_req_{record.fingerprint}", "custom_id": "x",
-                    "response": {"status_code": 200, "request_id": "req-9", "body": {"choices": []}}, "error": None}
+    assert line == {
+        "id": f"batch_req_{record.fingerprint}",
+        "custom_id": "x",
+        "response": {"status_code": 200, "request_id": "req-9", "body": {"choices": []}},
+        "error": None,
+    }
 
 
 def test_the_fingerprint_names_the_exact_request():
@@ -356,8 +406,13 @@ def test_scan_ids_carry_fingerprints():
 
 
 def test_result_line_failed_without_response():
-    line = result_line(parse({"custom_id": "x", "prompt": "hi"}), status=None, request_id=None, body=None,
-                       error={"code": "network_error", "message": "m"})
+    line = result_line(
+        parse({"custom_id": "x", "prompt": "hi"}),
+        status=None,
+        request_id=None,
+        body=None,
+        error={"code": "network_error", "message": "m"},
+    )
     assert line["response"] is None
     assert line["error"] == {"code": "network_error", "message": "m"}
     assert line["custom_id"] == "x" and line["id"]

@@ -20,15 +20,26 @@ def wanted(*ids: str) -> dict:
 
 
 def ok_line(record_id: str, text: str = "fine") -> bytes:
-    line = {"id": f"batch_req_fp-{record_id}", "custom_id": record_id,
-            "response": {"status_code": 200, "request_id": f"req-{record_id}", "body": {"choices": [{"message": {"content": text}}]}},
-            "error": None}
+    line = {
+        "id": f"batch_req_fp-{record_id}",
+        "custom_id": record_id,
+        "response": {
+            "status_code": 200,
+            "request_id": f"req-{record_id}",
+            "body": {"choices": [{"message": {"content": text}}]},
+        },
+        "error": None,
+    }
     return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
 def failed_line(record_id: str) -> bytes:
-    line = {"id": f"batch_req_fp-{record_id}", "custom_id": record_id, "response": {"status_code": 500, "request_id": "r", "body": None},
-            "error": {"code": "http_500", "message": "HTTP 500"}}
+    line = {
+        "id": f"batch_req_fp-{record_id}",
+        "custom_id": record_id,
+        "response": {"status_code": 500, "request_id": "r", "body": None},
+        "error": {"code": "http_500", "message": "HTTP 500"},
+    }
     return json.dumps(line).encode() + b"\n"
 
 
@@ -83,7 +94,9 @@ def test_a_line_torn_inside_a_multibyte_character_is_dropped(tmp_path):
     assert path.read_bytes() == ok_line("a")
 
 
-@pytest.mark.parametrize("garbage", [b"[1,2]\n", b'"a string"\n', b'{"no_custom_id": 1}\n', b"\x00\x01\n", b"my notes\n"])
+@pytest.mark.parametrize(
+    "garbage", [b"[1,2]\n", b'"a string"\n', b'{"no_custom_id": 1}\n', b"\x00\x01\n", b"my notes\n"]
+)
 def test_a_file_that_is_not_batch_output_is_refused_and_left_alone(tmp_path, garbage):
     path = tmp_path / "out.jsonl"
     path.write_bytes(ok_line("a") + garbage)

@@ -12,7 +12,6 @@ import itertools
 import random
 
 import pytest
-
 from gateway import Json, error_body
 
 from anyfast_cli.batch.jobs import JobOptions, parse_record
@@ -211,8 +210,12 @@ def test_runner_429_retry_after_holds_that_record_and_uses_no_retry(gateway):
         vt.now += seconds
 
     outcomes = []
-    runner = BatchRunner(RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=0),
-                         limiter, outcomes.append, sleep=fake_sleep)
+    runner = BatchRunner(
+        RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=0),
+        limiter,
+        outcomes.append,
+        sleep=fake_sleep,
+    )
     record = parse_record(b'"hi"\n', 1, 0, JobOptions(model="m"))
     run(runner.run(iter([record])))
     assert runner_sleeps == [pytest.approx(30.0)]  # not sooner than the server said
@@ -229,8 +232,12 @@ def test_runner_429_without_retry_after_retries_soon(gateway):
         pass
 
     outcomes = []
-    runner = BatchRunner(RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=1),
-                         limiter, outcomes.append, sleep=no_sleep)
+    runner = BatchRunner(
+        RunConfig(base_url=gateway.url, api_key="sk-test", concurrency=1, retries=1),
+        limiter,
+        outcomes.append,
+        sleep=no_sleep,
+    )
     run(runner.run(iter([parse_record(b'"hi"\n', 1, 0, JobOptions(model="m"))])))
     assert [o.ok for o in outcomes] == [True]
     assert len(gateway.requests) == 2

@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import WAIT, whole_lines
 
 
@@ -22,7 +21,9 @@ def command(*args) -> list[str]:
 
 def write_records(tmp_path, count: int):
     path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"custom_id": f"r{i:03d}", "prompt": f"prompt {i}"}) + "\n" for i in range(count)))
+    path.write_text(
+        "".join(json.dumps({"custom_id": f"r{i:03d}", "prompt": f"prompt {i}"}) + "\n" for i in range(count))
+    )
     return path, {f"r{i:03d}" for i in range(count)}
 
 
@@ -53,8 +54,12 @@ def test_ctrl_c_then_resume(gateway, proc_env, tmp_path):
     gateway.latency = 0.2
     path, ids = write_records(tmp_path, 40)
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen(command(path, "-o", out, "-j", "4", "--retries", "0"), env=proc_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command(path, "-o", out, "-j", "4", "--retries", "0"),
+        env=proc_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_for_lines(out, proc, 1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=WAIT)
@@ -69,21 +74,30 @@ def test_ctrl_c_then_resume(gateway, proc_env, tmp_path):
     gateway.settle()
     gateway.requests.clear()
     gateway.latency = 0  # only the interrupted run needed slow answers
-    done = subprocess.run(command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"), env=proc_env,
-                          capture_output=True, timeout=WAIT)
+    done = subprocess.run(
+        command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"),
+        env=proc_env,
+        capture_output=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr.decode()
     check_complete(out, ids)
     assert len(gateway.requests) == len(ids) - len(partial)  # the answered ones were not sent again
     assert {r.body["messages"][0]["content"] for r in gateway.requests}.isdisjoint(
-        {f"prompt {int(l['custom_id'][1:])}" for l in partial})
+        {f"prompt {int(l['custom_id'][1:])}" for l in partial}
+    )
 
 
 def test_kill_9_then_resume(gateway, proc_env, tmp_path):
     gateway.latency = 0.1
     path, ids = write_records(tmp_path, 40)
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen(command(path, "-o", out, "-j", "4", "--retries", "0"), env=proc_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command(path, "-o", out, "-j", "4", "--retries", "0"),
+        env=proc_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_lines(out, proc, 3)
     proc.kill()
     proc.wait(timeout=WAIT)
@@ -93,8 +107,12 @@ def test_kill_9_then_resume(gateway, proc_env, tmp_path):
     assert before < len(ids)
     gateway.latency = 0  # only the killed run needed slow answers
 
-    done = subprocess.run(command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"), env=proc_env,
-                          capture_output=True, timeout=WAIT)
+    done = subprocess.run(
+        command(path, "-o", out, "--resume", "-j", "8", "--retries", "0"),
+        env=proc_env,
+        capture_output=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr.decode()
     check_complete(out, ids)
 
@@ -130,7 +148,9 @@ def test_input_from_a_pipe_path(gateway, proc_env):
     assert done.returncode == 2, done.stderr.decode()  # validated as a whole first, as for a file
     assert "line 4" in done.stderr.decode()
     assert gateway.requests == []
-    done = subprocess.run(command("/dev/stdin"), input=lines.rsplit("{", 1)[0].encode(), env=proc_env, capture_output=True, timeout=WAIT)
+    done = subprocess.run(
+        command("/dev/stdin"), input=lines.rsplit("{", 1)[0].encode(), env=proc_env, capture_output=True, timeout=WAIT
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert sorted(json.loads(l)["custom_id"] for l in done.stdout.splitlines()) == ["1", "2", "3"]
 
@@ -147,7 +167,11 @@ def test_stdin_redirected_from_a_file_is_read_from_where_it_stands(gateway, proc
     finally:
         os.close(fd)
     assert done.returncode == 0, done.stderr.decode()
-    assert sorted(prompt["messages"][0]["content"] for prompt in (r.body for r in gateway.requests)) == ["prompt 0", "prompt 1", "prompt 2"]
+    assert sorted(prompt["messages"][0]["content"] for prompt in (r.body for r in gateway.requests)) == [
+        "prompt 0",
+        "prompt 1",
+        "prompt 2",
+    ]
     assert len(done.stdout.splitlines()) == 3
 
 
@@ -172,7 +196,9 @@ def test_invalid_input_exits_2_in_a_real_process(gateway, proc_env):
 def test_closed_stdout_exits_141_quietly(gateway, proc_env, tmp_path):
     gateway.latency = 0.02
     path, _ = write_records(tmp_path, 300)
-    proc = subprocess.Popen(command(path, "-j", "4", "--retries", "0"), env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command(path, "-j", "4", "--retries", "0"), env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     first = proc.stdout.readline()
     assert json.loads(first)["error"] is None
     proc.stdout.close()  # like `| head -1`
@@ -213,8 +239,12 @@ def test_progress_bar_on_a_terminal(gateway, proc_env, tmp_path):
 
 def test_no_progress_hides_the_bar_on_a_terminal(gateway, proc_env, tmp_path):
     path, ids = write_records(tmp_path, 6)
-    status, shown = run_on_a_terminal([path, "--no-progress", "-o", tmp_path / "out.jsonl"], {**proc_env, "TERM": "xterm"})
+    status, shown = run_on_a_terminal(
+        [path, "--no-progress", "-o", tmp_path / "out.jsonl"], {**proc_env, "TERM": "xterm"}
+    )
     assert status == 0, shown
     assert "6/6" not in shown
     assert "\x1b" not in shown
-    assert [l for l in shown.splitlines() if l.strip()] == [l for l in shown.splitlines() if l.startswith("anyfast: batch: 6 ok")]
+    assert [l for l in shown.splitlines() if l.strip()] == [
+        l for l in shown.splitlines() if l.startswith("anyfast: batch: 6 ok")
+    ]

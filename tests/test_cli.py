@@ -8,7 +8,6 @@ import os
 
 import pytest
 import yaml
-
 from gateway import Json, Reset, Sse, chunk, error_body, sse_events
 from helpers import KEY, OTHER_MODEL, closed_port
 
@@ -47,8 +46,14 @@ def chunks_content(stdout: str) -> str:
 # --- stdout is the answer only ---------------------------------------------------------------
 
 TEXT_MODES = [
-    [], ["--stream"], ["--no-stream"], ["--reasoning"], ["--usage"], ["-v"],
-    ["--reasoning", "--usage", "-v"], ["--no-stream", "--reasoning", "--usage", "-v"],
+    [],
+    ["--stream"],
+    ["--no-stream"],
+    ["--reasoning"],
+    ["--usage"],
+    ["-v"],
+    ["--reasoning", "--usage", "-v"],
+    ["--no-stream", "--reasoning", "--usage", "-v"],
 ]
 JSON_MODES = [["--json"], ["--json", "--reasoning", "--usage", "-v"], ["--json", "--no-stream", "--usage"]]
 JSONL_MODES = [["--json", "--stream"], ["--json", "--stream", "--reasoning", "--usage", "-v"]]
@@ -173,7 +178,12 @@ def test_dry_run_needs_no_key_and_sends_nothing(run, gateway, command):
         "method": "POST",
         "url": f"{gateway.url}/chat/completions",
         "headers": {"Authorization": "Bearer ***", "Content-Type": "application/json"},
-        "body": {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "stream": True},
+        "body": {
+            "model": DEFAULT_MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.5,
+            "stream": True,
+        },
     }
     assert result.stderr == ""
 
@@ -209,15 +219,41 @@ EXIT_CASES = [
     ("reset", ["complete", "--retries", "0", "hi"], [Reset()], {}, 4, "127.0.0.1", 1),
     ("429 after retries", ["complete", "hi"], [SLOW_DOWN] * 3, {}, 5, "slow down", 3),
     ("429 json", ["complete", "--json", "hi"], [SLOW_DOWN] * 3, {}, 5, "slow down", 3),
-    ("500", ["complete", "--retries", "0", "hi"], [Json(error_body("it broke", "server_error"), status=500)], {}, 1, "it broke", 1),
+    (
+        "500",
+        ["complete", "--retries", "0", "hi"],
+        [Json(error_body("it broke", "server_error"), status=500)],
+        {},
+        1,
+        "it broke",
+        1,
+    ),
     ("400", ["complete", "hi"], [Json(error_body("bad request body"), status=400)], {}, 1, "bad request body", 1),
-    ("404", ["complete", "-m", "nope", "hi"], [Json(error_body("model not found"), status=404)], {}, 1, "model not found", 1),
+    (
+        "404",
+        ["complete", "-m", "nope", "hi"],
+        [Json(error_body("model not found"), status=404)],
+        {},
+        1,
+        "model not found",
+        1,
+    ),
     ("200 json error", ["complete", "hi"], [Json(error_body("quota exceeded"))], {}, 1, "quota exceeded", 1),
-    ("error event", ["complete", "hi"], [Sse(sse_events({"error": {"message": "overloaded"}}))], {}, 1, "overloaded", 1),
+    (
+        "error event",
+        ["complete", "hi"],
+        [Sse(sse_events({"error": {"message": "overloaded"}}))],
+        {},
+        1,
+        "overloaded",
+        1,
+    ),
 ]
 
 
-@pytest.mark.parametrize("args, script, env, status, words, requests", [c[1:] for c in EXIT_CASES], ids=[c[0] for c in EXIT_CASES])
+@pytest.mark.parametrize(
+    "args, script, env, status, words, requests", [c[1:] for c in EXIT_CASES], ids=[c[0] for c in EXIT_CASES]
+)
 def test_exit_status(run, gateway, args, script, env, status, words, requests):
     gateway.script(*script)
     result = run(*args, **env)
@@ -294,9 +330,28 @@ def test_only_set_fields_are_sent(run, gateway):
 
 def test_params_and_stop_in_the_body(run, gateway):
     result = run(
-        "complete", "-p", 'thinking={"type":"disabled"}', "-p", "reasoning_effort=low", "-p", "seed=7",
-        "--stop", "END", "--max-tokens", "50", "-t", "0.5", "--top-p", "0.9",
-        "--frequency-penalty", "-1", "--presence-penalty", "1.5", "-s", "Be terse.", "hi",
+        "complete",
+        "-p",
+        'thinking={"type":"disabled"}',
+        "-p",
+        "reasoning_effort=low",
+        "-p",
+        "seed=7",
+        "--stop",
+        "END",
+        "--max-tokens",
+        "50",
+        "-t",
+        "0.5",
+        "--top-p",
+        "0.9",
+        "--frequency-penalty",
+        "-1",
+        "--presence-penalty",
+        "1.5",
+        "-s",
+        "Be terse.",
+        "hi",
     )
     assert result.exit_code == 0, result.stderr
     assert sent(gateway) == {
@@ -341,14 +396,19 @@ def test_an_image_becomes_a_data_uri_with_its_mime_type(run, gateway, tmp_path):
     picture.write_bytes(b"\x89PNG\r\n\x1a\nfake")
     result = run("complete", "-i", picture, "-i", "https://example.com/b.jpg", "what is this?")
     assert result.exit_code == 0, result.stderr
-    assert sent(gateway)["messages"] == [{
-        "role": "user",
-        "content": [
-            {"type": "text", "text": "what is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()}},
-            {"type": "image_url", "image_url": {"url": "https://example.com/b.jpg"}},
-        ],
-    }]
+    assert sent(gateway)["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this?"},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()},
+                },
+                {"type": "image_url", "image_url": {"url": "https://example.com/b.jpg"}},
+            ],
+        }
+    ]
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -360,7 +420,9 @@ def write(path, text: str):
 
 
 def test_chat_list_form(run, gateway, tmp_path):
-    talk = write(tmp_path / "talk.yaml", "- role: system\n  content: Be brief.\n- user: hi\n- assistant: hello\n- user: again\n")
+    talk = write(
+        tmp_path / "talk.yaml", "- role: system\n  content: Be brief.\n- user: hi\n- assistant: hello\n- user: again\n"
+    )
     result = run("chat", "-f", talk)
     assert (result.exit_code, result.stdout) == (0, "echo: again\n")
     assert sent(gateway)["messages"] == [
@@ -372,10 +434,13 @@ def test_chat_list_form(run, gateway, tmp_path):
 
 
 def test_chat_mapping_form(run, gateway, tmp_path):
-    talk = write(tmp_path / "talk.yaml", (
-        f"model: {OTHER_MODEL}\nsystem: You are terse.\nparams:\n  temperature: 0.2\n  reasoning_effort: low\n"
-        "messages:\n  - user: first\n  - assistant: answer\n"
-    ))
+    talk = write(
+        tmp_path / "talk.yaml",
+        (
+            f"model: {OTHER_MODEL}\nsystem: You are terse.\nparams:\n  temperature: 0.2\n  reasoning_effort: low\n"
+            "messages:\n  - user: first\n  - assistant: answer\n"
+        ),
+    )
     result = run("chat", "-f", talk, "next?")
     assert result.exit_code == 0, result.stderr
     body = sent(gateway)
@@ -397,7 +462,11 @@ def test_chat_shorthand_json_on_stdin(run, gateway):
 
 @pytest.mark.parametrize(
     "flag, env, expected",
-    [(["-m", "flag-model"], {"ANYFAST_MODEL": "env-model"}, "flag-model"), ([], {"ANYFAST_MODEL": "env-model"}, "file-model"), ([], {}, "file-model")],
+    [
+        (["-m", "flag-model"], {"ANYFAST_MODEL": "env-model"}, "flag-model"),
+        ([], {"ANYFAST_MODEL": "env-model"}, "file-model"),
+        ([], {}, "file-model"),
+    ],
 )
 def test_chat_file_model_ranks_between_flag_and_env(run, gateway, tmp_path, flag, env, expected):
     talk = write(tmp_path / "talk.yaml", "model: file-model\nmessages: [{user: hi}]\n")
@@ -407,7 +476,9 @@ def test_chat_file_model_ranks_between_flag_and_env(run, gateway, tmp_path, flag
 
 
 def test_chat_flags_win_over_file_params(run, gateway, tmp_path):
-    talk = write(tmp_path / "talk.yaml", "params: {temperature: 0.2, top_p: 0.5}\nsystem: file system\nmessages: [{user: hi}]\n")
+    talk = write(
+        tmp_path / "talk.yaml", "params: {temperature: 0.2, top_p: 0.5}\nsystem: file system\nmessages: [{user: hi}]\n"
+    )
     run("chat", "-f", talk, "-t", "1.0", "-s", "flag system")
     body = sent(gateway)
     assert (body["temperature"], body["top_p"]) == (1.0, 0.5)
@@ -418,10 +489,12 @@ def test_chat_save_then_continue(run, gateway, tmp_path):
     talk = tmp_path / "talk.yaml"
     first = run("chat", "--save", talk, "first question")
     assert (first.exit_code, first.stdout) == (0, "echo: first question\n")
-    assert yaml.safe_load(talk.read_text()) == {"messages": [
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "echo: first question"},
-    ]}
+    assert yaml.safe_load(talk.read_text()) == {
+        "messages": [
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "echo: first question"},
+        ]
+    }
 
     second = run("chat", "-f", talk, "--save", talk, "second")
     assert (second.exit_code, second.stdout) == (0, "echo: second\n")
@@ -438,7 +511,10 @@ def test_chat_save_then_continue(run, gateway, tmp_path):
 
 
 def test_chat_save_keeps_model_system_and_params(run, gateway, tmp_path):
-    talk = write(tmp_path / "talk.yaml", f"model: {OTHER_MODEL}\nsystem: Be brief.\nparams: {{temperature: 0.3}}\nmessages:\n  - user: hi\n")
+    talk = write(
+        tmp_path / "talk.yaml",
+        f"model: {OTHER_MODEL}\nsystem: Be brief.\nparams: {{temperature: 0.3}}\nmessages:\n  - user: hi\n",
+    )
     saved = tmp_path / "saved.yaml"
     result = run("chat", "-f", talk, "--save", saved)
     assert result.exit_code == 0, result.stderr
@@ -485,7 +561,10 @@ def test_chat_images_are_relative_to_the_file(run, gateway, tmp_path, monkeypatc
     assert result.exit_code == 0, result.stderr
     assert sent(gateway)["messages"][0]["content"] == [
         {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xffjpeg").decode()}},
+        {
+            "type": "image_url",
+            "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xffjpeg").decode()},
+        },
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
     ]
     first = yaml.safe_load(saved.read_text())["messages"][0]
@@ -502,7 +581,11 @@ def test_chat_image_flag_attaches_to_the_prompt(run, gateway, tmp_path):
 
 @pytest.mark.parametrize(
     "text, words",
-    [("- user: hi\n\tbad\n", "talk.yaml:2"), ("- {role: robot, content: x}\n", "unknown role"), ("42\n", "expected a list")],
+    [
+        ("- user: hi\n\tbad\n", "talk.yaml:2"),
+        ("- {role: robot, content: x}\n", "unknown role"),
+        ("42\n", "expected a list"),
+    ],
 )
 def test_chat_bad_file_is_a_usage_error(run, gateway, tmp_path, text, words):
     talk = write(tmp_path / "talk.yaml", text)

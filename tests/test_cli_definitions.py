@@ -13,9 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
-
 from helpers import load_gen_docs
+from typer.testing import CliRunner
 
 from anyfast_cli import cli, errors
 from anyfast_cli.errors import ExitCode
@@ -39,7 +38,9 @@ def test_option_group_has_the_fields_of_its_dataclass(group):
 
 
 def test_option_groups_cover_their_dataclasses():
-    built = {type(build(**{o.name: o.default for o in options})).__name__ for options, build in cli.OPTION_GROUPS.values()}
+    built = {
+        type(build(**{o.name: o.default for o in options})).__name__ for options, build in cli.OPTION_GROUPS.values()
+    }
     assert built == {"SettingFlags", "RequestFlags", "OutputFlags", "SchemaFlags"}
 
 
@@ -101,7 +102,10 @@ class _Code(int):
 
 def test_a_new_exit_code_shows_up_in_every_rendering(monkeypatch):
     """Every rendering reads ExitCode when it renders, so adding a member is all it takes."""
-    new = [_Code(7, "no match", "The answer does not match --schema."), _Code(8, "tool calls", "The model asks for tool calls.")]
+    new = [
+        _Code(7, "no match", "The answer does not match --schema."),
+        _Code(8, "tool calls", "The model asks for tool calls."),
+    ]
     monkeypatch.setattr(errors, "ExitCode", sorted([*ExitCode, *new]))
     for where, text in _renderings().items():
         for code in new:

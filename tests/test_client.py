@@ -10,7 +10,6 @@ import json
 import random
 
 import pytest
-
 from gateway import Json, Reset, Sse, Stall, chunk, completion, error_body, sse_events
 from helpers import KEY, NOW, closed_port
 
@@ -47,8 +46,15 @@ def make_client(gateway, rec):
     clients = []
 
     def make(base_url=None, **kwargs):
-        options = dict(base_url=base_url or gateway.url, api_key=KEY, retries=2, sleep=rec.sleeps.append,
-                       clock=lambda: NOW, rng=random.Random(0), log=rec.logs.append)
+        options = dict(
+            base_url=base_url or gateway.url,
+            api_key=KEY,
+            retries=2,
+            sleep=rec.sleeps.append,
+            clock=lambda: NOW,
+            rng=random.Random(0),
+            log=rec.logs.append,
+        )
         options.update(kwargs)
         client = ApiClient(**options)
         clients.append(client)
@@ -64,7 +70,9 @@ def stream_body():
 
 
 def content_of(chunks) -> str:
-    return "".join((c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks if c.get("choices"))
+    return "".join(
+        (c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks if c.get("choices")
+    )
 
 
 def collect(iterator, into: list):
@@ -92,16 +100,20 @@ def test_stream_with_every_quirk(gateway, make_client):
     content = json.dumps(chunk(text), ensure_ascii=False).encode()
     cut = content.index("\u00e9".encode()) + 1  # inside the two bytes of é
     usage = {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
-    gateway.script(Sse([
-        b": keep-alive\r\n\r\n",
-        b'data:{"id":"c","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}\r\n\r\n',
-        b"data: " + content[:cut],
-        content[cut:] + b"\r\n",
-        b"\r\n: keep-alive\r\n\r\n",
-        b"data:" + json.dumps(chunk(finish="stop")).encode() + b"\r\n\r\n",
-        b'data: {"id":"c","choices":[],"usage":' + json.dumps(usage).encode() + b"}\r\n\r\n",
-        b"data: [DONE]\r\n\r\n",
-    ]))
+    gateway.script(
+        Sse(
+            [
+                b": keep-alive\r\n\r\n",
+                b'data:{"id":"c","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}\r\n\r\n',
+                b"data: " + content[:cut],
+                content[cut:] + b"\r\n",
+                b"\r\n: keep-alive\r\n\r\n",
+                b"data:" + json.dumps(chunk(finish="stop")).encode() + b"\r\n\r\n",
+                b'data: {"id":"c","choices":[],"usage":' + json.dumps(usage).encode() + b"}\r\n\r\n",
+                b"data: [DONE]\r\n\r\n",
+            ]
+        )
+    )
     chunks = list(make_client().stream(stream_body()))
     assert content_of(chunks) == text
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == usage
@@ -225,14 +237,18 @@ def test_server_message_is_kept(gateway, make_client):
     with pytest.raises(ApiError) as raised:
         make_client().send(BODY)
     # model_not_found names the model that was sent, before the server's own words
-    assert raised.value.message == "model 'm' is not available here: HTTP 404 Not Found: The model `nope` does not exist"
+    assert (
+        raised.value.message == "model 'm' is not available here: HTTP 404 Not Found: The model `nope` does not exist"
+    )
     assert raised.value.code == "model_not_found"
     assert raised.value.status == 404
     assert "model name" in raised.value.hint
 
 
 def test_a_non_json_error_body_is_summarised(gateway, make_client):
-    gateway.script(Json(raw=b"<html>\n  <h1>502   Bad Gateway</h1>\n</html>", status=502, headers={"Content-Type": "text/html"}))
+    gateway.script(
+        Json(raw=b"<html>\n  <h1>502   Bad Gateway</h1>\n</html>", status=502, headers={"Content-Type": "text/html"})
+    )
     with pytest.raises(ApiError) as raised:
         make_client(retries=0).send(BODY)
     assert raised.value.message == "HTTP 502 Bad Gateway: <html> <h1>502 Bad Gateway</h1> </html>"
@@ -347,7 +363,11 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(gateway, ma
     assert gateway.requests == []
 
 
-ROLE_ONLY = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+ROLE_ONLY = {
+    "id": "c",
+    "object": "chat.completion.chunk",
+    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+}
 
 
 @pytest.mark.parametrize("cut", [True, False], ids=["reset", "clean-end"])

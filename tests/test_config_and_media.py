@@ -8,7 +8,6 @@ import os
 
 import pytest
 import yaml
-
 from helpers import KEY
 
 from anyfast_cli.attachments import VIDEO_MAX_BYTES
@@ -104,7 +103,16 @@ def test_show_never_prints_the_key(cli, config_file, as_json):
 def test_show_as_text_is_one_aligned_line_per_setting(cli, config_file):
     result = cli("config", "show")
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:8]] == ["config", "profile", "model", "base_url", "api_key", "timeout", "max_time", "retries"]
+    assert [line.split()[0] for line in lines[:8]] == [
+        "config",
+        "profile",
+        "model",
+        "base_url",
+        "api_key",
+        "timeout",
+        "max_time",
+        "retries",
+    ]
     assert "glm-4-7-251222" in lines[2] and lines[2].endswith("(profile)")
     assert len({line.index("(") for line in lines}) == 1  # the sources line up
 
@@ -198,7 +206,12 @@ def test_chat_keeps_video_references_in_the_saved_conversation(run, gateway, tmp
     assert result.exit_code == 0, result.stderr
     assert sent_content(gateway)[1]["video_url"]["url"].startswith("data:video/webm;base64,")
     turn = yaml.safe_load(saved.read_text())["messages"][0]
-    assert turn == {"role": "user", "content": "what is this?", "videos": [os.path.join("media", "clip.webm")], "fps": 1.0}
+    assert turn == {
+        "role": "user",
+        "content": "what is this?",
+        "videos": [os.path.join("media", "clip.webm")],
+        "fps": 1.0,
+    }
     again = run("chat", "-f", saved, "and now?")  # the saved reference loads again
     assert again.exit_code == 0, again.stderr
     assert gateway.requests[-1].body["messages"][0]["content"][1]["video_url"]["fps"] == 1.0
@@ -206,7 +219,12 @@ def test_chat_keeps_video_references_in_the_saved_conversation(run, gateway, tmp
 
 @pytest.mark.parametrize(
     "profile_line, words",
-    [("temperature: 7", "temperature"), ("timeout: abc", "timeout"), ("retries: -1", "retries"), ("base_url: ftp://x", "base URL")],
+    [
+        ("temperature: 7", "temperature"),
+        ("timeout: abc", "timeout"),
+        ("retries: -1", "retries"),
+        ("base_url: ftp://x", "base URL"),
+    ],
 )
 def test_a_bad_profile_value_names_the_profile_and_file(cli, config_file, profile_line, words):
     config_file.write_text(f"profiles:\n  default:\n    {profile_line}\n")

@@ -22,19 +22,16 @@ import time
 
 import pytest
 import yaml
-from typer.testing import CliRunner
-
 from gateway import Sse, chunk, sse_events
 from helpers import WAIT, whole_lines
+from typer.testing import CliRunner
 
 from anyfast_cli.batch.jobs import JobOptions, scan_input
-from anyfast_cli.cli import app, ending_signals_interrupt
-from anyfast_cli.errors import Terminated
-from anyfast_cli.commands.batch import CheckedRecords, batch_exit_code
 from anyfast_cli.batch.progress import Tally
-from anyfast_cli.errors import ExitCode
+from anyfast_cli.cli import app, ending_signals_interrupt
+from anyfast_cli.commands.batch import CheckedRecords, batch_exit_code
+from anyfast_cli.errors import ExitCode, Terminated
 from anyfast_cli.files import replacement_problem, write_atomic_lines
-
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -44,9 +41,10 @@ def anyfast(*args) -> list[str]:
 
 
 def write_records(path, count: int, prefix: str = "prompt"):
-    path.write_text("".join(json.dumps({"custom_id": f"r{i:03d}", "prompt": f"{prefix} {i}"}) + "\n" for i in range(count)))
+    path.write_text(
+        "".join(json.dumps({"custom_id": f"r{i:03d}", "prompt": f"{prefix} {i}"}) + "\n" for i in range(count))
+    )
     return path
-
 
 
 def invoke(*args, input=None):
@@ -98,7 +96,9 @@ def test_stdin_that_is_the_output_file_is_refused_and_left_whole(gateway, proc_e
     data = write_records(tmp_path / "x.jsonl", 3)
     before = data.read_bytes()
     with open(data, "rb") as stdin:  # `anyfast batch -o x.jsonl < x.jsonl`
-        done = subprocess.run(anyfast("batch", "-o", data), stdin=stdin, env=proc_env, capture_output=True, timeout=WAIT)
+        done = subprocess.run(
+            anyfast("batch", "-o", data), stdin=stdin, env=proc_env, capture_output=True, timeout=WAIT
+        )
     assert done.returncode == ExitCode.USAGE, done.stderr.decode()
     assert "is the input" in done.stderr.decode()
     assert data.read_bytes() == before
@@ -191,7 +191,9 @@ def test_an_output_another_batch_holds_is_refused_before_anything_is_sent(env, g
     finally:
         os.close(fd)
     assert result.exit_code == ExitCode.USAGE
-    assert error_lines(result.stderr) == [f"anyfast: error: {results} is in use: another anyfast batch is writing to it"]
+    assert error_lines(result.stderr) == [
+        f"anyfast: error: {results} is in use: another anyfast batch is writing to it"
+    ]
     assert results.read_bytes() == before  # not emptied, not rewritten
     assert gateway.requests == []
     assert temporary_files(tmp_path) == []
@@ -211,14 +213,24 @@ def test_two_resumes_at_once_the_second_stops_and_the_first_finishes_exactly_onc
     behave(held)
     data = write_records(tmp_path / "in.jsonl", 30)
     results = tmp_path / "results.jsonl"
-    first = subprocess.run(anyfast("batch", data, "-o", results, "--shard", "1/3"), env=proc_env, capture_output=True, timeout=WAIT)
+    first = subprocess.run(
+        anyfast("batch", data, "-o", results, "--shard", "1/3"), env=proc_env, capture_output=True, timeout=WAIT
+    )
     assert first.returncode == 0, first.stderr.decode()
-    one = subprocess.Popen(anyfast("batch", data, "-o", results, "--resume", "-j", "2"), env=proc_env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    one = subprocess.Popen(
+        anyfast("batch", data, "-o", results, "--resume", "-j", "2"),
+        env=proc_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_until(lambda: results.read_bytes().count(b"\n") > 11, "the first run to write answers")  # after its rewrite
+        wait_until(
+            lambda: results.read_bytes().count(b"\n") > 11, "the first run to write answers"
+        )  # after its rewrite
         sent = len(gateway.requests)
-        two = subprocess.run(anyfast("batch", data, "-o", results, "--resume"), env=proc_env, capture_output=True, timeout=WAIT)
+        two = subprocess.run(
+            anyfast("batch", data, "-o", results, "--resume"), env=proc_env, capture_output=True, timeout=WAIT
+        )
         assert two.returncode == ExitCode.USAGE, two.stderr.decode()
         assert len(error_lines(two.stderr.decode())) == 1 and "is in use" in two.stderr.decode()
         assert one.poll() is None  # the first run was still going, holding the lock, all along
@@ -274,12 +286,18 @@ def test_a_line_changed_after_validation_is_not_sent():
     assert records.unchecked == 1 and records.pending == {}  # b's checked request was not run
 
 
-@pytest.mark.parametrize("second", [
-    lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "z", "prompt": "appended"}),
-    lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "a", "prompt": "one"}),
-    lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}) + [b"{not json\n"],
-    lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "b", "prompt": "two", "temperature": 9}),
-], ids=["appended", "duplicated", "broken", "invalid"])
+@pytest.mark.parametrize(
+    "second",
+    [
+        lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "z", "prompt": "appended"}),
+        lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "a", "prompt": "one"}),
+        lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}) + [b"{not json\n"],
+        lines_of(
+            {"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "b", "prompt": "two", "temperature": 9}
+        ),
+    ],
+    ids=["appended", "duplicated", "broken", "invalid"],
+)
 def test_lines_added_after_validation_are_never_sent(second):
     sent, records = checked(lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}), second)
     assert sent == ["a", "b"]
@@ -322,14 +340,20 @@ def test_resume_with_another_input_says_how_many_answers_it_drops_and_keeps_them
     assert invoke("batch", first, "-o", results).exit_code == 0
     answers = results.read_bytes()
     other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps({"custom_id": "r000", "prompt": "prompt 0"}) + "\n"
-                     + json.dumps({"custom_id": "r001", "prompt": "a new prompt"}) + "\n")
+    other.write_text(
+        json.dumps({"custom_id": "r000", "prompt": "prompt 0"})
+        + "\n"
+        + json.dumps({"custom_id": "r001", "prompt": "a new prompt"})
+        + "\n"
+    )
     result = invoke("batch", other, "-o", results, "--resume")
     assert result.exit_code == 0, result.stderr
     warning = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert warning == [f"anyfast: warning: --resume drops 4 answer(s) in {results}: 3 to ids that are not among this run's "
-                       f"records and 1 to requests that have changed since (they are sent again); "
-                       f"they are kept in {results}.dropped"]
+    assert warning == [
+        f"anyfast: warning: --resume drops 4 answer(s) in {results}: 3 to ids that are not among this run's "
+        f"records and 1 to requests that have changed since (they are sent again); "
+        f"they are kept in {results}.dropped"
+    ]
     dropped = whole_lines(f"{results}.dropped")
     assert sorted(line["custom_id"] for line in dropped) == ["r001", "r002", "r003", "r004"]
     assert {json.dumps(line, separators=(",", ":")).encode() for line in dropped} <= set(answers.splitlines())
@@ -380,12 +404,15 @@ def test_a_signal_during_an_atomic_write_leaves_no_temporary_file(tmp_path):
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["TERM", "HUP"])
-def test_a_batch_ended_by_a_signal_prints_its_summary_and_leaves_whole_lines(gateway, proc_env, tmp_path, signum, status):
+def test_a_batch_ended_by_a_signal_prints_its_summary_and_leaves_whole_lines(
+    gateway, proc_env, tmp_path, signum, status
+):
     gateway.latency = 0.1
     data = write_records(tmp_path / "in.jsonl", 40)
     results = tmp_path / "results.jsonl"
-    process = subprocess.Popen(anyfast("batch", data, "-o", results, "-j", "4"), env=proc_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        anyfast("batch", data, "-o", results, "-j", "4"), env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     wait_until(lambda: results.exists() and results.read_bytes().count(b"\n") >= 2, "answers")
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=WAIT)
@@ -397,7 +424,9 @@ def test_a_batch_ended_by_a_signal_prints_its_summary_and_leaves_whole_lines(gat
     assert 2 <= len(partial) < 40
     gateway.settle()
     gateway.latency = 0  # only the interrupted run needed slow answers
-    done = subprocess.run(anyfast("batch", data, "-o", results, "--resume"), env=proc_env, capture_output=True, timeout=WAIT)
+    done = subprocess.run(
+        anyfast("batch", data, "-o", results, "--resume"), env=proc_env, capture_output=True, timeout=WAIT
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert sorted(line["custom_id"] for line in whole_lines(results)) == [f"r{i:03d}" for i in range(40)]
     assert temporary_files(tmp_path) == []
@@ -411,7 +440,9 @@ def slow_stream(pieces: int = 400) -> Sse:
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["TERM", "HUP"])
 def test_a_stream_ended_by_a_signal_ends_its_line(gateway, proc_env, command, signum, status):
     gateway.script(slow_stream())
-    process = subprocess.Popen(anyfast(*command), env=proc_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        anyfast(*command), env=proc_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         assert process.stdout.read(1)
         time.sleep(0.1)  # into the stream, where a process waiting for words spends its time
@@ -431,8 +462,14 @@ def test_a_stream_ended_by_a_signal_ends_its_line(gateway, proc_env, command, si
 def test_a_hangup_that_was_ignored_stays_ignored(gateway, proc_env):
     """`nohup anyfast …`: SIGHUP was ignored before we started, and so it stays."""
     gateway.script(Sse(sse_events(*[chunk(f"w{i} ") for i in range(20)], chunk(finish="stop")), delay=0.02))
-    process = subprocess.Popen(anyfast("complete", "hi"), env=proc_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    process = subprocess.Popen(
+        anyfast("complete", "hi"),
+        env=proc_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
     assert process.stdout.read(1)
     process.send_signal(signal.SIGHUP)
     stdout, stderr = process.communicate(timeout=WAIT)
@@ -512,8 +549,13 @@ def test_batch_output_to_dev_stdout_appended_to_a_log_does_not_empty_it(gateway,
     log = tmp_path / "log.jsonl"
     log.write_text('{"earlier": true}\n')
     with open(log, "ab") as stdout:  # anyfast batch in.jsonl -o /dev/stdout >> log.jsonl
-        done = subprocess.run(anyfast("batch", data, "-o", "/dev/stdout"), stdout=stdout, stderr=subprocess.PIPE,
-                              env=proc_env, timeout=WAIT)
+        done = subprocess.run(
+            anyfast("batch", data, "-o", "/dev/stdout"),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=proc_env,
+            timeout=WAIT,
+        )
     assert done.returncode == 0, done.stderr.decode()
     lines = whole_lines(log)
     assert lines[0] == {"earlier": True} and len(lines) == 3

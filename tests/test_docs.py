@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, load_gen_docs
 
 README = ROOT / "README.md"
@@ -57,7 +56,9 @@ def test_generated_file_is_current(relative, tree):
     path = ROOT / relative
     assert path.exists(), f"{relative} is missing: {REGENERATE}"
     actual = path.read_text(encoding="utf-8")
-    diff = "".join(list(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True), relative, "regenerated"))[:40])
+    diff = "".join(
+        list(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True), relative, "regenerated"))[:40]
+    )
     assert actual == expected, f"{relative} is out of date: {REGENERATE}\n{diff}"
 
 
@@ -68,7 +69,11 @@ def test_generator_script_is_deterministic():
         env = {**os.environ, "PYTHONHASHSEED": seed}
         result = subprocess.run(
             [sys.executable, str(ROOT / "tools" / "gen_docs.py"), "--check"],
-            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
         )
         assert result.returncode == 0, f"PYTHONHASHSEED={seed}: {result.stderr.strip()} ({REGENERATE})"
 
@@ -99,7 +104,11 @@ def test_man_page_documents_every_command_and_option(commands, man_text):
         if command.path and not any(h == command.full_name or h.startswith(command.full_name + " [") for h in headings):
             missing.append(f"command {command.full_name}")
         missing += [f"{command.full_name} {name}" for _, name in _options(command) if not _mentions(man_text, name)]
-        missing += [f"{command.full_name} {name}: help" for option, name in _options(command) if " ".join(option.help.split()) not in man_text]
+        missing += [
+            f"{command.full_name} {name}: help"
+            for option, name in _options(command)
+            if " ".join(option.help.split()) not in man_text
+        ]
     assert not missing, f"not in man/anyfast.1 ({REGENERATE}): " + ", ".join(missing)
 
 
@@ -110,7 +119,10 @@ def test_man_page_has_every_exit_status_and_environment_variable(man_text):
     exit_section = man_text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
     environment = man_text.split(".SH ENVIRONMENT", 1)[1].split(".SH ", 1)[0]
     assert [int(line) for line in re.findall(r"^(\d+)$", exit_section, re.M)] == [int(code) for code in ExitCode]
-    names = [value for name, value in vars(settings).items() if name.startswith("ENV_")] + ["NO_COLOR", "XDG_CONFIG_HOME"]
+    names = [value for name, value in vars(settings).items() if name.startswith("ENV_")] + [
+        "NO_COLOR",
+        "XDG_CONFIG_HOME",
+    ]
     assert [name for name in names if not _mentions(environment, name)] == []
 
 
@@ -135,16 +147,26 @@ def _readme_reference() -> str:
         heading = re.match(r"^(#+)\s.*\breference\b", line, re.I)
         if heading:
             level = len(heading.group(1))
-            end = next((i for i in range(start + 1, len(lines)) if re.match(rf"^#{{1,{level}}}\s", lines[i])), len(lines))
+            end = next(
+                (i for i in range(start + 1, len(lines)) if re.match(rf"^#{{1,{level}}}\s", lines[i])), len(lines)
+            )
             return "\n".join(lines[start:end])
     pytest.fail("README.md has no reference section (a Markdown heading containing 'Reference')")
 
 
 def test_readme_reference_lists_every_long_option(commands):
     reference = _readme_reference()
-    missing = sorted({name for command in commands for _, name in _options(command) if name.startswith("--") and not _mentions(reference, name)})
+    missing = sorted(
+        {
+            name
+            for command in commands
+            for _, name in _options(command)
+            if name.startswith("--") and not _mentions(reference, name)
+        }
+    )
     assert not missing, (
-        "long options missing from README.md's reference section: " + " ".join(missing)
+        "long options missing from README.md's reference section: "
+        + " ".join(missing)
         + " (`python tools/gen_docs.py --reference` prints one to paste between the reference markers)"
     )
 
@@ -178,7 +200,11 @@ def bash_complete(line: str, cwd: Path = ROOT) -> list[str]:
         pytest.skip("bash is not installed")
     result = subprocess.run(
         [bash, "--norc", "--noprofile", "-c", BASH_DRIVER, "bash", str(BASH_SCRIPT), line],
-        capture_output=True, text=True, cwd=cwd, timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return [word for word in result.stdout.splitlines() if word]
@@ -234,7 +260,7 @@ def _quotes_balanced(line: str, fish: bool = False) -> bool:
     state, i = None, 0
     while i < len(line):
         char = line[i]
-        if char == "\\" and (state in (None, '"') or (fish and state == "'" and line[i + 1:i + 2] in ("'", "\\"))):
+        if char == "\\" and (state in (None, '"') or (fish and state == "'" and line[i + 1 : i + 2] in ("'", "\\"))):
             i += 2
             continue
         if state is None and char in "'\"":
@@ -281,9 +307,11 @@ def test_fish_script(commands):
     for command in commands:
         condition = "__anyfast_using" + (" " + command.key if command.path else "")
         head = "complete -c anyfast -n " + (f"'{condition}'" if command.path else condition) + " "
-        mine = [line[len(head):] for line in lines if line.startswith(head)]
+        mine = [line[len(head) :] for line in lines if line.startswith(head)]
         for sub in command.subcommands:
             assert any(line.startswith(f"-a {sub.path[-1]} ") for line in mine), f"{command.full_name}: {sub.path[-1]}"
         for _, name in _options(command):
-            flag = f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}" if len(name) == 2 else f"-o {name[1:]}"
+            flag = (
+                f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}" if len(name) == 2 else f"-o {name[1:]}"
+            )
             assert any(_mentions(line, flag) for line in mine), f"{command.full_name} {name}"

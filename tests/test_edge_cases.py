@@ -10,7 +10,6 @@ import sys
 
 import pexpect
 import pytest
-
 from gateway import Json, Sse, Stall, error_body, sse_events
 from helpers import KEY, WAIT, pty_end
 
@@ -38,7 +37,10 @@ def test_a_closed_stderr_still_answers(proc_env, gateway):
 
 def test_a_big_answer_into_a_reader_that_leaves_exits_141(proc_env, gateway, tmp_path):
     (tmp_path / "big.txt").write_text("x" * 300_000)
-    done = shell(f"anyfast complete --dry-run - < {tmp_path / 'big.txt'} | head -c 10 >/dev/null; echo status=${{PIPESTATUS[0]}}", proc_env)
+    done = shell(
+        f"anyfast complete --dry-run - < {tmp_path / 'big.txt'} | head -c 10 >/dev/null; echo status=${{PIPESTATUS[0]}}",
+        proc_env,
+    )
     assert "status=141" in done.stdout, done.stderr
     assert done.stderr == ""
 
@@ -88,7 +90,7 @@ def test_a_200_that_is_not_a_completion_is_an_api_error(run, gateway, body):
     assert result.stderr.splitlines() == ["anyfast: error: the server's answer is not a chat completion"]
 
 
-@pytest.mark.parametrize("event", ['[1, 2]', '{"choices": "x"}', '{"choices": [{"delta": "text"}]}'])
+@pytest.mark.parametrize("event", ["[1, 2]", '{"choices": "x"}', '{"choices": [{"delta": "text"}]}'])
 def test_a_malformed_stream_event_is_an_api_error(run, gateway, event):
     gateway.script(Sse(sse_events(event)))
     result = run("complete", "hi")
@@ -148,7 +150,9 @@ def test_api_key_command_does_not_eat_a_read_loop_s_input(proc_env, gateway, tmp
     config.write_text("profiles:\n  default:\n    api_key_command: head -1 >/dev/null; echo sk-from-command\n")
     config.chmod(0o600)
     env = {k: v for k, v in proc_env.items() if k != "ANYFAST_API_KEY"}
-    done = shell(f'printf "q1\\nq2\\nq3\\n" | while read -r q; do anyfast complete --config {config} -n "$q"; done', env)
+    done = shell(
+        f'printf "q1\\nq2\\nq3\\n" | while read -r q; do anyfast complete --config {config} -n "$q"; done', env
+    )
     assert done.stdout == "echo: q1\necho: q2\necho: q3\n", done.stderr
     assert gateway.requests[-1].headers["authorization"] == "Bearer sk-from-command"
 
@@ -185,8 +189,14 @@ def test_batch_input_with_a_byte_order_mark(run, gateway):
     "line, words",
     [
         ('{"prompt": "x", "images": ["a.png"]}', "'images' is not supported"),
-        ('{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": ["nope"]}}', "message 1"),
-        ('{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "robot", "content": "x"}]}}', "unknown role"),
+        (
+            '{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": ["nope"]}}',
+            "message 1",
+        ),
+        (
+            '{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "robot", "content": "x"}]}}',
+            "unknown role",
+        ),
         ('{"prompt": "unterminated', "not valid JSON: Unterminated string starting at, column"),
     ],
 )
@@ -204,8 +214,13 @@ def test_batch_rejects_records_that_would_fail_at_the_server(run, gateway, line,
 def test_batch_progress_on_a_terminal_has_no_escape_sequences_without_colour(proc_env, gateway, tmp_path, extra):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(f'"q{i}"\n' for i in range(50)))
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "batch", str(source), "-o", str(tmp_path / "out.jsonl")],
-                          env={**proc_env, "TERM": "xterm", **extra}, encoding="utf-8", timeout=WAIT)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "anyfast_cli", "batch", str(source), "-o", str(tmp_path / "out.jsonl")],
+        env={**proc_env, "TERM": "xterm", **extra},
+        encoding="utf-8",
+        timeout=WAIT,
+    )
     pty_end(child)
     assert child.exitstatus == 0
     assert "50/50 done" in child.before
@@ -227,7 +242,9 @@ def test_a_200_that_is_not_an_event_stream_is_an_api_error_not_retried(run, gate
     gateway.script(reply, reply, reply)
     result = run("complete", "hi")
     assert result.exit_code == 1
-    assert "not an event stream" in result.stderr and ("captive portal" in result.stderr or "plain words" in result.stderr)
+    assert "not an event stream" in result.stderr and (
+        "captive portal" in result.stderr or "plain words" in result.stderr
+    )
     assert len(gateway.requests) == 1
 
 
@@ -247,14 +264,19 @@ def test_a_timeout_out_of_range_is_a_usage_error(run, gateway, value):
 @pytest.mark.parametrize("target", ["stdout", "file"])
 def test_a_full_disk_is_one_clear_error(proc_env, gateway, target):
     redirect = "> /dev/full" if target == "stdout" else "-o /dev/full"
-    done = shell(f"anyfast batch {redirect} <<< '\"q\"'; echo status=$?; anyfast complete hi > /dev/full; echo status=$?", proc_env)
+    done = shell(
+        f"anyfast batch {redirect} <<< '\"q\"'; echo status=$?; anyfast complete hi > /dev/full; echo status=$?",
+        proc_env,
+    )
     assert done.stdout.splitlines() == ["status=1", "status=1"], done.stderr
     assert "No space left on device" in done.stderr and "internal error" not in done.stderr
 
 
 def test_ctrl_c_before_a_reply_begins_leaves_no_turn(gateway, proc_env):
     gateway.script(Stall(3))
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "chat"], env={**proc_env, "TERM": "xterm"}, encoding="utf-8", timeout=WAIT)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "anyfast_cli", "chat"], env={**proc_env, "TERM": "xterm"}, encoding="utf-8", timeout=WAIT
+    )
     child.delaybeforesend = None  # each send follows the expect of the prompt
     child.expect("> ")
     child.sendline("wait")

@@ -16,7 +16,6 @@ import sys
 
 import httpx
 import pytest
-
 from helpers import NOW
 
 from anyfast_cli.errors import (
@@ -49,9 +48,7 @@ from anyfast_cli.exchange import (
 from anyfast_cli.retry import MAX_RETRY_AFTER
 
 TARGET = "api.example.com:443"
-NEW_API_MESSAGE = (
-    "No available channel for model X under group default (distributor) (request id: 2025\u2026)"
-)
+NEW_API_MESSAGE = "No available channel for model X under group default (distributor) (request id: 2025\u2026)"
 NEW_API_BODY = json.dumps(
     {"error": {"code": "model_not_found", "message": NEW_API_MESSAGE, "type": "new_api_error"}}
 ).encode()
@@ -124,8 +121,20 @@ def test_request_id_of_real_headers_is_case_insensitive():
 
 @pytest.mark.parametrize(
     "status, expected",
-    [(200, True), (201, True), (203, True), (206, True), (299, True),
-     (204, False), (205, False), (199, False), (101, False), (301, False), (404, False), (500, False)],
+    [
+        (200, True),
+        (201, True),
+        (203, True),
+        (206, True),
+        (299, True),
+        (204, False),
+        (205, False),
+        (199, False),
+        (101, False),
+        (301, False),
+        (404, False),
+        (500, False),
+    ],
 )
 def test_is_answer_status(status, expected):
     assert is_answer_status(status) is expected
@@ -137,15 +146,34 @@ def test_is_answer_status(status, expected):
 @pytest.mark.parametrize(
     "status, headers, reason, expected_message",
     [
-        (301, {"location": "https://new.example.com/v1/chat/completions"}, "Moved Permanently",
-         ("HTTP 301 Moved Permanently: the server redirects to https://new.example.com/v1/chat/completions; "
-          "anyfast does not follow redirects")),
+        (
+            301,
+            {"location": "https://new.example.com/v1/chat/completions"},
+            "Moved Permanently",
+            (
+                "HTTP 301 Moved Permanently: the server redirects to https://new.example.com/v1/chat/completions; "
+                "anyfast does not follow redirects"
+            ),
+        ),
         (302, {}, "", "HTTP 302: the server redirects without saying where; anyfast does not follow redirects"),
-        (307, {"location": ""}, "", "HTTP 307: the server redirects without saying where; anyfast does not follow redirects"),
-        (308, httpx.Headers({"Location": "/v2"}), "Permanent Redirect",
-         "HTTP 308 Permanent Redirect: the server redirects to /v2; anyfast does not follow redirects"),
-        (303, {"location": b"https://x.example/caf\xe9"}, "",
-         "HTTP 303: the server redirects to https://x.example/caf\ufffd; anyfast does not follow redirects"),
+        (
+            307,
+            {"location": ""},
+            "",
+            "HTTP 307: the server redirects without saying where; anyfast does not follow redirects",
+        ),
+        (
+            308,
+            httpx.Headers({"Location": "/v2"}),
+            "Permanent Redirect",
+            "HTTP 308 Permanent Redirect: the server redirects to /v2; anyfast does not follow redirects",
+        ),
+        (
+            303,
+            {"location": b"https://x.example/caf\xe9"},
+            "",
+            "HTTP 303: the server redirects to https://x.example/caf\ufffd; anyfast does not follow redirects",
+        ),
     ],
     ids=["301 with location", "302 without", "307 empty location", "308 real headers", "location not utf-8"],
 )
@@ -175,50 +203,166 @@ def test_bodiless_success_is_an_invalid_response(status, reason):
 
 # (status, body, reason, error class, message, code, hint contains)
 ERROR_BODIES = [
-    ("openai 400", 400, openai_error("Invalid 'messages': empty array.", "invalid_value", "invalid_request_error"),
-     "Bad Request", ApiError, "HTTP 400 Bad Request: Invalid 'messages': empty array.", "invalid_value", None),
-    ("openai code null uses type", 400, openai_error("bad temperature", None, "invalid_request_error"), "",
-     ApiError, "HTTP 400: bad temperature", "invalid_request_error", None),
-    ("openai 401", 401, openai_error("Incorrect API key provided: sk-...abcd.", "invalid_api_key"), "Unauthorized",
-     ApiAuthError, "HTTP 401 Unauthorized: Incorrect API key provided: sk-...abcd.", "invalid_api_key", "ANYFAST_API_KEY"),
+    (
+        "openai 400",
+        400,
+        openai_error("Invalid 'messages': empty array.", "invalid_value", "invalid_request_error"),
+        "Bad Request",
+        ApiError,
+        "HTTP 400 Bad Request: Invalid 'messages': empty array.",
+        "invalid_value",
+        None,
+    ),
+    (
+        "openai code null uses type",
+        400,
+        openai_error("bad temperature", None, "invalid_request_error"),
+        "",
+        ApiError,
+        "HTTP 400: bad temperature",
+        "invalid_request_error",
+        None,
+    ),
+    (
+        "openai 401",
+        401,
+        openai_error("Incorrect API key provided: sk-...abcd.", "invalid_api_key"),
+        "Unauthorized",
+        ApiAuthError,
+        "HTTP 401 Unauthorized: Incorrect API key provided: sk-...abcd.",
+        "invalid_api_key",
+        "ANYFAST_API_KEY",
+    ),
     ("403", 403, openai_error("forbidden"), "", ApiAuthError, "HTTP 403: forbidden", None, "--api-key"),
-    ("404", 404, openai_error("The model `gpt-9` does not exist", "model_not_found"), "",
-     ApiError, "HTTP 404: The model `gpt-9` does not exist", "model_not_found", "check the model name (-m)"),
-    ("openai 429", 429, openai_error("Rate limit reached", "rate_limit_exceeded", "requests"), "Too Many Requests",
-     RateLimitError, "HTTP 429 Too Many Requests: Rate limit reached", "rate_limit_exceeded", None),
+    (
+        "404",
+        404,
+        openai_error("The model `gpt-9` does not exist", "model_not_found"),
+        "",
+        ApiError,
+        "HTTP 404: The model `gpt-9` does not exist",
+        "model_not_found",
+        "check the model name (-m)",
+    ),
+    (
+        "openai 429",
+        429,
+        openai_error("Rate limit reached", "rate_limit_exceeded", "requests"),
+        "Too Many Requests",
+        RateLimitError,
+        "HTTP 429 Too Many Requests: Rate limit reached",
+        "rate_limit_exceeded",
+        None,
+    ),
     ("empty 429", 429, b"", "Too Many Requests", RateLimitError, "HTTP 429 Too Many Requests", None, None),
     ("empty 429 no reason", 429, b"", "", RateLimitError, "HTTP 429", None, None),
     ("whitespace body", 500, b"  \r\n ", "", ApiError, "HTTP 500", None, None),
-    ("new-api cpu overloaded", 503,
-     openai_error("\u5f53\u524d\u5206\u7ec4\u8d1f\u8f7d\u5df2\u9971\u548c", "system_cpu_overloaded", "new_api_error"),
-     "Service Unavailable", ApiError,
-     "HTTP 503 Service Unavailable: \u5f53\u524d\u5206\u7ec4\u8d1f\u8f7d\u5df2\u9971\u548c", "system_cpu_overloaded", None),
-    ("error is a string", 500, b'{"error": "upstream exploded"}', "", ApiError, "HTTP 500: upstream exploded", None, None),
-    ("message shape", 422, b'{"message": "max_tokens too large", "status": 422}', "", ApiError,
-     "HTTP 422: max_tokens too large", None, None),
-    ("detail shape", 404, b'{"detail": "Not Found"}', "Not Found", ApiError, "HTTP 404 Not Found: Not Found", None, "base URL"),
-    ("detail list shows the body", 422, b'{"detail": [{"loc": ["body"], "msg": "field required"}]}', "", ApiError,
-     'HTTP 422: {"detail": [{"loc": ["body"], "msg": "field required"}]}', None, None),
+    (
+        "new-api cpu overloaded",
+        503,
+        openai_error(
+            "\u5f53\u524d\u5206\u7ec4\u8d1f\u8f7d\u5df2\u9971\u548c", "system_cpu_overloaded", "new_api_error"
+        ),
+        "Service Unavailable",
+        ApiError,
+        "HTTP 503 Service Unavailable: \u5f53\u524d\u5206\u7ec4\u8d1f\u8f7d\u5df2\u9971\u548c",
+        "system_cpu_overloaded",
+        None,
+    ),
+    (
+        "error is a string",
+        500,
+        b'{"error": "upstream exploded"}',
+        "",
+        ApiError,
+        "HTTP 500: upstream exploded",
+        None,
+        None,
+    ),
+    (
+        "message shape",
+        422,
+        b'{"message": "max_tokens too large", "status": 422}',
+        "",
+        ApiError,
+        "HTTP 422: max_tokens too large",
+        None,
+        None,
+    ),
+    (
+        "detail shape",
+        404,
+        b'{"detail": "Not Found"}',
+        "Not Found",
+        ApiError,
+        "HTTP 404 Not Found: Not Found",
+        None,
+        "base URL",
+    ),
+    (
+        "detail list shows the body",
+        422,
+        b'{"detail": [{"loc": ["body"], "msg": "field required"}]}',
+        "",
+        ApiError,
+        'HTTP 422: {"detail": [{"loc": ["body"], "msg": "field required"}]}',
+        None,
+        None,
+    ),
     ("message wins over detail", 400, b'{"message": "m", "detail": "d"}', "", ApiError, "HTTP 400: m", None, None),
     ("error object without message", 500, b'{"error": {"code": "boom"}}', "", ApiError, "HTTP 500", "boom", None),
     ("message not a string", 500, b'{"error": {"message": {"x": 1}, "code": 7}}', "", ApiError, "HTTP 500", "7", None),
     ("json list", 500, b"[1, 2]", "", ApiError, "HTTP 500: [1, 2]", None, None),
     ("json string", 502, b'"bad gateway"', "", ApiError, 'HTTP 502: "bad gateway"', None, None),
-    ("html", 502, b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n</html>", "Bad Gateway", ApiError,
-     "HTTP 502 Bad Gateway: <html> <head><title>502 Bad Gateway</title></head> </html>", None, None),
-    ("plain text", 500, b"upstream connect error or disconnect/reset before headers", "", ApiError,
-     "HTTP 500: upstream connect error or disconnect/reset before headers", None, None),
+    (
+        "html",
+        502,
+        b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n</html>",
+        "Bad Gateway",
+        ApiError,
+        "HTTP 502 Bad Gateway: <html> <head><title>502 Bad Gateway</title></head> </html>",
+        None,
+        None,
+    ),
+    (
+        "plain text",
+        500,
+        b"upstream connect error or disconnect/reset before headers",
+        "",
+        ApiError,
+        "HTTP 500: upstream connect error or disconnect/reset before headers",
+        None,
+        None,
+    ),
     ("not utf-8 body", 500, b"caf\xe9 \xff", "", ApiError, "HTTP 500: caf\ufffd \ufffd", None, None),
-    ("multi-line message", 400, openai_error("line one\nline two\r\n\tthree"), "", ApiError,
-     "HTTP 400: line one line two three", None, None),
-    ("reason not utf-8 bytes", 500, b"", b"Erreur interne du serveur \xe9", ApiError,
-     "HTTP 500 Erreur interne du serveur \ufffd", None, None),
+    (
+        "multi-line message",
+        400,
+        openai_error("line one\nline two\r\n\tthree"),
+        "",
+        ApiError,
+        "HTTP 400: line one line two three",
+        None,
+        None,
+    ),
+    (
+        "reason not utf-8 bytes",
+        500,
+        b"",
+        b"Erreur interne du serveur \xe9",
+        ApiError,
+        "HTTP 500 Erreur interne du serveur \ufffd",
+        None,
+        None,
+    ),
     ("reason surrogate-escaped", 503, b"", "Indisponible \udce9", ApiError, "HTTP 503 Indisponible \ufffd", None, None),
 ]
 
 
 @pytest.mark.parametrize(
-    "status, body, reason, cls, message, code, hint", [case[1:] for case in ERROR_BODIES], ids=[c[0] for c in ERROR_BODIES]
+    "status, body, reason, cls, message, code, hint",
+    [case[1:] for case in ERROR_BODIES],
+    ids=[c[0] for c in ERROR_BODIES],
 )
 def test_error_bodies(status, body, reason, cls, message, code, hint):
     for error in (status_failure(status, {}, body, reason), error_from_response(status, body, reason)):
@@ -257,8 +401,13 @@ def test_new_api_model_not_found_names_the_model(status, model, prefix):
 
 @pytest.mark.parametrize(
     "body",
-    [nested(100_000), nested(100_000, b"{}"), b'{"error": ' + nested(50_000) + b"}",
-     b'{"error": {"message": ' + nested(50_000) + b"}}", b"{" * 100_000],
+    [
+        nested(100_000),
+        nested(100_000, b"{}"),
+        b'{"error": ' + nested(50_000) + b"}",
+        b'{"error": {"message": ' + nested(50_000) + b"}}",
+        b"{" * 100_000,
+    ],
     ids=["list", "list of objects", "error list", "error message", "unclosed objects"],
 )
 def test_deeply_nested_bodies_do_not_recurse_out(body):
@@ -335,7 +484,9 @@ def test_final_statuses_raise_at_once(status, body, code):
 def test_new_api_model_not_found_is_not_retried_and_names_the_model():
     with pytest.raises(ApiError) as caught:
         attempts(3, model="X").after_status(503, {}, NEW_API_BODY, "Service Unavailable")
-    assert caught.value.message.startswith("model 'X' is not available here: HTTP 503 Service Unavailable: No available channel")
+    assert caught.value.message.startswith(
+        "model 'X' is not available here: HTTP 503 Service Unavailable: No available channel"
+    )
     assert caught.value.code == "model_not_found"
 
 
@@ -441,13 +592,24 @@ def test_a_retry_after_on_the_last_attempt_is_not_waited_for():
         (NetFailure("read_timeout"), {"read_timeout": 2.5}, f"timed out waiting for {TARGET} (no data for 2.5 s)"),
         (NetFailure("closed"), {}, f"{TARGET} closed the connection before the answer was complete"),
         (NetFailure("tls"), {}, f"cannot verify the TLS certificate of {TARGET}"),
-        (NetFailure("tls", "self-signed certificate"), {},
-         f"cannot verify the TLS certificate of {TARGET}: self-signed certificate"),
+        (
+            NetFailure("tls", "self-signed certificate"),
+            {},
+            f"cannot verify the TLS certificate of {TARGET}: self-signed certificate",
+        ),
         (NetFailure("proxy"), {}, "cannot connect to the proxy server"),
-        (NetFailure("proxy", "timed out"), {"proxy": "proxy.corp:3128"}, "cannot connect to the proxy proxy.corp:3128: timed out"),
+        (
+            NetFailure("proxy", "timed out"),
+            {"proxy": "proxy.corp:3128"},
+            "cannot connect to the proxy proxy.corp:3128: timed out",
+        ),
         (NetFailure("headers_too_large"), {}, f"connection to {TARGET} failed"),
         (NetFailure("other"), {}, f"connection to {TARGET} failed"),
-        (NetFailure("other", "name or service not known"), {}, f"connection to {TARGET} failed: name or service not known"),
+        (
+            NetFailure("other", "name or service not known"),
+            {},
+            f"connection to {TARGET} failed: name or service not known",
+        ),
         (NetFailure("something new", "x"), {}, f"connection to {TARGET} failed: x"),
     ],
     ids=repr,
@@ -504,8 +666,11 @@ def test_the_network_note_reads_well():
 
 @pytest.mark.parametrize(
     "kind, cls, code",
-    [("tls", NetworkError, "tls_error"), ("headers_too_large", ApiError, "invalid_response"),
-     ("something new", NetworkError, "network_error")],
+    [
+        ("tls", NetworkError, "tls_error"),
+        ("headers_too_large", ApiError, "invalid_response"),
+        ("something new", NetworkError, "network_error"),
+    ],
 )
 def test_final_network_failures_raise_at_once(kind, cls, code):
     trier = attempts(5)
@@ -546,7 +711,7 @@ def implicitly_chained() -> BaseException:
         try:
             raise ConnectionResetError(104, "Connection reset by peer")
         except OSError:
-            raise RuntimeError("read failed")  # implicitly: __context__, not __cause__
+            raise RuntimeError("read failed")  # noqa: B904 -- implicitly: __context__, not __cause__
     except RuntimeError as exc:
         return exc
 
@@ -561,16 +726,35 @@ def cycle() -> BaseException:
     "exc, expected",
     [
         (ConnectionRefusedError(111, "Connection refused"), (None, "connection refused")),
-        (chain(RuntimeError("ConnectError"), OSError("x"), ConnectionRefusedError(111, "Connection refused")),
-         (None, "connection refused")),
-        (chain(RuntimeError("wrap"), socket.gaierror(-2, "Name or service not known")), (None, "name or service not known")),
-        (chain(RuntimeError("a"), OSError(101, "Network is unreachable"), ConnectionRefusedError(111, "Connection refused")),
-         (None, "network is unreachable")),  # the outermost words win
+        (
+            chain(RuntimeError("ConnectError"), OSError("x"), ConnectionRefusedError(111, "Connection refused")),
+            (None, "connection refused"),
+        ),
+        (
+            chain(RuntimeError("wrap"), socket.gaierror(-2, "Name or service not known")),
+            (None, "name or service not known"),
+        ),
+        (
+            chain(
+                RuntimeError("a"),
+                OSError(101, "Network is unreachable"),
+                ConnectionRefusedError(111, "Connection refused"),
+            ),
+            (None, "network is unreachable"),
+        ),  # the outermost words win
         (implicitly_chained(), (None, "connection reset by peer")),
-        (chain(RuntimeError("ConnectError"), cert_error("self-signed certificate")), ("tls", "self-signed certificate")),
-        (chain(RuntimeError("x"), cert_error(None)), ("tls", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")),
-        (chain(RuntimeError("x"), OSError(104, "Connection reset"), cert_error("certificate has expired")),
-         ("tls", "certificate has expired")),  # tls wins over words met earlier
+        (
+            chain(RuntimeError("ConnectError"), cert_error("self-signed certificate")),
+            ("tls", "self-signed certificate"),
+        ),
+        (
+            chain(RuntimeError("x"), cert_error(None)),
+            ("tls", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+        ),
+        (
+            chain(RuntimeError("x"), OSError(104, "Connection reset"), cert_error("certificate has expired")),
+            ("tls", "certificate has expired"),
+        ),  # tls wins over words met earlier
         (cert_error("hostname mismatch"), ("tls", "hostname mismatch")),
         (chain(RuntimeError("x"), ssl.SSLError(1, "wrong version number")), (None, "wrong version number")),
         (RuntimeError("plain"), (None, "")),
@@ -578,8 +762,22 @@ def cycle() -> BaseException:
         (TimeoutError(), (None, "")),
         (cycle(), (None, "")),
     ],
-    ids=["refused", "refused deep", "dns", "outermost words", "context", "tls", "tls without verify_message",
-         "tls deep", "tls itself", "other ssl error", "plain", "no strerror", "bare timeout", "cycle"],
+    ids=[
+        "refused",
+        "refused deep",
+        "dns",
+        "outermost words",
+        "context",
+        "tls",
+        "tls without verify_message",
+        "tls deep",
+        "tls itself",
+        "other ssl error",
+        "plain",
+        "no strerror",
+        "bare timeout",
+        "cycle",
+    ],
 )
 def test_failure_kind_from_chain(exc, expected):
     assert failure_kind_from_chain(exc) == expected
@@ -587,9 +785,12 @@ def test_failure_kind_from_chain(exc, expected):
 
 # --- read_answer -------------------------------------------------------------------------------
 
-GOOD = {"id": "c1", "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+GOOD = {
+    "id": "c1",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
 
 
 @pytest.mark.parametrize(
@@ -603,8 +804,11 @@ GOOD = {"id": "c1", "object": "chat.completion",
         (b"\xff\xfe\x00", "the server's answer is not JSON", "invalid_response"),
         (nested(100_000), "the server's answer is not JSON", "invalid_response"),
         (b'data: {"choices": []}\n\n', "the server's answer is not JSON", "invalid_response"),
-        (b'{"error": {"message": "quota exceeded", "code": "insufficient_quota"}}',
-         "the server reported an error: quota exceeded", "insufficient_quota"),
+        (
+            b'{"error": {"message": "quota exceeded", "code": "insufficient_quota"}}',
+            "the server reported an error: quota exceeded",
+            "insufficient_quota",
+        ),
         (b'{"error": {"message": "x\\ny", "code": 500}}', "the server reported an error: x y", "500"),
         (b'{"error": {"type": "server_error"}}', 'the server reported an error: {"type": "server_error"}', "error"),
         (b'{"error": "boom"}', 'the server reported an error: "boom"', "error"),
@@ -664,7 +868,13 @@ def test_read_answer_never_recurses_out_at_any_depth():
 @pytest.mark.parametrize(
     "data, expected",
     [
-        (GOOD, {**GOOD, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}),
+        (
+            GOOD,
+            {
+                **GOOD,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+            },
+        ),
         ({"choices": [{"message": None}]}, {"choices": [{"index": 0, "delta": {}, "finish_reason": None}]}),
         ({"id": "x"}, {"id": "x", "choices": []}),
     ],
@@ -678,8 +888,11 @@ def test_whole_as_chunk(data, expected):
 
 
 def delta(index: int = 0, finish: str | None = None, **fields) -> dict:
-    return {"id": "c1", "object": "chat.completion.chunk",
-            "choices": [{"index": index, "delta": fields, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": index, "delta": fields, "finish_reason": finish}],
+    }
 
 
 ROLE = delta(role="assistant")
@@ -727,8 +940,12 @@ STREAMS = [
     ("empty body", b"", StreamTruncated),
     ("blank lines only", b"\n\n\r\n", StreamTruncated),
     ("comment only", b": keep-alive\n\n", StreamTruncated),
-    ("html", b"<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n", (ApiError, "not an event stream: <!DOCTYPE html>")),
-    ("whole json", json.dumps(ERROR).encode(), (ApiError, "not an event stream: {\"error\"")),
+    (
+        "html",
+        b"<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n",
+        (ApiError, "not an event stream: <!DOCTYPE html>"),
+    ),
+    ("whole json", json.dumps(ERROR).encode(), (ApiError, 'not an event stream: {"error"')),
     ("plain text", b"Bad gateway\n", (ApiError, "not an event stream: Bad gateway")),
     ("error before anything", sse(ERROR), (ApiError, "the server reported an error: upstream overloaded")),
     ("error after role only", sse(ROLE, ERROR), (ApiError, "the server reported an error: upstream overloaded")),
@@ -736,7 +953,11 @@ STREAMS = [
     ("chunk without choices is tolerated", sse({"id": "x"}, HI, END), [{"id": "x"}, HI, END]),
     ("not a chunk before anything", sse({"choices": "x"}), (ApiError, "stream event is not a chat completion")),
     ("a list event before anything", sse([1]), (ApiError, "stream event is not a chat completion")),
-    ("delta not an object", sse(ROLE, {"choices": [{"delta": "Hi"}]}), (ApiError, "stream event is not a chat completion")),
+    (
+        "delta not an object",
+        sse(ROLE, {"choices": [{"delta": "Hi"}]}),
+        (ApiError, "stream event is not a chat completion"),
+    ),
     ("not a chunk after content", sse(HI, {"choices": [1]}), (StreamError, "stream event is not a chat completion")),
     ("not json", sse(ROLE, "{oops"), (StreamError, "not JSON: '{oops'")),
 ]
@@ -852,28 +1073,105 @@ def test_stream_error_events_never_recurse_out_at_any_depth():
     "chunks, returns, content, reasoning, usage, finish, cut",
     [
         ([], [], "", "", None, None, False),
-        ([ROLE, delta(content="He"), delta(content="llo"), delta(finish="stop")],
-         [(None, None), (None, "He"), (None, "llo"), (None, None)], "Hello", "", None, "stop", False),
-        ([delta(reasoning_content="think"), delta(reasoning_content=" more", content="A")],
-         [("think", None), (" more", "A")], "A", "think more", None, None, False),
-        ([delta(content="a"), delta(index=1, content="IGNORED"), delta(content="b")],
-         [(None, "a"), (None, None), (None, "b")], "ab", "", None, None, False),
-        ([{"choices": [{"index": 1, "delta": {"content": "x"}, "finish_reason": "stop"},
-                       {"index": 0, "delta": {"content": "y"}, "finish_reason": None}]}],
-         [(None, "y")], "y", "", None, None, False),  # choice 0 wherever it sits
-        ([delta(index=1, finish="length"), delta(finish="stop")], [(None, None), (None, None)], "", "", None, "stop", False),
-        ([delta(content="cut"), delta(finish="length")], [(None, "cut"), (None, None)], "cut", "", None, "length", True),
+        (
+            [ROLE, delta(content="He"), delta(content="llo"), delta(finish="stop")],
+            [(None, None), (None, "He"), (None, "llo"), (None, None)],
+            "Hello",
+            "",
+            None,
+            "stop",
+            False,
+        ),
+        (
+            [delta(reasoning_content="think"), delta(reasoning_content=" more", content="A")],
+            [("think", None), (" more", "A")],
+            "A",
+            "think more",
+            None,
+            None,
+            False,
+        ),
+        (
+            [delta(content="a"), delta(index=1, content="IGNORED"), delta(content="b")],
+            [(None, "a"), (None, None), (None, "b")],
+            "ab",
+            "",
+            None,
+            None,
+            False,
+        ),
+        (
+            [
+                {
+                    "choices": [
+                        {"index": 1, "delta": {"content": "x"}, "finish_reason": "stop"},
+                        {"index": 0, "delta": {"content": "y"}, "finish_reason": None},
+                    ]
+                }
+            ],
+            [(None, "y")],
+            "y",
+            "",
+            None,
+            None,
+            False,
+        ),  # choice 0 wherever it sits
+        (
+            [delta(index=1, finish="length"), delta(finish="stop")],
+            [(None, None), (None, None)],
+            "",
+            "",
+            None,
+            "stop",
+            False,
+        ),
+        (
+            [delta(content="cut"), delta(finish="length")],
+            [(None, "cut"), (None, None)],
+            "cut",
+            "",
+            None,
+            "length",
+            True,
+        ),
         ([delta(content=""), delta(content=None)], [(None, ""), (None, None)], "", "", None, None, False),
-        ([HI, USAGE], [(None, HI["choices"][0]["delta"]["content"]), (None, None)],
-         HI["choices"][0]["delta"]["content"], "", USAGE["usage"], None, False),
+        (
+            [HI, USAGE],
+            [(None, HI["choices"][0]["delta"]["content"]), (None, None)],
+            HI["choices"][0]["delta"]["content"],
+            "",
+            USAGE["usage"],
+            None,
+            False,
+        ),
         ([USAGE, {"choices": [], "usage": None}], [(None, None), (None, None)], "", "", USAGE["usage"], None, False),
         ([GOOD], [(None, "Hi")], "Hi", "", GOOD["usage"], "stop", False),  # a whole response
-        ([{"choices": [{"message": {"content": "whole", "reasoning_content": "r"}, "finish_reason": "length"}]}],
-         [("r", "whole")], "whole", "r", None, "length", True),
+        (
+            [{"choices": [{"message": {"content": "whole", "reasoning_content": "r"}, "finish_reason": "length"}]}],
+            [("r", "whole")],
+            "whole",
+            "r",
+            None,
+            "length",
+            True,
+        ),
         ([{"choices": None}, {"id": "x"}], [(None, None), (None, None)], "", "", None, None, False),
     ],
-    ids=["nothing", "content", "reasoning", "choice 1 skipped", "choice 0 second", "finish of choice 1 ignored",
-         "cut at limit", "empty content", "usage", "null usage kept", "whole response", "whole cut", "no choices"],
+    ids=[
+        "nothing",
+        "content",
+        "reasoning",
+        "choice 1 skipped",
+        "choice 0 second",
+        "finish of choice 1 ignored",
+        "cut at limit",
+        "empty content",
+        "usage",
+        "null usage kept",
+        "whole response",
+        "whole cut",
+        "no choices",
+    ],
 )
 def test_reply_absorb(chunks, returns, content, reasoning, usage, finish, cut):
     reply = Reply()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from gateway_limits import FixedWindow, TokenBucket, format_duration, make_limiter
 
 from anyfast_cli.batch.limiter import parse_duration
@@ -50,11 +49,14 @@ def test_per_minute_quota_is_a_sixty_second_window():
     assert verdict.headers == {"Retry-After": "20"}
 
 
-@pytest.mark.parametrize("retry, header, seconds", [
-    ("seconds", "Retry-After", 1.0),  # 50 ms, rounded up to whole seconds as most servers do
-    ("ms", "retry-after-ms", 0.05),
-    ("none", None, None),
-])
+@pytest.mark.parametrize(
+    "retry, header, seconds",
+    [
+        ("seconds", "Retry-After", 1.0),  # 50 ms, rounded up to whole seconds as most servers do
+        ("ms", "retry-after-ms", 0.05),
+        ("none", None, None),
+    ],
+)
 def test_refusal_says_when_in_each_style(retry, header, seconds):
     bucket = TokenBucket(rate=20, burst=1, retry=retry)
     assert bucket.admit(0.0).allowed
@@ -74,8 +76,11 @@ def test_fixed_window_retry_after_points_at_the_next_window():
 def test_ratelimit_headers_on_every_answer():
     window = FixedWindow(limit=2, window=1.0, ratelimit_headers=True)
     first, second, third = (window.admit(t) for t in (0.25, 0.5, 0.75))
-    assert first.headers == {"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1",
-                             "x-ratelimit-reset-requests": "750ms"}
+    assert first.headers == {
+        "x-ratelimit-limit-requests": "2",
+        "x-ratelimit-remaining-requests": "1",
+        "x-ratelimit-reset-requests": "750ms",
+    }
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
     assert third.status == 429 and third.headers["x-ratelimit-remaining-requests"] == "0"
     assert third.headers["Retry-After"] == "1"
@@ -84,8 +89,10 @@ def test_ratelimit_headers_on_every_answer():
     assert (headers["x-ratelimit-remaining-requests"], headers["x-ratelimit-reset-requests"]) == ("4", "100ms")
 
 
-@pytest.mark.parametrize("seconds, text", [(0.02, "20ms"), (0.0004, "1ms"), (1.5, "1.5s"), (59.25, "59.25s"),
-                                           (360.0, "6m0s"), (61.5, "1m1.5s")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0.02, "20ms"), (0.0004, "1ms"), (1.5, "1.5s"), (59.25, "59.25s"), (360.0, "6m0s"), (61.5, "1m1.5s")],
+)
 def test_format_duration_is_what_parse_duration_reads(seconds, text):
     assert format_duration(seconds) == text
     assert parse_duration(text) == pytest.approx(max(seconds, 0.001))

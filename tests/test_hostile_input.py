@@ -21,16 +21,23 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from helpers import KEY, WAIT, pty_end
 
 from anyfast_cli.batch.jobs import (
-    LINE_MAX_BYTES, JobOptions, RecordError, check_template, fill_template, parse_record, read_lines, spool_lines,
+    LINE_MAX_BYTES,
+    JobOptions,
+    RecordError,
+    check_template,
+    fill_template,
+    parse_record,
+    read_lines,
+    spool_lines,
 )
 from anyfast_cli.errors import AuthError, ExitCode, UsageError
 from anyfast_cli.keycommand import KeyCommandFailed, run_key_command
 from anyfast_cli.reading import DOCUMENT_MAX_BYTES, read_document
 from anyfast_cli.settings import allowed_alias_ratio, load_yaml, untrusted_command_problem
 from anyfast_cli.structured import MAX_NESTING, ValueProblem, check_value, parse_json
-from helpers import KEY, WAIT, pty_end
 
 DEEP = 100_000
 DEEP_JSON = "[" * DEEP + "]" * DEEP
@@ -72,19 +79,56 @@ def assert_refused(result, gateway, code: int = 2, words: str | None = None) -> 
 
 CLASS_1 = {
     # nesting 100,000 deep
-    "chat -f deep JSON": lambda d: (["chat", "-f", write(d / "t.json", DEEP_JSON), "hi"], None, {}, "t.json:1: nested deeper"),
+    "chat -f deep JSON": lambda d: (
+        ["chat", "-f", write(d / "t.json", DEEP_JSON), "hi"],
+        None,
+        {},
+        "t.json:1: nested deeper",
+    ),
     "chat -f deep JSON messages": lambda d: (
-        ["chat", "-f", write(d / "t.json", '{"messages": [{"user": "hi", "x": ' + DEEP_JSON + "}]}")], None, {}, "nested deeper"),
-    "chat -f deep YAML": lambda d: (["chat", "-f", write(d / "t.yaml", "messages: " + DEEP_JSON), "hi"], None, {}, "t.yaml:1: "),  # libyaml's words or ours
+        ["chat", "-f", write(d / "t.json", '{"messages": [{"user": "hi", "x": ' + DEEP_JSON + "}]}")],
+        None,
+        {},
+        "nested deeper",
+    ),
+    "chat -f deep YAML": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "messages: " + DEEP_JSON), "hi"],
+        None,
+        {},
+        "t.yaml:1: ",
+    ),  # libyaml's words or ours
     "chat -f deep YAML block": lambda d: (
-        ["chat", "-f", write(d / "t.yaml", "".join(f"{' ' * i}- \n" for i in range(300)) + " " * 300 + "- x\n")], None, {}, "nested deeper"),
+        ["chat", "-f", write(d / "t.yaml", "".join(f"{' ' * i}- \n" for i in range(300)) + " " * 300 + "- x\n")],
+        None,
+        {},
+        "nested deeper",
+    ),
     "chat -f - deep": lambda d: (["chat", "-f", "-"], DEEP_JSON, {}, "standard input:1: nested deeper"),
-    "batch deep line": lambda d: (["batch", write(d / "in.jsonl", '"ok"\n' + DEEP_JSON + "\n")], None, {}, "line 2: nested deeper"),
-    "batch deep line on stdin": lambda d: (["batch"], '{"prompt": "x", "logit_bias": ' + DEEP_JSON + "}\n", {}, "line 1: nested deeper"),
-    "batch 900 deep": lambda d: (["batch"], json.dumps({"prompt": "x", "seed": [[[[]]]]}).replace("[[[[]]]]", "[" * 900 + "]" * 900) + "\n",
-                                 {}, "line 1: seed"),
+    "batch deep line": lambda d: (
+        ["batch", write(d / "in.jsonl", '"ok"\n' + DEEP_JSON + "\n")],
+        None,
+        {},
+        "line 2: nested deeper",
+    ),
+    "batch deep line on stdin": lambda d: (
+        ["batch"],
+        '{"prompt": "x", "logit_bias": ' + DEEP_JSON + "}\n",
+        {},
+        "line 1: nested deeper",
+    ),
+    "batch 900 deep": lambda d: (
+        ["batch"],
+        json.dumps({"prompt": "x", "seed": [[[[]]]]}).replace("[[[[]]]]", "[" * 900 + "]" * 900) + "\n",
+        {},
+        "line 1: seed",
+    ),
     "-p deep": lambda d: (["complete", "-p", "x=" + DEEP_JSON, "hi"], None, {}, "-p/--param x: nested deeper"),
-    "config deep": lambda d: (["complete", "--config", config(d, "profiles:\n  default:\n    x: " + DEEP_JSON), "hi"], None, {}, "config.yaml:3: "),
+    "config deep": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  default:\n    x: " + DEEP_JSON), "hi"],
+        None,
+        {},
+        "config.yaml:3: ",
+    ),
     # NaN and Infinity, wherever input carries numbers
     "-p seed=NaN": lambda d: (["complete", "-p", "seed=NaN", "hi"], None, {}, "NaN"),
     "-p x=Infinity": lambda d: (["complete", "-p", "x=Infinity", "hi"], None, {}, "Infinity"),
@@ -95,34 +139,99 @@ CLASS_1 = {
     "--temperature nan": lambda d: (["complete", "--temperature", "nan", "hi"], None, {}, "temperature"),
     "--temperature inf": lambda d: (["complete", "-t", "inf", "hi"], None, {}, "temperature"),
     "--top-p nan": lambda d: (["complete", "--top-p", "nan", "hi"], None, {}, "top_p"),
-    "--frequency-penalty inf": lambda d: (["complete", "--frequency-penalty", "inf", "hi"], None, {}, "frequency_penalty"),
-    "--presence-penalty -inf": lambda d: (["complete", "--presence-penalty", "-inf", "hi"], None, {}, "presence_penalty"),
+    "--frequency-penalty inf": lambda d: (
+        ["complete", "--frequency-penalty", "inf", "hi"],
+        None,
+        {},
+        "frequency_penalty",
+    ),
+    "--presence-penalty -inf": lambda d: (
+        ["complete", "--presence-penalty", "-inf", "hi"],
+        None,
+        {},
+        "presence_penalty",
+    ),
     "--timeout nan": lambda d: (["complete", "--timeout", "nan", "hi"], None, {}, "timeout"),
     "--timeout inf": lambda d: (["complete", "--timeout", "inf", "hi"], None, {}, "timeout"),
     "--max-time nan": lambda d: (["complete", "--max-time", "nan", "hi"], None, {}, "max-time"),
     "--fps nan": lambda d: (["complete", "--video", "https://e.com/v.mp4", "--fps", "nan", "hi"], None, {}, "--fps"),
     "--fps inf": lambda d: (["complete", "--video", "https://e.com/v.mp4", "--fps", "inf", "hi"], None, {}, "--fps"),
-    "chat -f YAML .nan": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {seed: .nan}\nmessages: [{user: hi}]\n")], None, {},
-                                    "t.yaml:1: NaN"),
-    "chat -f YAML .inf": lambda d: (["chat", "-f", write(d / "t.yaml", "messages:\n- user: hi\n  fps: -.inf\n")], None, {}, "t.yaml:3"),
-    "chat -f YAML 1e999": lambda d: (["chat", "-f", write(d / "t.yaml", "params:\n  x: 1.0e+999\nmessages: [{user: hi}]\n")], None, {},
-                                     "t.yaml:2"),
-    "chat -f YAML !!float nan": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {x: !!float nan}\nmessages: [{user: hi}]\n")],
-                                           None, {}, "NaN"),
-    "chat -f JSON NaN": lambda d: (["chat", "-f", write(d / "t.json", '{"params":\n {"seed": NaN},\n "messages": [{"user": "hi"}]}')],
-                                   None, {}, "t.json:2: NaN"),
-    "chat -f JSON -Infinity": lambda d: (["chat", "-f", write(d / "t.json", '[{"user": "hi", "fps": -Infinity}]')], None, {}, "Infinity"),
-    "config profile .nan": lambda d: (["complete", "--config", config(d, "profiles:\n  default:\n    seed: .nan\n"), "hi"], None, {},
-                                      "config.yaml:3: NaN"),
-    "config timeout .inf": lambda d: (["complete", "--config", config(d, "profiles:\n  default:\n    timeout: .inf\n"), "hi"], None, {},
-                                      "config.yaml:3"),
-    "config temperature .nan": lambda d: (["complete", "--config", config(d, "profiles:\n  default:\n    temperature: .NaN\n"), "hi"],
-                                          None, {}, "NaN"),
+    "chat -f YAML .nan": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {seed: .nan}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "t.yaml:1: NaN",
+    ),
+    "chat -f YAML .inf": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "messages:\n- user: hi\n  fps: -.inf\n")],
+        None,
+        {},
+        "t.yaml:3",
+    ),
+    "chat -f YAML 1e999": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params:\n  x: 1.0e+999\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "t.yaml:2",
+    ),
+    "chat -f YAML !!float nan": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {x: !!float nan}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "NaN",
+    ),
+    "chat -f JSON NaN": lambda d: (
+        ["chat", "-f", write(d / "t.json", '{"params":\n {"seed": NaN},\n "messages": [{"user": "hi"}]}')],
+        None,
+        {},
+        "t.json:2: NaN",
+    ),
+    "chat -f JSON -Infinity": lambda d: (
+        ["chat", "-f", write(d / "t.json", '[{"user": "hi", "fps": -Infinity}]')],
+        None,
+        {},
+        "Infinity",
+    ),
+    "config profile .nan": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  default:\n    seed: .nan\n"), "hi"],
+        None,
+        {},
+        "config.yaml:3: NaN",
+    ),
+    "config timeout .inf": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  default:\n    timeout: .inf\n"), "hi"],
+        None,
+        {},
+        "config.yaml:3",
+    ),
+    "config temperature .nan": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  default:\n    temperature: .NaN\n"), "hi"],
+        None,
+        {},
+        "NaN",
+    ),
     "batch NaN": lambda d: (["batch"], '{"prompt": "hi", "seed": NaN}\n', {}, "line 1: NaN"),
-    "batch Infinity": lambda d: (["batch"], '"ok"\n{"prompt": "hi", "temperature": Infinity}\n', {}, "line 2: Infinity"),
+    "batch Infinity": lambda d: (
+        ["batch"],
+        '"ok"\n{"prompt": "hi", "temperature": Infinity}\n',
+        {},
+        "line 2: Infinity",
+    ),
     "batch 1e999": lambda d: (["batch"], '{"prompt": "hi", "seed": 1e999}\n', {}, "too large"),
-    "batch body NaN": lambda d: (["batch"], json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {
-        "messages": [{"role": "user", "content": "q"}], "top_p": 0.5}}).replace("0.5", "NaN") + "\n", {}, "NaN"),
+    "batch body NaN": lambda d: (
+        ["batch"],
+        json.dumps(
+            {
+                "custom_id": "a",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"messages": [{"role": "user", "content": "q"}], "top_p": 0.5},
+            }
+        ).replace("0.5", "NaN")
+        + "\n",
+        {},
+        "NaN",
+    ),
     "batch 5000 digits": lambda d: (["batch"], '{"prompt": "hi", "seed": ' + "1" * 5000 + "}\n", {}, "too long"),
     # text that is not UTF-8 (an argument's stray bytes arrive as lone surrogates), or a lone surrogate escape
     "prompt not UTF-8": lambda d: (["complete", "caf\udce9"], None, {}, "not valid UTF-8"),
@@ -130,44 +239,130 @@ CLASS_1 = {
     "-p value not UTF-8": lambda d: (["complete", "-p", "user=\udcff", "hi"], None, {}, "-p/--param user"),
     "-p key not UTF-8": lambda d: (["complete", "-p", "\udcff=1", "hi"], None, {}, "not valid UTF-8"),
     "--stop not UTF-8": lambda d: (["complete", "--stop", "\udcfe", "hi"], None, {}, "not valid UTF-8"),
-    "-i path not UTF-8": lambda d: (["complete", "-i", str(write(d / "a.png", b"\x89PNG")).replace("a.png", "\udcff.png"), "hi"],
-                                    None, {}, "not valid UTF-8"),
-    "--video URL not UTF-8": lambda d: (["complete", "--video", "https://e.com/\udcff.mp4", "hi"], None, {}, "not valid UTF-8"),
+    "-i path not UTF-8": lambda d: (
+        ["complete", "-i", str(write(d / "a.png", b"\x89PNG")).replace("a.png", "\udcff.png"), "hi"],
+        None,
+        {},
+        "not valid UTF-8",
+    ),
+    "--video URL not UTF-8": lambda d: (
+        ["complete", "--video", "https://e.com/\udcff.mp4", "hi"],
+        None,
+        {},
+        "not valid UTF-8",
+    ),
     "-m not UTF-8": lambda d: (["complete", "-m", "m\udcff", "hi"], None, {}, "model"),
     "ANYFAST_MODEL not UTF-8": lambda d: (["complete", "hi"], None, {"ANYFAST_MODEL": "m\udcff"}, "model"),
     "--base-url not UTF-8": lambda d: (["complete", "--base-url", "http://\udcff/v1", "hi"], None, {}, "base URL"),
     "--template not UTF-8": lambda d: (["batch", "--template", "{text}\udcff"], '"hi"\n', {}, "--template"),
     "chat prompt not UTF-8": lambda d: (["chat", "\udcff"], None, {}, "not valid UTF-8"),
-    "chat -f JSON lone surrogate": lambda d: (["chat", "-f", write(d / "t.json", '[{"user": "\\ud800"}]')], None, {}, "\\ud800"),
-    "chat -f JSON surrogate image": lambda d: (["chat", "-f", write(d / "t.json", '[{"user": "hi", "images": ["\\udfff.png"]}]')],
-                                               None, {}, "not valid UTF-8"),
-    "chat -f YAML lone surrogate": lambda d: (["chat", "-f", write(d / "t.yaml", 'messages:\n- user: "\\ud800"\n')], None, {}, "t.yaml:2"),
-    "chat -f not UTF-8 bytes": lambda d: (["chat", "-f", write(d / "t.yaml", b"messages:\n- user: caf\xe9\n")], None, {}, "t.yaml:2"),
+    "chat -f JSON lone surrogate": lambda d: (
+        ["chat", "-f", write(d / "t.json", '[{"user": "\\ud800"}]')],
+        None,
+        {},
+        "\\ud800",
+    ),
+    "chat -f JSON surrogate image": lambda d: (
+        ["chat", "-f", write(d / "t.json", '[{"user": "hi", "images": ["\\udfff.png"]}]')],
+        None,
+        {},
+        "not valid UTF-8",
+    ),
+    "chat -f YAML lone surrogate": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", 'messages:\n- user: "\\ud800"\n')],
+        None,
+        {},
+        "t.yaml:2",
+    ),
+    "chat -f not UTF-8 bytes": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", b"messages:\n- user: caf\xe9\n")],
+        None,
+        {},
+        "t.yaml:2",
+    ),
     "batch lone surrogate": lambda d: (["batch"], '"\\ud800"\n', {}, "line 1"),
     "batch custom_id surrogate": lambda d: (["batch"], '{"custom_id": "\\udc00", "prompt": "x"}\n', {}, "line 1"),
-    "config not UTF-8 bytes": lambda d: (["complete", "--config", config(d, b"profiles:\n  default:\n    model: \xff\n"), "hi"], None, {},
-                                         "config.yaml:3"),
+    "config not UTF-8 bytes": lambda d: (
+        ["complete", "--config", config(d, b"profiles:\n  default:\n    model: \xff\n"), "hi"],
+        None,
+        {},
+        "config.yaml:3",
+    ),
     # non-text profile names and keys; YAML types JSON has not
-    "numeric profile name": lambda d: (["complete", "--config", config(d, "profiles:\n  1: {model: m}\n"), "hi"], None, {}, "profile name 1"),
-    "numeric profile chosen": lambda d: (["complete", "--profile", "1", "--config", config(d, "profiles:\n  1: {}\n  a: {}\n"), "hi"],
-                                         None, {}, "profile name"),
-    "null profile name": lambda d: (["complete", "--config", config(d, "profiles:\n  ~: {model: m}\n  x: {}\n"), "hi"], None, {},
-                                    "profiles: the key None must be text"),
-    "numeric profile key": lambda d: (["complete", "--config", config(d, "profiles:\n  default: {1: x}\n"), "hi"], None, {},
-                                      "profile 'default': the key 1"),
-    "numeric top-level key": lambda d: (["complete", "--config", config(d, "1: x\nfoo: y\n"), "hi"], None, {}, "unknown top-level"),
-    "boolean key in params": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {yes: 1}\nmessages: [{user: hi}]\n")], None, {},
-                                        "must be text"),
-    "!!binary": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {x: !!binary aGk=}\nmessages: [{user: hi}]\n")], None, {}, "!!binary"),
-    "!!timestamp": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {x: !!timestamp 2024-01-01}\nmessages: [{user: hi}]\n")],
-                              None, {}, "!!timestamp"),
-    "!!set": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {x: !!set {a}}\nmessages: [{user: hi}]\n")], None, {}, "!!set"),
-    "python tag": lambda d: (["chat", "-f", write(d / "t.yaml", "params: {x: !!python/object:os.system {}}\nmessages: [{user: hi}]\n")],
-                             None, {}, "t.yaml:1"),
-    "recursive alias": lambda d: (["chat", "-f", write(d / "t.yaml", "params: &p {x: *p}\nmessages: [{user: hi}]\n")], None, {}, "alias"),
+    "numeric profile name": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  1: {model: m}\n"), "hi"],
+        None,
+        {},
+        "profile name 1",
+    ),
+    "numeric profile chosen": lambda d: (
+        ["complete", "--profile", "1", "--config", config(d, "profiles:\n  1: {}\n  a: {}\n"), "hi"],
+        None,
+        {},
+        "profile name",
+    ),
+    "null profile name": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  ~: {model: m}\n  x: {}\n"), "hi"],
+        None,
+        {},
+        "profiles: the key None must be text",
+    ),
+    "numeric profile key": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  default: {1: x}\n"), "hi"],
+        None,
+        {},
+        "profile 'default': the key 1",
+    ),
+    "numeric top-level key": lambda d: (
+        ["complete", "--config", config(d, "1: x\nfoo: y\n"), "hi"],
+        None,
+        {},
+        "unknown top-level",
+    ),
+    "boolean key in params": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {yes: 1}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "must be text",
+    ),
+    "!!binary": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {x: !!binary aGk=}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "!!binary",
+    ),
+    "!!timestamp": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {x: !!timestamp 2024-01-01}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "!!timestamp",
+    ),
+    "!!set": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {x: !!set {a}}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "!!set",
+    ),
+    "python tag": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: {x: !!python/object:os.system {}}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "t.yaml:1",
+    ),
+    "recursive alias": lambda d: (
+        ["chat", "-f", write(d / "t.yaml", "params: &p {x: *p}\nmessages: [{user: hi}]\n")],
+        None,
+        {},
+        "alias",
+    ),
     # --template misuse: only {name}; {{ and }} are braces
     "template {n[0]}": lambda d: (["batch", "--template", "{n[0]}"], '{"n": [1]}\n', {}, "{n[0]}"),
-    "template attribute": lambda d: (["batch", "--template", "{text.__class__.__mro__}"], '"hi"\n', {}, "is not a field"),
+    "template attribute": lambda d: (
+        ["batch", "--template", "{text.__class__.__mro__}"],
+        '"hi"\n',
+        {},
+        "is not a field",
+    ),
     "template format spec": lambda d: (["batch", "--template", "{text:>999999999}"], '"hi"\n', {}, "is not a field"),
     "template conversion": lambda d: (["batch", "--lines", "--template", "{text!r}"], "hi\n", {}, "is not a field"),
     "template positional": lambda d: (["batch", "--template", "{}"], '"hi"\n', {}, "is not a field"),
@@ -175,7 +370,12 @@ CLASS_1 = {
     "template lone }": lambda d: (["batch", "--template", "{text} }"], '"hi"\n', {}, "lone '}'"),
     "template {{x}": lambda d: (["batch", "--template", "{{text} {text}"], '"hi"\n', {}, "lone '}'"),
     "template nested": lambda d: (["batch", "--template", "{a{b}}"], '"hi"\n', {}, "--template"),
-    "template missing field": lambda d: (["batch", "--template", "{0}"], '"hi"\n', {}, "line 1: --template needs field '0'"),
+    "template missing field": lambda d: (
+        ["batch", "--template", "{0}"],
+        '"hi"\n',
+        {},
+        "line 1: --template needs field '0'",
+    ),
     "template no field": lambda d: (["batch", "--template", "{{text}}"], '"hi"\n', {}, "has no {field}"),
 }
 
@@ -288,21 +488,65 @@ DEV_ZERO = "/dev/zero"
 
 CLASS_2 = {
     "chat -f /dev/zero": lambda d: (["chat", "-f", DEV_ZERO, "--dry-run"], None, "/dev/zero: over the 16 MiB limit"),
-    "chat -f a 2 GB sparse file": lambda d: (["chat", "-f", sparse(d / "big.yaml", 2 << 30), "--dry-run"], None, "16 MiB limit"),
+    "chat -f a 2 GB sparse file": lambda d: (
+        ["chat", "-f", sparse(d / "big.yaml", 2 << 30), "--dry-run"],
+        None,
+        "16 MiB limit",
+    ),
     "chat -f a link to /dev/zero": lambda d: (["chat", "-f", _link(d / "t.yaml", DEV_ZERO)], None, "16 MiB limit"),
-    "config a 2 GB sparse file": lambda d: (["complete", "--config", sparse(d / "c.yaml", 2 << 30), "hi"], None, "16 MiB limit for a config"),
+    "config a 2 GB sparse file": lambda d: (
+        ["complete", "--config", sparse(d / "c.yaml", 2 << 30), "hi"],
+        None,
+        "16 MiB limit for a config",
+    ),
     "config /dev/zero": lambda d: (["complete", "--config", DEV_ZERO, "hi"], None, "16 MiB limit for a config"),
-    "image a link to /dev/zero": lambda d: (["complete", "-i", _link(d / "a.png", DEV_ZERO), "hi"], None, "10 MiB limit for an image"),
-    "video a link to /dev/zero": lambda d: (["complete", "--video", _link(d / "a.mp4", DEV_ZERO), "hi"], None, "50 MiB limit for a video"),
+    "image a link to /dev/zero": lambda d: (
+        ["complete", "-i", _link(d / "a.png", DEV_ZERO), "hi"],
+        None,
+        "10 MiB limit for an image",
+    ),
+    "video a link to /dev/zero": lambda d: (
+        ["complete", "--video", _link(d / "a.mp4", DEV_ZERO), "hi"],
+        None,
+        "50 MiB limit for a video",
+    ),
     "image sparse": lambda d: (["complete", "-i", sparse(d / "a.png", 2 << 30), "hi"], None, "10 MiB limit"),
     "image in a chat file links to a device": lambda d: (
-        ["chat", "-f", write(d / "t.yaml", f"- user: look\n  images: [{_link(d / 'a.png', DEV_ZERO)}]\n")], None, "10 MiB limit"),
-    "chat -f alias bomb": lambda d: (["chat", "-f", write(d / "laughs.yaml", LAUGHS + "messages: [{user: hi}]\n"), "--dry-run"], None,
-                                     "excessive aliasing"),
-    "chat -f alias bomb in params": lambda d: (["chat", "-f", write(d / "l.yaml", "params:\n" + "".join(
-        f"  {line}\n" for line in LAUGHS.splitlines()) + "  x: *i\nmessages: [{user: hi}]\n")], None, "excessive aliasing"),
-    "config alias bomb": lambda d: (["complete", "--config", config(d, "profiles:\n  default:\n    x:\n" + "".join(
-        "      " + line + "\n" for line in LAUGHS.splitlines())), "hi"], None, "excessive aliasing"),
+        ["chat", "-f", write(d / "t.yaml", f"- user: look\n  images: [{_link(d / 'a.png', DEV_ZERO)}]\n")],
+        None,
+        "10 MiB limit",
+    ),
+    "chat -f alias bomb": lambda d: (
+        ["chat", "-f", write(d / "laughs.yaml", LAUGHS + "messages: [{user: hi}]\n"), "--dry-run"],
+        None,
+        "excessive aliasing",
+    ),
+    "chat -f alias bomb in params": lambda d: (
+        [
+            "chat",
+            "-f",
+            write(
+                d / "l.yaml",
+                "params:\n"
+                + "".join(f"  {line}\n" for line in LAUGHS.splitlines())
+                + "  x: *i\nmessages: [{user: hi}]\n",
+            ),
+        ],
+        None,
+        "excessive aliasing",
+    ),
+    "config alias bomb": lambda d: (
+        [
+            "complete",
+            "--config",
+            config(
+                d, "profiles:\n  default:\n    x:\n" + "".join("      " + line + "\n" for line in LAUGHS.splitlines())
+            ),
+            "hi",
+        ],
+        None,
+        "excessive aliasing",
+    ),
 }
 
 
@@ -317,8 +561,16 @@ def test_class_2_reads_stop_at_their_limit(run, gateway, tmp_path, case):
     assert_refused(run(*args, input=stdin), gateway, words=words)
 
 
-@pytest.mark.parametrize("args, what", [(["complete"], "a prompt"), (["complete", "hi"], "a prompt"), (["complete", "-"], "a prompt"),
-                                        (["chat", "hi"], "a prompt"), (["chat", "-f", "-"], "a conversation file")])
+@pytest.mark.parametrize(
+    "args, what",
+    [
+        (["complete"], "a prompt"),
+        (["complete", "hi"], "a prompt"),
+        (["complete", "-"], "a prompt"),
+        (["chat", "hi"], "a prompt"),
+        (["chat", "-f", "-"], "a conversation file"),
+    ],
+)
 def test_stdin_past_the_limit_is_refused(run, gateway, args, what):
     from anyfast_cli.streams import STDIN_PROMPT_MAX_BYTES
 
@@ -357,7 +609,7 @@ def test_a_piped_batch_input_is_spooled_with_a_bound(tmp_path):
     import io
 
     spool = io.BytesIO()
-    data = b'"a"\n' + b"y" * LINE_MAX_BYTES + b"\n\n\"b\""
+    data = b'"a"\n' + b"y" * LINE_MAX_BYTES + b'\n\n"b"'
     spool_lines(io.BytesIO(data), spool)
     assert spool.getvalue() == data
     with open(DEV_ZERO, "rb") as zero, pytest.raises(UsageError, match="line 1 is over"):
@@ -369,17 +621,20 @@ def test_a_piped_batch_input_is_spooled_with_a_bound(tmp_path):
 def _limited(seconds: int = WAIT):
     """For a child that could run away (a bound that regressed): 2 GiB of address space,
     files of 256 MiB (a spool of /dev/zero), and a CPU bound. Not a measurement."""
+
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 20, 256 << 20))
         resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+
     return limit
 
 
 def anyfast_shell(script: str, env: dict) -> subprocess.CompletedProcess:
     prelude = f'anyfast() {{ {shlex.quote(sys.executable)} -m anyfast_cli "$@"; }}\n'
-    return subprocess.run(["bash", "-c", prelude + script], env=env, capture_output=True, text=True, timeout=WAIT,
-                          preexec_fn=_limited())
+    return subprocess.run(
+        ["bash", "-c", prelude + script], env=env, capture_output=True, text=True, timeout=WAIT, preexec_fn=_limited()
+    )
 
 
 @pytest.mark.parametrize(
@@ -405,16 +660,29 @@ def test_endless_input_in_a_real_process(proc_env, gateway, script, words):
     assert not gateway.requests
 
 
-@pytest.mark.parametrize("script", ["anyfast batch --dry-run < /dev/zero", "cat /dev/zero | anyfast batch --dry-run",
-                                    "head -c 40000000 /dev/zero | tr '\\0' x | anyfast batch --lines --dry-run"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "anyfast batch --dry-run < /dev/zero",
+        "cat /dev/zero | anyfast batch --dry-run",
+        "head -c 40000000 /dev/zero | tr '\\0' x | anyfast batch --lines --dry-run",
+    ],
+)
 def test_batch_input_without_an_end_of_line(proc_env, gateway, script):
     done = anyfast_shell(f"{script}; echo status=$?", proc_env)
     assert "status=2" in done.stdout, done.stderr[-2000:]
     assert "line 1 is over the 32 MiB limit for a batch line" in done.stderr
 
 
-@pytest.mark.parametrize("args", [["chat", "-f", "\udcff.yaml", "--dry-run"], ["chat", "--save", "\udcfe.yaml", "--dry-run", "hi"],
-                                  ["batch", "\udcfd.jsonl", "--dry-run"], ["config", "show", "--config", "\udcfc.yaml"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["chat", "-f", "\udcff.yaml", "--dry-run"],
+        ["chat", "--save", "\udcfe.yaml", "--dry-run", "hi"],
+        ["batch", "\udcfd.jsonl", "--dry-run"],
+        ["config", "show", "--config", "\udcfc.yaml"],
+    ],
+)
 def test_a_path_that_is_not_utf8_is_refused(proc_env, gateway, tmp_path, args):
     """Existing files whose names are not UTF-8: reading them would work, but the contract
     refuses every argument that is not UTF-8 alike (exit 2), and a name is saved as text."""
@@ -434,8 +702,10 @@ def key_config(tmp_path: Path, command: str, mode: int = 0o600) -> Path:
     return config(tmp_path, f"profiles:\n  default:\n    api_key_command: {json.dumps(command)}\n", mode)
 
 
-@pytest.mark.parametrize("mode, words", [(0o620, "its group can write to it (mode 620)"), (0o602, "others can write to it"),
-                                         (0o666, "others can write")])
+@pytest.mark.parametrize(
+    "mode, words",
+    [(0o620, "its group can write to it (mode 620)"), (0o602, "others can write to it"), (0o666, "others can write")],
+)
 def test_a_key_command_config_others_can_write_is_refused(run, gateway, tmp_path, mode, words):
     path = key_config(tmp_path, "echo sk-from-command", mode)
     result = run("complete", "--config", path, "hi", key=None)
@@ -451,7 +721,9 @@ def test_a_key_command_config_another_user_owns_is_refused(run, gateway, tmp_pat
         pytest.skip("needs root to give a file away")
     if os.geteuid() == 65534:
         pytest.skip("runs as nobody")
-    assert_refused(run("complete", "--config", path, "hi", key=None), gateway, code=2, words="belongs to another user (uid 65534)")
+    assert_refused(
+        run("complete", "--config", path, "hi", key=None), gateway, code=2, words="belongs to another user (uid 65534)"
+    )
 
 
 def test_a_writable_config_without_a_key_command_is_used(run, gateway, tmp_path):
@@ -535,8 +807,13 @@ def test_key_command_at_a_terminal_can_ask_on_dev_tty(gateway, proc_env, tmp_pat
     anyfast takes it back: the answer is printed after it."""
     path = key_config(tmp_path, "printf 'PIN: ' >&2; read -r k < /dev/tty; echo $k")
     env = {k: v for k, v in proc_env.items() if k != "ANYFAST_API_KEY"}
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "complete", "-n", "--config", str(path), "hi"],
-                          env=env, encoding="utf-8", timeout=WAIT)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "anyfast_cli", "complete", "-n", "--config", str(path), "hi"],
+        env=env,
+        encoding="utf-8",
+        timeout=WAIT,
+    )
     child.expect("PIN: ")
     child.sendline(KEY)
     child.expect("echo: hi")
@@ -548,8 +825,13 @@ def test_key_command_at_a_terminal_can_ask_on_dev_tty(gateway, proc_env, tmp_pat
 def test_ctrl_c_at_the_key_command_s_prompt_is_130(gateway, proc_env, tmp_path):
     path = key_config(tmp_path, "printf 'PIN: ' >&2; read -r k < /dev/tty; echo $k")
     env = {k: v for k, v in proc_env.items() if k != "ANYFAST_API_KEY"}
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", "complete", "-n", "--config", str(path), "hi"],
-                          env=env, encoding="utf-8", timeout=WAIT)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "anyfast_cli", "complete", "-n", "--config", str(path), "hi"],
+        env=env,
+        encoding="utf-8",
+        timeout=WAIT,
+    )
     child.expect("PIN: ")
     child.sendintr()
     pty_end(child)

@@ -16,7 +16,6 @@ import sys
 
 import pexpect
 import pytest
-
 from gateway import ESCAPES, HOSTILE_MODES, MIB, Hostile, Json, Sse, chunk, completion, sse_events
 from helpers import KEY, WAIT, parse_lines, pty_end
 
@@ -171,7 +170,10 @@ def test_a_lone_half_at_the_end_of_a_stream_becomes_a_replacement_character():
 def test_odd_content_types_are_text_not_a_crash():
     reply = Reply()
     assert reply.absorb({"choices": [{"index": 0, "delta": {"content": 5}}]}) == (None, "5")
-    assert reply.absorb({"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "a"}, 3]}}]}) == (None, "a")
+    assert reply.absorb({"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "a"}, 3]}}]}) == (
+        None,
+        "a",
+    )
     assert reply.absorb({"choices": [{"index": 0, "delta": {"content": {"x": 1}}}], "usage": [1]}) == (None, None)
     assert reply.content == "5a" and reply.usage is None
 
@@ -192,7 +194,9 @@ def test_an_odd_usage_is_shown_safely(run, gateway, usage):
 
 
 def test_odd_usage_in_batch_counts_no_tokens(run, gateway):
-    gateway.script(Json({**completion("hi"), "usage": {"total_tokens": "many"}}), Json({**completion("hi"), "usage": [3]}))
+    gateway.script(
+        Json({**completion("hi"), "usage": {"total_tokens": "many"}}), Json({**completion("hi"), "usage": [3]})
+    )
     result = run("batch", "-j", "1", input='"a"\n"b"\n')
     assert result.exit_code == 0, result.stderr
     assert "0 tokens" in result.stderr
@@ -203,16 +207,28 @@ def test_odd_usage_in_batch_counts_no_tokens(run, gateway):
 ANSWER = "h\u00e9llo \u4e2d \U0001f600"
 
 
-@pytest.mark.parametrize("encoding, expected", [
-    ("ascii", b"h\\u00e9llo \\u4e2d \\ud83d\\ude00\n"),
-    ("latin-1", b"h\xe9llo \\u4e2d \\ud83d\\ude00\n"),
-    ("utf-8", ANSWER.encode() + b"\n"),
-])
+@pytest.mark.parametrize(
+    "encoding, expected",
+    [
+        ("ascii", b"h\\u00e9llo \\u4e2d \\ud83d\\ude00\n"),
+        ("latin-1", b"h\xe9llo \\u4e2d \\ud83d\\ude00\n"),
+        ("utf-8", ANSWER.encode() + b"\n"),
+    ],
+)
 def test_characters_stdout_cannot_hold_are_escaped(proc_env, gateway, encoding, expected):
     for stream in ("--stream", "--no-stream"):
-        gateway.script(Json(completion(ANSWER)) if stream == "--no-stream" else Sse(sse_events(chunk(ANSWER), chunk(finish="stop"))))
-        done = subprocess.run([sys.executable, "-m", "anyfast_cli", "complete", "-n", stream, "hi"],
-                              env={**proc_env, "PYTHONIOENCODING": encoding}, capture_output=True, timeout=WAIT, check=False)
+        gateway.script(
+            Json(completion(ANSWER))
+            if stream == "--no-stream"
+            else Sse(sse_events(chunk(ANSWER), chunk(finish="stop")))
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "anyfast_cli", "complete", "-n", stream, "hi"],
+            env={**proc_env, "PYTHONIOENCODING": encoding},
+            capture_output=True,
+            timeout=WAIT,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout == expected
 
@@ -220,16 +236,26 @@ def test_characters_stdout_cannot_hold_are_escaped(proc_env, gateway, encoding, 
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_json_on_a_narrow_stdout_is_still_the_same_json(proc_env, gateway, encoding):
     gateway.script(Json(completion(ANSWER)))
-    done = subprocess.run([sys.executable, "-m", "anyfast_cli", "complete", "-n", "--json", "hi"],
-                          env={**proc_env, "PYTHONIOENCODING": encoding}, capture_output=True, timeout=WAIT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "anyfast_cli", "complete", "-n", "--json", "hi"],
+        env={**proc_env, "PYTHONIOENCODING": encoding},
+        capture_output=True,
+        timeout=WAIT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.decode(encoding))["choices"][0]["message"]["content"] == ANSWER
 
 
 def test_an_error_in_chinese_on_an_ascii_stderr(proc_env, gateway):
     gateway.script(Json({"error": {"message": "\u6a21\u578b\u4e0d\u5b58\u5728", "code": "x"}}, status=400))
-    done = subprocess.run([sys.executable, "-m", "anyfast_cli", "complete", "-n", "hi"],
-                          env={**proc_env, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=WAIT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "anyfast_cli", "complete", "-n", "hi"],
+        env={**proc_env, "PYTHONIOENCODING": "ascii"},
+        capture_output=True,
+        timeout=WAIT,
+        check=False,
+    )
     assert done.returncode == 1
     assert b"internal error" not in done.stderr and done.stderr.startswith(b"anyfast: error: HTTP 400")
 
@@ -269,7 +295,9 @@ def test_debug_traceback_is_neutralised(run, gateway):
 def test_the_printer_neutralises_only_on_a_terminal():
     for terminal in (True, False):
         out, err = io.StringIO(), io.StringIO()
-        printer = TextPrinter(out, err, Reply(), show_reasoning=True, dim=False, out_terminal=terminal, err_terminal=terminal)
+        printer = TextPrinter(
+            out, err, Reply(), show_reasoning=True, dim=False, out_terminal=terminal, err_terminal=terminal
+        )
         printer.feed_chunk(chunk("a\x1b[2Jb\tc\r\nd\re\x9bf", reasoning="r\x1b]0;t\x07"))
         printer.end_lines()
         if terminal:
@@ -286,11 +314,18 @@ def test_json_for_a_terminal_escapes_c1_and_del():
     assert render_json({"a": "x\x9b"}) == '{"a":"x\x9b"}'  # in a pipe: as it came
 
 
-@pytest.mark.parametrize("args", [["complete", "hi"], ["complete", "--json", "hi"], ["complete", "--reasoning", "-m", "doubao-x", "hi"]])
+@pytest.mark.parametrize(
+    "args", [["complete", "hi"], ["complete", "--json", "hi"], ["complete", "--reasoning", "-m", "doubao-x", "hi"]]
+)
 def test_at_a_terminal_nothing_from_the_server_drives_it(proc_env, gateway, args):
     gateway.script(hostile("escapes"))
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", *args], env={**proc_env, "TERM": "xterm-256color"},
-                          encoding="utf-8", timeout=WAIT)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "anyfast_cli", *args],
+        env={**proc_env, "TERM": "xterm-256color"},
+        encoding="utf-8",
+        timeout=WAIT,
+    )
     shown = pty_end(child)
     assert child.exitstatus == 0, shown
     for sequence in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\x08", "\x7f"):
@@ -362,7 +397,9 @@ def test_an_error_body_keeps_its_start():
 
 def test_nesting_that_parses_but_is_too_deep_to_write(run, gateway):
     deep = "[" * 500 + "]" * 500
-    raw = ('{"choices":[{"index":0,"message":{"role":"assistant","content":"x","x":' + deep + '},"finish_reason":"stop"}]}').encode()
+    raw = (
+        '{"choices":[{"index":0,"message":{"role":"assistant","content":"x","x":' + deep + '},"finish_reason":"stop"}]}'
+    ).encode()
     gateway.script(Json(raw=raw), Json(raw=raw))
     result = run("batch", "--retries", "0", input='"hi"\n')
     assert result.exit_code == 6

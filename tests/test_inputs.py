@@ -107,7 +107,9 @@ def test_mapping_form_with_images():
 
 
 def test_json_is_read_as_well():
-    text = json.dumps({"messages": [{"user": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "yo"}]}]})
+    text = json.dumps(
+        {"messages": [{"user": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "yo"}]}]}
+    )
     assert parse_conversation(text, "t.json").messages == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": [{"type": "text", "text": "yo"}]},
@@ -123,7 +125,10 @@ def test_json_is_read_as_well():
         ({"user": 42}, {"role": "user", "content": "42"}),  # a YAML number is meant as text
         ({"user": "look", "images": "a.png"}, {"role": "user", "content": "look", "images": ["a.png"]}),
         ({"user": "x", "images": []}, {"role": "user", "content": "x"}),
-        ({"role": "tool", "content": "{}", "tool_call_id": "c1"}, {"role": "tool", "content": "{}", "tool_call_id": "c1"}),
+        (
+            {"role": "tool", "content": "{}", "tool_call_id": "c1"},
+            {"role": "tool", "content": "{}", "tool_call_id": "c1"},
+        ),
         ({"role": "assistant", "tool_calls": [{"id": "c1"}]}, {"role": "assistant", "tool_calls": [{"id": "c1"}]}),
     ],
     ids=repr,
@@ -172,7 +177,11 @@ def test_broken_yaml_names_file_and_line():
     "messages, system, expected",
     [
         ([{"role": "user", "content": "q"}], None, [{"role": "user", "content": "q"}]),
-        ([{"role": "user", "content": "q"}], "S", [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}]),
+        (
+            [{"role": "user", "content": "q"}],
+            "S",
+            [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}],
+        ),
         (
             [{"role": "system", "content": "old"}, {"role": "user", "content": "q"}],
             "new",
@@ -188,7 +197,10 @@ def test_to_api_message_turns_images_into_parts():
     message = {"role": "user", "content": "what?", "images": ["a.png"]}
     assert to_api_message(message, ["data:image/png;base64,AA"]) == {
         "role": "user",
-        "content": [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}],
+        "content": [
+            {"type": "text", "text": "what?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+        ],
     }
     assert to_api_message({"role": "user", "content": "plain"}, []) == {"role": "user", "content": "plain"}
 
@@ -203,14 +215,23 @@ def test_render_conversation_round_trips():
 # --- attachments ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, mime", [("a.png", "image/png"), ("b.jpg", "image/jpeg"), ("c.JPEG", "image/jpeg"), ("d.webp", "image/webp"), ("e.gif", "image/gif")])
+@pytest.mark.parametrize(
+    "name, mime",
+    [
+        ("a.png", "image/png"),
+        ("b.jpg", "image/jpeg"),
+        ("c.JPEG", "image/jpeg"),
+        ("d.webp", "image/webp"),
+        ("e.gif", "image/gif"),
+    ],
+)
 def test_image_files_become_data_uris_with_their_mime_type(tmp_path, name, mime):
     data = bytes(range(256))
     (tmp_path / name).write_bytes(data)
     uri = load_media(str(tmp_path / name), "image")
     prefix = f"data:{mime};base64,"
     assert uri.startswith(prefix)
-    assert base64.b64decode(uri[len(prefix):]) == data
+    assert base64.b64decode(uri[len(prefix) :]) == data
 
 
 @pytest.mark.parametrize("url", ["https://example.com/a.png", "http://example.com/x", "data:image/png;base64,AAAA"])

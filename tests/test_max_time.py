@@ -13,7 +13,6 @@ import random
 import time
 
 import pytest
-
 from gateway import Json, Sse, Stall, chunk, error_body, sse_events
 from helpers import parse_lines
 
@@ -115,7 +114,10 @@ def test_a_network_retry_past_the_deadline_is_not_made():
     timer.now += 0.7
     with pytest.raises(NetworkError) as raised:
         trier.after_network(NetFailure("refused", "connection refused"))
-    assert raised.value.message == f"cannot connect to {TARGET}: connection refused (not retried: --max-time 1 s would run out first)"
+    assert (
+        raised.value.message
+        == f"cannot connect to {TARGET}: connection refused (not retried: --max-time 1 s would run out first)"
+    )
 
 
 def test_leaves_time_for():
@@ -168,9 +170,14 @@ def drip(pieces: int = DRIP_SECONDS * 20) -> Sse:
 
 def drip_bytes(pieces: int = DRIP_SECONDS * 20) -> Sse:
     """A whole JSON answer sent a byte every 0.05 s (a non-streamed request)."""
-    body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]})
-    return Sse([body[i:i + 1].encode() for i in range(len(body))] + [b" "] * pieces, delay=0.05,
-               headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]}
+    )
+    return Sse(
+        [body[i : i + 1].encode() for i in range(len(body))] + [b" "] * pieces,
+        delay=0.05,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def timed(run, *args):
@@ -288,7 +295,11 @@ def test_a_batch_whose_first_outcome_is_max_time_stops_as_for_any_network_failur
 
 
 def test_a_rate_limited_record_does_not_wait_past_max_time(run, gateway, tmp_path, behave):
-    behave(lambda prompt: Json(error_body("slow down"), status=429, headers={"Retry-After": "20"}) if prompt == "limited" else None)
+    behave(
+        lambda prompt: (
+            Json(error_body("slow down"), status=429, headers={"Retry-After": "20"}) if prompt == "limited" else None
+        )
+    )
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": name, "prompt": name}) + "\n" for name in ["a", "limited"]))
     result = run("batch", data, "--max-time", "3", "-j", "1")

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 from gateway import (
     REASONS,
     Gateway,
@@ -46,6 +45,7 @@ from gateway import (
 )
 from helpers import KEY, closed_port
 from netfixtures import Proxy, make_pki
+from typer.testing import CliRunner
 
 from anyfast_cli.cli import app
 
@@ -300,9 +300,17 @@ def test_all_proxy_is_used(anyfast, gateway, proxy, path):
 
 
 # Both paths take NO_PROXY from one policy function: each form once, each path on more than one.
-@pytest.mark.parametrize(("path", "no_proxy"), [("complete", "127.0.0.1"), ("batch", "127.0.0.1"), ("complete", "*"),
-                                                ("batch", "*"), ("complete", "example.com, 127.0.0.1:{port}"),
-                                                ("batch", "example.com,.example.org, 127.0.0.1:{port}")])
+@pytest.mark.parametrize(
+    ("path", "no_proxy"),
+    [
+        ("complete", "127.0.0.1"),
+        ("batch", "127.0.0.1"),
+        ("complete", "*"),
+        ("batch", "*"),
+        ("complete", "example.com, 127.0.0.1:{port}"),
+        ("batch", "example.com,.example.org, 127.0.0.1:{port}"),
+    ],
+)
 def test_no_proxy_bypasses_the_proxy(anyfast, gateway, proxy, path, no_proxy):
     run = anyfast(path, "--retries", 0, HTTP_PROXY=proxy.url, NO_PROXY=no_proxy.format(port=gateway.port))
     assert_answered(run)
@@ -324,21 +332,31 @@ def test_the_lowercase_variable_wins(anyfast, gateway, proxy, path, case):
     assert request_count(gateway) == 1
 
 
-@pytest.mark.parametrize(("path", "name", "value"), [("complete", "ALL_PROXY", "socks5://127.0.0.1:1080"),
-                                                     ("batch", "ALL_PROXY", "socks5://127.0.0.1:1080"),
-                                                     ("batch", "http_proxy", "socks5h://127.0.0.1:1080"),
-                                                     ("complete", "HTTP_PROXY", "socks4://127.0.0.1:1080")])
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("complete", "ALL_PROXY", "socks5://127.0.0.1:1080"),
+        ("batch", "ALL_PROXY", "socks5://127.0.0.1:1080"),
+        ("batch", "http_proxy", "socks5h://127.0.0.1:1080"),
+        ("complete", "HTTP_PROXY", "socks4://127.0.0.1:1080"),
+    ],
+)
 def test_a_socks_proxy_is_refused_before_anything_is_sent(anyfast, gateway, path, name, value):
     run = anyfast(path, "--retries", 0, **{name: value})
-    assert_stopped(run, 2, f"anyfast: error: SOCKS proxies are not supported: {name}={value}",
-                   "use an HTTP proxy, or add the host to NO_PROXY")
+    assert_stopped(
+        run,
+        2,
+        f"anyfast: error: SOCKS proxies are not supported: {name}={value}",
+        "use an HTTP proxy, or add the host to NO_PROXY",
+    )
     assert gateway.requests == []
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("path", BOTH)
-def test_a_proxy_with_credentials_is_used_and_the_password_never_printed(anyfast, gateway, tls_gateway, auth_proxy, pki,
-                                                                         path, scheme):
+def test_a_proxy_with_credentials_is_used_and_the_password_never_printed(
+    anyfast, gateway, tls_gateway, auth_proxy, pki, path, scheme
+):
     url = auth_proxy.url_with("user", PROXY_PASSWORD)
     if scheme == "http":
         run = anyfast(path, "-v", "--retries", 0, HTTP_PROXY=url)
@@ -400,7 +418,9 @@ def test_a_self_signed_gateway_is_not_trusted_by_default(anyfast, tls_gateway, p
     assert run.returncode == 4, run
     prefix = f"anyfast: error: cannot verify the TLS certificate of {tls_gateway.origin}: "
     assert run.problems and run.problems[0].startswith(prefix) and len(run.problems[0]) > len(prefix), run
-    assert len(run.problems) == 2 and run.problems[1].startswith("anyfast: hint: ") and "SSL_CERT_FILE" in run.problems[1], run
+    assert (
+        len(run.problems) == 2 and run.problems[1].startswith("anyfast: hint: ") and "SSL_CERT_FILE" in run.problems[1]
+    ), run
     assert tls_gateway.requests == []
     if COUNTED_HANDSHAKES:
         assert tls_gateway.handshakes == 1, "a certificate that is not trusted is not retried"
@@ -442,22 +462,31 @@ def test_a_ca_file_that_does_not_exist_is_a_usage_error(anyfast, tls_gateway, tm
 
 # batch: aiohttp turns 301/302 into a GET and re-sends 307/308, so batch gets all four;
 # complete (httpx) the two kinds, and the stream path one.
-@pytest.mark.parametrize(("path", "status"), [("batch", s) for s in (301, 302, 303, 307, 308)]
-                         + [("complete", 301), ("complete", 308), ("stream", 307)])
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("batch", s) for s in (301, 302, 303, 307, 308)] + [("complete", 301), ("complete", 308), ("stream", 307)],
+)
 def test_a_redirect_is_not_followed(anyfast, gateway, other_gateway, path, status):
     location = f"{other_gateway.url}/chat/completions"
     gateway.script(redirect(status, location))
     run = anyfast(path, "--retries", 1)
     # batch: the whole batch stops (every record would be redirected alike); nothing is written for it.
-    assert_stopped(run, 1, f"anyfast: error: HTTP {status} {REASONS[status]}: the server redirects to {location}; "
-                           "anyfast does not follow redirects",
-                   "set --base-url (or ANYFAST_BASE_URL) to the new address")
+    assert_stopped(
+        run,
+        1,
+        f"anyfast: error: HTTP {status} {REASONS[status]}: the server redirects to {location}; "
+        "anyfast does not follow redirects",
+        "set --base-url (or ANYFAST_BASE_URL) to the new address",
+    )
     assert request_count(gateway) == 1, "a redirect is not retried"
     assert other_gateway.requests == [], "the other origin receives nothing"
 
 
-NO_ANSWERS = {"204": (no_content(204), "204 No Content"), "205": (no_content(205), "205 Reset Content"),
-              "empty-200": (Json(raw=b"", status=200), "200 OK")}
+NO_ANSWERS = {
+    "204": (no_content(204), "204 No Content"),
+    "205": (no_content(205), "205 Reset Content"),
+    "empty-200": (Json(raw=b"", status=200), "200 OK"),
+}
 
 
 @pytest.mark.parametrize(("path", "case"), [(p, c) for p in ALL for c in ("204", "empty-200")] + [("batch", "205")])
@@ -501,7 +530,9 @@ def test_a_200_kib_header_is_refused(anyfast, gateway, path):
     assert request_count(gateway) == 1, "not retried"
 
 
-@pytest.mark.parametrize(("path", "where"), [(p, w) for p in BOTH for w in ("header", "reason")] + [("stream", "header")])
+@pytest.mark.parametrize(
+    ("path", "where"), [(p, w) for p in BOTH for w in ("header", "reason")] + [("stream", "header")]
+)
 def test_non_utf8_header_bytes_do_not_crash(anyfast, gateway, path, where):
     if where == "header":
         reply = answer_reply(path, "fine", headers={"x-request-id": b"req-\xff\xfe"})
@@ -532,8 +563,16 @@ STATUSES = {
     503: (1, True, "record"),
     504: (1, True, "record"),
 }
-CODES = {400: "invalid_value", 401: "invalid_api_key", 403: "insufficient_quota", 404: "not_found", 408: "timeout",
-         409: "conflict", 500: "upstream_error", 503: "get_channel_failed"}  # 502 and 504: no code (http_<status>)
+CODES = {
+    400: "invalid_value",
+    401: "invalid_api_key",
+    403: "insufficient_quota",
+    404: "not_found",
+    408: "timeout",
+    409: "conflict",
+    500: "upstream_error",
+    503: "get_channel_failed",
+}  # 502 and 504: no code (http_<status>)
 STREAMED_STATUSES = [400, 503]  # the stream path: errors with Content-Type text/event-stream
 
 
@@ -542,15 +581,23 @@ def status_error(status: int, event_stream: bool) -> tuple[Json, str]:
     message = with_request_id(f"upstream said no ({status})", "20251128101500123456QwErTyUi")
     headers = {"Retry-After": "0"} if STATUSES[status][1] else {}  # keeps the retried cases fast
     if status in CODES:
-        reply = newapi_error(status, f"upstream said no ({status})", CODES[status], event_stream=event_stream,
-                             request_id="20251128101500123456QwErTyUi", **headers)
+        reply = newapi_error(
+            status,
+            f"upstream said no ({status})",
+            CODES[status],
+            event_stream=event_stream,
+            request_id="20251128101500123456QwErTyUi",
+            **headers,
+        )
     else:  # no code, no type: batch names it http_<status>
         content_type = "text/event-stream" if event_stream else "application/json"
         reply = Json({"error": {"message": message}}, status=status, headers={"Content-Type": content_type, **headers})
     return reply, message
 
 
-@pytest.mark.parametrize(("path", "status"), [(p, s) for p in BOTH for s in STATUSES] + [("stream", s) for s in STREAMED_STATUSES])
+@pytest.mark.parametrize(
+    ("path", "status"), [(p, s) for p in BOTH for s in STATUSES] + [("stream", s) for s in STREAMED_STATUSES]
+)
 def test_each_error_status(anyfast, gateway, path, status):
     complete_exit, retried, in_batch = STATUSES[status]
     reply, message = status_error(status, event_stream=path == "stream")
@@ -647,8 +694,12 @@ def test_connection_refused(anyfast, path):
     port = closed_port()
     run = anyfast(path, "--retries", 0, base_url=f"http://127.0.0.1:{port}/v1")
     # batch: a network failure before any record was answered stops the batch, same line, exit 4
-    assert_stopped(run, 4, f"anyfast: error: cannot connect to 127.0.0.1:{port}: connection refused",
-                   "check the network and the base URL")
+    assert_stopped(
+        run,
+        4,
+        f"anyfast: error: cannot connect to 127.0.0.1:{port}: connection refused",
+        "check the network and the base URL",
+    )
 
 
 @pytest.mark.parametrize("path", ALL)
@@ -693,7 +744,9 @@ def test_verbose_logs_each_retry(anyfast, gateway, quick_backoff, path, failure)
     retries = [l for l in run.stderr.splitlines() if l.startswith("anyfast: retry ")]
     # batch also names the record, the one deliberate difference: many records retry at once there
     record = r" \(record 1\)" if path == "batch" else ""
-    assert len(retries) == 1 and re.fullmatch(rf"anyfast: retry 1 of 2 in \d+\.\d\d s after {after}{record}", retries[0]), run
+    assert len(retries) == 1 and re.fullmatch(
+        rf"anyfast: retry 1 of 2 in \d+\.\d\d s after {after}{record}", retries[0]
+    ), run
     assert request_count(gateway) == 2
 
 

@@ -10,7 +10,6 @@ import io
 import pytest
 import typer
 import yaml
-
 from gateway import Hostile, Json, error_body
 from helpers import KEY, parse_lines
 

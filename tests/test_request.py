@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import OTHER_MODEL
 
 from anyfast_cli.commands.common import body_fields
@@ -30,7 +29,11 @@ def settings(model: str = DEFAULT_MODEL, **body_defaults) -> Settings:
 def test_nothing_set_sends_only_model_messages_stream():
     fields = body_fields(settings(), RequestFlags())
     assert fields == {}
-    assert build_body(DEFAULT_MODEL, HI, fields, stream=True) == {"model": DEFAULT_MODEL, "messages": HI, "stream": True}
+    assert build_body(DEFAULT_MODEL, HI, fields, stream=True) == {
+        "model": DEFAULT_MODEL,
+        "messages": HI,
+        "stream": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -38,7 +41,10 @@ def test_nothing_set_sends_only_model_messages_stream():
     [
         (RequestFlags(max_tokens=100), {"max_tokens": 100}),
         (RequestFlags(temperature=0.0), {"temperature": 0.0}),  # zero is a value, not "unset"
-        (RequestFlags(top_p=0.9, frequency_penalty=-1.5, presence_penalty=2.0), {"top_p": 0.9, "frequency_penalty": -1.5, "presence_penalty": 2.0}),
+        (
+            RequestFlags(top_p=0.9, frequency_penalty=-1.5, presence_penalty=2.0),
+            {"top_p": 0.9, "frequency_penalty": -1.5, "presence_penalty": 2.0},
+        ),
         (RequestFlags(stop=("END",)), {"stop": "END"}),
         (RequestFlags(stop=("a", "b")), {"stop": ["a", "b"]}),
         (RequestFlags(params=("reasoning_effort=low",)), {"reasoning_effort": "low"}),
@@ -91,13 +97,22 @@ def test_rank_profile_then_file_then_param_then_flag():
 @pytest.mark.parametrize(
     "fields",
     [
-        {"temperature": 0}, {"temperature": 2}, {"temperature": 1.3},
-        {"top_p": 0}, {"top_p": 1},
-        {"frequency_penalty": -2}, {"frequency_penalty": 2},
-        {"presence_penalty": -2}, {"presence_penalty": 2},
-        {"max_tokens": 1}, {"max_tokens": 8192},
-        {"stop": "x"}, {"stop": ["x", "y"]}, {"stop": []},
-        {"thinking": {"type": "enabled"}}, {"thinking": {"type": "disabled"}},
+        {"temperature": 0},
+        {"temperature": 2},
+        {"temperature": 1.3},
+        {"top_p": 0},
+        {"top_p": 1},
+        {"frequency_penalty": -2},
+        {"frequency_penalty": 2},
+        {"presence_penalty": -2},
+        {"presence_penalty": 2},
+        {"max_tokens": 1},
+        {"max_tokens": 8192},
+        {"stop": "x"},
+        {"stop": ["x", "y"]},
+        {"stop": []},
+        {"thinking": {"type": "enabled"}},
+        {"thinking": {"type": "disabled"}},
         {"reasoning_effort": "low", "tools": [], "response_format": {"type": "json_object"}},
     ],
     ids=repr,
@@ -157,7 +172,13 @@ def test_range_check_runs_on_flags_params_and_profile_defaults():
 
 def test_build_body_stream_and_usage():
     body = build_body("m", HI, {"temperature": 0.2}, stream=True, include_usage=True)
-    assert body == {"model": "m", "messages": HI, "temperature": 0.2, "stream": True, "stream_options": {"include_usage": True}}
+    assert body == {
+        "model": "m",
+        "messages": HI,
+        "temperature": 0.2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     # no stream_options on a whole response, where usage always comes
     assert "stream_options" not in build_body("m", HI, {}, stream=False, include_usage=True)
     assert "stream_options" not in build_body("m", HI, {}, stream=True, include_usage=False)

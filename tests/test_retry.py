@@ -7,7 +7,6 @@ import random
 
 import httpx
 import pytest
-
 from helpers import NOW
 
 from anyfast_cli.retry import (
@@ -25,10 +24,21 @@ from anyfast_cli.retry import (
 @pytest.mark.parametrize(
     "status, retryable",
     [
-        (408, True), (409, True), (429, True),
-        (500, True), (502, True), (503, True), (504, True), (599, True),
-        (400, False), (401, False), (403, False), (404, False), (422, False),
-        (200, False), (301, False),
+        (408, True),
+        (409, True),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (504, True),
+        (599, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (422, False),
+        (200, False),
+        (301, False),
     ],
 )
 def test_retryable_statuses(status, retryable):

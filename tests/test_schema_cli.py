@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from gateway import Json, completion, error_body
 
 SPEC = "title, year int, rating float, tags list: keywords"

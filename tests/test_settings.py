@@ -26,7 +26,13 @@ from anyfast_cli.settings import (
 CONFIG = {
     "profile": "default",
     "profiles": {
-        "default": {"model": "profile-model", "base_url": "http://profile/v1", "temperature": 0.3, "timeout": 30, "retries": 4},
+        "default": {
+            "model": "profile-model",
+            "base_url": "http://profile/v1",
+            "temperature": 0.3,
+            "timeout": 30,
+            "retries": 4,
+        },
         "local": {"model": "qwen2.5", "base_url": "http://127.0.0.1:8000/v1/", "api_key": "sk-local"},
     },
 }
@@ -80,7 +86,13 @@ def test_timeout_and_retries_from_flag_profile_default():
 
 @pytest.mark.parametrize(
     "profile, words",
-    [({"timeout": 0}, "timeout"), ({"timeout": "soon"}, "timeout"), ({"retries": -1}, "retries"), ({"retries": 1.5}, "retries"), ({"retries": True}, "retries")],
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": "soon"}, "timeout"),
+        ({"retries": -1}, "retries"),
+        ({"retries": 1.5}, "retries"),
+        ({"retries": True}, "retries"),
+    ],
 )
 def test_bad_timeout_or_retries_in_profile(profile, words):
     with pytest.raises(UsageError) as raised:
@@ -125,7 +137,12 @@ def test_a_named_profile_that_is_missing_is_an_error(flags, env):
 
 def test_no_config_and_no_profile_named_is_fine():
     settings = resolve(config={})
-    assert (settings.model, settings.base_url, settings.key, settings.body_defaults) == (DEFAULT_MODEL, DEFAULT_BASE_URL, None, {})
+    assert (settings.model, settings.base_url, settings.key, settings.body_defaults) == (
+        DEFAULT_MODEL,
+        DEFAULT_BASE_URL,
+        None,
+        {},
+    )
 
 
 # --- the API key ---------------------------------------------------------------------------
@@ -168,7 +185,11 @@ def test_resolve_api_key_command():
         (None, {}, "no API key"),
         (KeySource("env", "MY_KEY", "profile"), {}, "MY_KEY"),
         # its stderr is the user's (it reaches the terminal: tests/test_hostile_input.py); the error gives the status
-        (KeySource("command", python_command("import sys; sys.stderr.write('locked\\n'); sys.exit(1)"), "profile"), {}, "exit status 1"),
+        (
+            KeySource("command", python_command("import sys; sys.stderr.write('locked\\n'); sys.exit(1)"), "profile"),
+            {},
+            "exit status 1",
+        ),
         (KeySource("command", python_command("pass"), "profile"), {}, "gave no key"),
     ],
 )
@@ -200,7 +221,10 @@ def test_config_path(flag, env, expected, named):
 
 def test_parse_config():
     text = "profile: local\nprofiles:\n  local:\n    model: qwen2.5\n    temperature: 0.3\n"
-    assert parse_config(text, "c.yaml") == {"profile": "local", "profiles": {"local": {"model": "qwen2.5", "temperature": 0.3}}}
+    assert parse_config(text, "c.yaml") == {
+        "profile": "local",
+        "profiles": {"local": {"model": "qwen2.5", "temperature": 0.3}},
+    }
     assert parse_config("", "c.yaml") == {}
     assert parse_config("# only a comment\n", "c.yaml") == {}
 
@@ -248,7 +272,13 @@ def test_debug_enabled(env, debug):
 
 @pytest.mark.parametrize(
     "env, allowed",
-    [({}, True), ({"TERM": "xterm"}, True), ({"NO_COLOR": ""}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)],
+    [
+        ({}, True),
+        ({"TERM": "xterm"}, True),
+        ({"NO_COLOR": ""}, True),
+        ({"NO_COLOR": "1"}, False),
+        ({"TERM": "dumb"}, False),
+    ],
 )
 def test_color_allowed(env, allowed):
     assert color_allowed(env) is allowed

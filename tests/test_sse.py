@@ -42,7 +42,7 @@ CASES = [
         [ev(json_data({"c": SEPARATORS_TEXT}))],
     ),
     ("comments", b": keep-alive\n\ndata: x\n: ping\ndata: y\n\n:\n\n", [ev("x\ny")]),
-    ("data without a space", b"data:x\n\ndata:{\"a\":1}\n\n", [ev("x"), ev('{"a":1}')]),
+    ("data without a space", b'data:x\n\ndata:{"a":1}\n\n', [ev("x"), ev('{"a":1}')]),
     ("only one space is taken", b"data:  x\n\n", [ev(" x")]),
     ("multi-line data", b"data: a\ndata: b\ndata:\ndata: c\n\n", [ev("a\nb\n\nc")]),
     (

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from gateway import Json, Sse, chunk, error_body, sse_events
 from helpers import KEY, WAIT, closed_port
 
@@ -72,8 +71,13 @@ def test_piped_stdin_follows_the_prompt(proc_env, gateway):
 
 @pytest.mark.parametrize("command_name", ["complete", "chat"])
 def test_no_stdin_never_reads_a_pipe_held_open(proc_env, gateway, command_name):
-    process = subprocess.Popen(anyfast(command_name, "-n", "question"), env=proc_env,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        anyfast(command_name, "-n", "question"),
+        env=proc_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         returncode = process.wait(timeout=WAIT)  # would hang if it read stdin: nobody writes or closes it
         assert returncode == 0
@@ -93,7 +97,9 @@ def slow_stream(pieces: int = 400) -> Sse:
 @contextlib.contextmanager
 def spawned(env, *args):
     """anyfast running with piped stdout and stderr; killed and cleaned up afterwards."""
-    process = subprocess.Popen(anyfast(*args), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        anyfast(*args), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         yield process
     finally:

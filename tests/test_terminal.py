@@ -8,7 +8,6 @@ import sys
 import pexpect
 import pytest
 import yaml
-
 from gateway import Json, Sse, chunk, error_body, sse_events
 from helpers import pty_end
 
@@ -23,7 +22,9 @@ def term_env(proc_env):
 
 
 def spawn(env, *args, cwd=None) -> pexpect.spawn:
-    child = pexpect.spawn(sys.executable, ["-m", "anyfast_cli", *args], env=env, encoding="utf-8", timeout=TIMEOUT, cwd=cwd)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "anyfast_cli", *args], env=env, encoding="utf-8", timeout=TIMEOUT, cwd=cwd
+    )
     child.setwinsize(40, 200)
     child.delaybeforesend = None  # no 0.05 s pause before each send: what is sent waits in the terminal's queue
     return child
@@ -174,8 +175,13 @@ def test_json_on_a_terminal_is_pretty_and_coloured_only_when_allowed(term_env, e
 
 
 def test_no_escape_sequences_in_a_pipe_even_with_a_terminal_stderr(term_env):
-    child = pexpect.spawn("sh", ["-c", f'"{sys.executable}" -m anyfast_cli complete --json --reasoning -m doubao-x hi | od -c'],
-                          env=term_env, encoding="utf-8", timeout=TIMEOUT)
+    child = pexpect.spawn(
+        "sh",
+        ["-c", f'"{sys.executable}" -m anyfast_cli complete --json --reasoning -m doubao-x hi | od -c'],
+        env=term_env,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+    )
     output = finish(child)
     assert "033" not in output  # od -c shows ESC as 033
     assert child.exitstatus == 0
@@ -193,7 +199,9 @@ def test_reasoning_is_dim_on_a_terminal_only_when_colour_is_allowed(term_env, ex
 
 
 def test_ctrl_c_during_a_stream_keeps_the_text_ends_the_line_and_exits_130(gateway, term_env):
-    gateway.script(Sse(sse_events(chunk("half of it"), *[chunk(".") for _ in range(200)], chunk(finish="stop")), delay=0.05))
+    gateway.script(
+        Sse(sse_events(chunk("half of it"), *[chunk(".") for _ in range(200)], chunk(finish="stop")), delay=0.05)
+    )
     child = spawn(term_env, "complete", "go")
     child.expect("half of it")
     child.sendintr()

@@ -16,13 +16,19 @@ ARGS_A = '{"city": "Oslo", "unit": "c\\u00e9lsius"}'  # the escape must reach st
 ARGS_B = '{"q":"naïve \\"quoted\\""}'
 CALL_A = {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ARGS_A}}
 CALL_B = {"id": "call_b", "type": "function", "function": {"name": "search", "arguments": ARGS_B}}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
-         {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+    {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}},
+]
 
 
 def delta_chunk(delta: dict, finish=None, index: int = 0) -> dict:
-    return {"id": "c", "object": "chat.completion.chunk", "model": "m",
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def whole(message: dict, finish="tool_calls", index=0, more=()) -> dict:
@@ -47,7 +53,7 @@ def streamed_calls(finish, *, indexes=(0, 1), interleave=False, text=None) -> li
 
     def args(i, call):
         a = call["function"]["arguments"]
-        return [piece(i, function={"arguments": a[k:k + 7]}) for k in range(0, len(a), 7)]
+        return [piece(i, function={"arguments": a[k : k + 7]}) for k in range(0, len(a), 7)]
 
     a, b = args(0, CALL_A), args(1, CALL_B)
     if interleave:
@@ -55,7 +61,7 @@ def streamed_calls(finish, *, indexes=(0, 1), interleave=False, text=None) -> li
         assert indexes[0] != indexes[1] or None in indexes  # interleaving needs told-apart indexes
         for x, y in zip(a, b):
             chunks += [x, y]
-        chunks += a[len(b):] + b[len(a):]
+        chunks += a[len(b) :] + b[len(a) :]
     else:
         chunks += [opening(0, CALL_A), *a, opening(1, CALL_B), *b]
     chunks.append(delta_chunk({}, finish=finish))
@@ -71,7 +77,9 @@ def expected_stdout() -> str:
 
 
 @pytest.mark.parametrize("finish", ["tool_calls", "stop", None])
-@pytest.mark.parametrize("indexes,interleave", [((0, 1), False), ((0, 1), True), ((0, 0), False), ((None, None), False)])
+@pytest.mark.parametrize(
+    "indexes,interleave", [((0, 1), False), ((0, 1), True), ((0, 0), False), ((None, None), False)]
+)
 def test_streamed_tool_calls_are_one_exact_line_each_and_exit_8(run, gateway, finish, indexes, interleave):
     gateway.script(Sse(sse_events(*streamed_calls(finish, indexes=indexes, interleave=interleave))))
     result = run("complete", "-n", "weather?")
@@ -91,10 +99,14 @@ def test_whole_tool_calls_print_the_same_lines(run, gateway, finish):
 
 def test_text_with_tool_calls_goes_to_stderr(run, gateway, tmp_path):
     tools = tmp_path / "tools.yaml"
-    tools.write_text("- type: function\n  function: {name: get_weather, parameters: {type: object}}\n"
-                     "- {name: search, parameters: {type: object}}\n")  # a bare function is wrapped
-    gateway.script(Sse(sse_events(*streamed_calls("tool_calls", text="Let me look that up."))),
-                   Json(whole({"content": "Checking.", "tool_calls": [CALL_A, CALL_B]})))
+    tools.write_text(
+        "- type: function\n  function: {name: get_weather, parameters: {type: object}}\n"
+        "- {name: search, parameters: {type: object}}\n"
+    )  # a bare function is wrapped
+    gateway.script(
+        Sse(sse_events(*streamed_calls("tool_calls", text="Let me look that up."))),
+        Json(whole({"content": "Checking.", "tool_calls": [CALL_A, CALL_B]})),
+    )
     result = run("complete", "-n", "--tools", tools, "--tool-choice", "required", "weather?")
     assert result.exit_code == 8, result.stderr
     assert result.stdout == expected_stdout()
@@ -157,8 +169,18 @@ def test_save_and_tool_result_round_trip(run, gateway, tmp_path):
     out = tmp_path / "out.json"
     out.write_text('{"hits": 3}\n')
     gateway.script(Json(whole({"content": "Sunny, 3 hits."}, "stop")))
-    result = run("chat", "-n", "-f", talk, "--save", talk, "--tool-result", "call_a=sunny, 21 C",
-                 "--tool-result", "call_b=@" + str(out))
+    result = run(
+        "chat",
+        "-n",
+        "-f",
+        talk,
+        "--save",
+        talk,
+        "--tool-result",
+        "call_a=sunny, 21 C",
+        "--tool-result",
+        "call_b=@" + str(out),
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Sunny, 3 hits.\n"
     sent = gateway.requests[-1].body
@@ -174,18 +196,33 @@ def test_save_and_tool_result_round_trip(run, gateway, tmp_path):
 
 def test_a_file_with_an_unanswered_call_and_a_prompt_is_refused(run, gateway, tmp_path):
     talk = tmp_path / "t.json"
-    talk.write_text(json.dumps({"tools": TOOLS, "messages": [
-        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": None, "tool_calls": [CALL_A]}]}))
+    talk.write_text(
+        json.dumps(
+            {
+                "tools": TOOLS,
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": None, "tool_calls": [CALL_A]},
+                ],
+            }
+        )
+    )
     result = run("chat", "-n", "-f", talk, "never mind")
     assert result.exit_code == 2 and "call_a" in result.stderr
     assert gateway.requests == []
 
 
 def two_choices_streamed() -> list[dict]:
-    return [delta_chunk({"role": "assistant"}), delta_chunk({"role": "assistant"}, index=1),
-            delta_chunk({"content": "answer "}), delta_chunk({"content": "one "}, index=1),
-            delta_chunk({"content": "zero"}), delta_chunk({"content": "one"}, index=1),
-            delta_chunk({}, "stop"), delta_chunk({}, "stop", index=1)]
+    return [
+        delta_chunk({"role": "assistant"}),
+        delta_chunk({"role": "assistant"}, index=1),
+        delta_chunk({"content": "answer "}),
+        delta_chunk({"content": "one "}, index=1),
+        delta_chunk({"content": "zero"}),
+        delta_chunk({"content": "one"}, index=1),
+        delta_chunk({}, "stop"),
+        delta_chunk({}, "stop", index=1),
+    ]
 
 
 def test_two_choices_streamed_and_whole_are_both_printed(run, gateway, tmp_path):
@@ -211,14 +248,20 @@ def test_two_choices_streamed_and_whole_are_both_printed(run, gateway, tmp_path)
 
 def test_reply_tolerates_repeated_ids_and_whole_lists():
     reply = Reply()
-    for piece in ({"index": 0, "id": "x", "type": "function", "function": {"name": "f", "arguments": "{"}},
-                  {"index": 0, "id": "x", "function": {"name": "f", "arguments": "}"}},
-                  {"index": 0, "id": "y", "function": {"name": "g", "arguments": "[]"}}):
+    for piece in (
+        {"index": 0, "id": "x", "type": "function", "function": {"name": "f", "arguments": "{"}},
+        {"index": 0, "id": "x", "function": {"name": "f", "arguments": "}"}},
+        {"index": 0, "id": "y", "function": {"name": "g", "arguments": "[]"}},
+    ):
         reply.absorb(delta_chunk({"tool_calls": [piece]}))
-    assert reply.calls() == [{"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-                             {"id": "y", "type": "function", "function": {"name": "g", "arguments": "[]"}}]
+    assert reply.calls() == [
+        {"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "y", "type": "function", "function": {"name": "g", "arguments": "[]"}},
+    ]
     other = Reply()
-    other.absorb(whole({"content": None, "tool_calls": [{"id": "z", "function": {"name": "h", "arguments": {"a": 1}}}]}))
+    other.absorb(
+        whole({"content": None, "tool_calls": [{"id": "z", "function": {"name": "h", "arguments": {"a": 1}}}]})
+    )
     assert other.calls() == [{"id": "z", "type": "function", "function": {"name": "h", "arguments": '{"a":1}'}}]
 
 

@@ -273,9 +273,27 @@ def ca_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ca")
     cert, key = folder / "ca.pem", folder / "ca.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=anyfast test CA"],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=anyfast test CA",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return cert
 

@@ -26,7 +26,6 @@ from email.parser import HeaderParser
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
 
 import anyfast_cli
@@ -58,10 +57,22 @@ def wheel(tmp_path_factory) -> Path:
     if importlib.util.find_spec("hatchling") is None:
         pytest.fail("hatchling is not installed; `pip install -e '.[test]'` installs it (the wheel is built offline)")
     out = tmp_path_factory.mktemp("wheel")
-    _run([
-        sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-build-isolation",
-        "--disable-pip-version-check", "-q", "-w", str(out), str(ROOT),
-    ])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ]
+    )
     wheels = list(out.glob("*.whl"))
     assert [w.name for w in wheels] == [f"{WHEEL_NAME}-{__version__}-py3-none-any.whl"]
     return wheels[0]
@@ -175,10 +186,23 @@ def test_installs_beside_the_anyfast_sdk_in_either_order(sdk_first, wheel, sdk_w
     python = prefix / "bin" / "python"
     env = _environment()
     for path in (sdk_wheel, wheel) if sdk_first else (wheel, sdk_wheel):
-        _run([
-            sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "--no-deps",
-            "--disable-pip-version-check", "-q", str(path),
-        ], env=env, cwd=tmp_path)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(python),
+                "install",
+                "--no-index",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                str(path),
+            ],
+            env=env,
+            cwd=tmp_path,
+        )
 
     # Both distributions are there, whole: every file each one's RECORD lists still exists.
     report = json.loads(_run([str(python), "-I", "-c", INSPECT], env=env, cwd=tmp_path).stdout)
@@ -198,5 +222,8 @@ def test_installs_beside_the_anyfast_sdk_in_either_order(sdk_first, wheel, sdk_w
     lent = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
     (site_packages / "zz_test_lent_dependencies.pth").write_text("\n".join(lent) + "\n")
     assert "anyfast_cli.cli" in (prefix / "bin" / "anyfast").read_text()
-    for command in ([str(prefix / "bin" / "anyfast"), "--version"], [str(python), "-I", "-m", "anyfast_cli", "--version"]):
+    for command in (
+        [str(prefix / "bin" / "anyfast"), "--version"],
+        [str(python), "-I", "-m", "anyfast_cli", "--version"],
+    ):
         assert _run(command, env=env, cwd=tmp_path).stdout == f"anyfast {__version__}\n", command

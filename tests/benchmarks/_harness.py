@@ -67,7 +67,13 @@ def clean_env(**extra: str) -> dict:
     env["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="anyfast-bench-")
     # As a user runs it: bytecode cached (this session's shell sets PYTHONDONTWRITEBYTECODE=1,
     # which recompiles anyfast_cli on every run) and stdout block-buffered in a pipe.
-    for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONPROFILEIMPORTTIME", "PYTHONDEVMODE", "PYTHONTRACEMALLOC"):
+    for name in (
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "PYTHONPROFILEIMPORTTIME",
+        "PYTHONDEVMODE",
+        "PYTHONTRACEMALLOC",
+    ):
         env.pop(name, None)
     env.update(extra)
     return env
@@ -127,7 +133,9 @@ def ms(seconds: float) -> str:
 def report(title: str, rows: list) -> list:
     """rows: (ours Series, floor Series, target ratio). Prints a table; returns [(label, ratio, met)]."""
     print(f"\n{title}")
-    print(f"{'measure':<40} {'ours (median)':>14} {'floor (median)':>15} {'ratio':>6} {'target':>7}  met  | best ours/floor, per-round ratio, CPU ratio, peak RSS ours/floor")
+    print(
+        f"{'measure':<40} {'ours (median)':>14} {'floor (median)':>15} {'ratio':>6} {'target':>7}  met  | best ours/floor, per-round ratio, CPU ratio, peak RSS ours/floor"
+    )
     results = []
     for ours, floor, target in rows:
         ratio = ours.median / floor.median
@@ -140,7 +148,9 @@ def report(title: str, rows: list) -> list:
         )
         print(f"{'  floor: ' + floor.name}")
         results.append((ours.name, ratio, met))
-    print(f"(n={len(rows[0][0].runs)} rounds, interleaved; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)")
+    print(
+        f"(n={len(rows[0][0].runs)} rounds, interleaved; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)"
+    )
     return results
 
 

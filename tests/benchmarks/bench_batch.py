@@ -107,8 +107,12 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 
 class GatewayProcess:
     def __init__(self, latency: float) -> None:
-        self.process = subprocess.Popen([PYTHON, "-c", LAUNCHER, str(latency), os.path.join(ROOT, "tests")],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [PYTHON, "-c", LAUNCHER, str(latency), os.path.join(ROOT, "tests")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.url = self.process.stdout.readline().strip()
 
     def span(self) -> tuple[int, float, float]:
@@ -186,14 +190,19 @@ def print_throughput_row(limit: int, target: float, runs: dict, partial: bool = 
     ours, floor = runs["ours"], runs["floor"]
     phase, floor_phase = median(ours, 0), median(floor, 0)
     if partial:
-        print(f"  -j {limit}: ours {[r[0] for r in ours]} s, floor {[round(r[0], 3) for r in floor]} s (run phase, per round)", flush=True)
+        print(
+            f"  -j {limit}: ours {[r[0] for r in ours]} s, floor {[round(r[0], 3) for r in floor]} s (run phase, per round)",
+            flush=True,
+        )
         return
     met = ideal / phase >= target
-    print(f"-j {limit:<4} {ideal:5.1f} s  {phase:6.2f} s {ideal / phase:5.0%}  {floor_phase:6.3f} s {ideal / floor_phase:5.0%}  "
-          f"{target:4.0%}  {'yes' if met else 'NO ':<3}  | "
-          f"{median(ours, 1):5.2f} / {median(floor, 1):5.2f} s ({ideal / median(ours, 1):.0%} / {ideal / median(floor, 1):.0%})  "
-          f"{median(ours, 2):5.3f} / {median(floor, 2):5.3f} s ({ideal / median(ours, 2):.0%} / {ideal / median(floor, 2):.0%})  "
-          f"{median(ours, 3):4.2f} / {median(floor, 3):4.2f} s  {median(ours, 4):4.2f} / {median(floor, 4):4.2f} s")
+    print(
+        f"-j {limit:<4} {ideal:5.1f} s  {phase:6.2f} s {ideal / phase:5.0%}  {floor_phase:6.3f} s {ideal / floor_phase:5.0%}  "
+        f"{target:4.0%}  {'yes' if met else 'NO ':<3}  | "
+        f"{median(ours, 1):5.2f} / {median(floor, 1):5.2f} s ({ideal / median(ours, 1):.0%} / {ideal / median(floor, 1):.0%})  "
+        f"{median(ours, 2):5.3f} / {median(floor, 2):5.3f} s ({ideal / median(ours, 2):.0%} / {ideal / median(floor, 2):.0%})  "
+        f"{median(ours, 3):4.2f} / {median(floor, 3):4.2f} s  {median(ours, 4):4.2f} / {median(floor, 4):4.2f} s"
+    )
 
 
 def memory(tmp: str, env: dict, runs: int) -> list:
@@ -203,8 +212,10 @@ def memory(tmp: str, env: dict, runs: int) -> list:
     rows = []
     for count in MEMORY_SIZES:
         source = write_records(os.path.join(tmp, f"records-{count}.jsonl"), count)
-        for label, argv in (("--dry-run", [ANYFAST, "batch", source, "--dry-run"]),
-                            ("-j 64 -o FILE", [ANYFAST, "batch", source, "-j", "64", "-o", out])):
+        for label, argv in (
+            ("--dry-run", [ANYFAST, "batch", source, "--dry-run"]),
+            ("-j 64 -o FILE", [ANYFAST, "batch", source, "-j", "64", "-o", out]),
+        ):
             peaks, walls, phases = [], [], []
             for _ in range(runs):
                 with tempfile.NamedTemporaryFile("r") as rss:
@@ -219,7 +230,10 @@ def memory(tmp: str, env: dict, runs: int) -> list:
             if label != "--dry-run":
                 check_output(out, count)
             rate = f"{count / statistics.median(phases):8,.0f} req/s" if phases else ""
-            print(f"  {count:>9,} records {label:<14} peak RSS {max(peaks):6.1f} MiB  wall {statistics.median(walls):6.2f} s  {rate}", flush=True)
+            print(
+                f"  {count:>9,} records {label:<14} peak RSS {max(peaks):6.1f} MiB  wall {statistics.median(walls):6.2f} s  {rate}",
+                flush=True,
+            )
             rows.append((count, label, max(peaks)))
         os.unlink(source)
     gateway.stop()
@@ -239,24 +253,32 @@ def main() -> int:
         if not args.no_throughput:
             print(f"throughput: {REQUESTS:,} requests, {LATENCY * 1000:.0f} ms each, gateway in its own process")
             rows = throughput(tmp, env, args.rounds)
-            print(f"\n{'':8} {'ideal':>7}  {'ours (run phase)':>16}  {'floor (run phase)':>17}  target met  | "
-                  "whole process ours / floor (% of limit)   gateway span ours / floor (% of limit)   CPU s ours / floor   gateway CPU s")
+            print(
+                f"\n{'':8} {'ideal':>7}  {'ours (run phase)':>16}  {'floor (run phase)':>17}  target met  | "
+                "whole process ours / floor (% of limit)   gateway span ours / floor (% of limit)   CPU s ours / floor   gateway CPU s"
+            )
             for limit, target, runs in rows:
                 print_throughput_row(limit, target, runs)
                 met &= REQUESTS / limit * LATENCY / median(runs["ours"], 0) >= target
-            print(f"(median of {args.rounds} rounds, interleaved; targets judged on the run phase from anyfast's summary line, "
-                  f"0.01 s resolution; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)")
+            print(
+                f"(median of {args.rounds} rounds, interleaved; targets judged on the run phase from anyfast's summary line, "
+                f"0.01 s resolution; load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)"
+            )
         if not args.no_memory:
-            print(f"\npeak RSS (/usr/bin/time -f %M, max of {args.memory_runs} run(s)); zero-latency gateway in its own process")
+            print(
+                f"\npeak RSS (/usr/bin/time -f %M, max of {args.memory_runs} run(s)); zero-latency gateway in its own process"
+            )
             rows = memory(tmp, env, args.memory_runs)
             for label in ("--dry-run", "-j 64 -o FILE"):
                 peaks = [peak for _, kind, peak in rows if kind == label]
                 per_record = (peaks[-1] - peaks[1]) * 2**20 / (MEMORY_SIZES[-1] - MEMORY_SIZES[1])
                 ok = max(peaks) < MEMORY_TARGET_MIB and per_record <= ID_BYTES
                 met &= ok
-                print(f"{label:<14} {' / '.join(f'{p:.1f}' for p in peaks)} MiB at {' / '.join(f'{n:,}' for n in MEMORY_SIZES)} records; "
-                      f"{per_record:.0f} B per record from {MEMORY_SIZES[1]:,} to {MEMORY_SIZES[-1]:,}; "
-                      f"target < {MEMORY_TARGET_MIB} MiB and <= {ID_BYTES} B/record: {'yes' if ok else 'NO'}")
+                print(
+                    f"{label:<14} {' / '.join(f'{p:.1f}' for p in peaks)} MiB at {' / '.join(f'{n:,}' for n in MEMORY_SIZES)} records; "
+                    f"{per_record:.0f} B per record from {MEMORY_SIZES[1]:,} to {MEMORY_SIZES[-1]:,}; "
+                    f"target < {MEMORY_TARGET_MIB} MiB and <= {ID_BYTES} B/record: {'yes' if ok else 'NO'}"
+                )
     return 0 if met else 1
 
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 from _harness import ANYFAST, PYTHON, Series, clean_env, interleave, parse_args, report
-
 from gateway import Gateway
 
 FLOOR_POST = r"""import os, sys, httpx
@@ -43,11 +42,19 @@ def main() -> int:
         assert out == b"echo: hi\n", (argv[:3], out)
 
     pairs = [
-        (Series("echo hi | anyfast complete --no-stream", ours, b"hi\n"), Series("bare httpx.post script", [PYTHON, "-c", FLOOR_POST], b"hi\n")),
-        (Series("echo hi | anyfast complete --no-stream", ours, b"hi\n"), Series("bare httpx.Client(verify=False)", [PYTHON, "-c", FLOOR_CLIENT], b"hi\n")),
+        (
+            Series("echo hi | anyfast complete --no-stream", ours, b"hi\n"),
+            Series("bare httpx.post script", [PYTHON, "-c", FLOOR_POST], b"hi\n"),
+        ),
+        (
+            Series("echo hi | anyfast complete --no-stream", ours, b"hi\n"),
+            Series("bare httpx.Client(verify=False)", [PYTHON, "-c", FLOOR_CLIENT], b"hi\n"),
+        ),
     ]
     interleave(pairs, env, args.rounds)
-    results = report("one request, --no-stream, loopback gateway", [(pairs[0][0], pairs[0][1], 1.3), (pairs[1][0], pairs[1][1], 1.3)])
+    results = report(
+        "one request, --no-stream, loopback gateway", [(pairs[0][0], pairs[0][1], 1.3), (pairs[1][0], pairs[1][1], 1.3)]
+    )
     gateway.stop()
     return 0 if results[0][2] else 1
 

@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass, field
 
 from _harness import PYTHON, ROOT, TIME, clean_env
-
 from gateway import MIB, Gateway, Hostile
 from gateway import _bomb as gzip_bomb
 
@@ -64,13 +63,33 @@ def cases() -> list[Case]:
         Case("endless stream, --json --stream", complete + ["--json", "--stream"], Hostile("endless"), 1, 200),
         Case("endless body, --json (whole)", complete + ["--json"], Hostile("endless"), 1, None),
         Case("gzip bomb 1 GiB, text (stream)", complete, Hostile("gzip_bomb", size=GIB), 1, 400),
-        Case("gzip bomb 1 GiB, --json --stream", complete + ["--json", "--stream"], Hostile("gzip_bomb", size=GIB), 1, 400),
+        Case(
+            "gzip bomb 1 GiB, --json --stream",
+            complete + ["--json", "--stream"],
+            Hostile("gzip_bomb", size=GIB),
+            1,
+            400,
+        ),
         Case("gzip bomb 1 GiB, --json (whole)", complete + ["--json"], Hostile("gzip_bomb", size=GIB), 1, 400),
         Case("gzip bomb 1 GiB, batch", batch, Hostile("gzip_bomb", size=GIB), 6, 400, one_record),
-        Case("500 MB answer, batch (Content-Length)", batch, Hostile("big_answer", size=500 * 10**6), 6, 400, one_record),
-        Case("500 MB answer, batch (chunked)", batch, Hostile("big_answer", size=500 * 10**6, sized=False), 6, 400, one_record),
-        Case("500 MB answer, complete --json (chunked)", complete + ["--json"],
-             Hostile("big_answer", size=500 * 10**6, sized=False), 1, None),
+        Case(
+            "500 MB answer, batch (Content-Length)", batch, Hostile("big_answer", size=500 * 10**6), 6, 400, one_record
+        ),
+        Case(
+            "500 MB answer, batch (chunked)",
+            batch,
+            Hostile("big_answer", size=500 * 10**6, sized=False),
+            6,
+            400,
+            one_record,
+        ),
+        Case(
+            "500 MB answer, complete --json (chunked)",
+            complete + ["--json"],
+            Hostile("big_answer", size=500 * 10**6, sized=False),
+            1,
+            None,
+        ),
         Case("64 MB SSE line, text", complete, Hostile("giant_line", size=64 * MIB), 1, None),
     ]
 
@@ -80,9 +99,16 @@ def run_case(case: Case, gateway: Gateway, env: dict) -> None:
     batch = case.argv[0] == "batch"  # its one result line is small: read it for the record's error
     with tempfile.NamedTemporaryFile("r") as out:
         started = time.perf_counter()
-        done = subprocess.run([TIME, "-f", "%M", "-o", out.name, *ANYFAST, *case.argv], env=env, input=case.stdin, cwd=ROOT,
-                              stdout=subprocess.PIPE if batch else subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
-                              check=False)
+        done = subprocess.run(
+            [TIME, "-f", "%M", "-o", out.name, *ANYFAST, *case.argv],
+            env=env,
+            input=case.stdin,
+            cwd=ROOT,
+            stdout=subprocess.PIPE if batch else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=600,
+            check=False,
+        )
         case.seconds.append(time.perf_counter() - started)
         case.rss_kib.append(int(out.read().split()[-1]))
     gateway.settle(0.05, 2)
@@ -92,7 +118,9 @@ def run_case(case: Case, gateway: Gateway, env: dict) -> None:
     else:
         case.error = stderr.splitlines()[0] if stderr else ""
     if done.returncode != case.status or "larger than" not in case.error:
-        raise SystemExit(f"{case.name}: exited {done.returncode} (must be {case.status} with a size error):\n{case.error}\n{stderr[-2000:]}")
+        raise SystemExit(
+            f"{case.name}: exited {done.returncode} (must be {case.status} with a size error):\n{case.error}\n{stderr[-2000:]}"
+        )
 
 
 def line_assembly(size: int, piece: int = 64 * 1024) -> float:
@@ -140,9 +168,13 @@ def main() -> int:
         met = case.target_mib is None or peak < case.target_mib
         met_all &= met
         target = f"< {case.target_mib:.0f}" if case.target_mib else "-"
-        print(f"{case.name:<44} {peak:6.1f} MiB {target:>8}  {' - ' if case.target_mib is None else 'yes' if met else 'NO '}"
-              f"  {min(case.seconds):7.2f}  {case.error[:90]}")
-    print(f"(max of {args.runs} runs; wall time is the best run, gateway in this process; load average {os.getloadavg()[0]:.2f})")
+        print(
+            f"{case.name:<44} {peak:6.1f} MiB {target:>8}  {' - ' if case.target_mib is None else 'yes' if met else 'NO '}"
+            f"  {min(case.seconds):7.2f}  {case.error[:90]}"
+        )
+    print(
+        f"(max of {args.runs} runs; wall time is the best run, gateway in this process; load average {os.getloadavg()[0]:.2f})"
+    )
 
     if not args.only or "line" in args.only:
         print("\nSSE line assembly in the decoder alone (64 KiB feeds, no limit):")

@@ -98,8 +98,12 @@ for line in sys.stdin:
 
 class GatewayProcess:
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(LATENCY), os.path.join(ROOT, "tests")],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(LATENCY), os.path.join(ROOT, "tests")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.url = self.process.stdout.readline().strip()
 
     def next_run(self, kind: str, retry: str, headers: bool) -> tuple[int, int, float, float]:
@@ -131,8 +135,16 @@ def run_batch(source: str, out_dir: str, concurrencies: list, env: dict, timeout
         argv = [ANYFAST_BIN, "batch", source, "-j", str(concurrency), "-o", out, "--no-progress"]
         if count > 1:
             argv += ["--shard", f"{index + 1}/{count}"]
-        processes.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          env=env, start_new_session=True))
+        processes.append(
+            subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        )
     codes, stderrs, timed_out = [], [], False
     for process in processes:
         try:
@@ -161,9 +173,17 @@ def run_batch(source: str, out_dir: str, concurrencies: list, env: dict, timeout
             written += len(lines)
             errors += sum(1 for line in lines if line.get("error"))
             os.unlink(path)
-    return {"codes": codes, "ok": ok, "failed": failed, "phase": max(phases) if phases else float("nan"),
-            "wall": wall, "written": written, "errors": errors, "timed_out": timed_out,
-            "tail": b"".join(s[-300:] for s in stderrs).decode(errors="replace")}
+    return {
+        "codes": codes,
+        "ok": ok,
+        "failed": failed,
+        "phase": max(phases) if phases else float("nan"),
+        "wall": wall,
+        "written": written,
+        "errors": errors,
+        "timed_out": timed_out,
+        "tail": b"".join(s[-300:] for s in stderrs).decode(errors="replace"),
+    }
 
 
 def main() -> int:
@@ -179,10 +199,14 @@ def main() -> int:
     gateway = GatewayProcess()
     env["ANYFAST_BASE_URL"] = gateway.url
     met = True
-    print(f"{args.records:,} records, {LATENCY * 1000:.0f} ms per answer, limiter {RATE:.0f}/s"
-          f" (bucket burst {BURST}), no --rpm; gateway in its own process; anyfast = {ANYFAST_BIN}")
-    print(f"{'limiter':<24} {'run':<16} {'used':>6} {'429':>6} {'failed':>7} {'exit':>6}  {'run phase':>9} {'wall':>7}  "
-          f"{'200s':>6} {'429s':>6}  target met")
+    print(
+        f"{args.records:,} records, {LATENCY * 1000:.0f} ms per answer, limiter {RATE:.0f}/s"
+        f" (bucket burst {BURST}), no --rpm; gateway in its own process; anyfast = {ANYFAST_BIN}"
+    )
+    print(
+        f"{'limiter':<24} {'run':<16} {'used':>6} {'429':>6} {'failed':>7} {'exit':>6}  {'run phase':>9} {'wall':>7}  "
+        f"{'200s':>6} {'429s':>6}  target met"
+    )
     with tempfile.TemporaryDirectory(prefix="anyfast-bench-ratelimit-") as tmp:
         source = write_records(os.path.join(tmp, "requests.jsonl"), args.records)
         for kind in args.kinds.split(","):
@@ -211,12 +235,17 @@ def main() -> int:
                         target = ">= 90%, <= 5% 429"
                     if ok is not None:
                         met &= ok
-                    print(f"{label:<24} {name + ' -j ' + '+'.join(map(str, concurrencies)):<16} {used:6.0%} {refused_share:6.1%} "
-                          f"{result['failed']:7,} {codes:>6}  {result['phase']:8.2f}s {result['wall']:6.2f}s  "
-                          f"{answered:6,} {refused:6,}  {target}{'' if ok is None else ': yes' if ok else ': NO'}", flush=True)
+                    print(
+                        f"{label:<24} {name + ' -j ' + '+'.join(map(str, concurrencies)):<16} {used:6.0%} {refused_share:6.1%} "
+                        f"{result['failed']:7,} {codes:>6}  {result['phase']:8.2f}s {result['wall']:6.2f}s  "
+                        f"{answered:6,} {refused:6,}  {target}{'' if ok is None else ': yes' if ok else ': NO'}",
+                        flush=True,
+                    )
                     if result["written"] != args.records or (result["ok"] + result["failed"]) != args.records:
-                        print(f"    note: {result['written']:,} lines written ({result['errors']:,} with an error), "
-                              f"summary {result['ok']:,} ok + {result['failed']:,} failed; {result['tail'].strip()[-200:]}")
+                        print(
+                            f"    note: {result['written']:,} lines written ({result['errors']:,} with an error), "
+                            f"summary {result['ok']:,} ok + {result['failed']:,} failed; {result['tail'].strip()[-200:]}"
+                        )
     gateway.stop()
     print(f"(load average {os.getloadavg()[0]:.2f} at the end; 2-core machine, other work may run)")
     return 0 if met else 1

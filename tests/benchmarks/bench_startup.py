@@ -15,8 +15,14 @@ def main() -> int:
     args = parse_args(default_rounds=15)
     env = clean_env()
     pairs = [
-        (Series("anyfast --version", [ANYFAST, "--version"]), Series('python -c "import typer"', [PYTHON, "-c", "import typer"])),
-        (Series("anyfast complete --help", [ANYFAST, "complete", "--help"]), Series('python -c "import typer"', [PYTHON, "-c", "import typer"])),
+        (
+            Series("anyfast --version", [ANYFAST, "--version"]),
+            Series('python -c "import typer"', [PYTHON, "-c", "import typer"]),
+        ),
+        (
+            Series("anyfast complete --help", [ANYFAST, "complete", "--help"]),
+            Series('python -c "import typer"', [PYTHON, "-c", "import typer"]),
+        ),
     ]
     interleave(pairs, env, args.rounds)
     results = report("start-up", [(pairs[0][0], pairs[0][1], 1.3), (pairs[1][0], pairs[1][1], 1.6)])

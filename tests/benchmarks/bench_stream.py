@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 from _harness import ANYFAST, PYTHON, Series, clean_env, interleave, report
-
 from gateway import Gateway, Sse, chunk
 
 PIECE = 1 << 20
@@ -47,7 +46,10 @@ def build_stream(chunks: int) -> tuple[Sse, bytes]:
         text.append(delta)
         events.append({**chunk(delta), "created": 1700000000, "model": "doubao-seed-1-6-vision-250815"})
     events.append({**chunk(finish="stop"), "created": 1700000000, "model": "doubao-seed-1-6-vision-250815"})
-    body = b"".join(b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    body = (
+        b"".join(b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events)
+        + b"data: [DONE]\n\n"
+    )
     pieces = [body[i : i + PIECE] for i in range(0, len(body), PIECE)]
     return Sse(pieces), ("".join(text) + "\n").encode()
 
@@ -59,7 +61,9 @@ def main() -> int:
     args = parser.parse_args()
 
     reply, expected = build_stream(args.chunks)
-    print(f"stream: {args.chunks} chunks, {sum(map(len, reply.pieces)) / 1e6:.1f} MB body, {len(reply.pieces)} HTTP chunks")
+    print(
+        f"stream: {args.chunks} chunks, {sum(map(len, reply.pieces)) / 1e6:.1f} MB body, {len(reply.pieces)} HTTP chunks"
+    )
     gateway = Gateway().start()
     env = clean_env(ANYFAST_API_KEY="x", ANYFAST_BASE_URL=gateway.url)
     ours = [ANYFAST, "complete", "-n", "hi"]
@@ -73,7 +77,9 @@ def main() -> int:
     pair = (Series(f"anyfast complete ({args.chunks} chunks)", ours), Series("bare httpx iter_lines loop", floor))
     interleave([pair], env, args.rounds, warmup=1, before_each=lambda series: gateway.script(reply))
     results = report("streamed answer to /dev/null, loopback gateway", [(pair[0], pair[1], 1.5)])
-    print(f"peak RSS: anyfast {pair[0].peak_rss_mib:.1f} MiB, floor {pair[1].peak_rss_mib:.1f} MiB (max of 3 runs under /usr/bin/time)")
+    print(
+        f"peak RSS: anyfast {pair[0].peak_rss_mib:.1f} MiB, floor {pair[1].peak_rss_mib:.1f} MiB (max of 3 runs under /usr/bin/time)"
+    )
     gateway.stop()
     return 0 if results[0][2] else 1
 

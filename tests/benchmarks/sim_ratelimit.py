@@ -133,8 +133,16 @@ class Sre11(Sre):
     k = 1.1
 
 
-CANDIDATES = {"today": Today, "none": NoControl, "aimd-0.5": Aimd, "aimd-0.9": Aimd09, "cubic": Cubic,
-              "sre-2": Sre, "sre-1.1": Sre11, "measured": RateController}
+CANDIDATES = {
+    "today": Today,
+    "none": NoControl,
+    "aimd-0.5": Aimd,
+    "aimd-0.9": Aimd09,
+    "cubic": Cubic,
+    "sre-2": Sre,
+    "sre-1.1": Sre11,
+    "measured": RateController,
+}
 
 LIMITERS = {
     "bucket, Retry-After s": lambda: TokenBucket(200, 20, retry="seconds"),
@@ -157,11 +165,22 @@ QUOTA_IDEAL = 140.0 + 0.1  # the fourth window opens 140 s after the start; then
 def run(candidate, make_server, *, seeds, concurrency, clients=1, records=2000, start_options=None, **options):
     rows = []
     for seed in range(seeds):
+
         def make(rng):
             return candidate(rng=rng, **(start_options or {}))
+
         extra = {"max_429_attempts": 5} if candidate is Today else {}
-        result = simulate(make_server(), records=records, concurrency=concurrency, clients=clients, seed=seed,
-                          make_controller=make, stagger=0.2 if clients > 1 else 0.0, **extra, **options)
+        result = simulate(
+            make_server(),
+            records=records,
+            concurrency=concurrency,
+            clients=clients,
+            seed=seed,
+            make_controller=make,
+            stagger=0.2 if clients > 1 else 0.0,
+            **extra,
+            **options,
+        )
         share = [c.ok / max(c.last_answer - c.first_send, 1e-9) for c in result.clients]
         rows.append((result.used, result.refused_share, result.failed, result.elapsed, min(share) / max(share)))
     return [statistics.median(column) for column in zip(*rows)]
@@ -178,16 +197,29 @@ def main() -> int:
     names = args.only.split(",")
     start = {"initial_rate": args.initial_rate, "doubling": args.doubling} if args.initial_rate is not None else {}
     limiters = {k: v for k, v in LIMITERS.items() if not args.limiters or any(s in k for s in args.limiters.split(","))}
-    print("used = records/s over the run as % of the limiter's rate; 429 = % of requests answered 429; "
-          "fair = slower shard's records/s / faster's; median of", args.seeds, "seeds")
+    print(
+        "used = records/s over the run as % of the limiter's rate; 429 = % of requests answered 429; "
+        "fair = slower shard's records/s / faster's; median of",
+        args.seeds,
+        "seeds",
+    )
     for label, make_server in limiters.items():
         print(f"\n{label}")
-        print(f"  {'candidate':<10} " + "  ".join(f"{h:^30}" for h in ("-j 8", "-j 64", "-j 200", "2 shards -j 64 (fair)")))
+        print(
+            f"  {'candidate':<10} "
+            + "  ".join(f"{h:^30}" for h in ("-j 8", "-j 64", "-j 200", "2 shards -j 64 (fair)"))
+        )
         for name in names:
             cells = []
             for concurrency, clients in ((8, 1), (64, 1), (200, 1), (64, 2)):
-                used, refused, failed, elapsed, fair = run(CANDIDATES[name], make_server, seeds=args.seeds,
-                                                           concurrency=concurrency, clients=clients, start_options=start)
+                used, refused, failed, elapsed, fair = run(
+                    CANDIDATES[name],
+                    make_server,
+                    seeds=args.seeds,
+                    concurrency=concurrency,
+                    clients=clients,
+                    start_options=start,
+                )
                 cell = f"{used:5.0%} {refused:5.1%} {failed:4.0f}f {elapsed:5.1f}s"
                 if clients > 1:
                     cell += f" {fair:4.2f}"
@@ -201,16 +233,23 @@ def main() -> int:
         for name in names:
             cells = []
             for concurrency, clients in ((8, 1), (64, 1), (200, 1), (64, 2)):
-                used, refused, failed, elapsed, fair = run(CANDIDATES[name], make_server, seeds=1, concurrency=concurrency,
-                                                           clients=clients, start_options=start)
+                used, refused, failed, elapsed, fair = run(
+                    CANDIDATES[name],
+                    make_server,
+                    seeds=1,
+                    concurrency=concurrency,
+                    clients=clients,
+                    start_options=start,
+                )
                 cells.append(f"{QUOTA_IDEAL / elapsed:5.0%} {refused:5.1%} {failed:4.0f}f".ljust(30))
             print(f"    {name:<10} " + "  ".join(cells), flush=True)
     print("\nno server limit (bench_batch.py's case: 200 ms per answer): elapsed / ideal")
     for name in names:
         cells = []
         for concurrency in (50, 200):
-            used, refused, failed, elapsed, _ = run(CANDIDATES[name], AlwaysAllow, seeds=1, concurrency=concurrency,
-                                                    start_options=start, latency=0.2)
+            used, refused, failed, elapsed, _ = run(
+                CANDIDATES[name], AlwaysAllow, seeds=1, concurrency=concurrency, start_options=start, latency=0.2
+            )
             cells.append(f"-j {concurrency}: {2000 / concurrency * 0.2 / elapsed:5.1%}")
         print(f"  {name:<10} " + "  ".join(cells))
     return 0
