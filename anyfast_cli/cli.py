@@ -323,6 +323,18 @@ def with_option_groups(func):
     return command
 
 
+# complete and chat: -n, and why it matters (the contract reads a stdin that is not a terminal).
+NoStdin = Annotated[
+    bool,
+    typer.Option(
+        "-n",
+        "--no-stdin",
+        help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before "
+        "anything is sent: a pipe that never closes keeps the command waiting.",
+    ),
+]
+
+
 # --- the error boundary --------------------------------------------------------------------
 
 
@@ -541,14 +553,7 @@ def complete(
             show_default=False,
         ),
     ] = None,
-    no_stdin: Annotated[
-        bool,
-        typer.Option(
-            "-n",
-            "--no-stdin",
-            help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.",
-        ),
-    ] = False,
+    no_stdin: NoStdin = False,
     settings_flags=None,
     request=None,
     out=None,
@@ -613,14 +618,7 @@ def chat(
         Optional[str],
         typer.Option("--save", metavar="FILE", help="Write the conversation with the reply to FILE (atomically)."),
     ] = None,
-    no_stdin: Annotated[
-        bool,
-        typer.Option(
-            "-n",
-            "--no-stdin",
-            help="Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.",
-        ),
-    ] = False,
+    no_stdin: NoStdin = False,
     interactive: Annotated[
         bool, typer.Option("-I", "--interactive", help="Start an interactive session, seeded by -f FILE if given.")
     ] = False,

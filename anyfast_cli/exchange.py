@@ -674,12 +674,7 @@ class Reply:
             content = self._clean("content", part.get("content"))
             if content and self._halves.pop("reasoning", None):  # the reasoning has ended on half a character
                 reasoning = (reasoning or "") + "\ufffd"
-            if reasoning and self.keep_text:
-                self.reasoning_parts.append(reasoning)
-            if content:
-                self.said = True
-                if self.keep_text:
-                    self.content_parts.append(content)
+            self._keep(reasoning, content)
             finish = choice.get("finish_reason")
             if finish:
                 self.finish_reason = finish if isinstance(finish, str) else str(finish)[:100]
@@ -690,13 +685,17 @@ class Reply:
         (reasoning, content) text that this adds, for the printer."""
         reasoning, content = self._halves.pop("reasoning", None), self._halves.pop("content", None)
         reasoning, content = reasoning and "\ufffd", content and "\ufffd"
+        self._keep(reasoning, content)
+        return reasoning, content
+
+    def _keep(self, reasoning: str | None, content: str | None) -> None:
+        """Note what the first choice said; keep its text only when --save needs it."""
         if reasoning and self.keep_text:
             self.reasoning_parts.append(reasoning)
         if content:
             self.said = True
             if self.keep_text:
                 self.content_parts.append(content)
-        return reasoning, content
 
     def _clean(self, name: str, value) -> str | None:
         if not value:

@@ -201,15 +201,20 @@ def exchange(
     only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer."""
     body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
     if out.dry_run:
-        print_json(
-            describe_request(settings.base_url, body),
-            streams.stdout,
-            terminal=streams.stdout_isatty,
-            color=streams.stdout_color,
-        )
+        print_request(settings, body, streams)
         return None
     with open_client(settings, out, streams) as client:
         return render_answer(client, body, out, streams, Reply(keep_text=keep_text))
+
+
+def print_request(settings: Settings, body: dict, streams: Streams) -> None:
+    """--dry-run: the request that would be sent (the key redacted), on stdout."""
+    print_json(
+        describe_request(settings.base_url, body),
+        streams.stdout,
+        terminal=streams.stdout_isatty,
+        color=streams.stdout_color,
+    )
 
 
 @contextmanager

@@ -7,12 +7,12 @@ response as received). A failure is exit 7 (SchemaMismatchError), stdout empty.
 
 from __future__ import annotations
 
-from anyfast_cli.commands.common import OutputFlags, open_client
+from anyfast_cli.commands.common import OutputFlags, open_client, print_request
 from anyfast_cli.errors import ApiError, SchemaMismatchError
 from anyfast_cli.exchange import Reply
 from anyfast_cli.output import print_json, print_usage, render_json, write_flushed
 from anyfast_cli.reading import read_document
-from anyfast_cli.request import build_body, describe_request
+from anyfast_cli.request import build_body
 from anyfast_cli.schema import (
     DEFAULT_REPAIR,
     AnswerMismatch,
@@ -67,13 +67,7 @@ def exchange_structured(
     repairs = flags.repair if flags.repair is not None else DEFAULT_REPAIR
     base = build_body(settings.model, messages, fields, stream=False)
     if out.dry_run:
-        body = apply_mode(base, schema, ladder[0])
-        print_json(
-            describe_request(settings.base_url, body),
-            streams.stdout,
-            terminal=streams.stdout_isatty,
-            color=streams.stdout_color,
-        )
+        print_request(settings, apply_mode(base, schema, ladder[0]), streams)
         return None
     level = 0
     conversation = list(base["messages"])
