@@ -34,7 +34,10 @@ model's latency varies tenfold from prompt to prompt.
   up to the Retry-After or LAST_PROBE (`Retry-After: 1` from a one-second window is whole seconds
   rounded up and often means 50 ms). After a hold one request goes alone for two 429 round trips:
   a 429 doubles the hold, silence lets the rest go, at the rate, from a random point within one
-  gap, so processes held until the same moment do not start together (no herd).
+  gap, so processes held until the same moment do not start together (no herd). The hold doubles
+  once per round, not once per 429: the 429s to requests sent before a hold was set are already
+  answered by it (a wave of them arrives within a millisecond: eight made 10 ms into 1.3 s in one
+  measured run, and ten would make it 5 s, long after a one-second window has reset).
 - x-ratelimit-remaining-requests (or -tokens) at 0: hold until the reset, counted from the
   request's send (an answer's headers describe the server when it took the request, and a model
   may take seconds to answer). A 429 without Retry-After: the reset is that record's wait.
@@ -56,16 +59,16 @@ of requests answered 429, at -j 64, -j 200, and two shards of -j 64 sharing the 
     AIMD, -10%       93%/8.9% 100%/15% 95%/17%   90%/3.5% 100%/3.6% 100%/6.8%  95%/3.5% 102%/3.6% 104%/6.5%
     CUBIC (0.7)      97%/4.3% 95%/4.9% 93%/9.3%  93%/3.3% 101%/3.6% 100%/6.8%  93%/3.3% 107%/3.6% 104%/6.9%
     SRE K=2          51%/14%  52%/35%  54%/22%   91%/2.9%  59%/2.7% 62%/2.4%   97%/2.9%  60%/2.7% 61%/2.5%
-    chosen           99%/0.9% 99%/0.9% 93%/2.6%  91%/2.3%  92%/2.3% 91%/4.1%   93%/2.3%  97%/2.3% 95%/4.1%
+    chosen           100%/1.0% 100%/1.0% 94%/2.6% 91%/2.3%  91%/2.8% 91%/4.4%   93%/2.3%  95%/2.8% 96%/4.4%
 
 ("No control" is also what a latency-gradient controller amounts to here: Gradient2, Vegas and
 Envoy's filter back off when latency rises, and a limiter answers 429 at once, so it never does.
 The AIMD and CUBIC rows cut from the sending rate; SRE's throttle sends K x what was accepted, so
 with K=2 a third to a half of its requests are refused by design. "Before issue 9" paused the
 whole batch for each Retry-After and let 429s use up --retries.) The chosen design with
-retry-after-ms: 96-100% used, at most 2.5% answered 429 (4.8% for two shards on a window); with
+retry-after-ms: 96-100% used, at most 3.1% answered 429 (4.9% for two shards on a window); with
 x-ratelimit headers: 91-97%, at most 1.3%. A per-minute quota of 600 with 2,000 records finishes
-within 4% of the ideal, with 0.2-2.4% answered 429 (4.8% for two shards when 429s say nothing).
+within 4% of the ideal, with 0.2-2.7% answered 429 (4.9% for two shards when 429s say nothing).
 The cost where there is no limit at all: the ramp adds about 80 ms to a 2-second batch at -j 200.
 """
 
@@ -151,6 +154,7 @@ class RateController:
         self._refusals = 0  # 429s since then to requests sent after it
         self._streak_sends: list[float] = []  # requests sent since then
         self._probe = 0.0  # the current hold while nothing gets through (doubles while that lasts)
+        self._held_at = float("-inf")  # when that hold was set: 429s to requests sent before it are answered
         self._probe_due = False  # a hold ended: the next request goes alone
         self._probe_sent: float | None = None  # that request, awaiting its answer
         self._refusal_rtt = 0.05  # seconds from send to a 429 (smoothed)
@@ -221,7 +225,7 @@ class RateController:
         elif sent > self._streak:
             self._refusals += 1
             if sent == self._probe_sent or self._refusals >= max(HOLD_AFTER, self._unrefused(now)):
-                self._nothing_through(now, retry_after)
+                self._nothing_through(now, sent, retry_after)
         return now + wait
 
     # --- the policy ---------------------------------------------------------------------------
@@ -277,13 +281,19 @@ class RateController:
         """Requests sent since the streak began that a 429 would have answered by now."""
         return bisect.bisect_right(self._streak_sends, now - 2 * self._refusal_rtt)
 
-    def _nothing_through(self, now: float, retry_after: float | None) -> None:
-        """Every request since the streak began was refused: hold every new send."""
+    def _nothing_through(self, now: float, sent: float, retry_after: float | None) -> None:
+        """Every request since the streak began was refused: hold every new send. The probe's
+        hold doubles once per round (a request sent after the last hold was set is refused), not
+        once per 429: a wave of refusals arrives within a millisecond, and doubling for each of
+        them turns 10 ms into seconds (ten 429s: 5 s), long after a one-second window has reset."""
         if retry_after is not None and retry_after >= TRUSTED_WAIT:
             until = now + retry_after
+        elif sent < self._held_at:
+            return
         else:
             self._probe = min(self._probe * 2 if self._probe else FIRST_PROBE, retry_after or LAST_PROBE)
             until = now + self._probe
+        self._held_at = now
         self._hold(now, until, "nothing gets through")
 
     def _hold(self, now: float, until: float, why: str) -> None:
