@@ -416,12 +416,9 @@ def test_ordered_keeps_input_order(env, gateway, behave):
 
 
 def test_ordered_with_failures_and_retries_keeps_input_order(env, gateway, behave):
-    # the first records fail once and are retried (after a short backoff), so they finish after the others
-    behave(
-        lambda prompt, n: (
-            Json(error_body("oops", "server_error"), status=500) if prompt in ("a", "b") and n == 0 else None
-        )
-    )
+    # the first records fail once and are retried 0.2 s later, so they finish after the others
+    failure = Json(error_body("oops", "server_error"), status=500, headers={"Retry-After": "0.2"})
+    behave(lambda prompt, n: failure if prompt in ("a", "b") and n == 0 else None)
     result = invoke("-j", "4", "--ordered", "--retries", "1", input=jsonl("a", "b", "c", "d"))
     assert result.exit_code == 0, result.stderr
     assert [l["custom_id"] for l in parse_lines(result.stdout)] == ["1", "2", "3", "4"]
@@ -433,7 +430,7 @@ def test_ordered_does_not_run_unboundedly_ahead(env, gateway, behave):
 
     async def fn(prompt, n):
         if prompt == "slow":
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.3)  # unbounded, all 150 others would be sent by then
             slow_done.append(time.monotonic())
         return None
 
@@ -610,13 +607,13 @@ def test_rpm_spaces_request_starts(env, gateway):
 def test_429_retry_after_holds_that_record_only_and_uses_no_retries(env, gateway, behave):
     served_429 = []
 
-    wait = 0.7  # what each 429 asks for (retry-after-ms: 700)
+    wait = 0.5  # what each 429 asks for (retry-after-ms: 500)
 
     def fn(prompt, n):
         if prompt == "p1" and n < 2:
             served_429.append(time.monotonic())
-            return Json(error_body("slow down", "rate_limit_error"), status=429, headers={"retry-after-ms": "700"})
-        return 0.1
+            return Json(error_body("slow down", "rate_limit_error"), status=429, headers={"retry-after-ms": "500"})
+        return 0.05
 
     behave(fn)
     result = invoke("-j", "2", "--retries", "0", input=jsonl(*[f"p{i}" for i in range(1, 6)]))

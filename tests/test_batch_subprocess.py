@@ -51,7 +51,7 @@ def check_complete(path, ids: set) -> list[dict]:
 
 
 def test_ctrl_c_then_resume(gateway, proc_env, tmp_path):
-    gateway.latency = 0.2
+    gateway.latency = 0.1
     path, ids = write_records(tmp_path, 40)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
@@ -101,7 +101,6 @@ def test_kill_9_then_resume(gateway, proc_env, tmp_path):
     wait_for_lines(out, proc, 3)
     proc.kill()
     proc.wait(timeout=WAIT)
-    gateway.settle()
     assert proc.returncode == -signal.SIGKILL
     before = out.read_bytes().count(b"\n")
     assert before < len(ids)

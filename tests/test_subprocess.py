@@ -120,7 +120,7 @@ def test_a_reader_that_closes_the_pipe_ends_it_quietly_with_141(proc_env, gatewa
 
 
 def test_a_pipe_closed_before_a_whole_answer_arrives_exits_141(proc_env, gateway):
-    gateway.latency = 0.3  # the reader is gone before the answer is written
+    gateway.latency = 0.15  # the reader is gone (as the process starts) before the answer is written
     with spawned(proc_env, "complete", "--json", "hi") as process:
         process.stdout.close()
         assert process.wait(timeout=WAIT) == 141
