@@ -657,6 +657,10 @@ class Reply:
     def absorb(self, chunk: dict) -> tuple[str | None, str | None]:
         """Take in a stream chunk (or a whole response); returns the first choice's new
         (reasoning, content) text, for the printer. Tool calls and other choices are collected."""
+        text = _plain_delta(chunk)
+        if text is not None and not self._halves:  # nearly every chunk of a stream: the fast path
+            self._keep(None, text)
+            return None, text
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             self.usage = usage
@@ -763,6 +767,27 @@ def _as_text(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(value)
     return ""
+
+
+def _plain_delta(chunk: dict) -> str | None:
+    """The text of a chunk that is only choice 0's ASCII content delta (no usage, reasoning,
+    tool calls or finish_reason), else None: such a chunk needs none of absorb's other work,
+    and ASCII text holds no surrogate half."""
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1 or chunk.get("usage"):
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("index", 0) != 0 or choice.get("finish_reason") or "message" in choice:
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict:
+        return None
+    content = delta.get("content")
+    if type(content) is not str or not content or not content.isascii():
+        return None
+    if len(delta) > 1 and any(value for key, value in delta.items() if key not in ("content", "role")):
+        return None
+    return content
 
 
 def choice_index(choice: dict, default: int = 0) -> int:
