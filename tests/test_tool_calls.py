@@ -286,3 +286,16 @@ def test_batch_tool_calls_are_answers_or_with_the_flag_failures(run, gateway, tm
     else:
         assert result.exit_code == 0, result.stderr
         assert lines["a"]["error"] is None
+
+
+@pytest.mark.parametrize("mode", ["auto", "json_object"])
+def test_schema_and_tools_an_answer_of_tool_calls_is_exit_8_not_a_schema_failure(run, gateway, tmp_path, mode):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    gateway.script(Json(whole({"content": "Checking.", "tool_calls": [CALL_A]}, "tool_calls")))
+    result = run("complete", "-n", "--tools", tools, "--schema", "temp float", "--schema-mode", mode, "weather?")
+    assert result.exit_code == 8, result.stderr
+    assert result.stdout == json.dumps(CALL_A, ensure_ascii=False, separators=(",", ":")) + "\n"
+    assert "Checking." in result.stderr and "anyfast: error" not in result.stderr
+    assert len(gateway.requests) == 1  # not re-asked as a wrong answer
+    assert gateway.requests[0].body["tools"] == TOOLS and "response_format" in gateway.requests[0].body

@@ -243,16 +243,18 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams):
         yield client
 
 
-def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None) -> Reply:
-    """Send `body` and render the answer, collecting it into `reply`, which keeps what
-    arrived even when the stream is cut or interrupted."""
-    reply = reply if reply is not None else Reply()
-    reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
-    # A whole answer is known at once; a streamed one is held only when tools were declared, as it
-    # may end in tool calls, and then its text belongs on stderr (printed when the answer ends).
-    hold = not out.streaming or bool(body.get("tools"))
-    # With --json the objects are the output: the printer only collects the text (and shows reasoning).
-    printer = TextPrinter(
+def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Streams) -> None:
+    """A whole answer: its text (or tool calls, their text on stderr) and every other choice,
+    or with --json the object as received."""
+    printer.feed_chunk(data)
+    printer.end_lines()
+    printer.end_choices()
+    if out.json:
+        print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+
+
+def answer_printer(reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool) -> TextPrinter:
+    return TextPrinter(
         streams.stdout,
         streams.stderr,
         reply,
@@ -263,6 +265,18 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
         err_terminal=streams.stderr_isatty,
         hold=hold,
     )
+
+
+def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None) -> Reply:
+    """Send `body` and render the answer, collecting it into `reply`, which keeps what
+    arrived even when the stream is cut or interrupted."""
+    reply = reply if reply is not None else Reply()
+    reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
+    # A whole answer is known at once; a streamed one is held only when tools were declared, as it
+    # may end in tool calls, and then its text belongs on stderr (printed when the answer ends).
+    hold = not out.streaming or bool(body.get("tools"))
+    # With --json the objects are the output: the printer only collects the text (and shows reasoning).
+    printer = answer_printer(reply, out, streams, hold=hold)
     if out.streaming:
         try:
             for chunk in client.stream(body):
@@ -279,12 +293,7 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
         if reply.finish_reason is None:  # new-api ends a stream cut upstream with [DONE], hiding the cut
             streams.warn("the stream ended without a finish_reason; the answer may be incomplete")
     else:
-        data = client.send(body)
-        printer.feed_chunk(data)
-        printer.end_lines()
-        printer.end_choices()
-        if out.json:
-            print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
+        show_whole(client.send(body), printer, out, streams)
     if reply.cut_at_limit and not out.json:  # --json shows finish_reason itself
         streams.warn("the answer stopped at the token limit (finish_reason: length); raise --max-tokens for more")
     if out.usage:

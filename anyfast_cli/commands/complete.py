@@ -33,7 +33,7 @@ def run_complete(
     if schema is not None:
         from anyfast_cli.commands.schema_answer import exchange_structured
 
-        exchange_structured(settings, messages, fields, out, streams, schema=schema, flags=schema_flags)
-        return ExitCode.OK
-    reply = exchange(settings, messages, fields, out, streams, keep_text=False)  # printed as it comes, not kept
+        reply = exchange_structured(settings, messages, fields, out, streams, schema=schema, flags=schema_flags)
+    else:
+        reply = exchange(settings, messages, fields, out, streams, keep_text=False)  # printed as it comes, not kept
     return ExitCode.TOOL_CALLS if reply is not None and reply.asks_for_tools else ExitCode.OK

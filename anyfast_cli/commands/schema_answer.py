@@ -7,9 +7,9 @@ response as received). A failure is exit 7 (SchemaMismatchError), stdout empty.
 
 from __future__ import annotations
 
-from anyfast_cli.commands.common import OutputFlags, open_client, print_request
+from anyfast_cli.commands.common import OutputFlags, answer_printer, open_client, print_request, show_whole
 from anyfast_cli.errors import ApiError, SchemaMismatchError
-from anyfast_cli.exchange import Reply
+from anyfast_cli.exchange import Reply, tool_calls_in
 from anyfast_cli.output import print_json, print_usage, render_json, write_flushed
 from anyfast_cli.reading import read_document
 from anyfast_cli.request import build_body
@@ -82,6 +82,11 @@ def exchange_structured(
                     level += 1
                     continue
                 raise
+            if tool_calls_in(data):  # the model asks to act first: its calls, exit 8 (not a schema failure)
+                reply = Reply(keep_text=True)
+                reply.mask = streams.redactor.mask
+                show_whole(data, answer_printer(reply, out, streams, hold=True), out, streams)
+                return reply
             try:
                 value, text = parse_reply(data, schema)
             except AnswerMismatch as mismatch:
