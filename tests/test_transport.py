@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 
 import pytest
+from netfixtures import make_pki
 
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.settings import timeouts
@@ -267,35 +267,10 @@ def test_redact_userinfo(url, expected):
 
 @pytest.fixture(scope="module")
 def ca_file(tmp_path_factory):
-    """A self-signed CA certificate, made by openssl (an EC key: fast)."""
+    """A self-signed CA certificate ("anyfast test CA"), from the parity suite's throwaway PKI."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("ca")
-    cert, key = folder / "ca.pem", folder / "ca.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=anyfast test CA",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert
+    return make_pki(tmp_path_factory.mktemp("ca")).ca_pem
 
 
 def subjects(context: ssl.SSLContext) -> list:
