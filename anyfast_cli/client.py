@@ -102,14 +102,6 @@ class ApiClient:
     def __exit__(self, *exc_info) -> None:
         self._http.close()
 
-    def send(self, body: dict) -> dict:
-        """One whole (non-streamed) response object."""
-        return self._send(body)
-
-    def stream(self, body: dict) -> Iterator[dict]:
-        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
-        yield from self._stream(body)
-
     def _attempts(self, body: dict) -> Attempts:
         self._log(
             f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}"
@@ -131,7 +123,8 @@ class ApiClient:
         connect, read = attempts.timeouts(self.policy.connect_timeout, self.policy.read_timeout)
         return httpx.Timeout(read, connect=connect)
 
-    def _send(self, body: dict) -> dict:
+    def send(self, body: dict) -> dict:
+        """One whole (non-streamed) response object."""
         attempts = self._attempts(body)
         while True:
             started = time.monotonic()
@@ -153,7 +146,8 @@ class ApiClient:
             self._log(retry.note)
             self._sleep(retry.delay)
 
-    def _stream(self, body: dict) -> Iterator[dict]:
+    def stream(self, body: dict) -> Iterator[dict]:
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
         attempts = self._attempts(body)
         headers = {**self._headers, "Accept": "text/event-stream"}
         while True:

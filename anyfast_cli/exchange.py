@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from anyfast_cli.errors import ApiError, NetworkError, StreamError, api_error_for_status, one_line
-from anyfast_cli.retry import MAX_RETRY_AFTER, is_retryable_status, plan_retry
+from anyfast_cli.errors import MESSAGE_LIMIT, ApiError, NetworkError, StreamError, api_error_for_status, one_line
+from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.sse import EventTooLarge, SSEDecoder
 from anyfast_cli.text import fix_surrogates, is_high_surrogate
 
@@ -95,9 +95,9 @@ class Body:
     Content-Length declares it) is an error; of an error response only the first
     ERROR_BODY_BYTES are kept, which hold its message."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], *, limit: int | None = None) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str]) -> None:
         self.answer = is_answer_status(status)
-        self.limit = limit if limit is not None else MAX_BODY_BYTES if self.answer else ERROR_BODY_BYTES
+        self.limit = MAX_BODY_BYTES if self.answer else ERROR_BODY_BYTES
         self.full = False
         self._buffer = bytearray()
         length = declared_length(headers)
@@ -372,7 +372,7 @@ class Attempts:
             raise error
         plan = plan_retry(self.number, self.retries, self._rng, status=status, headers=headers, now=self._clock())
         if plan.delay is None:
-            if plan.wait_too_long and is_retryable_status(status) and self.number < self.retries:  # the wait was why
+            if plan.wait_too_long:  # the wait was why
                 error.message += f" (the server asks to wait {plan.retry_after:.0f} s; anyfast waits at most {MAX_RETRY_AFTER:.0f} s)"
             raise error
         if self.too_late_to_retry(error, plan.delay):
@@ -459,12 +459,9 @@ def error_in_body(data) -> ApiError | None:
 
 def _shown(value) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False)[:MESSAGE_SHOWN]
+        return json.dumps(value, ensure_ascii=False)[:MESSAGE_LIMIT]
     except (ValueError, RecursionError):  # nested too deep to write back out
         return "an error object"
-
-
-MESSAGE_SHOWN = 300
 
 
 def answer_problem(data, *, chunk: bool = False) -> ApiError | None:

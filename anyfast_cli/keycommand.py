@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from anyfast_cli.reading import size_text
+
 KEY_COMMAND_TIMEOUT = 30.0  # seconds (a password manager may wait for a PIN)
 # A key is one short line; `pass show` may add a few lines after it. 64 KiB is far past any
 # real key command's output and small enough to hold.
@@ -96,7 +98,7 @@ def _read_bounded(proc: subprocess.Popen, deadline: float, max_bytes: int) -> by
         output += chunk
         if len(output) > max_bytes:
             raise KeyCommandFailed(
-                f"printed over the {max_bytes // 1024} KiB limit for its output; it should print only the key"
+                f"printed over the {size_text(max_bytes)} limit for its output; it should print only the key"
             )
 
 

@@ -4,7 +4,7 @@ st_size says nothing for a device, a FIFO or /proc (0), and a sparse file says 2
 not hold; so a size is trusted only to refuse early, and every read stops one byte past its
 limit. Each kind of input has its limit where it is read: the conversation or config file
 here, a prompt on stdin in streams.py, a batch line in batch/jobs.py, an attachment in
-attachments.py, api_key_command's output in commands/common.py.
+attachments.py, api_key_command's output in keycommand.py.
 """
 
 from __future__ import annotations

@@ -60,11 +60,7 @@ def backoff_delay(attempt: int, retry_after: float | None, rng: random.Random) -
 class RetryPlan:
     delay: float | None  # seconds to wait before the next attempt; None: the failure is final
     retry_after: float | None = None  # what the server asked for, if it said
-
-    @property
-    def wait_too_long(self) -> bool:
-        """The server asked for a longer wait than anyfast gives it."""
-        return self.retry_after is not None and self.retry_after > MAX_RETRY_AFTER
+    wait_too_long: bool = False  # not retried only because the server asked for a longer wait than anyfast gives
 
 
 def plan_retry(
@@ -82,7 +78,7 @@ def plan_retry(
     if status is not None and not is_retryable_status(status):
         return RetryPlan(None, retry_after)
     if not should_retry(attempt, max_retries, retry_after):
-        return RetryPlan(None, retry_after)
+        return RetryPlan(None, retry_after, wait_too_long=attempt < max_retries)
     return RetryPlan(backoff_delay(attempt, retry_after, rng), retry_after)
 
 

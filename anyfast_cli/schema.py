@@ -14,8 +14,10 @@ when a schema is checked or an answer validated: other commands never load it.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from anyfast_cli.errors import UsageError
 
@@ -51,8 +53,6 @@ def parse_spec(spec: str, read_text: Callable[[str], str]) -> dict:
 
 
 def _existing_file(text: str) -> str | None:
-    import os
-
     return text if "\n" not in text and os.path.isfile(text) else None
 
 
@@ -212,8 +212,6 @@ def render_schema(schema: dict) -> str:
 
 
 # --- the request side: flags, response_format and its step-downs, repair turns (pure) ------------
-
-from dataclasses import dataclass  # noqa: E402
 
 MODES = ("json_schema", "json_object", "prompt")  # auto tries them in this order, on each 400
 MODE_CHOICES = ("auto", *MODES)

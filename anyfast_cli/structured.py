@@ -14,6 +14,8 @@ import json
 import math
 import re
 
+from anyfast_cli.text import SURROGATE
+
 # Levels of lists and mappings in any input value or request body. Real requests nest under 20
 # (a tool's JSON schema included); 100 keeps json, yaml and copy, which recurse a few Python
 # frames a level, far inside the interpreter's limit of 1,000 frames.
@@ -21,8 +23,6 @@ MAX_NESTING = 100
 # Digits in a JSON integer: past 4,300 Python can neither read nor write one (its own
 # int_max_str_digits default); no API field takes more than 20.
 MAX_INT_DIGITS = 4300
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ValueProblem(ValueError):
@@ -54,7 +54,7 @@ def text_problem(text: str) -> str | None:
     bytes that are not UTF-8 in an argument or the environment, or of a JSON "\\ud800"."""
     if text.isascii():  # constant time: the common case costs nothing
         return None
-    found = _SURROGATE.search(text)
+    found = SURROGATE.search(text)
     if found is None:
         return None
     return f"is not valid UTF-8 ({ascii(found.group())[1:-1]} at character {found.start() + 1})"

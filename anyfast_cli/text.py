@@ -15,11 +15,10 @@ from __future__ import annotations
 import codecs
 import re
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")  # also structured.text_problem
 # C0 controls but tab and newline (a CR only when no newline follows it), DEL, and C1 controls.
 _CONTROL = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # What json.dumps(ensure_ascii=False) leaves raw but must not reach a terminal or a UTF-8 encoder.
-_JSON_RAW_SURROGATE = _SURROGATE
 _JSON_RAW_ON_TERMINAL = re.compile("[\x7f-\x9f\ud800-\udfff]")
 ESCAPE_ERRORS = "anyfast.escape"  # the codec error handler `escape_unencodable` uses
 
@@ -30,7 +29,7 @@ def is_high_surrogate(char: str) -> bool:
 
 def fix_surrogates(text: str) -> str:
     """Surrogate pairs joined into their character; a lone half becomes U+FFFD."""
-    if text.isascii() or _SURROGATE.search(text) is None:
+    if text.isascii() or SURROGATE.search(text) is None:
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
@@ -59,7 +58,7 @@ def escape_json_text(text: str, *, terminal: bool = False) -> str:
     (a reader can still join the halves of --json --stream chunks). With `terminal`, DEL and C1
     controls are escaped too (json.dumps escapes only C0), so the output cannot drive a terminal.
     Such characters can stand only inside JSON strings, where the escape means the same."""
-    pattern = _JSON_RAW_ON_TERMINAL if terminal else _JSON_RAW_SURROGATE
+    pattern = _JSON_RAW_ON_TERMINAL if terminal else SURROGATE
     if (not terminal and text.isascii()) or pattern.search(text) is None:
         return text
     return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -16,7 +16,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from anyfast_cli.errors import UsageError
 from anyfast_cli.settings import CA_ENV_NAMES, ENV_CA_DIR, proxy_env_names, timeouts
@@ -59,9 +59,14 @@ def network_policy(url: str, env: Mapping[str, str], timeout: float | None) -> N
 
 def host_port(url: str) -> str:
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = _port(parts)
     host = parts.hostname or ""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port(parts: SplitResult) -> int:
+    """The URL's port, or its scheme's default."""
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # --- proxies ---------------------------------------------------------------------------------
@@ -76,8 +81,7 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
         value = (env.get(name) or "").strip()
         if not value:
             continue
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if bypasses_proxy(parts.hostname or "", port, _no_proxy(env)):
+        if bypasses_proxy(parts.hostname or "", _port(parts), _no_proxy(env)):
             return None
         return _checked_proxy(name, value)
     return None

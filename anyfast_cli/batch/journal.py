@@ -146,6 +146,7 @@ class ResultSink:
 
     def __init__(self, path: str | None, stdout: TextIO, *, append: bool) -> None:
         self._stdout = stdout
+        self._redactor = getattr(stdout, "redactor", None)  # stdout's own writes pass it already
         self._path = path
         self._fd = None
         if path is not None:
@@ -153,7 +154,10 @@ class ResultSink:
 
     def holds_data(self) -> bool:
         """Whether the file already holds something (--dry-run never writes over it)."""
-        return self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode) and os.fstat(self._fd).st_size > 0
+        if self._fd is None:
+            return False
+        info = os.fstat(self._fd)
+        return stat.S_ISREG(info.st_mode) and info.st_size > 0
 
     def resume(self, wanted: Mapping[str, str]) -> Resumed:
         """--resume: rewrite the file to hold only the answers still wanted, each once (see
@@ -184,12 +188,11 @@ class ResultSink:
         streams' stdout (the key masked, answers echoing it included), and surrogate halves
         are written as JSON escapes (render_json), so no answer can fail the write."""
         line = render_json(result) + "\n"
-        redactor = getattr(self._stdout, "redactor", None)
-        if redactor:
-            line = redactor.mask(line)
         if self._fd is None:
-            write_flushed(self._stdout, line)
+            write_flushed(self._stdout, line)  # masked by stdout itself (streams.SafeWriter)
             return
+        if self._redactor:
+            line = self._redactor.mask(line)
         data = line.encode("utf-8")
         try:
             while data:  # one write() in practice; the loop only covers a short write

@@ -36,6 +36,7 @@ from anyfast_cli.exchange import (
 )
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
 from anyfast_cli.retry import parse_retry_after
+from anyfast_cli.schema import DEFAULT_REPAIR
 from anyfast_cli.transport import NetworkPolicy, network_policy
 
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
@@ -60,7 +61,7 @@ class RunConfig:
     ordered: bool = False
     env: Mapping[str, str] = field(default_factory=dict)  # for the proxy and trust store (transport.py)
     schema_mode: str = "auto"  # --schema: how to ask for JSON (auto steps down on a 400, per model)
-    repair: int = 1  # --schema: re-asks of an answer that is not valid
+    repair: int = DEFAULT_REPAIR  # --schema: re-asks of an answer that is not valid
     fail_on_tool_calls: bool = False  # --fail-on-tool-calls: an answer that asks for tool calls fails its record
 
 

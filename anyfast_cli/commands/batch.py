@@ -65,6 +65,7 @@ def run_batch(
     flags: BatchFlags, *, settings_flags: SettingFlags, request: RequestFlags, streams: Streams, schema_flags=None
 ) -> ExitCode:
     from anyfast_cli.commands.schema_answer import schema_mode, schema_of
+    from anyfast_cli.schema import DEFAULT_REPAIR
 
     schema = schema_of(schema_flags)  # --schema: a bad SPEC is exit 2 before the input is read
     shard, shard_origin = parse_shard(flags.shard, streams.env)
@@ -84,7 +85,7 @@ def run_batch(
         schema=schema,
     )
     mode = schema_mode(schema_flags, settings)
-    repair = schema_flags.repair if schema_flags is not None and schema_flags.repair is not None else None
+    repair = DEFAULT_REPAIR if schema_flags is None or schema_flags.repair is None else schema_flags.repair
     with input_lines(flags.input, streams) as lines:
         refuse_output_as_input(flags.output, lines)  # before the output is opened, let alone emptied
         scan = scan_input(lines, options, shard)
@@ -351,7 +352,7 @@ def send_all(
     streams: Streams,
     *,
     schema_mode: str = "auto",
-    repair: int | None = None,
+    repair: int,
 ) -> None:
     import asyncio
 
@@ -378,7 +379,7 @@ def send_all(
         env=streams.env,
         fail_on_tool_calls=flags.fail_on_tool_calls,
         schema_mode=schema_mode,
-        **({} if repair is None else {"repair": repair}),
+        repair=repair,
     )
     log = streams.say if flags.verbose else None
     # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.

@@ -93,6 +93,6 @@ def run_chat(
         if reply.choice_count > 1:
             streams.warn(f"--save keeps choice 0 of the {reply.choice_count} the answer holds")
         save_conversation(conversation, save)
-    if getattr(reply, "asks_for_tools", False):
+    if reply is not None and reply.asks_for_tools:
         return ExitCode.TOOL_CALLS
     return ExitCode.OK

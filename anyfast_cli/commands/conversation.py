@@ -138,17 +138,23 @@ def unanswered_calls(messages: list[dict]) -> dict:
     for message in messages:
         role = message.get("role")
         if role == "assistant":
-            waiting = {}
-            for call in message.get("tool_calls") or ():
-                if isinstance(call, dict) and call.get("id"):
-                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
-                    waiting[str(call["id"])] = function.get("name") or "?"
+            waiting = _calls_of(message)
         elif role == "tool":
             waiting.pop(str(message.get("tool_call_id")), None)
         elif role == "user":
             if waiting:
                 break  # a user turn after unanswered calls: checked below
     return waiting
+
+
+def _calls_of(message: dict) -> dict:
+    """An assistant message's tool calls: id -> function name, in order."""
+    calls: dict = {}
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict) and call.get("id"):
+            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            calls[str(call["id"])] = function.get("name") or "?"
+    return calls
 
 
 def check_tool_calls_answered(messages: list[dict]) -> None:
@@ -163,10 +169,7 @@ def check_tool_calls_answered(messages: list[dict]) -> None:
         if waiting:
             break
         if role == "assistant":
-            for call in message.get("tool_calls") or ():
-                if isinstance(call, dict) and call.get("id"):
-                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
-                    waiting[str(call["id"])] = function.get("name") or "?"
+            waiting = _calls_of(message)
     if waiting:
         call_id, name = next(iter(waiting.items()))
         raise UsageError(

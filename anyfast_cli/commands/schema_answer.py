@@ -83,8 +83,7 @@ def exchange_structured(
                     continue
                 raise
             if tool_calls_in(data):  # the model asks to act first: its calls, exit 8 (not a schema failure)
-                reply = Reply(keep_text=True)
-                reply.mask = streams.redactor.mask
+                reply = _kept_reply(streams)
                 show_whole(data, answer_printer(reply, out, streams, hold=True), out, streams)
                 return reply
             try:
@@ -100,11 +99,17 @@ def exchange_structured(
                 _show(data, out, streams, valid=False)
                 raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
             _show(data, out, streams, valid=True, value=value)
-            reply = Reply(keep_text=True)
-            reply.mask = streams.redactor.mask
+            reply = _kept_reply(streams)
             reply.absorb(data)
             reply.content_parts = [text]  # what the model said, as said (fenced or not)
             return reply
+
+
+def _kept_reply(streams: Streams) -> Reply:
+    """A Reply that keeps the answer's text (for --save), masked as everything written is."""
+    reply = Reply(keep_text=True)
+    reply.mask = streams.redactor.mask
+    return reply
 
 
 def _failure_text(mismatch: AnswerMismatch) -> str:
