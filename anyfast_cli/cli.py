@@ -110,6 +110,50 @@ SETTING_OPTIONS = [
             ),
         ],
     ),
+    _option(
+        "usage_log",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--usage-log",
+                metavar="FILE",
+                help="Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].",
+            ),
+        ],
+    ),
+    _option(
+        "prices",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--prices",
+                metavar="FILE",
+                help="Prices per million tokens by model or glob (YAML or JSON) [config prices].",
+            ),
+        ],
+    ),
+    _option(
+        "budget",
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--budget",
+                metavar="AMOUNT",
+                help="Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].",
+            ),
+        ],
+    ),
+    _option(
+        "budget_tokens",
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--budget-tokens",
+                metavar="N",
+                help="Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].",
+            ),
+        ],
+    ),
 ]
 
 REQUEST_OPTIONS = [
@@ -795,6 +839,98 @@ def schema_command(
         from anyfast_cli.commands.schema_answer import run_schema
 
         return run_schema(spec, multi=multi, streams=streams)
+
+    guarded(run)
+
+
+USAGE_EXAMPLES = """\b
+Examples:
+  anyfast usage                                  # the configured usage log (--usage-log, ANYFAST_USAGE_LOG)
+  anyfast usage ~/.local/state/anyfast/usage.jsonl --by day --since 7d
+  anyfast usage ci-usage.jsonl --by model --json | jq '.[].cost'
+"""
+
+
+@app.command("usage", context_settings=CONTEXT, epilog=USAGE_EXAMPLES)
+@with_option_groups
+def usage_command(
+    files: Annotated[
+        Optional[List[str]],
+        typer.Argument(
+            metavar="[FILE]...", help="Usage logs to total [default: the configured usage log].", show_default=False
+        ),
+    ] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--by", metavar="model|day|command|profile", help="One row per model, UTC day, command or profile."
+        ),
+    ] = None,
+    since: Annotated[
+        Optional[str],
+        typer.Option("--since", metavar="DURATION|DATE", help="Only requests since then: 7d, 12h, 30m, 2026-12-01."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON array.")] = False,
+    settings_flags=None,
+) -> None:
+    """Total what the usage log says was spent: requests, tokens, cost (per currency)."""
+
+    def run(streams):
+        from anyfast_cli.commands.common import load_settings
+        from anyfast_cli.commands.usage import run_usage
+
+        log = None if files else load_settings(settings_flags, streams).usage_log
+        return run_usage(files or [], by=by, since=since, as_json=as_json, log_setting=log, streams=streams)
+
+    guarded(run)
+
+
+MODELS_EXAMPLES = """\b
+Examples:
+  anyfast models
+  anyfast models 'doubao-*'
+  anyfast models --check doubao-seed-1-6-251015 --check glm-4-7-251222 || exit 1
+"""
+
+
+@app.command("models", context_settings=CONTEXT, epilog=MODELS_EXAMPLES)
+@with_option_groups
+def models_command(
+    pattern: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="[PATTERN]",
+            help="Only ids matching this glob ('doubao-*') or containing this text.",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--check", metavar="MODEL", help="Exit 1, naming each, unless every MODEL is served (repeatable)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the response object as received.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show URL, status and request id on stderr.")
+    ] = False,
+    settings_flags=None,
+) -> None:
+    """List the models the gateway serves to this key (GET /models), one id per line."""
+
+    def run(streams):
+        from anyfast_cli.commands.common import OutputFlags, load_settings
+        from anyfast_cli.commands.models import run_models
+
+        settings = load_settings(settings_flags, streams)
+        return run_models(
+            pattern,
+            check=check or [],
+            as_json=as_json,
+            settings=settings,
+            out=OutputFlags(verbose=verbose),
+            streams=streams,
+        )
 
     guarded(run)
 

@@ -28,6 +28,7 @@ from anyfast_cli.exchange import (
     header_text,
     is_answer_status,
     read_answer,
+    read_json,
     request_id_of,
     whole_as_chunk,
 )
@@ -85,6 +86,7 @@ class ApiClient:
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        self.base_url = base_url.rstrip("/")
         self.url = endpoint_url(base_url)
         self.retries = retries
         self.max_time = max_time
@@ -102,9 +104,9 @@ class ApiClient:
     def __exit__(self, *exc_info) -> None:
         self._http.close()
 
-    def _attempts(self, body: dict) -> Attempts:
+    def _attempts(self, body: dict, request_line: str | None = None) -> Attempts:
         self._log(
-            f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}"
+            (request_line or f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}")
             + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else "")
         )
         return Attempts(
@@ -142,6 +144,28 @@ class ApiClient:
             else:
                 if is_answer_status(response.status_code):
                     return read_answer(content, response.status_code, response.reason_phrase)
+                retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
+            self._log(retry.note)
+            self._sleep(retry.delay)
+
+    def get_json(self, path: str) -> object:
+        """GET {base_url}/{path} (`models`): the JSON it answers, with send()'s retries and bounds."""
+        url = f"{self.base_url}/{path}"
+        attempts = self._attempts({}, f"GET {url}")
+        while True:
+            started = time.monotonic()
+            try:
+                with (
+                    self._http.stream("GET", url, headers=self._headers, timeout=self._timeout(attempts)) as response,
+                    deadline_watch(response, attempts),
+                ):
+                    self._log_response(response, started)
+                    content = read_body(response)
+            except httpx.TransportError as exc:
+                retry = attempts.after_network(net_failure(exc, self.policy))
+            else:
+                if is_answer_status(response.status_code):
+                    return read_json(content)
                 retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
             self._log(retry.note)
             self._sleep(retry.delay)

@@ -57,6 +57,11 @@ class ExitCode(IntEnum):
         "tool calls",
         "The model answered with tool calls (printed on stdout, one JSON line each), not a final answer.",
     )
+    BUDGET = (
+        9,
+        "budget reached",
+        "A budget (--budget, --budget-tokens) was reached: nothing more was sent.",
+    )
     INTERRUPTED = 130, "interrupted", "Interrupted (Ctrl-C)."
     BROKEN_PIPE = (
         141,
@@ -138,6 +143,15 @@ class SchemaMismatchError(AnyfastError):
     truncated or refused)."""
 
     exit_code = ExitCode.SCHEMA_MISMATCH
+
+
+class BudgetError(AnyfastError):
+    """--budget or --budget-tokens is reached: nothing more is sent."""
+
+    exit_code = ExitCode.BUDGET
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="budget")
 
 
 class StreamError(AnyfastError):

@@ -416,6 +416,17 @@ def read_answer(content: bytes, status: int = 200, reason: str = "OK") -> dict:
     return data
 
 
+def read_json(content: bytes) -> object:
+    """A whole JSON body that is not a chat completion (`GET /models`)."""
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        raise ApiError("the server's answer is not JSON", code="invalid_response") from None
+    if nested_deeper(data, MAX_NESTING):
+        raise ApiError(f"the server's answer is JSON nested more than {MAX_NESTING} deep", code="invalid_response")
+    return data
+
+
 # How deep a whole answer may nest. A chat completion nests about 6 deep (tool arguments and
 # structured output are strings inside it); an answer that parsed may still be too deep for
 # the writer, which sits deeper in the stack (a batch line wraps the body in two more levels).

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
+from anyfast_cli.prices import NO_PRICES, PriceTable, non_negative, parse_prices
 from anyfast_cli.structured import MAX_INT_DIGITS, MAX_NESTING, ValueProblem, check_value, number_problem, text_problem
 
 DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
@@ -28,6 +29,7 @@ ENV_MODEL = "ANYFAST_MODEL"
 ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
+ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
 
 # The network's own variables, as curl, pip and requests read them (transport.py applies them).
 ENV_CA_FILE = "SSL_CERT_FILE"
@@ -65,6 +67,10 @@ SETTING_KEYS = (
     "max_time",
     "retries",
     "schema_mode",
+    "usage_log",
+    "prices",
+    "budget",
+    "budget_tokens",
 )
 
 
@@ -80,6 +86,21 @@ class SettingFlags:
     timeout: float | None = None
     max_time: float | None = None
     retries: int | None = None
+    usage_log: str | None = None
+    prices: str | None = None  # --prices FILE; its data reaches resolve_settings as `prices_file`
+    budget: float | None = None
+    budget_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """--budget (money, in the prices' currency) and --budget-tokens; None: no cap."""
+
+    money: float | None = None
+    tokens: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.money is not None or self.tokens is not None
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,9 @@ class Settings:
     origins: dict = field(default_factory=dict)  # setting name -> flag/environment/file/profile/default
     max_time: float | None = None  # seconds for the whole request, every attempt included (None: no bound)
     schema_mode: str | None = None  # --schema's response_format mode from the profile (None: auto)
+    usage_log: str | None = None
+    prices: PriceTable = NO_PRICES
+    budget: BudgetLimits = BudgetLimits()
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -124,7 +148,7 @@ def parse_config(text: str, path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config must be a mapping of keys, not {type(data).__name__}")
-    unknown = sorted(set(data) - {"profile", "profiles"}, key=str)
+    unknown = sorted(set(data) - {"profile", "profiles", "prices"}, key=str)
     if unknown:
         raise UsageError(
             f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}",
@@ -344,6 +368,7 @@ def resolve_settings(
     path: str = "",
     default_retries: int = 2,
     file_model: str | None = None,
+    prices_file: tuple | None = None,
 ) -> Settings:
     """Combine flags, environment, the chosen profile and defaults into Settings."""
     profile_name, profile_origin, profile = _choose_profile(flags, env, config, path)
@@ -379,6 +404,12 @@ def resolve_settings(
     max_time = checked("max_time", _max_time, pick("max_time", flags.max_time, None, None))
     retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
     schema_mode = checked("schema_mode", _schema_mode, pick("schema_mode", None, None, None))
+    usage_log = checked("usage_log", _file_name, pick("usage_log", flags.usage_log, ENV_USAGE_LOG, None))
+    budget = BudgetLimits(
+        checked("budget", _budget, pick("budget", flags.budget, None, None)),
+        checked("budget_tokens", _budget_tokens, pick("budget_tokens", flags.budget_tokens, None, None)),
+    )
+    prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
         base_url=base_url.rstrip("/"),
@@ -387,6 +418,9 @@ def resolve_settings(
         retries=retries,
         max_time=max_time,
         schema_mode=schema_mode,
+        usage_log=usage_log,
+        prices=prices,
+        budget=budget,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -488,6 +522,38 @@ def _schema_mode(value) -> str | None:
     from anyfast_cli.schema import check_mode
 
     return check_mode(value if isinstance(value, str) else repr(value), "schema_mode")
+
+
+def _prices(prices_file: tuple | None, profile: Mapping, config: Mapping, label: str, path: str) -> PriceTable:
+    """--prices FILE, else the profile's prices, else the config's top-level prices."""
+    if prices_file is not None:
+        data, source = prices_file
+        return parse_prices(data, source)
+    if "prices" in profile:
+        return parse_prices(profile["prices"], label)
+    return parse_prices(config.get("prices"), path or "config")
+
+
+def _file_name(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or text_problem(value):
+        raise UsageError(f"usage_log must be a file name, got {value!r}")
+    return value
+
+
+def _budget(value) -> float | None:
+    return None if value is None else non_negative(value, "--budget (budget)")
+
+
+def _budget_tokens(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"--budget-tokens (budget_tokens) must be a whole number, 0 or more, got {value!r}")
+    return value
 
 
 def _max_time(value) -> float | None:

@@ -477,6 +477,8 @@ class Gateway:
         self.chunks = 3  # pieces a default streamed answer is cut into
         self.aliases: dict[str, str] = {}  # model sent -> model named in the answer (new-api's aliases)
         self.limiter = None  # a rate limiter from gateway_limits.py, asked before each default answer
+        # The models this key is served (GET /v1/models); a chat request for another is new-api's 503.
+        self.served: list[str] | None = None
         self.ssl_context = ssl_context  # serve HTTPS with this context
         self.handshakes = 0  # TLS handshakes attempted (failed ones included)
         self.handshake_errors: list[str] = []
@@ -539,6 +541,7 @@ class Gateway:
         self.latency = 0.0
         self.chunks = 3
         self.aliases = {}
+        self.served = None
         self.limiter = None
         self.handshakes = 0
         self.handshake_errors = []
@@ -693,8 +696,13 @@ class Gateway:
         if self.latency:
             await asyncio.sleep(self.latency)
         body = request.body or {}
+        if request.method == "GET" and request.path.rstrip("/") == "/v1/models":
+            served = self.served if self.served is not None else ["doubao-seed-1-6-vision-250815", "m"]
+            return Json({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "x"} for m in served]})
         if request.path.rstrip("/") != "/v1/chat/completions":
             return Json(error_body(f"no route {request.path}"), status=404)
+        if self.served is not None and body.get("model") not in self.served:
+            return model_not_found(str(body.get("model")), event_stream=bool(body.get("stream")))
         if (
             not request.headers.get("authorization", "").startswith("Bearer ")
             or request.headers["authorization"] == "Bearer "

@@ -78,8 +78,25 @@ def load_settings(
 ) -> Settings:
     config, path = read_config(flags, streams)
     return resolve_settings(
-        flags, streams.env, config, path=path, default_retries=default_retries, file_model=file_model
+        flags,
+        streams.env,
+        config,
+        path=path,
+        default_retries=default_retries,
+        file_model=file_model,
+        prices_file=read_prices(flags.prices) if flags.prices else None,
     )
+
+
+def read_prices(path: str) -> tuple:
+    """--prices FILE: its data (YAML or JSON) and its name, for errors."""
+    from anyfast_cli.inputs import load_structured
+
+    try:
+        text, _ = read_document(path, "a prices file")
+    except OSError as exc:
+        raise UsageError(f"cannot read prices file {path}: {exc.strerror or exc}") from None
+    return load_structured(text, path), path
 
 
 def resolve_api_key(source: KeySource | None, env) -> str:
