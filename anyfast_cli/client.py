@@ -32,8 +32,13 @@ from anyfast_cli.exchange import (
     request_id_of,
     whole_as_chunk,
 )
-from anyfast_cli.request import auth_headers, endpoint_url
+from anyfast_cli.meter import Meter
+from anyfast_cli.prices import NO_PRICES
+from anyfast_cli.request import auth_headers, encode_body, endpoint_url
+from anyfast_cli.result import RequestContext, RequestResult, Trace, build_result
 from anyfast_cli.transport import NetworkPolicy, network_policy, redact_userinfo
+
+UNMETERED = RequestContext("", "", NO_PRICES)  # a client without a meter still notes its last result
 
 
 def build_http_client(policy: NetworkPolicy, transport: httpx.BaseTransport | None = None) -> httpx.Client:
@@ -85,6 +90,7 @@ class ApiClient:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = endpoint_url(base_url)
@@ -92,11 +98,14 @@ class ApiClient:
         self.max_time = max_time
         self.policy = network_policy(self.url, env if env is not None else {}, timeout)
         self._headers = auth_headers(api_key)
+        self._post_headers = {**self._headers, "Content-Type": "application/json"}
         self._http = build_http_client(self.policy, transport)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
         self._log = log or (lambda message: None)
+        self.meter = meter
+        self.last_result: RequestResult | None = None  # of the latest chat request
 
     def __enter__(self) -> "ApiClient":
         return self
@@ -128,25 +137,59 @@ class ApiClient:
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object."""
         attempts = self._attempts(body)
-        while True:
-            started = time.monotonic()
-            try:
-                with (
-                    self._http.stream(
-                        "POST", self.url, json=body, headers=self._headers, timeout=self._timeout(attempts)
-                    ) as response,
-                    deadline_watch(response, attempts),
-                ):
-                    self._log_response(response, started)
-                    content = read_body(response)
-            except httpx.TransportError as exc:
-                retry = attempts.after_network(net_failure(exc, self.policy))
-            else:
-                if is_answer_status(response.status_code):
-                    return read_answer(content, response.status_code, response.reason_phrase)
-                retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
-            self._log(retry.note)
-            self._sleep(retry.delay)
+        with self._metered(body, attempts) as trace:
+            while True:
+                started = time.monotonic()
+                try:
+                    with (
+                        self._http.stream(
+                            "POST",
+                            self.url,
+                            content=trace.payload,
+                            headers=self._post_headers,
+                            timeout=self._timeout(attempts),
+                        ) as response,
+                        deadline_watch(response, attempts),
+                    ):
+                        self._log_response(response, started, trace)
+                        content = read_body(response)
+                except httpx.TransportError as exc:
+                    retry = attempts.after_network(net_failure(exc, self.policy))
+                else:
+                    if is_answer_status(response.status_code):
+                        data = read_answer(content, response.status_code, response.reason_phrase)
+                        trace.note_answer(data)
+                        return data
+                    retry = attempts.after_status(
+                        response.status_code, response.headers, content, response.reason_phrase
+                    )
+                self._log(retry.note)
+                self._sleep(retry.delay)
+
+    @contextmanager
+    def _metered(self, body: dict, attempts: Attempts) -> Iterator[Trace]:
+        """One chat request from start to end: the budget is checked before it is sent, and its
+        result, however it ends, is built once (result.build_result) and handed to the meter."""
+        if self.meter is not None:
+            self.meter.before_request()
+        trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body))
+        error = None
+        try:
+            yield trace
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.last_result = build_result(
+                self.meter.context if self.meter is not None else UNMETERED,
+                trace,
+                ended=time.monotonic(),
+                now=self._clock(),
+                attempts=attempts.number + 1,
+                error=error,
+            )
+            if self.meter is not None:
+                self.meter.record(self.last_result)
 
     def get_json(self, path: str) -> object:
         """GET {base_url}/{path} (`models`): the JSON it answers, with send()'s retries and bounds."""
@@ -173,18 +216,22 @@ class ApiClient:
     def stream(self, body: dict) -> Iterator[dict]:
         """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
         attempts = self._attempts(body)
-        headers = {**self._headers, "Accept": "text/event-stream"}
+        with self._metered(body, attempts) as trace:
+            yield from self._stream(body, attempts, trace)
+
+    def _stream(self, body: dict, attempts: Attempts, trace: Trace) -> Iterator[dict]:
+        headers = {**self._post_headers, "Accept": "text/event-stream"}
         while True:
             started = time.monotonic()
             answer = AnswerStream()
             try:
                 with (
                     self._http.stream(
-                        "POST", self.url, json=body, headers=headers, timeout=self._timeout(attempts)
+                        "POST", self.url, content=trace.payload, headers=headers, timeout=self._timeout(attempts)
                     ) as response,
                     deadline_watch(response, attempts),
                 ):
-                    self._log_response(response, started)
+                    self._log_response(response, started, trace)
                     if not is_answer_status(response.status_code):
                         content = read_body(response)
                         retry = attempts.after_status(
@@ -192,9 +239,9 @@ class ApiClient:
                         )
                     elif "json" in response.headers.get("content-type", ""):
                         # Some gateways answer a stream request with one whole JSON object.
-                        yield whole_as_chunk(
-                            read_answer(read_body(response), response.status_code, response.reason_phrase)
-                        )
+                        data = read_answer(read_body(response), response.status_code, response.reason_phrase)
+                        trace.note_answer(data)
+                        yield whole_as_chunk(data)
                         return
                     else:
                         for data in response.iter_bytes():  # decoded: a gzip bomb counts at its inflated size
@@ -202,6 +249,8 @@ class ApiClient:
                             if answer.done:
                                 break  # whatever follows [DONE] is not read
                         yield from answer.close()
+                        trace.usage, trace.finish_reason = answer.usage, answer.finish_reason
+                        trace.tool_calls = answer.finish_reason == "tool_calls"
                         return
             except (httpx.TransportError, StreamTruncated) as exc:
                 failure = net_failure(exc, self.policy)
@@ -214,12 +263,15 @@ class ApiClient:
             self._log(retry.note)
             self._sleep(retry.delay)
 
-    def _log_response(self, response: httpx.Response, started: float) -> None:
-        """-v: the status and request id, when the headers have come."""
-        request_id = request_id_of(response.headers) or "-"
+    def _log_response(self, response: httpx.Response, started: float, trace: Trace | None = None) -> None:
+        """-v: the status and request id, when the headers have come; the id is noted for the result."""
+        request_id = request_id_of(response.headers)
+        if trace is not None:
+            trace.request_id = request_id
         elapsed = time.monotonic() - started
         self._log(
-            f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, request id {request_id}"
+            f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, "
+            f"request id {request_id or '-'}"
         )
 
 

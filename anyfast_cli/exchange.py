@@ -526,6 +526,8 @@ class AnswerStream:
         self._open_choices: set = set()  # choice indexes seen without a finish_reason yet
         self._finished_any = False
         self._closing = False
+        self.usage = None  # the last usage object the stream carried (for the request's result)
+        self.finish_reason: str | None = None  # the first finish_reason sent
 
     def feed(self, data: bytes) -> list[dict]:
         self.received += len(data)
@@ -582,11 +584,15 @@ class AnswerStream:
         return out
 
     def _note_choices(self, chunk: dict) -> None:
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             if not isinstance(index, (int, str)):
                 index = None  # a list or an object cannot be a set member; one odd index stands for all
             if choice.get("finish_reason"):
+                if self.finish_reason is None:
+                    self.finish_reason = str(choice["finish_reason"])
                 self._open_choices.discard(index)
                 self._finished_any = True
             else:

@@ -103,9 +103,18 @@ def _count(value) -> str:
     return value if isinstance(value, str) and len(value) <= 20 else "?"
 
 
-def print_usage(usage: dict | None, note) -> None:
-    """The usage line, through `note` (Streams.note: the one writer for diagnostics)."""
-    note(render_usage(usage) + "\n")
+def print_usage(usage: dict | None, note, result=None) -> None:
+    """The usage line, with the cost when the model has a price (`result`: the request's
+    RequestResult), through `note` (Streams.note: the one writer for diagnostics)."""
+    cost = ""
+    if result is not None and result.cost is not None:
+        cost = f"; cost {render_cost(result.cost)}" + (f" {result.currency}" if result.currency else "")
+    note(render_usage(usage) + cost + "\n")
+
+
+def render_cost(amount: float) -> str:
+    """Money as people read it: up to 6 decimals, no trailing zeros (the log keeps it unrounded)."""
+    return f"{amount:.6f}".rstrip("0").rstrip(".") or "0"
 
 
 class TextPrinter:

@@ -3,6 +3,7 @@ its URL and its headers."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -109,6 +110,11 @@ def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, 
     return body
 
 
+def encode_body(body: dict) -> bytes:
+    """The body's bytes as both transports send them (and as the usage log's body_sha256 hashes them)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def with_media(message: dict, image_urls=(), video_parts=()) -> dict:
     """The message with image and video parts after its text (content becomes a list of parts)."""
     if not image_urls and not video_parts:
@@ -188,7 +194,6 @@ BODY_FIELDS = frozenset(
 
 def estimate_tokens(body: dict) -> int:
     """A rough token count for client-side --tpm pacing: ~4 characters a token, plus max_tokens."""
-    import json
 
     prompt = len(json.dumps(body.get("messages", ()), ensure_ascii=False)) // 4 + 1
     return prompt + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)

@@ -7,9 +7,8 @@ and batch's summary totals it. Pure: the caller passes the clock's readings in.
 
 from __future__ import annotations
 
-import hashlib
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from anyfast_cli.errors import AnyfastError, ExitCode, Terminated
 from anyfast_cli.prices import PriceTable, cost
@@ -122,11 +121,15 @@ class RequestContext:
 
 
 def body_digest(payload: bytes) -> str:
+    import hashlib  # loaded only once a request has been sent
+
     return hashlib.sha256(payload).hexdigest()
 
 
 def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """2026-12-07T03:31:23.123Z (UTC, milliseconds)."""
+    seconds = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((epoch - seconds) * 1000):03d}Z"
 
 
 def status_name(error: BaseException | None) -> str:
@@ -137,6 +140,8 @@ def status_name(error: BaseException | None) -> str:
         return "terminated"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(error, GeneratorExit):  # the reader stopped reading (stdout closed)
+        return "closed"
     code = getattr(error, "code", None)
     if code == "network_error":
         return "network"
@@ -157,46 +162,66 @@ def exit_of(error: BaseException | None, *, tool_calls: bool = False) -> int:
         return 128 + error.signum
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
+    if isinstance(error, GeneratorExit):
+        return int(ExitCode.BROKEN_PIPE)
     return int(getattr(error, "exit_code", ExitCode.API))
+
+
+@dataclass
+class Trace:
+    """What a transport shell notes of one request while it runs, for build_result."""
+
+    model: str
+    started: float  # monotonic
+    payload: bytes | None = None  # the body as sent
+    custom_id: str | None = None
+    request_id: str | None = None
+    usage: object = None  # the response's usage object, as received
+    finish_reason: str | None = None
+    tool_calls: bool = False
+    cache: str | None = None
+
+    def note_answer(self, data: dict) -> None:
+        """A whole answer, or a stream chunk that carries usage or a finish_reason."""
+        usage = data.get("usage")
+        if usage:
+            self.usage = usage
+        for choice in data.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                if self.finish_reason is None:
+                    self.finish_reason = str(choice["finish_reason"])
+                if choice["finish_reason"] == "tool_calls" or (choice.get("message") or {}).get("tool_calls"):
+                    self.tool_calls = True
 
 
 def build_result(
     context: RequestContext,
+    trace: Trace,
     *,
-    model: str,
-    started: float,
     ended: float,
     now: float,
     attempts: int,
-    request_id: str | None = None,
-    usage=None,
     error: BaseException | None = None,
-    payload: bytes | None = None,
-    custom_id: str | None = None,
-    finish_reason: str | None = None,
-    tool_calls: bool = False,
-    cache: str | None = None,
 ) -> RequestResult:
-    """The one way a RequestResult is made. `started`/`ended` are monotonic readings; `now`
-    the wall clock when it ended; `usage` the response's usage object as received."""
-    counts = Usage.of(usage)
-    price = context.prices.price_for(model)
+    """The one way a RequestResult is made: `ended` is a monotonic reading, `now` the wall clock."""
+    counts = Usage.of(trace.usage)
+    price = context.prices.price_for(trace.model)
     return RequestResult(
         ts=rfc3339(now),
         command=context.command,
         profile=context.profile,
-        model=model,
-        request_id=request_id,
+        model=trace.model,
+        request_id=trace.request_id,
         status=status_name(error),
-        exit=exit_of(error, tool_calls=tool_calls),
+        exit=exit_of(error, tool_calls=trace.tool_calls),
         attempts=max(attempts, 1),
-        latency_ms=max(0, round((ended - started) * 1000)),
+        latency_ms=max(0, round((ended - trace.started) * 1000)),
         usage=counts,
         cost=cost(price, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens),
         currency=context.prices.currency if price is not None else None,
-        cache=cache,
-        custom_id=custom_id,
-        body_sha256=body_digest(payload) if payload is not None else None,
-        finish_reason=finish_reason,
+        cache=trace.cache,
+        custom_id=trace.custom_id,
+        body_sha256=body_digest(trace.payload) if trace.payload is not None else None,
+        finish_reason=trace.finish_reason,
         error=error if isinstance(error, AnyfastError) else None,
     )

@@ -29,8 +29,14 @@ class UsageLog:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        flags = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self._readable = True  # to see whether the last line has its newline
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._fd = os.open(path, os.O_RDWR | flags, 0o600)
+            except PermissionError:  # a log we may append to but not read: appended all the same
+                self._fd = os.open(path, os.O_WRONLY | flags, 0o600)
+                self._readable = False
         except IsADirectoryError:
             raise _refuse(path, "is a directory") from None
         except OSError as exc:
@@ -46,7 +52,7 @@ class UsageLog:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(self._fd).st_size
-            if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            if size and self._readable and os.pread(self._fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
             view = memoryview(data)
             while view:  # a regular file takes it in one write; a short write is finished, not lost

@@ -6,7 +6,7 @@
 function __anyfast_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' complete chat batch schema config
+            printf '%s\n' complete chat batch schema usage models config
         case config
             printf '%s\n' path show
     end
@@ -16,15 +16,19 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+        case usage
+            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+        case models
+            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
     end
 end
 
@@ -63,6 +67,8 @@ complete -c anyfast -n __anyfast_using -a complete -d 'One prompt, one answer on
 complete -c anyfast -n __anyfast_using -a chat -d 'A conversation: messages from a file, the reply appended and saved.'
 complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, concurrently, resumably; one result line per record.'
 complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them).'
+complete -c anyfast -n __anyfast_using -a usage -d 'Total what the usage log says was spent: requests, tokens, cost (per currency).'
+complete -c anyfast -n __anyfast_using -a models -d 'List the models the gateway serves to this key (GET /models), one id per line.'
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
 complete -c anyfast -n __anyfast_using -l version -d 'Print the version and exit.'
 complete -c anyfast -n __anyfast_using -s h -l help -d 'Show this message and exit.'
@@ -75,6 +81,10 @@ complete -c anyfast -n '__anyfast_using complete' -l config -r -F -d 'Config fil
 complete -c anyfast -n '__anyfast_using complete' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using complete' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using complete' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using complete' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using complete' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using complete' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using complete' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using complete' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -112,6 +122,10 @@ complete -c anyfast -n '__anyfast_using chat' -l config -r -F -d 'Config file [e
 complete -c anyfast -n '__anyfast_using chat' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using chat' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using chat' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using chat' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using chat' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using chat' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using chat' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using chat' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -157,6 +171,10 @@ complete -c anyfast -n '__anyfast_using batch' -l config -r -F -d 'Config file [
 complete -c anyfast -n '__anyfast_using batch' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using batch' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using batch' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using batch' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using batch' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using batch' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using batch' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using batch' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -178,6 +196,39 @@ complete -c anyfast -n '__anyfast_using batch' -s h -l help -d 'Show this messag
 complete -c anyfast -n '__anyfast_using batch' -F
 complete -c anyfast -n '__anyfast_using schema' -l multi -d 'The schema --schema-multi makes: {"items": [objects of SPEC]}.'
 complete -c anyfast -n '__anyfast_using schema' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using usage' -l by -x -d 'One row per model, UTC day, command or profile.'
+complete -c anyfast -n '__anyfast_using usage' -l since -x -d 'Only requests since then: 7d, 12h, 30m, 2026-12-01.'
+complete -c anyfast -n '__anyfast_using usage' -l json -d 'Print the rows as a JSON array.'
+complete -c anyfast -n '__anyfast_using usage' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using usage' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using usage' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using usage' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using usage' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using usage' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using usage' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using usage' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using usage' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using usage' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using usage' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using usage' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using usage' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using usage' -F
+complete -c anyfast -n '__anyfast_using models' -l check -x -d 'Exit 1, naming each, unless every MODEL is served (repeatable).'
+complete -c anyfast -n '__anyfast_using models' -l json -d 'Print the response object as received.'
+complete -c anyfast -n '__anyfast_using models' -s v -l verbose -d 'Show URL, status and request id on stderr.'
+complete -c anyfast -n '__anyfast_using models' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using models' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using models' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using models' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using models' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using models' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using models' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using models' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using models' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using models' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using models' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using models' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using models' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config' -a path -d 'Print the config file in use (it need not exist).'
 complete -c anyfast -n '__anyfast_using config' -a show -d 'Print the effective settings and their sources (key redacted).'
 complete -c anyfast -n '__anyfast_using config' -s h -l help -d 'Show this message and exit.'
@@ -189,6 +240,10 @@ complete -c anyfast -n '__anyfast_using config path' -l config -r -F -d 'Config 
 complete -c anyfast -n '__anyfast_using config path' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using config path' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using config path' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using config path' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using config path' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using config path' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using config path' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
 complete -c anyfast -n '__anyfast_using config show' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
@@ -199,4 +254,8 @@ complete -c anyfast -n '__anyfast_using config show' -l config -r -F -d 'Config 
 complete -c anyfast -n '__anyfast_using config show' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using config show' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using config show' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using config show' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using config show' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using config show' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using config show' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'

@@ -82,11 +82,18 @@ def run_chat(
         from anyfast_cli.commands.schema_answer import exchange_structured
 
         reply = exchange_structured(
-            settings, api_messages(conversation), fields, out, streams, schema=schema, flags=schema_flags
+            settings,
+            api_messages(conversation),
+            fields,
+            out,
+            streams,
+            schema=schema,
+            flags=schema_flags,
+            command="chat",
         )
     else:
         reply = exchange(
-            settings, api_messages(conversation), fields, out, streams, keep_text=bool(save)
+            settings, api_messages(conversation), fields, out, streams, keep_text=bool(save), command="chat"
         )  # the text only for --save
     if save and reply is not None:
         conversation.messages.append(assistant_message(reply))

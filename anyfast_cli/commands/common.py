@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.exchange import Reply
 from anyfast_cli.inputs import parse_param
+from anyfast_cli.meter import Meter
 from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json, write_flushed
 from anyfast_cli.reading import read_document
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
+from anyfast_cli.result import RequestContext
 from anyfast_cli.settings import (
     KeySource,
     SettingFlags,
@@ -213,14 +215,15 @@ def exchange(
     streams: Streams,
     *,
     keep_text: bool = True,
+    command: str = "complete",
 ) -> Reply | None:
     """Send one request and render its answer; None for --dry-run. The reply keeps its text
     only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer."""
-    body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
+    body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=asks_usage(settings, out))
     if out.dry_run:
         print_request(settings, body, streams)
         return None
-    with open_client(settings, out, streams) as client:
+    with open_client(settings, out, streams, command=command) as client:
         return render_answer(client, body, out, streams, Reply(keep_text=keep_text))
 
 
@@ -234,10 +237,30 @@ def print_request(settings: Settings, body: dict, streams: Streams) -> None:
     )
 
 
+def asks_usage(settings: Settings, out: OutputFlags) -> bool:
+    """Whether a streamed request asks the server for usage: for --usage, a usage log or a budget."""
+    return out.usage or bool(settings.usage_log) or bool(settings.budget)
+
+
+def open_meter(settings: Settings, streams: Streams, command: str, models=()) -> Meter:
+    """The command's meter, before anything is sent: a usage log that cannot be written, or a
+    money budget with a model that has no price, is exit 2 now."""
+    meter = Meter(
+        RequestContext(command, settings.profile, settings.prices),
+        log_path=settings.usage_log,
+        limits=settings.budget,
+        warn=streams.warn,
+    )
+    meter.check_models([settings.model, *models])
+    return meter
+
+
 @contextmanager
-def open_client(settings: Settings, out: OutputFlags, streams: Streams):
+def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, command: str | None = None):
     """An ApiClient for these settings; the key is resolved here, once, and masked in
-    everything written from then on."""
+    everything written from then on. With a `command`, its requests are metered (usage
+    log, budget); without one (`anyfast models`), nothing is."""
+    meter = open_meter(settings, streams, command) if command else None
     api_key = resolve_api_key(settings.key, streams.env)
     streams.hide(api_key)
     from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
@@ -256,8 +279,13 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams):
         max_time=settings.max_time,
         env=streams.env,
         log=log,
+        meter=meter,
     ) as client:
-        yield client
+        try:
+            yield client
+        finally:
+            if meter is not None:
+                meter.close()
 
 
 def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Streams) -> None:
@@ -314,5 +342,5 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     if reply.cut_at_limit and not out.json:  # --json shows finish_reason itself
         streams.warn("the answer stopped at the token limit (finish_reason: length); raise --max-tokens for more")
     if out.usage:
-        print_usage(reply.usage, streams.note)
+        print_usage(reply.usage, streams.note, client.last_result)
     return reply

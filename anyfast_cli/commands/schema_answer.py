@@ -60,6 +60,7 @@ def exchange_structured(
     *,
     schema: dict,
     flags: SchemaFlags,
+    command: str = "complete",
 ) -> Reply | None:
     """Send until an answer is valid for `schema` (stepping down the response_format ladder on
     a 400, re-asking `--repair` times); print it; the Reply holds the answer's text for --save."""
@@ -71,7 +72,7 @@ def exchange_structured(
         return None
     level = 0
     conversation = list(base["messages"])
-    with open_client(settings, out, streams) as client:
+    with open_client(settings, out, streams, command=command) as client:
         while True:
             body = apply_mode({**base, "messages": conversation}, schema, ladder[level])
             try:
@@ -96,9 +97,9 @@ def exchange_structured(
                         streams.say(f"the answer is not valid for the schema ({mismatch.message}); asking again")
                     conversation = conversation + repair_turns(answer_parts(data)[0], mismatch)
                     continue
-                _show(data, out, streams, valid=False)
+                _show(data, out, streams, valid=False, result=client.last_result)
                 raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
-            _show(data, out, streams, valid=True, value=value)
+            _show(data, out, streams, valid=True, value=value, result=client.last_result)
             reply = _kept_reply(streams)
             reply.absorb(data)
             reply.content_parts = [text]  # what the model said, as said (fenced or not)
@@ -118,7 +119,7 @@ def _failure_text(mismatch: AnswerMismatch) -> str:
     return f"the answer is not valid for --schema: {mismatch.message}"
 
 
-def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=None) -> None:
+def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=None, result=None) -> None:
     """--json: the response as received (whatever validation says); else the valid value as
     one compact line, and nothing at all when it is not valid. Reasoning and usage on stderr."""
     if out.reasoning:
@@ -132,7 +133,7 @@ def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=
     elif valid:
         write_flushed(streams.stdout, render_json(value, terminal=streams.stdout_isatty) + "\n")
     if out.usage:
-        print_usage(data.get("usage"), streams.note)
+        print_usage(data.get("usage"), streams.note, result)
 
 
 def run_schema(spec: str, *, multi: bool, streams: Streams):

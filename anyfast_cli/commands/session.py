@@ -71,7 +71,7 @@ def run_session(
     history = History(conversation)
     attachments = request  # -i/--video attach to the first message typed
     line_editor = _enable_line_editing()
-    with open_client(settings, out, streams) as client:
+    with open_client(settings, out, streams, command="chat") as client:
         streams.say(f"chatting with {settings.model}; /help lists commands, Ctrl-D leaves")
         while True:
             try:

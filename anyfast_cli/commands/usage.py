@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from anyfast_cli.errors import ExitCode, UsageError
-from anyfast_cli.output import print_json, write_flushed
+from anyfast_cli.output import print_json, render_cost, write_flushed
 from anyfast_cli.streams import Streams
 from anyfast_cli.usagelog import number, read_lines
 
@@ -133,7 +133,7 @@ def _cell(value, name: str) -> str:
     if value is None:
         return "-"
     if name == "cost":
-        return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
+        return render_cost(value)
     return str(value)
 
 
