@@ -147,7 +147,8 @@ class ApiClient:
             self._sleep(retry.delay)
 
     def stream(self, body: dict) -> Iterator[dict]:
-        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
+        The chunks that came before a failure are all yielded before it is raised."""
         attempts = self._attempts(body)
         headers = {**self._headers, "Accept": "text/event-stream"}
         while True:
@@ -175,8 +176,8 @@ class ApiClient:
                     else:
                         for data in response.iter_bytes():  # decoded: a gzip bomb counts at its inflated size
                             yield from answer.feed(data)
-                            if answer.done:
-                                break  # whatever follows [DONE] is not read
+                            if answer.ended:
+                                break  # whatever follows [DONE] (or a bad event) is not read
                         yield from answer.close()
                         return
             except (httpx.TransportError, StreamTruncated) as exc:
