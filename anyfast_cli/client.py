@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from anyfast_cli.errors import StreamError
+from anyfast_cli.errors import NetworkError, StreamError
 from anyfast_cli.exchange import (
     AnswerStream,
     Attempts,
@@ -91,6 +91,7 @@ class ApiClient:
         self.policy = network_policy(self.url, env if env is not None else {}, timeout)
         self._headers = auth_headers(api_key)
         self._http = build_http_client(self.policy, transport)
+        self._deadline = Deadline()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -118,10 +119,11 @@ class ApiClient:
             max_time=self.max_time,
         )
 
-    def _timeout(self, attempts: Attempts) -> httpx.Timeout:
-        """This attempt's timeouts: --timeout's, cut to what --max-time leaves."""
+    def _request_options(self, attempts: Attempts) -> dict:
+        """This attempt's timeouts (--timeout's, cut to what --max-time leaves), and the trace
+        that hands the deadline each connection's socket."""
         connect, read = attempts.timeouts(self.policy.connect_timeout, self.policy.read_timeout)
-        return httpx.Timeout(read, connect=connect)
+        return {"timeout": httpx.Timeout(read, connect=connect), "extensions": self._deadline.options(attempts)}
 
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object."""
@@ -130,10 +132,10 @@ class ApiClient:
             started = time.monotonic()
             try:
                 with (
+                    self._deadline.watch(attempts),
                     self._http.stream(
-                        "POST", self.url, json=body, headers=self._headers, timeout=self._timeout(attempts)
+                        "POST", self.url, json=body, headers=self._headers, **self._request_options(attempts)
                     ) as response,
-                    deadline_watch(response, attempts),
                 ):
                     self._log_response(response, started)
                     content = read_body(response)
@@ -156,10 +158,10 @@ class ApiClient:
             answer = AnswerStream()
             try:
                 with (
+                    self._deadline.watch(attempts),
                     self._http.stream(
-                        "POST", self.url, json=body, headers=headers, timeout=self._timeout(attempts)
+                        "POST", self.url, json=body, headers=headers, **self._request_options(attempts)
                     ) as response,
-                    deadline_watch(response, attempts),
                 ):
                     self._log_response(response, started)
                     if not is_answer_status(response.status_code):
@@ -183,10 +185,10 @@ class ApiClient:
             except (httpx.TransportError, StreamTruncated) as exc:
                 failure = net_failure(exc, self.policy)
                 if answer.emitted:
-                    attempts.time_left()  # cut by --max-time: its error, not a broken stream
-                    raise StreamError(
-                        f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
-                    ) from None
+                    broke = f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
+                    if failure.kind == "read_timeout":  # a timeout is exit 4 at every stage, as before output
+                        raise NetworkError(broke, code="timeout") from None
+                    raise StreamError(broke) from None
                 retry = attempts.after_network(failure)
             self._log(retry.note)
             self._sleep(retry.delay)
@@ -211,34 +213,71 @@ def read_body(response: httpx.Response) -> bytearray:
     return body.content
 
 
-@contextmanager
-def deadline_watch(response: httpx.Response, attempts: Attempts):
-    """--max-time while a body is read. httpx bounds each read, not a whole request, so a
-    server sending a byte a second would never time out: at the deadline a timer shuts the
-    connection's socket down, which ends the read in progress; the failure that follows is
-    then the --max-time error (Attempts), and so is a body that merely seemed to end there.
-    Connecting and the headers are bounded by the attempt's timeouts (Attempts.timeouts)."""
-    left = attempts.time_left()
-    stream = response.extensions.get("network_stream") if left is not None else None
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if sock is None:  # no --max-time, or a transport without a socket (tests' MockTransport)
-        yield
-        return
-    fired = threading.Event()
+# httpx's trace events that hand over a connection's network stream: TCP, then TLS (which
+# takes the TCP socket over), to the server or to a proxy.
+OPENED_EVENTS = ("connect_tcp.complete", "start_tls.complete")
 
-    def shut_down() -> None:
-        fired.set()
+
+class Deadline:
+    """--max-time over each attempt, from before it connects to the end of its body.
+
+    httpx bounds each read, never a whole request: a server that drips its status line,
+    its headers or its body a byte at a time would never time out. So a timer, at the
+    deadline, shuts down the sockets of this client's connections, which ends whatever read
+    the attempt is blocked in. httpx's `trace` extension hands over each socket as its
+    connection opens (`trace`); one client sends one request at a time, so these are the
+    attempt's own and at most an idle kept-alive one, which the pool drops (it checks idle
+    connections before reusing them). Once the timer has struck, the attempt's failure,
+    whatever it looks like (a read error, a body cut short, a partial body that seemed
+    whole or not an event stream), is the --max-time error: a partial body is never judged."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._struck = threading.Event()  # the attempt in progress's (each attempt has its own)
+
+    def trace(self, name: str, info: dict) -> None:
+        if not name.endswith(OPENED_EVENTS):
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if sock is None:
+            return
+        self._sockets = [s for s in self._sockets if s.fileno() != -1] + [sock]  # closed ones dropped
+        if self._struck.is_set():  # opened just as the deadline struck
+            _shut_down(sock)
+
+    def _strike(self, struck: threading.Event) -> None:
+        struck.set()
+        for sock in list(self._sockets):
+            _shut_down(sock)
+
+    def options(self, attempts: Attempts) -> dict:
+        """The request extensions an attempt needs: the trace, when there is a deadline."""
+        return {} if attempts.max_time is None else {"trace": self.trace}
+
+    @contextmanager
+    def watch(self, attempts: Attempts):
+        left = attempts.time_left()  # out of time already: the --max-time error
+        if left is None:
+            yield
+            return
+        struck = self._struck = threading.Event()
+        timer = threading.Timer(left, self._strike, (struck,))
+        timer.daemon = True
+        timer.start()
         try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
-        except OSError:
-            pass  # already closed
+            yield
+        except Exception:
+            if struck.is_set():
+                raise attempts.out_of_time() from None
+            raise
+        finally:
+            timer.cancel()
+        if struck.is_set():  # a body without a length ends at a shut-down socket as if whole
+            raise attempts.out_of_time()
 
-    timer = threading.Timer(left, shut_down)
-    timer.daemon = True
-    timer.start()
+
+def _shut_down(sock: socket.socket) -> None:
     try:
-        yield
-    finally:
-        timer.cancel()
-    if fired.is_set():  # a body without a length ends at a shut-down socket as if whole
-        raise attempts.out_of_time()
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
+    except OSError:
+        pass  # already closed
