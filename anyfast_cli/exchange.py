@@ -199,10 +199,10 @@ def is_final(error: ApiError) -> bool:
     return error.code in (MODEL_NOT_FOUND, INSUFFICIENT_QUOTA, "redirect", "invalid_response")
 
 
-def is_rate_limit(status: int, content: bytes) -> bool:
-    """A 429 that asks to slow down (batch paces itself by these), not one that says the
-    account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
-    return status == 429 and error_from_response(status, content).code != INSUFFICIENT_QUOTA
+def is_rate_limit(error: ApiError) -> bool:
+    """A 429 (read by status_failure) that asks to slow down (batch paces itself by these), not
+    one that says the account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
+    return error.status == 429 and error.code != INSUFFICIENT_QUOTA
 
 
 # --- network failures: one wording for both transports -----------------------------------------
@@ -375,9 +375,13 @@ class Attempts:
     # --- after a failed attempt ---
 
     def after_status(self, status: int, headers: Mapping[str, str], content: bytes, reason: str = "") -> Retry:
-        error = status_failure(status, headers, content, reason, model=self._model)
+        return self.after_error(status_failure(status, headers, content, reason, model=self._model), headers)
+
+    def after_error(self, error: ApiError, headers: Mapping[str, str]) -> Retry:
+        """after_status, for a status whose body the shell has already read (status_failure)."""
         if is_final(error):
             raise error
+        status = error.status
         plan = plan_retry(self.number, self.retries, self._rng, status=status, headers=headers, now=self._clock())
         if plan.delay is None:
             if plan.wait_too_long:  # the wait was why
