@@ -236,10 +236,9 @@ class Deadline:
         self._struck = threading.Event()  # the attempt in progress's (each attempt has its own)
 
     def trace(self, name: str, info: dict) -> None:
-        if not name.endswith(OPENED_EVENTS):
-            return
-        sock = info["return_value"].get_extra_info("socket")
-        if sock is None:
+        stream = info.get("return_value") if name.endswith(OPENED_EVENTS) else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:  # another event, or a transport without sockets
             return
         self._sockets = [s for s in self._sockets if s.fileno() != -1] + [sock]  # closed ones dropped
         if self._struck.is_set():  # opened just as the deadline struck
