@@ -556,7 +556,8 @@ class AnswerStream:
         except EventTooLarge as exc:
             events, failure = exc.events, too_large("stream event", exc.limit)
         out = self._chunks(events)
-        if failure is not None and self.failure is None:  # a bad event before it comes first
+        # A bad event before it comes first; after [DONE] nothing counts, as in a later read.
+        if failure is not None and self.failure is None and not self.done:
             self.failure = failure
         return out
 

@@ -403,6 +403,16 @@ def test_what_came_before_the_size_limit_is_given_wherever_the_bytes_were_split(
         assert failure is not None and failure.code == "too_large"
 
 
+def test_nothing_after_done_counts_against_the_limits_wherever_the_bytes_were_split(monkeypatch):
+    import anyfast_cli.sse
+
+    monkeypatch.setattr(anyfast_cli.sse, "MAX_EVENT_BYTES", 500)
+    done = content_events("a") + b"data: [DONE]\n\n"
+    for body, limit in ((done + b"data: " + b"x" * 600 + b"\n\n", None), (done + content_events("b"), len(done) + 5)):
+        for pieces in splits(body):
+            assert read_split(AnswerStream(limit=limit), pieces) == (["a"], None), pieces
+
+
 def test_what_came_before_a_giant_event_is_given_wherever_the_bytes_were_split(monkeypatch):
     import anyfast_cli.sse
 
