@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from anyfast_cli.errors import StreamError
+from anyfast_cli.errors import NetworkError, StreamError
 from anyfast_cli.exchange import (
     AnswerStream,
     Attempts,
@@ -100,6 +100,7 @@ class ApiClient:
         self._headers = auth_headers(api_key)
         self._post_headers = {**self._headers, "Content-Type": "application/json"}
         self._http = build_http_client(self.policy, transport)
+        self._deadline = Deadline()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -129,42 +130,50 @@ class ApiClient:
             max_time=self.max_time,
         )
 
-    def _timeout(self, attempts: Attempts) -> httpx.Timeout:
-        """This attempt's timeouts: --timeout's, cut to what --max-time leaves."""
+    def _request_options(self, attempts: Attempts) -> dict:
+        """This attempt's timeouts (--timeout's, cut to what --max-time leaves), and the trace
+        that hands the deadline each connection's socket."""
         connect, read = attempts.timeouts(self.policy.connect_timeout, self.policy.read_timeout)
-        return httpx.Timeout(read, connect=connect)
+        return {"timeout": httpx.Timeout(read, connect=connect), "extensions": self._deadline.options(attempts)}
 
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object."""
         attempts = self._attempts(body)
         with self._metered(body, attempts) as trace:
-            while True:
-                started = time.monotonic()
-                try:
-                    with (
-                        self._http.stream(
-                            "POST",
-                            self.url,
-                            content=trace.payload,
-                            headers=self._post_headers,
-                            timeout=self._timeout(attempts),
-                        ) as response,
-                        deadline_watch(response, attempts),
-                    ):
-                        self._log_response(response, started, trace)
-                        content = read_body(response)
-                except httpx.TransportError as exc:
-                    retry = attempts.after_network(net_failure(exc, self.policy))
-                else:
-                    if is_answer_status(response.status_code):
-                        data = read_answer(content, response.status_code, response.reason_phrase)
-                        trace.note_answer(data)
-                        return data
-                    retry = attempts.after_status(
-                        response.status_code, response.headers, content, response.reason_phrase
-                    )
-                self._log(retry.note)
-                self._sleep(retry.delay)
+            data = read_answer(*self._whole("POST", self.url, attempts, trace))
+            trace.note_answer(data)
+            return data
+
+    def get_json(self, path: str) -> object:
+        """GET {base_url}/{path} (`models`): the JSON it answers, with send()'s retries and bounds."""
+        url = f"{self.base_url}/{path}"
+        content, _, _ = self._whole("GET", url, self._attempts({}, f"GET {url}"))
+        return read_json(content)
+
+    def _whole(self, method: str, url: str, attempts: Attempts, trace: Trace | None = None) -> tuple:
+        """Send until an answer status comes (retrying as `attempts` says); its whole body,
+        status and reason. A POST sends the trace's payload."""
+        headers = self._post_headers if trace is not None else self._headers
+        content = trace.payload if trace is not None else None
+        while True:
+            started = time.monotonic()
+            try:
+                with (
+                    self._deadline.watch(attempts),
+                    self._http.stream(
+                        method, url, content=content, headers=headers, **self._request_options(attempts)
+                    ) as response,
+                ):
+                    self._log_response(response, started, trace)
+                    body = read_body(response)
+            except httpx.TransportError as exc:
+                retry = attempts.after_network(net_failure(exc, self.policy))
+            else:
+                if is_answer_status(response.status_code):
+                    return body, response.status_code, response.reason_phrase
+                retry = attempts.after_status(response.status_code, response.headers, body, response.reason_phrase)
+            self._log(retry.note)
+            self._sleep(retry.delay)
 
     @contextmanager
     def _metered(self, body: dict, attempts: Attempts) -> Iterator[Trace]:
@@ -191,30 +200,9 @@ class ApiClient:
             if self.meter is not None:
                 self.meter.record(self.last_result)
 
-    def get_json(self, path: str) -> object:
-        """GET {base_url}/{path} (`models`): the JSON it answers, with send()'s retries and bounds."""
-        url = f"{self.base_url}/{path}"
-        attempts = self._attempts({}, f"GET {url}")
-        while True:
-            started = time.monotonic()
-            try:
-                with (
-                    self._http.stream("GET", url, headers=self._headers, timeout=self._timeout(attempts)) as response,
-                    deadline_watch(response, attempts),
-                ):
-                    self._log_response(response, started)
-                    content = read_body(response)
-            except httpx.TransportError as exc:
-                retry = attempts.after_network(net_failure(exc, self.policy))
-            else:
-                if is_answer_status(response.status_code):
-                    return read_json(content)
-                retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
-            self._log(retry.note)
-            self._sleep(retry.delay)
-
     def stream(self, body: dict) -> Iterator[dict]:
-        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
+        The chunks that came before a failure are all yielded before it is raised."""
         attempts = self._attempts(body)
         with self._metered(body, attempts) as trace:
             yield from self._stream(body, attempts, trace)
@@ -226,10 +214,10 @@ class ApiClient:
             answer = AnswerStream()
             try:
                 with (
+                    self._deadline.watch(attempts),
                     self._http.stream(
-                        "POST", self.url, content=trace.payload, headers=headers, timeout=self._timeout(attempts)
+                        "POST", self.url, content=trace.payload, headers=headers, **self._request_options(attempts)
                     ) as response,
-                    deadline_watch(response, attempts),
                 ):
                     self._log_response(response, started, trace)
                     if not is_answer_status(response.status_code):
@@ -246,8 +234,8 @@ class ApiClient:
                     else:
                         for data in response.iter_bytes():  # decoded: a gzip bomb counts at its inflated size
                             yield from answer.feed(data)
-                            if answer.done:
-                                break  # whatever follows [DONE] is not read
+                            if answer.ended:
+                                break  # whatever follows [DONE] (or a bad event) is not read
                         yield from answer.close()
                         trace.usage, trace.finish_reason = answer.usage, answer.finish_reason
                         trace.tool_calls = answer.finish_reason == "tool_calls"
@@ -255,10 +243,10 @@ class ApiClient:
             except (httpx.TransportError, StreamTruncated) as exc:
                 failure = net_failure(exc, self.policy)
                 if answer.emitted:
-                    attempts.time_left()  # cut by --max-time: its error, not a broken stream
-                    raise StreamError(
-                        f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
-                    ) from None
+                    broke = f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
+                    if failure.kind == "read_timeout":  # a timeout is exit 4 at every stage, as before output
+                        raise NetworkError(broke, code="timeout") from None
+                    raise StreamError(broke) from None
                 retry = attempts.after_network(failure)
             self._log(retry.note)
             self._sleep(retry.delay)
@@ -286,34 +274,70 @@ def read_body(response: httpx.Response) -> bytearray:
     return body.content
 
 
-@contextmanager
-def deadline_watch(response: httpx.Response, attempts: Attempts):
-    """--max-time while a body is read. httpx bounds each read, not a whole request, so a
-    server sending a byte a second would never time out: at the deadline a timer shuts the
-    connection's socket down, which ends the read in progress; the failure that follows is
-    then the --max-time error (Attempts), and so is a body that merely seemed to end there.
-    Connecting and the headers are bounded by the attempt's timeouts (Attempts.timeouts)."""
-    left = attempts.time_left()
-    stream = response.extensions.get("network_stream") if left is not None else None
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if sock is None:  # no --max-time, or a transport without a socket (tests' MockTransport)
-        yield
-        return
-    fired = threading.Event()
+# httpx's trace events that hand over a connection's network stream: TCP, then TLS (which
+# takes the TCP socket over), to the server or to a proxy.
+OPENED_EVENTS = ("connect_tcp.complete", "start_tls.complete")
 
-    def shut_down() -> None:
-        fired.set()
+
+class Deadline:
+    """--max-time over each attempt, from before it connects to the end of its body.
+
+    httpx bounds each read, never a whole request: a server that drips its status line,
+    its headers or its body a byte at a time would never time out. So a timer, at the
+    deadline, shuts down the sockets of this client's connections, which ends whatever read
+    the attempt is blocked in. httpx's `trace` extension hands over each socket as its
+    connection opens (`trace`); one client sends one request at a time, so these are the
+    attempt's own and at most an idle kept-alive one, which the pool drops (it checks idle
+    connections before reusing them). Once the timer has struck, the attempt's failure,
+    whatever it looks like (a read error, a body cut short, a partial body that seemed
+    whole or not an event stream), is the --max-time error: a partial body is never judged."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._struck = threading.Event()  # the attempt in progress's (each attempt has its own)
+
+    def trace(self, name: str, info: dict) -> None:
+        stream = info.get("return_value") if name.endswith(OPENED_EVENTS) else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:  # another event, or a transport without sockets
+            return
+        self._sockets = [s for s in self._sockets if s.fileno() != -1] + [sock]  # closed ones dropped
+        if self._struck.is_set():  # opened just as the deadline struck
+            _shut_down(sock)
+
+    def _strike(self, struck: threading.Event) -> None:
+        struck.set()
+        for sock in list(self._sockets):
+            _shut_down(sock)
+
+    def options(self, attempts: Attempts) -> dict:
+        """The request extensions an attempt needs: the trace, when there is a deadline."""
+        return {} if attempts.max_time is None else {"trace": self.trace}
+
+    @contextmanager
+    def watch(self, attempts: Attempts):
+        left = attempts.time_left()  # out of time already: the --max-time error
+        if left is None:
+            yield
+            return
+        struck = self._struck = threading.Event()
+        timer = threading.Timer(left, self._strike, (struck,))
+        timer.daemon = True
+        timer.start()
         try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
-        except OSError:
-            pass  # already closed
+            yield
+        except Exception:
+            if struck.is_set():
+                raise attempts.out_of_time() from None
+            raise
+        finally:
+            timer.cancel()
+        if struck.is_set():  # a body without a length ends at a shut-down socket as if whole
+            raise attempts.out_of_time()
 
-    timer = threading.Timer(left, shut_down)
-    timer.daemon = True
-    timer.start()
+
+def _shut_down(sock: socket.socket) -> None:
     try:
-        yield
-    finally:
-        timer.cancel()
-    if fired.is_set():  # a body without a length ends at a shut-down socket as if whole
-        raise attempts.out_of_time()
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
+    except OSError:
+        pass  # already closed

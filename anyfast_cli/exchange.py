@@ -21,7 +21,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from anyfast_cli.errors import MESSAGE_LIMIT, ApiError, NetworkError, StreamError, api_error_for_status, one_line
+from anyfast_cli.errors import (
+    MESSAGE_LIMIT,
+    AnyfastError,
+    ApiError,
+    NetworkError,
+    StreamError,
+    api_error_for_status,
+    one_line,
+)
 from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.sse import EventTooLarge, SSEDecoder
 from anyfast_cli.text import fix_surrogates, is_high_surrogate
@@ -191,10 +199,10 @@ def is_final(error: ApiError) -> bool:
     return error.code in (MODEL_NOT_FOUND, INSUFFICIENT_QUOTA, "redirect", "invalid_response")
 
 
-def is_rate_limit(status: int, content: bytes) -> bool:
-    """A 429 that asks to slow down (batch paces itself by these), not one that says the
-    account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
-    return status == 429 and error_from_response(status, content).code != INSUFFICIENT_QUOTA
+def is_rate_limit(error: ApiError) -> bool:
+    """A 429 (read by status_failure) that asks to slow down (batch paces itself by these), not
+    one that says the account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
+    return error.status == 429 and error.code != INSUFFICIENT_QUOTA
 
 
 # --- network failures: one wording for both transports -----------------------------------------
@@ -367,9 +375,13 @@ class Attempts:
     # --- after a failed attempt ---
 
     def after_status(self, status: int, headers: Mapping[str, str], content: bytes, reason: str = "") -> Retry:
-        error = status_failure(status, headers, content, reason, model=self._model)
+        return self.after_error(status_failure(status, headers, content, reason, model=self._model), headers)
+
+    def after_error(self, error: ApiError, headers: Mapping[str, str]) -> Retry:
+        """after_status, for a status whose body the shell has already read (status_failure)."""
         if is_final(error):
             raise error
+        status = error.status
         plan = plan_retry(self.number, self.retries, self._rng, status=status, headers=headers, now=self._clock())
         if plan.delay is None:
             if plan.wait_too_long:  # the wait was why
@@ -485,7 +497,9 @@ def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
             if error is not None:
                 return error
         part = "delta" if chunk else "message"
-        choices = data.get("choices", [] if chunk else None)
+        choices = data.get("choices")
+        if choices is None and chunk:  # none: absent, or null (Go servers such as new-api write null for [])
+            return None
         if isinstance(choices, list) and (chunk or choices):  # a whole answer has at least one choice
             for choice in choices:
                 if not isinstance(choice, dict) or not isinstance(choice.get(part) or {}, dict):
@@ -511,9 +525,14 @@ MAX_CHOICES = 128  # choice indexes a stream may open: OpenAI's largest `n`
 class AnswerStream:
     """A streamed answer, bytes in, chunk objects out. Opening role-only chunks are held
     back until something is said, so a failure before then can still be retried
-    (`emitted` tells the shell whether anything has gone out). The shell stops reading at
-    `done`. Past `limit` bytes (MAX_STREAM_BYTES, decoded) or an event past the SSE
-    decoder's limit, the stream is an ApiError: its memory stays bounded, whatever it sends."""
+    (`emitted` tells the shell whether anything has gone out). Past `limit` bytes
+    (MAX_STREAM_BYTES, decoded) or an event past the SSE decoder's limit, the stream is an
+    ApiError: its memory stays bounded, whatever it sends.
+
+    What a user sees must not depend on where TCP split the bytes: when a read holds good
+    chunks and then a bad event (an error event, a chunk that is not a chat completion, the
+    size limit), feed() returns the good ones and holds the failure in `failure`; the shell
+    stops reading at `ended` and close() raises it, after the caller has shown the rest."""
 
     def __init__(self, limit: int | None = None) -> None:
         self._decoder = SSEDecoder()
@@ -523,23 +542,37 @@ class AnswerStream:
         self.head = b""
         self.emitted = False
         self.done = False  # [DONE] arrived
+        self.failure: AnyfastError | None = None  # found after the chunks feed() last returned
         self._open_choices: set = set()  # choice indexes seen without a finish_reason yet
         self._finished_any = False
         self._closing = False
         self.usage = None  # the last usage object the stream carried (for the request's result)
         self.finish_reason: str | None = None  # the first finish_reason sent
 
+    @property
+    def ended(self) -> bool:
+        """Nothing more need be read: [DONE] arrived, or a failure waits for close()."""
+        return self.done or self.failure is not None
+
     def feed(self, data: bytes) -> list[dict]:
+        if self.failure is not None:
+            raise self.failure
+        failure = None
         self.received += len(data)
         if self.received > self._limit:
-            raise too_large("streamed answer", self._limit)
+            failure = too_large("streamed answer", self._limit)
+            data = data[: len(data) - (self.received - self._limit)]  # the bytes within the limit still count
         if len(self.head) < HEAD_SIZE:
             self.head += data[: HEAD_SIZE - len(self.head)]
         try:
             events = self._decoder.feed(data)
         except EventTooLarge as exc:
-            raise too_large("stream event", exc.limit) from None
-        return self._chunks(events)
+            events, failure = exc.events, too_large("stream event", exc.limit)
+        out = self._chunks(events)
+        # A bad event before it comes first; after [DONE] nothing counts, as in a later read.
+        if failure is not None and self.failure is None and not self.done:
+            self.failure = failure
+        return out
 
     @property
     def finished(self) -> bool:
@@ -547,12 +580,18 @@ class AnswerStream:
         return self._finished_any and not self._open_choices
 
     def close(self) -> list[dict]:
-        """The body has ended: the last chunks, or StreamTruncated / ApiError if it ended badly."""
+        """The body has ended (or `ended` stopped the reading): the last chunks, or the
+        failure held, StreamTruncated or an ApiError if it ended badly."""
+        if self.failure is not None:
+            raise self.failure
         self._closing = True  # an event left open at the end may have been cut in the middle
         try:
+            # The decoder's last event, if any: it is one event, so a failure in it loses nothing.
             out = [] if self.done else self._chunks(self._decoder.close())
         except EventTooLarge as exc:
             raise too_large("stream event", exc.limit) from None
+        if self.failure is not None:
+            raise self.failure
         if not (self.done or self.finished):
             if not self.emitted and not self._held and not _looks_like_sse(self.head):
                 raise _not_a_stream(self.head)  # text, but not SSE at all: retrying won't help
@@ -562,25 +601,29 @@ class AnswerStream:
         return out
 
     def _chunks(self, events) -> list[dict]:
+        """The chunks these events make; a bad one ends them, and is held in `failure`."""
         out: list[dict] = []
-        for event in events:
-            if self.done:
-                break
-            if event.data == "[DONE]":
-                self.done = True
-                break
-            chunk = self._chunk(event.data)
-            if chunk is None:
-                continue
-            self._note_choices(chunk)
-            if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
-                self._held.append(chunk)
-                continue
-            if self._held:
-                out += self._held
-                self._held = []
-            self.emitted = True
-            out.append(chunk)
+        try:
+            for event in events:
+                if self.done:
+                    break
+                if event.data == "[DONE]":
+                    self.done = True
+                    break
+                chunk = self._chunk(event.data)
+                if chunk is None:
+                    continue
+                self._note_choices(chunk)
+                if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
+                    self._held.append(chunk)
+                    continue
+                if self._held:
+                    out += self._held
+                    self._held = []
+                self.emitted = True
+                out.append(chunk)
+        except AnyfastError as failure:
+            self.failure = failure
         return out
 
     def _note_choices(self, chunk: dict) -> None:

@@ -8,7 +8,8 @@ asked, with reasoning for doubao models); tests queue scripted replies with
 
 Wire-level replies: `Json(..., reason=b"OK \xff", send=20)` (a raw reason phrase; a body
 cut short), header values given as bytes go out as they are (a 200 KiB header, non-UTF-8
-bytes), a header whose value is None is not sent, `Raw(bytes)` writes anything.
+bytes), a header whose value is None is not sent, `Raw(bytes)` writes anything,
+`Drip(bytes, head=)` writes it a byte at a time (headers, or a body with no length).
 Helpers: `redirect`, `no_content`, `big_header`; what new-api (QuantumNous/new-api,
 the gateway AnyFast runs) sends: `newapi_error`, `model_not_found`, `cpu_overloaded`,
 `newapi_rate_limited`, `hidden_cut`, `with_request_id`, and `gateway.aliases` (a model
@@ -128,6 +129,18 @@ class Raw:
 
     data: bytes
     keep_alive: bool = False
+
+
+@dataclass
+class Drip:
+    """Write `head` at once, then `data` `size` bytes at a time, `delay` apart, then close: a
+    server dripping its status line and headers (in `data`), or a body with no length that
+    ends when the connection does (headers in `head`, body in `data`)."""
+
+    data: bytes
+    head: bytes = b""
+    delay: float = 0.05
+    size: int = 1
 
 
 @dataclass
@@ -627,6 +640,15 @@ class Gateway:
             return False
         if isinstance(reply, Stall):
             await asyncio.sleep(reply.seconds)
+            return False
+        if isinstance(reply, Drip):
+            writer.write(reply.head)
+            for start in range(0, len(reply.data), reply.size):
+                await writer.drain()
+                await asyncio.sleep(reply.delay)
+                writer.write(reply.data[start : start + reply.size])
+            await writer.drain()
+            writer.close()
             return False
         if isinstance(reply, Raw):
             writer.write(reply.data)

@@ -197,10 +197,11 @@ class BatchRunner:
         payload = json.dumps(request_body, ensure_ascii=False).encode("utf-8")
         tokens = estimate_tokens(request_body)
         policy = self.policy
+        model = record.body.get("model")
         attempts = Attempts(
             retries=self.config.retries,
             target=policy.target,
-            model=record.body.get("model"),
+            model=model,
             read_timeout=policy.read_timeout,
             proxy=policy.proxy_target,
             rng=self._rng,
@@ -236,7 +237,11 @@ class BatchRunner:
                 return self._failed(record, error, status=status, request_id=request_id_of(headers))
             else:
                 request_id = request_id_of(headers)
-                if controller is not None and is_rate_limit(status, content):
+                # A status that is not an answer: its body read once, for the rate limit and the retry.
+                error = (
+                    None if is_answer_status(status) else status_failure(status, headers, content, reason, model=model)
+                )
+                if controller is not None and error is not None and is_rate_limit(error):
                     # The adaptive rate's signal: the record waits its Retry-After and goes again,
                     # without using up --retries, until the limit has let nothing through for long.
                     retry_at = controller.on_rate_limited(
@@ -245,7 +250,6 @@ class BatchRunner:
                     if retry_at is not None and attempts.leaves_time_for(retry_at - self.limiter.clock()):
                         await self._sleep(max(0.0, retry_at - self.limiter.clock()))
                         continue
-                    error = status_failure(status, headers, content, reason)
                     error.message += (
                         f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
                         if retry_at is None
@@ -256,10 +260,10 @@ class BatchRunner:
                     )
                 if controller is not None:
                     controller.on_answer(self.limiter.clock(), sent, headers)
-                if is_answer_status(status):
+                if error is None:
                     return self._answer(record, content, status, reason, request_id)
                 try:
-                    retry = attempts.after_status(status, headers, content, reason)
+                    retry = attempts.after_error(error, headers)
                 except ApiAuthError:
                     raise  # every other record would fail the same way
                 except AnyfastError as error:
@@ -366,8 +370,8 @@ def attempt_timeout(policy: NetworkPolicy, attempts: Attempts) -> aiohttp.Client
 
 def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSession:
     """One session for the whole batch, on the shared network policy. trust_env stays off:
-    the proxy is given per request, and ~/.netrc must not add Basic auth beside the key."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
+    the proxy is given per request, and ~/.netrc must not add Basic auth beside the key.
+    It has no timeouts of its own: each request brings its attempt's (attempt_timeout)."""
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=concurrency,
@@ -375,7 +379,6 @@ def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSessi
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=timeout,
         trust_env=False,
         max_line_size=policy.max_header_bytes,
         max_field_size=policy.max_header_bytes,
