@@ -17,6 +17,7 @@ from anyfast_cli.errors import UsageError
 
 READ_BLOCK = 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024  # a usage line is ~400 bytes; a longer "line" is not one of ours
+MAX_RECORDED = 10**15  # a cost or token count past this is not one anyfast wrote (result.MAX_TOKENS_COUNTED)
 
 
 def _refuse(path: str, why: str) -> UsageError:
@@ -74,8 +75,10 @@ def parse_line(raw: bytes) -> dict | None:
 
 
 def number(value) -> float:
-    """A recorded cost or token count; null (or anything not a number) counts 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    """A recorded cost or token count; null (or anything that is not a number from 0 to
+    MAX_RECORDED) counts 0. JSON's 1e400 reads as infinity, as do Python's NaN and Infinity:
+    summed, such a value would make every total infinite, or fail to become an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_RECORDED:
         return 0
     return value
 

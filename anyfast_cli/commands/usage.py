@@ -27,7 +27,10 @@ def parse_since(value: str, now: datetime) -> datetime:
     midnight) or an RFC 3339 time."""
     match = DURATION.match(value)
     if match:
-        return now - timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+        try:
+            return now - timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+        except OverflowError:  # further back than a date can be
+            raise UsageError(f"--since {value!r}: too far back") from None
     moment = parse_time(value.strip())
     if moment is None:
         raise UsageError(f"--since {value!r}: expected a duration such as 7d, 12h, 30m, or a date such as 2026-12-01")
@@ -40,11 +43,11 @@ def parse_time(text) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before any UTC date
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 @dataclass
