@@ -154,6 +154,28 @@ SETTING_OPTIONS = [
             ),
         ],
     ),
+    _option(
+        "cache",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--cache",
+                metavar="DIR",
+                help="Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].",
+            ),
+        ],
+    ),
+    _option(
+        "cache_mode",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--cache-mode",
+                metavar="rw|refresh|replay",
+                help="rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].",
+            ),
+        ],
+    ),
 ]
 
 REQUEST_OPTIONS = [

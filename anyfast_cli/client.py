@@ -91,6 +91,7 @@ class ApiClient:
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
         meter: Meter | None = None,
+        cache: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = endpoint_url(base_url)
@@ -106,6 +107,7 @@ class ApiClient:
         self._rng = rng or random.Random()
         self._log = log or (lambda message: None)
         self.meter = meter
+        self.cache = cache  # what each request's result says of the cache: "miss" when one is in use
         self.last_result: RequestResult | None = None  # of the latest chat request
 
     def __enter__(self) -> "ApiClient":
@@ -181,7 +183,7 @@ class ApiClient:
         result, however it ends, is built once (result.build_result) and handed to the meter."""
         if self.meter is not None:
             self.meter.before_request()
-        trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body))
+        trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body), cache=self.cache)
         error = None
         try:
             yield trace

@@ -30,6 +30,7 @@ ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
+ENV_CACHE = "ANYFAST_CACHE"
 
 # The network's own variables, as curl, pip and requests read them (transport.py applies them).
 ENV_CA_FILE = "SSL_CERT_FILE"
@@ -71,7 +72,12 @@ SETTING_KEYS = (
     "prices",
     "budget",
     "budget_tokens",
+    "cache",
+    "cache_mode",
 )
+# --cache-mode: rw uses a hit and stores a miss; refresh never uses, always stores; replay: hits only.
+CACHE_MODES = ("rw", "refresh", "replay")
+DEFAULT_CACHE_MODE = "rw"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ class SettingFlags:
     prices: str | None = None  # --prices FILE; its data reaches resolve_settings as `prices_file`
     budget: float | None = None
     budget_tokens: int | None = None
+    cache: str | None = None  # --cache DIR
+    cache_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,8 @@ class Settings:
     usage_log: str | None = None
     prices: PriceTable = NO_PRICES
     budget: BudgetLimits = BudgetLimits()
+    cache: str | None = None  # the response cache's directory (None: no cache)
+    cache_mode: str = DEFAULT_CACHE_MODE
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -409,6 +419,13 @@ def resolve_settings(
         checked("budget", _budget, pick("budget", flags.budget, None, None)),
         checked("budget_tokens", _budget_tokens, pick("budget_tokens", flags.budget_tokens, None, None)),
     )
+    cache = checked("cache", _cache_dir, pick("cache", flags.cache, ENV_CACHE, None))
+    cache_mode = checked("cache_mode", _cache_mode, pick("cache_mode", flags.cache_mode, None, None))
+    if cache_mode is not None and cache is None:
+        raise UsageError(
+            f"--cache-mode {cache_mode} (cache_mode, from the {origins['cache_mode']}) needs a cache directory",
+            hint=f"give --cache DIR, set {ENV_CACHE}, or cache: in the profile",
+        )
     prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
@@ -421,6 +438,8 @@ def resolve_settings(
         usage_log=usage_log,
         prices=prices,
         budget=budget,
+        cache=cache,
+        cache_mode=cache_mode or DEFAULT_CACHE_MODE,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -539,6 +558,22 @@ def _file_name(value) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or text_problem(value):
         raise UsageError(f"usage_log must be a file name, got {value!r}")
+    return value
+
+
+def _cache_dir(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or text_problem(value):
+        raise UsageError(f"--cache (cache) must be a directory name, got {value!r}")
+    return value
+
+
+def _cache_mode(value) -> str | None:
+    if value is None:
+        return None
+    if value not in CACHE_MODES:
+        raise UsageError(f"--cache-mode (cache_mode) must be one of {', '.join(CACHE_MODES)}, got {value!r}")
     return value
 
 

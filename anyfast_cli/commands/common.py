@@ -257,35 +257,55 @@ def open_meter(settings: Settings, streams: Streams, command: str, models=()) ->
 
 @contextmanager
 def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, command: str | None = None):
-    """An ApiClient for these settings; the key is resolved here, once, and masked in
-    everything written from then on. With a `command`, its requests are metered (usage
-    log, budget); without one (`anyfast models`), nothing is."""
+    """A client for these settings. With a `command`, its requests are metered (usage log,
+    budget) and, with a cache configured, answered from it when they can be (cached.py);
+    without one (`anyfast models`), neither. The key is resolved once, only when a request
+    must really be sent, and masked in everything written from then on."""
     meter = open_meter(settings, streams, command) if command else None
-    api_key = resolve_api_key(settings.key, streams.env)
-    streams.hide(api_key)
-    from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
-
     log = None
     if out.verbose:
         log = streams.say
-        log(
-            f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}"
+        key_origin = settings.key.origin if settings.key is not None else "nowhere (none set)"
+        log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {key_origin}")
+
+    def connect(cache: str | None = None):
+        api_key = resolve_api_key(settings.key, streams.env)
+        streams.hide(api_key)
+        from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
+
+        return ApiClient(
+            base_url=settings.base_url,
+            api_key=api_key,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            max_time=settings.max_time,
+            env=streams.env,
+            log=log,
+            meter=meter,
+            cache=cache,
         )
-    with ApiClient(
-        base_url=settings.base_url,
-        api_key=api_key,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        max_time=settings.max_time,
-        env=streams.env,
-        log=log,
-        meter=meter,
-    ) as client:
-        try:
+
+    try:
+        if settings.cache is not None and command:
+            from anyfast_cli.cache import ResponseCache
+            from anyfast_cli.cached import CachedClient
+
+            cache = ResponseCache.open(settings.cache, settings.cache_mode, warn=streams.warn)
+            client = CachedClient(
+                cache,
+                settings.base_url,
+                lambda: connect(cache="miss"),
+                meter=meter,
+                log=log,
+                mask=streams.redactor.mask,
+            )
+        else:
+            client = connect()
+        with client:
             yield client
-        finally:
-            if meter is not None:
-                meter.close()
+    finally:
+        if meter is not None:
+            meter.close()
 
 
 def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Streams) -> None:

@@ -73,10 +73,19 @@ def exchange_structured(
     level = 0
     conversation = list(base["messages"])
     with open_client(settings, out, streams, command=command) as client:
+        # With a cache, the command's answer is looked up and stored by its first request;
+        # the step-downs and repairs on the way are sent whatever the cache holds (§3 "Cache").
+        first = apply_mode(base, schema, ladder[0])
+        cached = settings.cache is not None
+        if cached:
+            data = client.recall(first, accept=lambda response: _valid_for(response, schema), prompt=base)
+            if data is not None:
+                return _answer(data, *parse_reply(data, schema), out, streams, result=client.last_result)
+        send = client.send_uncached if cached else client.send
         while True:
             body = apply_mode({**base, "messages": conversation}, schema, ladder[level])
             try:
-                data = client.send(body)
+                data = send(body)
             except ApiError as error:
                 if error.status == 400 and level + 1 < len(ladder):
                     streams.warn(step_down_note(ladder[level], ladder[level + 1], settings.model, error.message))
@@ -99,11 +108,29 @@ def exchange_structured(
                     continue
                 _show(data, out, streams, valid=False, result=client.last_result)
                 raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
-            _show(data, out, streams, valid=True, value=value, result=client.last_result)
-            reply = _kept_reply(streams)
-            reply.absorb(data)
-            reply.content_parts = [text]  # what the model said, as said (fenced or not)
-            return reply
+            if cached:
+                client.keep(first, data)  # only a valid object is stored
+            return _answer(data, value, text, out, streams, result=client.last_result)
+
+
+def _valid_for(response: dict, schema: dict) -> bool:
+    """Whether a cached answer is still a valid object for the schema (else it is a miss)."""
+    if tool_calls_in(response):
+        return False
+    try:
+        parse_reply(response, schema)
+    except AnswerMismatch:
+        return False
+    return True
+
+
+def _answer(data: dict, value, text: str, out: OutputFlags, streams: Streams, *, result) -> Reply:
+    """Print a valid answer; the Reply holds its text for --save."""
+    _show(data, out, streams, valid=True, value=value, result=result)
+    reply = _kept_reply(streams)
+    reply.absorb(data)
+    reply.content_parts = [text]  # what the model said, as said (fenced or not)
+    return reply
 
 
 def _kept_reply(streams: Streams) -> Reply:
