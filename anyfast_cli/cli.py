@@ -1005,6 +1005,75 @@ def config_show(
     guarded(run)
 
 
+cache_app = typer.Typer(
+    name="cache",
+    help="Look after a response cache (--cache DIR): its size, and removing old entries.",
+    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache prune --older-than 30d",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(cache_app)
+
+CacheDir = Annotated[
+    Optional[str],
+    typer.Argument(
+        metavar="[DIR]",
+        help="The cache directory [default: the configured one: --cache, ANYFAST_CACHE, cache].",
+        show_default=False,
+    ),
+]
+
+
+@cache_app.command(
+    "stats",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache stats | awk '$1 == \"bytes\" {print $2}'",
+)
+@with_option_groups
+def cache_stats(directory: CacheDir = None, settings_flags=None) -> None:
+    """Print the entries, their bytes, and the oldest and newest entry's time (name<TAB>value lines)."""
+
+    def run(streams):
+        from anyfast_cli.commands.cache import cache_directory, run_cache_stats
+        from anyfast_cli.commands.common import load_settings
+
+        configured = None if directory else load_settings(settings_flags, streams).cache
+        return run_cache_stats(cache_directory(directory, configured), streams=streams)
+
+    guarded(run)
+
+
+@cache_app.command(
+    "prune",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast cache prune ~/.cache/anyfast --older-than 30d\n  anyfast cache prune --older-than 12h",
+)
+@with_option_groups
+def cache_prune(
+    directory: CacheDir = None,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).",
+        ),
+    ] = ...,
+    settings_flags=None,
+) -> None:
+    """Remove the entries older than DURATION (by modification time); print how many were removed."""
+
+    def run(streams):
+        from anyfast_cli.commands.cache import cache_directory, run_cache_prune
+        from anyfast_cli.commands.common import load_settings
+
+        configured = None if directory else load_settings(settings_flags, streams).cache
+        return run_cache_prune(cache_directory(directory, configured), older_than=older_than, streams=streams)
+
+    guarded(run)
+
+
 class _ClosedStdout:
     """Stands in for a closed stdout (`>&-`): the first write ends the program as a
     closed pipe does (141), instead of crashing on None."""

@@ -897,7 +897,10 @@ class ToolCalls:
     carries `index` (the call's place), and its first piece `id`, `type` and the function's
     name; `function.arguments` arrive in pieces to be joined. Gateways differ: indexes may be
     missing, repeated or all 0, so a piece with an `id` not seen yet opens a new call, and a
-    piece without one continues the call its index last opened (else the latest call)."""
+    piece without one continues the call its index last opened; an index not seen yet opens a
+    new call when the piece names its function (an opening piece), else the latest call goes on.
+    (A whole answer's calls need not have ids: replayed as a stream, only their index and name
+    tell them apart.)"""
 
     def __init__(self) -> None:
         self.calls: list[ToolCall] = []
@@ -924,6 +927,8 @@ class ToolCalls:
                 call = None
             elif index is not None and index in self._by_index:
                 call = self._by_index[index]
+            elif index is not None and _names_function(piece):
+                call = None
             else:
                 call = self.calls[-1]
             if call is None:
@@ -965,6 +970,11 @@ class ToolCalls:
 
     def shaped(self) -> list[dict]:
         return [call.shaped() for call in self.calls]
+
+
+def _names_function(piece: dict) -> bool:
+    function = piece.get("function")
+    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])
 
 
 def _piece_text(value) -> str | None:

@@ -11,7 +11,7 @@ _anyfast_spec() {
     subcommands='' options='' value_opts='' file_opts='' file_args=0
     case $1 in
         '')
-            subcommands='complete chat batch schema usage models config'
+            subcommands='complete chat batch schema usage models config cache'
             options='--version -h --help'
             value_opts=''
             file_opts=''
@@ -19,23 +19,23 @@ _anyfast_spec() {
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
-            file_opts='--config --usage-log --prices -i --image --video --tools'
+            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='--config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
-            file_opts='-f --messages --save --tool-result --config --usage-log --prices -i --image --video --tools'
+            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-f --messages --save --tool-result --config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
-            file_opts='-o --output --config --usage-log --prices -i --image --video --tools'
+            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-o --output --config --usage-log --prices --cache -i --image --video --tools'
             file_args='1'
             ;;
         'schema')
@@ -47,16 +47,16 @@ _anyfast_spec() {
             ;;
         'usage')
             subcommands=''
-            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
-            file_opts='--config --usage-log --prices'
+            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
             file_args='1'
             ;;
         'models')
             subcommands=''
-            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
-            file_opts='--config --usage-log --prices'
+            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
             file_args='0'
             ;;
         'config')
@@ -68,17 +68,38 @@ _anyfast_spec() {
             ;;
         'config path')
             subcommands=''
-            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
-            file_opts='--config --usage-log --prices'
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
             file_args='0'
             ;;
         'config show')
             subcommands=''
-            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
-            file_opts='--config --usage-log --prices'
+            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
             file_args='0'
+            ;;
+        'cache')
+            subcommands='stats prune'
+            options='-h --help'
+            value_opts=''
+            file_opts=''
+            file_args='0'
+            ;;
+        'cache stats')
+            subcommands=''
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
+            file_args='1'
+            ;;
+        'cache prune')
+            subcommands=''
+            options='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
+            file_args='1'
             ;;
     esac
 }

@@ -6,9 +6,11 @@
 function __anyfast_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' complete chat batch schema usage models config
+            printf '%s\n' complete chat batch schema usage models config cache
         case config
             printf '%s\n' path show
+        case cache
+            printf '%s\n' stats prune
     end
 end
 
@@ -16,19 +18,23 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case usage
-            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
         case models
-            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+        case 'cache stats'
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+        case 'cache prune'
+            printf '%s\n' --older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
     end
 end
 
@@ -70,6 +76,7 @@ complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --s
 complete -c anyfast -n __anyfast_using -a usage -d 'Total what the usage log says was spent: requests, tokens, cost (per currency).'
 complete -c anyfast -n __anyfast_using -a models -d 'List the models the gateway serves to this key (GET /models), one id per line.'
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
+complete -c anyfast -n __anyfast_using -a cache -d 'Look after a response cache (--cache DIR): its size, and removing old entries.'
 complete -c anyfast -n __anyfast_using -l version -d 'Print the version and exit.'
 complete -c anyfast -n __anyfast_using -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using complete' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
@@ -85,6 +92,8 @@ complete -c anyfast -n '__anyfast_using complete' -l usage-log -r -F -d 'Append 
 complete -c anyfast -n '__anyfast_using complete' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using complete' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using complete' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using complete' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using complete' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using complete' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -126,6 +135,8 @@ complete -c anyfast -n '__anyfast_using chat' -l usage-log -r -F -d 'Append one 
 complete -c anyfast -n '__anyfast_using chat' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using chat' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using chat' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using chat' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using chat' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using chat' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -175,6 +186,8 @@ complete -c anyfast -n '__anyfast_using batch' -l usage-log -r -F -d 'Append one
 complete -c anyfast -n '__anyfast_using batch' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using batch' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using batch' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using batch' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using batch' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using batch' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -211,6 +224,8 @@ complete -c anyfast -n '__anyfast_using usage' -l usage-log -r -F -d 'Append one
 complete -c anyfast -n '__anyfast_using usage' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using usage' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using usage' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using usage' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using usage' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using usage' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using usage' -F
 complete -c anyfast -n '__anyfast_using models' -l check -x -d 'Exit 1, naming each, unless every MODEL is served (repeatable).'
@@ -228,6 +243,8 @@ complete -c anyfast -n '__anyfast_using models' -l usage-log -r -F -d 'Append on
 complete -c anyfast -n '__anyfast_using models' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using models' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using models' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using models' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using models' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using models' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config' -a path -d 'Print the config file in use (it need not exist).'
 complete -c anyfast -n '__anyfast_using config' -a show -d 'Print the effective settings and their sources (key redacted).'
@@ -244,6 +261,8 @@ complete -c anyfast -n '__anyfast_using config path' -l usage-log -r -F -d 'Appe
 complete -c anyfast -n '__anyfast_using config path' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using config path' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using config path' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config path' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using config path' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
 complete -c anyfast -n '__anyfast_using config show' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
@@ -258,4 +277,42 @@ complete -c anyfast -n '__anyfast_using config show' -l usage-log -r -F -d 'Appe
 complete -c anyfast -n '__anyfast_using config show' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using config show' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using config show' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config show' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using config show' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache' -a stats -d 'Print the entries, their bytes, and the oldest and newest entry\'s time (name<TAB>value lines).'
+complete -c anyfast -n '__anyfast_using cache' -a prune -d 'Remove the entries older than DURATION (by modification time); print how many were removed.'
+complete -c anyfast -n '__anyfast_using cache' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache stats' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using cache stats' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using cache stats' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using cache stats' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using cache stats' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using cache stats' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using cache stats' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using cache stats' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using cache stats' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using cache stats' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using cache stats' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using cache stats' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using cache stats' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using cache stats' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache stats' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache stats' -F
+complete -c anyfast -n '__anyfast_using cache prune' -l older-than -x -d 'Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).'
+complete -c anyfast -n '__anyfast_using cache prune' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using cache prune' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using cache prune' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using cache prune' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using cache prune' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using cache prune' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using cache prune' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using cache prune' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using cache prune' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using cache prune' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using cache prune' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using cache prune' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using cache prune' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using cache prune' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache prune' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache prune' -F

@@ -420,3 +420,133 @@ def test_a_store_replaces_whatever_is_there_atomically(tmp_path):
     assert cache.store(key, completion("y")) == cache.entry_path(key)
     assert cache.lookup(key).response["choices"][0]["message"]["content"] == "y"
     assert [p.name for p in (tmp_path / "c" / "ab").iterdir()] == [key + ".json"]  # no temporary file left
+
+
+# --- concurrent writers, kill -9 -----------------------------------------------------------------
+
+WRITER = """
+import sys
+from anyfast_cli.cache import ResponseCache
+cache, me, keys = ResponseCache(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+print("ready", flush=True)
+for n in range(10**9):
+    text = f"{me}:{n}:" + "x" * 2_000_000  # large, so that a kill often lands inside a write
+    for key in keys:
+        cache.store(key, {"id": "c", "choices": [{"index": 0, "message": {"content": text}, "finish_reason": "stop"}]})
+"""
+
+
+def test_concurrent_writers_killed_mid_write_never_leave_a_half_entry_that_is_read(tmp_path):
+    import random
+    import subprocess
+    import sys
+    import time
+
+    directory = tmp_path / "cache"
+    keys = ["a" * 64, "b" * 64]
+    warnings: list = []
+    reader = ResponseCache(str(directory), warn=warnings.append)
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(directory), str(me), ",".join(keys)], stdout=subprocess.PIPE, text=True
+        )
+        for me in range(4)
+    ]
+    try:
+        for writer in writers:
+            assert writer.stdout.readline() == "ready\n"
+        seen = set()
+        deadline = time.monotonic() + 10
+        while len(seen) < 8 and time.monotonic() < deadline:  # reading while they write
+            for key in keys:
+                hit = reader.lookup(key)
+                if hit is not None:
+                    text = hit.response["choices"][0]["message"]["content"]
+                    assert len(text) == len(text.split(":")[0]) + len(text.split(":")[1]) + 2 + 2_000_000
+                    seen.add(text[:12])
+        for writer in writers:  # kill -9, each at its own moment
+            time.sleep(random.uniform(0, 0.05))
+            writer.kill()
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+    assert len(seen) >= 8, "the writers did not get going"
+    for key in keys:
+        assert reader.lookup(key) is not None  # the last whole entry each key had
+    assert warnings == []  # not one entry was read half-written
+    from anyfast_cli.cache import cache_stats, prune_cache
+
+    leftovers = [p for p in directory.rglob(".tmp-*")]
+    assert cache_stats(str(directory)).entries == 2  # temporary files are not entries
+    assert prune_cache(str(directory), 0, now=time.time() + 1).entries == 2
+    assert list(directory.rglob("*")) == [], leftovers  # the temporary files kill -9 left went too
+
+
+# --- anyfast cache stats / prune -----------------------------------------------------------------
+
+
+def test_cache_stats_and_prune(run, gateway, cli, cache):
+    import time
+
+    paths = []  # in the order of the prompts: 40, 10 and 0 days old
+    for prompt in ("one", "two", "three"):
+        assert run("complete", "--cache", cache, prompt).exit_code == 0
+        paths += sorted(set(entries(cache)) - set(paths))
+    (paths[0].parent / ".tmp-abandoned.json").write_text("{")  # a write kill -9 cut short: not an entry
+    now = time.time()
+    for age_days, path in zip((40, 10, 0), paths):
+        os.utime(path, (now - age_days * 86400, now - age_days * 86400))
+    stats = cli("cache", "stats", cache)
+    assert stats.exit_code == 0, stats.stderr
+    rows = dict(line.split("\t") for line in stats.stdout.splitlines())
+    assert list(rows) == ["entries", "bytes", "oldest", "newest"]
+    assert rows["entries"] == "3" and int(rows["bytes"]) == sum(p.stat().st_size for p in paths)
+    assert rows["oldest"][:10] == time.strftime("%Y-%m-%d", time.gmtime(now - 40 * 86400))
+    # The configured cache is the default DIR.
+    assert cli("cache", "stats", ANYFAST_CACHE=str(cache)).stdout == stats.stdout
+    pruned = cli("cache", "prune", cache, "--older-than", "30d")
+    assert pruned.exit_code == 0 and pruned.stdout.startswith("removed 1 entry (")
+    assert entries(cache) == sorted(paths[1:])
+    assert cli("cache", "prune", "--older-than", "1w", ANYFAST_CACHE=str(cache)).stdout.startswith("removed 1 entry")
+    assert run("complete", "--cache", cache, "--cache-mode", "replay", "three", key=None).exit_code == 0
+    assert cli("cache", "prune", cache, "--older-than", "0s").stdout.startswith("removed 1 entry")
+    assert cli("cache", "stats", cache).stdout == "entries\t0\nbytes\t0\noldest\t-\nnewest\t-\n"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["stats"], "which cache?"),
+        (["stats", "/nonexistent/cache"], "no cache at /nonexistent/cache"),
+        (["prune", "DIR", "--older-than", "soon"], "--older-than 'soon': expected a duration"),
+        (["prune", "DIR", "--older-than", "9" * 400 + "d"], "expected a duration"),
+        (["prune", "DIR"], "Missing option '--older-than'"),
+    ],
+)
+def test_cache_commands_refuse_bad_input_with_exit_2(cli, tmp_path, args, words):
+    (tmp_path / "DIR").mkdir()
+    result = cli("cache", *[str(tmp_path / a) if a == "DIR" else a for a in args])
+    assert result.exit_code == 2 and words in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
+
+
+# --- a whole answer replayed as a stream -----------------------------------------------------------
+
+
+def test_a_whole_answer_as_a_chunk_keeps_choices_and_tool_calls_apart():
+    """Without ids or indexes, a whole answer's choices and calls are told apart by position;
+    as a chunk they must say so by index, or a stream reader joins them."""
+    from anyfast_cli.exchange import Reply, whole_as_chunk
+
+    call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+    response = {
+        "choices": [
+            {"message": {"content": "first", "tool_calls": [call, call]}, "finish_reason": "tool_calls"},
+            {"message": {"content": "second"}, "finish_reason": "stop"},
+        ]
+    }
+    reply = Reply()
+    reply.absorb(whole_as_chunk(response))
+    assert len(reply.calls(0)) == 2 and reply.content == "first"
+    assert reply.others[1].content == "second"

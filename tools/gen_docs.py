@@ -530,6 +530,8 @@ ENV_DESCRIPTIONS = {
     "ENV_CONFIG": "The config file to read, instead of the default (see FILES). A file named here must exist.",
     "ENV_DEBUG": "Set to 1 to print a Python traceback with an error.",
     "ENV_USAGE_LOG": "The usage log (as --usage-log): one JSON line per request is appended to it.",
+    "ENV_CACHE": "The response cache directory (as --cache): complete answers are kept there and a repeated "
+    "request is answered from it; with --cache-mode replay nothing is sent and no key is needed.",
     "ENV_CA_FILE": "A PEM file of CA certificates to trust instead of the system trust store.",
     "ENV_CA_BUNDLE": "The same as SSL_CERT_FILE; when several of these variables are set, every CA they name is trusted.",
     "ENV_CA_DIR": "A directory of hashed CA certificates (see openssl rehash) to trust instead of the system trust store.",
