@@ -65,6 +65,7 @@ LOG_KEYS = [  # §3, in the contract's order
         pytest.param([{"input": 1, "output": 2}], [], id="a list"),
         pytest.param("doubao-*: 1", [], id="a string"),
         pytest.param({"doubao-*": 1.5}, ["doubao-*"], id="entry a number"),
+        pytest.param({"m": {"input": "1.5", "output": 2}}, ["m", "input", "1.5"], id="a number as text"),
         pytest.param({"doubao-*": [1, 2]}, ["doubao-*"], id="entry a list"),
         pytest.param({"m": {"input": -1, "output": 2}}, ["m", "input", "-1"], id="negative input"),
         pytest.param({"m": {"input": 1, "output": -0.5}}, ["m", "output"], id="negative output"),
