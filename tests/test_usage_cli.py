@@ -10,32 +10,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from gateway import Json, Sse, chunk, completion, error_body, model_not_found, sse_events
-from helpers import KEY, closed_port, whole_lines
+from helpers import KEY, LOG_KEYS, closed_port, whole_lines
 
 from anyfast_cli.commands.usage import render_rows
 
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
-LOG_KEYS = [
-    "ts",
-    "command",
-    "profile",
-    "model",
-    "request_id",
-    "status",
-    "exit",
-    "attempts",
-    "latency_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "cost",
-    "currency",
-    "cache",
-    "custom_id",
-    "body_sha256",
-]
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 PRICES_YAML = "currency: USD\ndoubao-*: {input: 1000, output: 2000}\n"  # large, so costs are plain numbers
 SLOW_DOWN = Json(error_body("slow down", "rate_limit_error"), status=429, headers={"Retry-After": "0"})
