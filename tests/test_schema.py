@@ -117,7 +117,7 @@ def test_good_answers_fenced_or_not(text):
         ('{"name": "Ann"}', "schema_mismatch", "$: 'age' is a required property"),
         ('{"name": "Ann", "age": 4, "x": 1}', "schema_mismatch", "Additional properties are not allowed"),
         ("Sure! Here it is: {}", "invalid_json", "the answer is not JSON"),
-        ('{"name": "Ann", "age": NaN}', "invalid_json", "NaN is not JSON"),
+        ('{"name": "Ann", "age": NaN}', "invalid_json", "NaN is not a number JSON allows"),
         ('```json\n{"a": 1}\n```\n```json\n{}\n```', "invalid_json", "not JSON"),  # two fences: not one answer
         ("[" * 100_000, "invalid_json", "not JSON"),
     ],

@@ -2,10 +2,15 @@
 
 The request is sent whole (never streamed), so nothing reaches stdout until the answer
 is validated; then stdout gets the value as one compact JSON line (or, with --json, the
-response as received). A failure is exit 7 (SchemaMismatchError), stdout empty.
+response as received). With `n` > 1 every choice must be valid and each gets its line, in
+choice order; one invalid choice re-asks the whole request. A failure is exit 7
+(SchemaMismatchError), stdout empty. The check runs in this (the main) thread: Ctrl-C and
+SIGTERM interrupt it as they interrupt a read, and it ends by its deadline (schema.check_deadline).
 """
 
 from __future__ import annotations
+
+import time
 
 from anyfast_cli.commands.common import OutputFlags, answer_printer, open_client, print_request, show_whole
 from anyfast_cli.errors import ApiError, SchemaMismatchError
@@ -15,10 +20,11 @@ from anyfast_cli.reading import read_document
 from anyfast_cli.request import build_body
 from anyfast_cli.schema import (
     DEFAULT_REPAIR,
+    REPAIRABLE,
     AnswerMismatch,
     SchemaFlags,
-    answer_parts,
     apply_mode,
+    check_deadline,
     check_mode,
     load_schema,
     mode_ladder,
@@ -74,6 +80,7 @@ def exchange_structured(
     with open_client(settings, out, streams) as client:
         while True:
             body = apply_mode({**base, "messages": conversation}, schema, ladder[level])
+            sent = time.monotonic()
             try:
                 data = client.send(body)
             except ApiError as error:
@@ -87,21 +94,20 @@ def exchange_structured(
                 show_whole(data, answer_printer(reply, out, streams, hold=True), out, streams)
                 return reply
             try:
-                value, text = parse_reply(data, schema)
+                parsed = parse_reply(data, schema, check_deadline(sent, settings.max_time))
             except AnswerMismatch as mismatch:
-                repairable = mismatch.code in ("invalid_json", "schema_mismatch")
-                if repairable and repairs > 0:
+                if mismatch.code in REPAIRABLE and repairs > 0:
                     repairs -= 1
                     if out.verbose:
                         streams.say(f"the answer is not valid for the schema ({mismatch.message}); asking again")
-                    conversation = conversation + repair_turns(answer_parts(data)[0], mismatch)
+                    conversation = conversation + repair_turns(mismatch)
                     continue
-                _show(data, out, streams, valid=False)
+                _show(data, out, streams)
                 raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
-            _show(data, out, streams, valid=True, value=value)
+            _show(data, out, streams, values=[value for value, _ in parsed])
             reply = _kept_reply(streams)
             reply.absorb(data)
-            reply.content_parts = [text]  # what the model said, as said (fenced or not)
+            reply.content_parts = [parsed[0][1]]  # what the model said, as said (fenced or not)
             return reply
 
 
@@ -113,14 +119,15 @@ def _kept_reply(streams: Streams) -> Reply:
 
 
 def _failure_text(mismatch: AnswerMismatch) -> str:
-    if mismatch.code in ("truncated", "refused"):
+    if mismatch.code not in REPAIRABLE:  # cut short, refused, or not checkable in time
         return f"--schema: {mismatch.message}"
     return f"the answer is not valid for --schema: {mismatch.message}"
 
 
-def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=None) -> None:
-    """--json: the response as received (whatever validation says); else the valid value as
-    one compact line, and nothing at all when it is not valid. Reasoning and usage on stderr."""
+def _show(data: dict, out: OutputFlags, streams: Streams, *, values: list | None = None) -> None:
+    """--json: the response as received (whatever validation says); else each choice's valid
+    value as one compact line, and nothing at all when not all are valid (values None).
+    Reasoning and usage on stderr."""
     if out.reasoning:
         choices = data.get("choices") or [{}]
         message = (choices[0].get("message") or {}) if isinstance(choices[0], dict) else {}
@@ -129,8 +136,8 @@ def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=
             streams.note(reasoning.rstrip("\n") + "\n")
     if out.json:
         print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
-    elif valid:
-        write_flushed(streams.stdout, render_json(value, terminal=streams.stdout_isatty) + "\n")
+    elif values is not None:
+        write_flushed(streams.stdout, "".join(render_json(v, terminal=streams.stdout_isatty) + "\n" for v in values))
     if out.usage:
         print_usage(data.get("usage"), streams.note)
 
