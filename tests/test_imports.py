@@ -85,7 +85,9 @@ def test_no_two_modules_import_each_other_even_lazily():
     """Arrows point one way (architecture.md): no cycle through the package's own modules,
     lazy imports included (schema.py and settings.py once imported each other)."""
     modules = {package_module(path): path for path in FILES}
-    graph = {name: sorted(m for m in imported_modules(path) if m in modules and m != name) for name, path in modules.items()}
+    graph = {
+        name: sorted(m for m in imported_modules(path) if m in modules and m != name) for name, path in modules.items()
+    }
     done: set[str] = set()
     for start in graph:
         path, branches = [start], [iter(graph[start])]
