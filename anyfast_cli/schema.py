@@ -398,16 +398,19 @@ def validation_errors(value, schema: dict, deadline: float = math.inf) -> list[s
     except RecursionError:
         return ["$: nested too deep to check"]
     except CheckTimeout:
-        seconds = max(0.0, deadline - _check.started)
-        raise AnswerMismatch(
-            "schema_timeout",
-            f"the answer could not be checked against the schema in {seconds:.1f} s "
-            "(a pattern that backtracks on it, or alternatives that multiply?)",
-            [],
-        ) from None
+        raise timed_out(deadline - _check.started) from None
     finally:
         _check.deadline = math.inf
     return [f"{_path(error.absolute_path)}: {_clip(error.message)}" for error in found]
+
+
+def timed_out(seconds: float) -> AnswerMismatch:
+    return AnswerMismatch(
+        "schema_timeout",
+        f"the answer could not be checked against the schema in {max(0.0, seconds):.1f} s "
+        "(a pattern that backtracks on it, or alternatives that multiply?)",
+        [],
+    )
 
 
 def _clip(message: str) -> str:
@@ -684,3 +687,29 @@ def parse_reply(data: dict, schema: dict, deadline: float | None = None) -> list
                 mismatch.message = f"choice {number}: {mismatch.message}"
             raise
     return parsed
+
+
+def check_reply(data: dict, schema: dict, deadline: float) -> list[tuple[object, str]]:
+    """parse_reply on a daemon thread, waited for until `deadline` by the wall clock. The
+    check's own deadline is enforced from inside (the clock before every keyword, regex's
+    timeout), but regex counts CPU time, and a loaded machine gives less of it than the
+    wall clock passes; waiting here keeps the bound exact, and keeps the caller (the main
+    thread) free to take Ctrl-C and SIGTERM, which only the main thread hears. A thread
+    still running when the process ends is ended with it."""
+    started = time.monotonic()
+    outcome: dict = {}
+    finished = threading.Event()
+
+    def check() -> None:
+        try:
+            outcome["parsed"] = parse_reply(data, schema, deadline)
+        except Exception as exc:  # raised below, in the caller
+            outcome["error"] = exc
+        finished.set()
+
+    threading.Thread(target=check, name="anyfast-check", daemon=True).start()
+    if not finished.wait(max(0.0, deadline - time.monotonic())):
+        raise timed_out(deadline - started)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["parsed"]

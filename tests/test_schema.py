@@ -296,7 +296,7 @@ def test_a_check_that_cannot_end_in_time_is_schema_timeout(schema, answer):
     assert time.monotonic() - started < WAIT
 
 
-WAIT = 5.0  # seconds a 0.3 s deadline may overrun on a loaded machine before the test fails
+WAIT = 10.0  # seconds a 0.3 s deadline may overrun on a loaded machine (regex counts CPU time) before failing
 
 
 def test_the_pattern_of_the_issue_is_checked_at_once():

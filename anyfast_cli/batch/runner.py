@@ -356,22 +356,30 @@ class _Reorderer:
 
 async def check_answer(body: dict, schema: dict, deadline: float) -> list:
     """schema.parse_reply, without holding up the batch: on the event loop for the first
-    INLINE_CHECK_SECONDS, then (a check that may run to its deadline) on a thread of its own,
-    so that other records go on and SIGTERM or Ctrl-C ends the run at once, as §5 says."""
-    from anyfast_cli.schema import AnswerMismatch, parse_reply
+    INLINE_CHECK_SECONDS, then (a check that may run to its deadline) on a daemon thread,
+    awaited until the deadline by the wall clock (see schema.check_reply), so that other
+    records go on meanwhile and SIGTERM or Ctrl-C ends the run at once, as §5 says."""
+    from anyfast_cli.schema import AnswerMismatch, parse_reply, timed_out
 
-    inline_until = time.monotonic() + INLINE_CHECK_SECONDS
+    started = time.monotonic()
+    inline_until = started + INLINE_CHECK_SECONDS
     try:
         return parse_reply(body, schema, min(deadline, inline_until))
     except AnswerMismatch as mismatch:
         if mismatch.code != "schema_timeout" or inline_until >= deadline:
             raise
-    return await on_daemon_thread(parse_reply, body, schema, deadline)
+    try:
+        return await asyncio.wait_for(
+            on_daemon_thread(parse_reply, body, schema, deadline), deadline - time.monotonic()
+        )
+    except asyncio.TimeoutError:
+        raise timed_out(deadline - started) from None
 
 
 async def on_daemon_thread(function, *args):
     """function(*args) on a new daemon thread. Unlike asyncio.to_thread, nothing waits for it:
-    a run cancelled by a signal ends while it goes on to its own deadline, and exit ends it."""
+    a run cancelled by a signal (or a check given up at its deadline) ends while it goes on to
+    its own end, and exit ends it."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 

@@ -4,8 +4,8 @@ The request is sent whole (never streamed), so nothing reaches stdout until the 
 is validated; then stdout gets the value as one compact JSON line (or, with --json, the
 response as received). With `n` > 1 every choice must be valid and each gets its line, in
 choice order; one invalid choice re-asks the whole request. A failure is exit 7
-(SchemaMismatchError), stdout empty. The check runs in this (the main) thread: Ctrl-C and
-SIGTERM interrupt it as they interrupt a read, and it ends by its deadline (schema.check_deadline).
+(SchemaMismatchError), stdout empty. The check ends by its deadline (schema.check_deadline)
+and, run on a thread of its own, leaves this (the main) thread free to take Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from anyfast_cli.schema import (
     apply_mode,
     check_deadline,
     check_mode,
+    check_reply,
     load_schema,
     mode_ladder,
-    parse_reply,
     repair_turns,
     step_down_note,
 )
@@ -94,7 +94,7 @@ def exchange_structured(
                 show_whole(data, answer_printer(reply, out, streams, hold=True), out, streams)
                 return reply
             try:
-                parsed = parse_reply(data, schema, check_deadline(sent, settings.max_time))
+                parsed = check_reply(data, schema, check_deadline(sent, settings.max_time))
             except AnswerMismatch as mismatch:
                 if mismatch.code in REPAIRABLE and repairs > 0:
                     repairs -= 1
