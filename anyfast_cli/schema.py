@@ -435,13 +435,15 @@ def _validator(schema: dict):
 @functools.lru_cache(maxsize=None)
 def _validator_class():
     """Draft 2020-12, each keyword check first looking at the clock, uniqueItems in linear
-    time (jsonschema's compares every pair of objects), and patterns matched with `regex`."""
+    time (jsonschema's compares every pair of objects), multipleOf exact where a float
+    cannot hold the value, and patterns matched with `regex`."""
     from jsonschema import Draft202012Validator, validators
 
     _match_patterns_with_regex()
-    checks = {name: _on_time(check) for name, check in Draft202012Validator.VALIDATORS.items()}
-    checks["uniqueItems"] = _on_time(_unique_items)
-    return validators.extend(Draft202012Validator, checks)
+    checks = dict(Draft202012Validator.VALIDATORS)
+    checks["uniqueItems"] = _unique_items
+    checks["multipleOf"] = functools.partial(_multiple_of, checks["multipleOf"])
+    return validators.extend(Draft202012Validator, {name: _on_time(check) for name, check in checks.items()})
 
 
 def _on_time(check):
@@ -464,6 +466,20 @@ def _unique_items(validator, unique, instance, schema):
                 yield ValidationError(f"{_clip(repr(instance))} has non-unique elements")
                 return
             seen.add(key)
+
+
+def _multiple_of(check, validator, step, instance, schema):
+    """jsonschema's multipleOf divides as floats first, and an integer past a float's range
+    (an answer may hold 4,300 digits) raises OverflowError there: such a one is divided exactly."""
+    from fractions import Fraction
+
+    from jsonschema.exceptions import ValidationError
+
+    try:
+        yield from check(validator, step, instance, schema)
+    except OverflowError:
+        if (Fraction(instance) / Fraction(step)).denominator != 1:
+            yield ValidationError(f"{_clip(repr(instance))} is not a multiple of {step}")
 
 
 def _json_identity(value):

@@ -386,3 +386,10 @@ def test_every_choice_is_checked_in_index_order():
         parse_reply(whole("nope"), AGE)
     with pytest.raises(AnswerMismatch, match="not JSON"):  # no choices at all: an empty answer
         parse_reply({"choices": None}, AGE)
+
+
+def test_multiple_of_an_integer_too_large_for_a_float_is_exact():
+    big = "1" + "0" * 400  # jsonschema divides it as a float first: OverflowError, an internal error
+    assert parse_answer(big, {"multipleOf": 0.5}) == 10**400
+    with pytest.raises(AnswerMismatch, match="is not a multiple of 0.3"):
+        parse_answer(big, {"multipleOf": 0.3})  # 0.3 as a float is not 3/10
