@@ -414,7 +414,12 @@ def timed_out(seconds: float) -> AnswerMismatch:
 
 
 def _clip(message: str) -> str:
-    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
+    """At most MAX_ERROR_CHARS, cut in the middle: the quoted value starts a message, and what
+    is wrong with it ends one."""
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    half = (MAX_ERROR_CHARS - 1) // 2
+    return message[:half] + "…" + message[-half:]
 
 
 _VALIDATORS: dict[int, tuple[dict, object]] = {}  # id(schema) -> (schema, its validator)
