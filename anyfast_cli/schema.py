@@ -129,13 +129,36 @@ def _field_type(words: str, name: str) -> dict:
 
 
 def multi_schema(schema: dict) -> dict:
-    """--schema-multi: a list of objects of `schema`, for extraction."""
+    """--schema-multi: a list of objects of `schema`, for extraction. Its local $refs ("#",
+    "#/$defs/…") are moved to where it now sits, so they mean what they meant."""
     return {
         "type": "object",
-        "properties": {MULTI_KEY: {"type": "array", "items": schema}},
+        "properties": {MULTI_KEY: {"type": "array", "items": _moved_refs(schema, f"#/properties/{MULTI_KEY}/items")}},
         "required": [MULTI_KEY],
         "additionalProperties": False,
     }
+
+
+def _moved_refs(node, prefix: str):
+    """A copy of schema `node` whose JSON-pointer $refs start at `prefix`. A subschema with
+    its own $id is its own base for the refs within it: left as it is."""
+    if not isinstance(node, dict) or "$id" in node:
+        return node
+    moved = dict(node)
+    for keyword in REFS:
+        ref = node.get(keyword)
+        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+            moved[keyword] = prefix + ref[1:]
+    for keyword in IN_PLACE_ONE + PARTS_ONE:
+        if keyword in node:
+            moved[keyword] = _moved_refs(node[keyword], prefix)
+    for keyword in IN_PLACE_LIST + PARTS_LIST:
+        if isinstance(node.get(keyword), list):
+            moved[keyword] = [_moved_refs(sub, prefix) for sub in node[keyword]]
+    for keyword in IN_PLACE_MAP + PARTS_MAP:
+        if isinstance(node.get(keyword), dict):
+            moved[keyword] = {name: _moved_refs(sub, prefix) for name, sub in node[keyword].items()}
+    return moved
 
 
 def check_schema(schema: dict, source: str = "--schema") -> None:
@@ -587,7 +610,9 @@ def load_schema(flags: SchemaFlags, read_text: Callable[[str], str]) -> dict | N
         raise UsageError(f"--repair must be from 0 to {MAX_REPAIR}, got {flags.repair}")
     check_mode(flags.schema_mode)
     if flags.schema_multi is not None:
-        return multi_schema(parse_spec(flags.schema_multi, read_text))
+        schema = multi_schema(parse_spec(flags.schema_multi, read_text))
+        check_schema(schema, "--schema-multi")  # its refs moved with it: still all resolved
+        return schema
     if flags.schema is not None:
         return parse_spec(flags.schema, read_text)
     if flags.schema_mode is not None or flags.repair is not None:

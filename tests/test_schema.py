@@ -393,3 +393,20 @@ def test_multiple_of_an_integer_too_large_for_a_float_is_exact():
     assert parse_answer(big, {"multipleOf": 0.5}) == 10**400
     with pytest.raises(AnswerMismatch, match="is not a multiple of 0.3"):
         parse_answer(big, {"multipleOf": 0.3})  # 0.3 as a float is not 3/10
+
+
+def test_schema_multi_moves_local_refs_with_the_schema():
+    tree = {
+        "type": "object",
+        "$defs": {"n": {"type": "integer"}},
+        "properties": {"a": {"$ref": "#/$defs/n"}, "kids": {"type": "array", "items": {"$ref": "#"}}},
+    }
+    own_base = {"$id": "urn:x", "$defs": {"n": {}}, "properties": {"a": {"$ref": "#/$defs/n"}}}
+    schema = multi_schema(tree)
+    check_schema(schema)
+    assert parse_answer('{"items": [{"a": 1, "kids": [{"a": 2}]}]}', schema)
+    with pytest.raises(AnswerMismatch, match=r"\$.items\[0\].kids\[0\].a: 'x' is not of type 'integer'"):
+        parse_answer('{"items": [{"a": 1, "kids": [{"a": "x"}]}]}', schema)
+    assert multi_schema(own_base)["properties"]["items"]["items"] == own_base  # its refs are its own
+    check_schema(multi_schema(own_base))
+    assert tree["properties"]["a"] == {"$ref": "#/$defs/n"}  # a copy: the schema itself unchanged
