@@ -401,8 +401,8 @@ class CheckTimeout(Exception):
 
 
 class _CheckClock(threading.local):
-    """The deadline of the check running on this thread (batch checks a slow answer on a
-    thread of its own), read by every keyword check and every pattern match."""
+    """The deadline of the check running on this thread (checks run on threads of their own:
+    check_reply, and batch's slow ones), read by every keyword check and every pattern match."""
 
     deadline = math.inf  # none set
     started = 0.0
