@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from gateway import Json, completion, error_body
+from gateway import Json, Sse, completion, error_body
 from helpers import WAIT
 
 SPEC = "title, year int, rating float, tags list: keywords"
@@ -621,3 +621,29 @@ def test_a_bare_word_spec_never_reads_a_file_of_that_name(run, gateway, tmp_path
     assert result.exit_code == 0, result.stderr
     assert gateway.requests[0].body["response_format"]["json_schema"]["schema"]["required"] == ["title"]
     assert run("complete", "--schema", "./nope.json", "x").exit_code == 2  # a path: read, not a field list
+
+
+def delivered(data: dict, split: str):
+    """The same response bytes, whole or cut into HTTP chunks at different places."""
+    body = json.dumps(data).encode()
+    if split == "whole":
+        return Json(data)
+    if split == "bytes":
+        pieces = [body[i : i + 1] for i in range(len(body))]
+    else:  # at the number, each piece its own TCP write
+        cut = body.index(b"1e400") + 2 if b"1e400" in body else len(body) // 2
+        return Sse([body[:cut], body[cut:]], delay=0.01, headers={"Content-Type": "application/json"})
+    return Sse(pieces, headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes", "two writes"])
+def test_what_is_checked_does_not_depend_on_how_the_bytes_came(run, gateway, split):
+    gateway.script(delivered(several(GOOD, BOOK2).body, split))
+    result = run("complete", "-p", "n=2", "--schema", SPEC, "two books")
+    assert (result.exit_code, result.stdout) == (0, GOOD + "\n" + BOOK2 + "\n"), result.stderr
+    gateway.reset()
+    out_of_range = completion('{"title": "Dune", "year": 1965, "rating": 1e400, "tags": []}')
+    gateway.script(delivered(out_of_range, split), delivered(out_of_range, split))
+    result = run("complete", "--schema", SPEC, "a book")
+    assert (result.exit_code, result.stdout) == (7, "")
+    assert "1e400 is too large" in error_lines(result)[0]
