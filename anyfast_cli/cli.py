@@ -278,7 +278,7 @@ SCHEMA_OPTIONS = [
             typer.Option(
                 "--schema",
                 metavar="SPEC",
-                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.",
+                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.",
             ),
         ],
     ),
@@ -825,7 +825,7 @@ def schema_command(
         str,
         typer.Argument(
             metavar="SPEC",
-            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML).",
+            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML; a path with / or an extension works too).",
             show_default=False,
         ),
     ],

@@ -49,7 +49,7 @@ class ExitCode(IntEnum):
         "answer not valid for --schema",
         (
             "--schema: the answer is not valid JSON for the schema (after the repair attempts), "
-            "or was cut short, filtered or refused."
+            "was cut short, filtered or refused, or could not be checked in time."
         ),
     )
     TOOL_CALLS = (
@@ -140,7 +140,7 @@ class OutputError(AnyfastError):
 
 class SchemaMismatchError(AnyfastError):
     """--schema: the answer is not valid for the schema (code: invalid_json, schema_mismatch,
-    truncated or refused)."""
+    schema_timeout, truncated or refused)."""
 
     exit_code = ExitCode.SCHEMA_MISMATCH
 

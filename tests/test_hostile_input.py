@@ -33,10 +33,11 @@ from anyfast_cli.batch.jobs import (
     read_lines,
     spool_lines,
 )
+from anyfast_cli.documents import allowed_alias_ratio, load_yaml
 from anyfast_cli.errors import AuthError, ExitCode, UsageError
 from anyfast_cli.keycommand import KeyCommandFailed, run_key_command
 from anyfast_cli.reading import DOCUMENT_MAX_BYTES, read_document
-from anyfast_cli.settings import allowed_alias_ratio, load_yaml, untrusted_command_problem
+from anyfast_cli.settings import untrusted_command_problem
 from anyfast_cli.structured import MAX_NESTING, ValueProblem, check_value, parse_json
 
 DEEP = 100_000
@@ -466,9 +467,9 @@ def test_yaml_alias_rule_is_yaml_v3s():
 
 
 def test_a_yaml_document_has_a_bounded_number_of_values(monkeypatch):
-    from anyfast_cli import settings
+    from anyfast_cli import documents
 
-    monkeypatch.setattr(settings, "MAX_YAML_NODES", 1000)
+    monkeypatch.setattr(documents, "MAX_YAML_NODES", 1000)
     assert len(load_yaml("x: [" + "1, " * 990 + "1]", "t.yaml")["x"]) == 991
     with pytest.raises(UsageError, match=r"t.yaml:1: more than 1,000 values .*JSON"):
         load_yaml("x: [" + "1, " * 1000 + "1]", "t.yaml")

@@ -228,18 +228,32 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
 
 
 def record_schema(value) -> dict:
-    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int')."""
+    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int').
+    Records that carry the same schema share one checked object (and so one validator)."""
     from anyfast_cli.schema import check_schema, fields_schema
 
+    if not isinstance(value, (dict, str)):
+        raise RecordError("'schema' must be a JSON Schema object or a field list string")
+    key = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    known = _RECORD_SCHEMAS.get(key)
+    if known is not None:
+        return known
     try:
         if isinstance(value, dict):
             check_schema(value, "'schema'")
-            return value
-        if isinstance(value, str):
-            return fields_schema(value)
+            schema = value
+        else:
+            schema = fields_schema(value)
     except UsageError as exc:
         raise RecordError(exc.message.replace("--schema: ", "'schema': ")) from None
-    raise RecordError("'schema' must be a JSON Schema object or a field list string")
+    if len(_RECORD_SCHEMAS) >= MAX_RECORD_SCHEMAS:
+        _RECORD_SCHEMAS.clear()
+    _RECORD_SCHEMAS[key] = schema
+    return schema
+
+
+_RECORD_SCHEMAS: dict[str, dict] = {}  # a record's schema (its text, keys sorted) -> the schema, checked
+MAX_RECORD_SCHEMAS = 64
 
 
 def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> tuple[Record, object]:

@@ -156,7 +156,7 @@ TOOL_CHOICES = ("auto", "none", "required")
 
 def read_tools(path: str) -> list[dict]:
     """--tools FILE: a JSON or YAML list of OpenAI tool definitions (or a mapping with `tools`)."""
-    from anyfast_cli.inputs import load_structured
+    from anyfast_cli.documents import load_structured
 
     try:
         text, _ = read_document(path, "a tools file")
