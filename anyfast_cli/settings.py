@@ -43,7 +43,14 @@ SHARD_SCHEDULERS = (
     ("CircleCI", "CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", False),
     ("Buildkite", "BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", False),
 )
-SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
+# A Slurm array task: its index, then the array's lowest and highest index, step and size.
+SLURM_ARRAY_VARS = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_ARRAY_TASK_COUNT",
+)
 K8S_INDEX_VAR = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs export no count: --shard auto/N
 
 
