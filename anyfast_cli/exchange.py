@@ -734,9 +734,15 @@ class Reply:
         return any(calls.calls for calls in self.tool_calls.values())
 
     def calls(self, index: int = 0) -> list[dict]:
-        """A choice's tool calls, OpenAI-shaped, in the order they opened."""
+        """A choice's tool calls, OpenAI-shaped, in the order they opened; with `mask`, the
+        key masked in them, as in the text (chat --save keeps them)."""
         calls = self.tool_calls.get(index)
-        return calls.shaped() if calls else []
+        shaped = calls.shaped() if calls else []
+        if self.mask:
+            for call in shaped:
+                call["id"] = self.mask(call["id"])
+                call["function"] = {name: self.mask(text) for name, text in call["function"].items()}
+        return shaped
 
     @property
     def choice_count(self) -> int:
