@@ -225,11 +225,11 @@ def split(text: str, size: int) -> list[str]:
 @pytest.mark.parametrize("size", [1, 3, len(KEY) // 2, len(KEY)])
 def test_chunk_lines_mask_a_key_across_chunks_and_keep_every_line(size):
     text = f"your key is {KEY}. task skip {KEY}"
-    chunks = [content(piece) for piece in split(text, size)]
+    alone = [content(piece) for piece in split(text, size)]
     other = [content(piece, index=1) for piece in split(f"one sees {KEY[:6]}", 2)]  # n=2, interleaved
-    mixed = [c for k, own in enumerate(chunks) for c in ([own, other[k]] if k < len(other) else [own])]
-    mixed += other[len(chunks) :]
-    for chunks in (chunks, mixed):
+    mixed = [c for k, own in enumerate(alone) for c in ([own, other[k]] if k < len(other) else [own])]
+    mixed += other[len(alone) :]
+    for chunks in (alone, mixed):
         lines = fed_lines([json_copy(c) for c in chunks], key_redactor())
         assert len(lines) == len(chunks)  # no line lost, none made up
         assert KEY not in joined(lines, delta_text(0)) and KEY[:8] not in json_text(lines)
