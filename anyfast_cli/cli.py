@@ -356,7 +356,7 @@ def guarded(run):
             _silence_stdout()
             code = ExitCode.BROKEN_PIPE
         except KeyboardInterrupt as exc:
-            code = SIGNAL_STATUS + exc.signum if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+            code = exc.exit_code if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         except Exception as exc:  # a bug: still one line, the traceback only on request
             debug = debug_enabled(streams.env)
             _report(
@@ -373,7 +373,6 @@ def guarded(run):
 # --- signals that end the program as Ctrl-C does ------------------------------------------------
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")  # what timeout(1), CI cancellation and a closed terminal send
-SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N, as a shell reports it (130 for Ctrl-C)
 
 
 @contextmanager

@@ -126,6 +126,23 @@ def test_man_page_has_every_exit_status_and_environment_variable(man_text):
     assert [name for name in names if not _mentions(environment, name)] == []
 
 
+def test_every_status_the_program_ends_with_is_an_exit_code_and_documented(man_text):
+    """The statuses signals end with (§5: 129, 143) are ExitCode members, so the man page, the
+    README and every --help list them (they are rendered from ExitCode)."""
+    import signal
+
+    from anyfast_cli.cli import ENDING_SIGNALS, render_exit_statuses
+    from anyfast_cli.errors import ExitCode, Terminated
+
+    codes = [Terminated(getattr(signal, name)).exit_code for name in ENDING_SIGNALS]
+    assert sorted(codes) == [ExitCode.HANGUP, ExitCode.TERMINATED] == [129, 143]
+    exit_section = man_text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
+    for code in codes:
+        assert str(int(code)) in re.findall(r"^(\d+)$", exit_section, re.M)
+        assert f" {int(code)} " in render_exit_statuses()
+        assert f"| {int(code)} |" in (ROOT / "README.md").read_text()
+
+
 def test_help_epilog_examples_use_existing_commands_and_options(tree):
     """The examples under `--help` run: every command and option they name exists."""
     assert gen_docs.epilog_problems(tree) == []
