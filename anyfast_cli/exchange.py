@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from anyfast_cli.errors import MESSAGE_LIMIT, ApiError, NetworkError, StreamError, api_error_for_status, one_line
 from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.sse import EventTooLarge, SSEDecoder
-from anyfast_cli.text import fix_surrogates, is_high_surrogate
+from anyfast_cli.text import fix_surrogates, is_high_surrogate, parse_whole
 
 NETWORK_HINT = "check the network and the base URL"
 NO_ANSWER_STATUSES = (204, 205)  # success, by definition without a body
@@ -83,11 +83,7 @@ def too_large(what: str, limit: int) -> ApiError:
 
 
 def declared_length(headers: Mapping[str, str]) -> int | None:
-    try:
-        length = int(header_text(headers.get("content-length")) or "")
-    except ValueError:
-        return None
-    return length if length >= 0 else None
+    return parse_whole(header_text(headers.get("content-length")))
 
 
 class Body:
@@ -801,9 +797,8 @@ def choice_index(choice: dict, default: int = 0) -> int:
         return default
     if isinstance(index, int):
         return index
-    if isinstance(index, str) and index.strip().isdigit():
-        return int(index)
-    return default
+    number = parse_whole(index) if isinstance(index, str) else None
+    return default if number is None else number
 
 
 MAX_TOOL_CALLS = 1024  # calls one choice may open: far past any model's parallel calls
@@ -922,9 +917,7 @@ def _call_index(value) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
+    return parse_whole(value) if isinstance(value, str) else None
 
 
 def _piece_text(value) -> str | None:

@@ -12,8 +12,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from anyfast_cli.errors import UsageError
+from anyfast_cli.errors import UsageError, one_line
 from anyfast_cli.structured import MAX_INT_DIGITS, MAX_NESTING, ValueProblem, check_value, number_problem, text_problem
+from anyfast_cli.text import parse_whole
 
 DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
@@ -508,11 +509,10 @@ def _max_time(value) -> float | None:
 
 
 def _retry_count(value) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UsageError(f"retries must be a whole number, 0 or more, got {value!r}")
-    return value
+    number = parse_whole(value) if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise UsageError(f"retries must be a whole number, 0 or more, got {one_line(repr(value), 60)}")
+    return number
 
 
 def timeouts(timeout: float | None) -> tuple[float, float]:

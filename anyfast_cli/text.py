@@ -30,6 +30,22 @@ _JSON_RAW_ON_TERMINAL = re.compile(f"[\x7f-\x9f\ud800-\udfff{BIDI_CONTROLS}]")
 ESCAPE_ERRORS = "anyfast.escape"  # the codec error handler `escape_unencodable` uses
 
 
+# Digits a whole number read from text may have: more than any count, index, port or size we
+# read, and far under what int() takes (4,300 by default; PYTHONINTMAXSTRDIGITS may lower it).
+MAX_WHOLE_DIGITS = 100
+
+
+def parse_whole(text: str) -> int | None:
+    """A whole number written in ASCII digits (spaces around allowed), else None. Text from
+    users and servers goes through here rather than `isdigit()` then `int()`: isdigit() also
+    takes "²", which int() refuses, and int() refuses a long number with advice for Python
+    programmers (sys.set_int_max_str_digits) that would reach the user as an internal error."""
+    text = text.strip()
+    if not text.isdigit() or not text.isascii() or len(text) > MAX_WHOLE_DIGITS:
+        return None
+    return int(text)
+
+
 def is_high_surrogate(char: str) -> bool:
     return "\ud800" <= char <= "\udbff"
 

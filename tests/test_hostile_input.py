@@ -386,6 +386,55 @@ def test_class_1_bytes_are_input_errors_never_crashes(run, gateway, tmp_path, ca
     assert_refused(run(*args, input=stdin, **env), gateway, words=words)
 
 
+# Whole numbers read from text (issue 15, class 7): "²" passes str.isdigit() but not int(), and
+# int() refuses a number past 4,300 digits with advice for Python programmers. Each is one line
+# in the user's words, never an internal error or sys.set_int_max_str_digits.
+LONG = "1" * 5000
+WHOLE_NUMBERS = {
+    "shard K/N": lambda d: (["batch", "--shard", f"{LONG}/{LONG}"], "", {}, "--shard expects K/N"),
+    "shard auto/N": lambda d: (["batch", "--shard", f"auto/{LONG}"], "", {}, "--shard auto/N expects a count"),
+    "shard superscript": lambda d: (["batch", "--shard", "\u00b2/3"], "", {}, "--shard expects K/N"),
+    "shard from the environment": lambda d: (
+        ["batch", "--shard", "auto"],
+        "",
+        {"CI_NODE_INDEX": LONG, "CI_NODE_TOTAL": "2"},
+        "CI_NODE_INDEX='11111",
+    ),
+    "slurm superscript": lambda d: (
+        ["batch", "--shard", "auto"],
+        "",
+        {"SLURM_ARRAY_TASK_ID": "\u00b2", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"},
+        "SLURM_ARRAY_TASK_ID='\u00b2' is not a whole number",
+    ),
+    "max_completion_tokens under --tpm": lambda d: (
+        ["batch", "--tpm", "1000"],
+        '{"prompt": "x", "max_completion_tokens": "lots"}\n',
+        {},
+        "max_completion_tokens must be a whole number",
+    ),
+    "config retries": lambda d: (
+        ["complete", "--config", config(d, "profiles:\n  default: {retries: '\u00b2'}\n"), "hi"],
+        None,
+        {},
+        "retries must be a whole number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", WHOLE_NUMBERS, ids=list(WHOLE_NUMBERS))
+def test_whole_numbers_from_text_are_input_errors_in_our_words(run, gateway, tmp_path, case):
+    args, stdin, env, words = WHOLE_NUMBERS[case](tmp_path)
+    result = run(*args, input=stdin, **env)
+    assert_refused(result, gateway, words=words)
+    assert "sys." not in result.stderr and "int()" not in result.stderr and len(result.stderr) < 300
+
+
+def test_a_no_proxy_port_that_is_no_number_is_no_match(run, gateway, tmp_path):
+    for port in ("\u00b2", LONG):
+        result = run("complete", "-n", "hi", NO_PROXY=f"127.0.0.1:{port}", HTTP_PROXY="http://127.0.0.1:9")
+        assert "internal error" not in result.stderr and result.exit_code in (0, 4), result.stderr
+
+
 def test_dry_run_refuses_as_a_real_run_does(run, gateway, tmp_path):
     """NaN in a batch line used to be printed (and sent) as NaN, which is not JSON."""
     result = run("batch", "--dry-run", input='{"prompt": "hi", "seed": NaN}\n')

@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 
 from anyfast_cli.output import render_json
-from anyfast_cli.text import escape_json_text, neutralise
+from anyfast_cli.text import MAX_WHOLE_DIGITS, escape_json_text, neutralise, parse_whole
 
 # (id, text from a server, as shown on a terminal)
 SHOWN = [
@@ -56,3 +56,26 @@ def test_every_bidirectional_control_is_made_visible_in_text_and_escaped_in_json
         assert char not in text and json.loads(text) == {"t": f"a{char}b"}
         assert char in render_json({"t": char})  # in a pipe: as it came
         assert escape_json_text(f'"{char}"') == f'"{char}"'
+
+
+@pytest.mark.parametrize(
+    "text,number",
+    [
+        ("0", 0),
+        ("42", 42),
+        (" 7\n", 7),
+        ("9" * MAX_WHOLE_DIGITS, int("9" * MAX_WHOLE_DIGITS)),
+        ("9" * (MAX_WHOLE_DIGITS + 1), None),  # past it int() may refuse, with advice for Python programmers
+        ("1" * 5000, None),
+        ("\u00b2", None),  # str.isdigit() says yes; int() refuses
+        ("\u0661\u0662", None),  # Arabic-Indic digits: int() reads them, but nobody writes a port so
+        ("-1", None),
+        ("+1", None),
+        ("1_000", None),
+        ("1.0", None),
+        ("", None),
+        ("0x10", None),
+    ],
+)
+def test_parse_whole(text, number):
+    assert parse_whole(text) == number

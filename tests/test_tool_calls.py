@@ -369,6 +369,11 @@ PIECES = [
         [call("a", "f", "{}")],
     ),
     (
+        "an index that is no number a piece continues the latest call",
+        [opening(0, "a", "f", "{"), more("\u00b2", "}"), more("1" * 5000, "")],
+        [call("a", "f", "{}")],
+    ),
+    (
         "an id that is not a string, as text",
         [opening(0, 7, "f", "{}")],
         [call("7", "f", "{}")],

@@ -15,12 +15,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from anyfast_cli.errors import UsageError
+from anyfast_cli.errors import UsageError, one_line
 from anyfast_cli.inputs import parse_messages, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
+from anyfast_cli.text import parse_whole
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REPORTED_ERRORS = 20
@@ -81,13 +82,14 @@ def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple
     if text is None:
         return None, None
     head, slash, count = text.partition("/")
+    k, n = parse_whole(head), parse_whole(count)
     if head == "auto":
-        if slash and not (count.isdigit() and int(count) >= 1):
-            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {text!r}")
-        return shard_from_scheduler(env or {}, int(count) if slash else None)
-    if not slash or not head.isdigit() or not count.isdigit() or not 1 <= int(head) <= int(count):
-        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {text!r}")
-    return Shard(int(head), int(count)), None
+        if slash and not (n is not None and n >= 1):
+            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {_shown(text)}")
+        return shard_from_scheduler(env or {}, n if slash else None)
+    if not slash or k is None or n is None or not 1 <= k <= n:
+        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {_shown(text)}")
+    return Shard(k, n), None
 
 
 def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Shard, str]:
@@ -185,14 +187,16 @@ def _slurm_array_task(env: Mapping[str, str]) -> tuple[int, int, str]:
     return (index - first) // step + 1, count, f"a Slurm job array ({values})"
 
 
-def _whole(env: Mapping[str, str], name: str, default: int | None = None) -> int:
-    value = env.get(name)
-    if value is None and default is not None:
-        return default
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"--shard auto: {name}={value!r} is not a whole number") from None
+def _whole(env: Mapping[str, str], name: str) -> int:
+    number = parse_whole(env.get(name) or "")
+    if number is None:
+        raise UsageError(f"--shard auto: {name}={_shown(env.get(name))} is not a whole number")
+    return number
+
+
+def _shown(value) -> str:
+    """A value as an error shows it: quoted, and cut short (one may hold thousands of digits)."""
+    return one_line(repr(value), 60)
 
 
 # --- --template: plain substitution --------------------------------------------------------
