@@ -83,7 +83,7 @@ def too_large(what: str, limit: int) -> ApiError:
 
 
 def declared_length(headers: Mapping[str, str]) -> int | None:
-    return parse_whole(header_text(headers.get("content-length")))
+    return parse_whole(header_text(headers.get("content-length")).strip())
 
 
 class Body:
@@ -797,7 +797,7 @@ def choice_index(choice: dict, default: int = 0) -> int:
         return default
     if isinstance(index, int):
         return index
-    number = parse_whole(index) if isinstance(index, str) else None
+    number = parse_whole(index.strip()) if isinstance(index, str) else None
     return default if number is None else number
 
 
@@ -917,7 +917,7 @@ def _call_index(value) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    return parse_whole(value) if isinstance(value, str) else None
+    return parse_whole(value.strip()) if isinstance(value, str) else None
 
 
 def _piece_text(value) -> str | None:

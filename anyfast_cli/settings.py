@@ -509,7 +509,7 @@ def _max_time(value) -> float | None:
 
 
 def _retry_count(value) -> int:
-    number = parse_whole(value) if isinstance(value, str) else value
+    number = parse_whole(value.strip()) if isinstance(value, str) else value
     if isinstance(number, bool) or not isinstance(number, int) or number < 0:
         raise UsageError(f"retries must be a whole number, 0 or more, got {one_line(repr(value), 60)}")
     return number

@@ -36,11 +36,10 @@ MAX_WHOLE_DIGITS = 100
 
 
 def parse_whole(text: str) -> int | None:
-    """A whole number written in ASCII digits (spaces around allowed), else None. Text from
+    """A whole number written in ASCII digits, nothing else, else None. Text from
     users and servers goes through here rather than `isdigit()` then `int()`: isdigit() also
     takes "²", which int() refuses, and int() refuses a long number with advice for Python
     programmers (sys.set_int_max_str_digits) that would reach the user as an internal error."""
-    text = text.strip()
     if not text.isdigit() or not text.isascii() or len(text) > MAX_WHOLE_DIGITS:
         return None
     return int(text)

@@ -188,7 +188,7 @@ def _slurm_array_task(env: Mapping[str, str]) -> tuple[int, int, str]:
 
 
 def _whole(env: Mapping[str, str], name: str) -> int:
-    number = parse_whole(env.get(name) or "")
+    number = parse_whole((env.get(name) or "").strip())
     if number is None:
         raise UsageError(f"--shard auto: {name}={_shown(env.get(name))} is not a whole number")
     return number
