@@ -30,6 +30,12 @@ ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 
+# Other programs' variables that anyfast reads.
+ENV_NO_COLOR = "NO_COLOR"  # no-color.org
+ENV_TERM = "TERM"
+ENV_XDG_CONFIG_HOME = "XDG_CONFIG_HOME"
+ENV_HOME = "HOME"
+
 # The network's own variables, as curl, pip and requests read them (transport.py applies them).
 ENV_CA_FILE = "SSL_CERT_FILE"
 ENV_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
@@ -53,6 +59,9 @@ SLURM_ARRAY_VARS = (
     "SLURM_ARRAY_TASK_COUNT",
 )
 K8S_INDEX_VAR = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs export no count: --shard auto/N
+
+
+PROXY_SCHEMES = ("https", "http", "no")  # each scheme's proxy variables, and NO_PROXY's
 
 
 def proxy_env_names(scheme: str) -> tuple[str, ...]:
@@ -121,7 +130,7 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
         return flag, "flag"
     if env.get(ENV_CONFIG):
         return env[ENV_CONFIG], "environment"
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    base = env.get(ENV_XDG_CONFIG_HOME) or os.path.join(env.get(ENV_HOME) or os.path.expanduser("~"), ".config")
     return os.path.join(base, "anyfast", "config.yaml"), "default"
 
 
@@ -527,4 +536,4 @@ def debug_enabled(env: Mapping[str, str]) -> bool:
 
 def color_allowed(env: Mapping[str, str]) -> bool:
     """NO_COLOR (non-empty) or TERM=dumb forbid every escape sequence."""
-    return not env.get("NO_COLOR") and env.get("TERM") != "dumb"
+    return not env.get(ENV_NO_COLOR) and env.get(ENV_TERM) != "dumb"
