@@ -236,7 +236,7 @@ CLASS_1 = {
     # text that is not UTF-8 (an argument's stray bytes arrive as lone surrogates), or a lone surrogate escape
     "prompt not UTF-8": lambda d: (["complete", "caf\udce9"], None, {}, "not valid UTF-8"),
     "-s not UTF-8": lambda d: (["complete", "-s", "\udcff", "hi"], None, {}, "not valid UTF-8"),
-    "-p value not UTF-8": lambda d: (["complete", "-p", "user=\udcff", "hi"], None, {}, "-p/--param user"),
+    "-p value not UTF-8": lambda d: (["complete", "-p", "user=\udcff", "hi"], None, {}, "argument is not valid UTF-8"),
     "-p key not UTF-8": lambda d: (["complete", "-p", "\udcff=1", "hi"], None, {}, "not valid UTF-8"),
     "--stop not UTF-8": lambda d: (["complete", "--stop", "\udcfe", "hi"], None, {}, "not valid UTF-8"),
     "-i path not UTF-8": lambda d: (
@@ -251,10 +251,15 @@ CLASS_1 = {
         {},
         "not valid UTF-8",
     ),
-    "-m not UTF-8": lambda d: (["complete", "-m", "m\udcff", "hi"], None, {}, "model"),
+    "-m not UTF-8": lambda d: (["complete", "-m", "m\udcff", "hi"], None, {}, "argument is not valid UTF-8: m\\udcff"),
     "ANYFAST_MODEL not UTF-8": lambda d: (["complete", "hi"], None, {"ANYFAST_MODEL": "m\udcff"}, "model"),
-    "--base-url not UTF-8": lambda d: (["complete", "--base-url", "http://\udcff/v1", "hi"], None, {}, "base URL"),
-    "--template not UTF-8": lambda d: (["batch", "--template", "{text}\udcff"], '"hi"\n', {}, "--template"),
+    "--base-url not UTF-8": lambda d: (
+        ["complete", "--base-url", "http://\udcff/v1", "hi"],
+        None,
+        {},
+        "argument is not valid UTF-8",
+    ),
+    "--template not UTF-8": lambda d: (["batch", "--template", "{text}\udcff"], '"hi"\n', {}, "argument is not valid"),
     "chat prompt not UTF-8": lambda d: (["chat", "\udcff"], None, {}, "not valid UTF-8"),
     "chat -f JSON lone surrogate": lambda d: (
         ["chat", "-f", write(d / "t.json", '[{"user": "\\ud800"}]')],
