@@ -101,13 +101,14 @@ class ChunkLines:
 
     def feed(self, chunk) -> None:
         """Take one chunk (after the printer has read it: masking may rewrite its texts)."""
-        if not self._redactor:
-            self._write(chunk)
+        texts = _streamed_texts(chunk) if self._redactor else ()
+        if not self._held and not any(self._redactor.holds_part(place[key]) for _, place, key in texts):
+            self._write(chunk)  # nearly every chunk: nothing held, and no part of a key in it
             return
         number = self._count
         self._count += 1
         self._held.append((number, chunk))
-        for stream, container, key in _streamed_texts(chunk):
+        for stream, container, key in texts:
             if not container[key]:
                 continue  # holds no part of a key
             places = self._open.setdefault(stream, [])

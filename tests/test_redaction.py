@@ -179,6 +179,11 @@ def test_mask_pieces(pieces, masked, settled):
     assert "".join(masked) == key_redactor().mask("".join(pieces)) or settled < len(pieces)
 
 
+@pytest.mark.parametrize("text", sorted({p for case in PIECES for p in case[1]} | {"dogs ", "s", "task sk-x"}))
+def test_holds_part_says_when_mask_pieces_has_work(text):
+    assert key_redactor().holds_part(text) == (key_redactor().mask_pieces([text]) != ([text], 1))
+
+
 def content(text, index=0) -> dict:
     return {"id": "c", "choices": [{"index": index, "delta": {"content": text}, "finish_reason": None}]}
 
