@@ -400,7 +400,7 @@ def guarded(run):
             _silence_stdout()
             code = ExitCode.BROKEN_PIPE
         except KeyboardInterrupt as exc:
-            code = SIGNAL_STATUS + exc.signum if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+            code = exc.exit_code if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         except Exception as exc:  # a bug: still one line, the traceback only on request
             debug = debug_enabled(streams.env)
             _report(
@@ -417,7 +417,6 @@ def guarded(run):
 # --- signals that end the program as Ctrl-C does ------------------------------------------------
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")  # what timeout(1), CI cancellation and a closed terminal send
-SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N, as a shell reports it (130 for Ctrl-C)
 
 
 @contextmanager
@@ -512,6 +511,7 @@ class AnyfastGroup(ExitStatusEpilog, TyperGroup):
     """Click's own usage errors become one `anyfast: error:` line and exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _refuse_undecodable_arguments(sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(
                 args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra
@@ -1002,13 +1002,14 @@ def main() -> None:
         sys.stderr = open(os.devnull, "w")
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
-    _refuse_undecodable_arguments(sys.argv[1:])
     app()
 
 
 def _refuse_undecodable_arguments(arguments: List[str]) -> None:
     """Python hands bytes that are not UTF-8 over as lone surrogates; no prompt, path or
-    value may carry them further (exit 2 before anything is read or sent)."""
+    value may carry them further (exit 2 before anything is read or sent). The one check of
+    arguments: every way in (the script, python -m, an in-process runner) passes
+    AnyfastGroup.main, so the commands never meet such an argument."""
     for argument in arguments:
         try:
             argument.encode("utf-8")

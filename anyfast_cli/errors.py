@@ -62,11 +62,24 @@ class ExitCode(IntEnum):
         "budget reached",
         "A budget (--budget, --budget-tokens) was reached: nothing more was sent.",
     )
+    # Ended by a signal: 128 + its number, as a shell reports a process the signal killed.
+    HANGUP = (
+        129,
+        "hung up (SIGHUP)",
+        "Ended by SIGHUP (its terminal closed), as Ctrl-C ends it: the line in progress is ended, "
+        "batch prints its summary and leaves whole lines only.",
+    )
     INTERRUPTED = 130, "interrupted", "Interrupted (Ctrl-C)."
     BROKEN_PIPE = (
         141,
         "stdout closed",
         "Standard output was closed by the reader (as a C tool killed by SIGPIPE), as in anyfast complete ... | head -1.",
+    )
+    TERMINATED = (
+        143,
+        "terminated (SIGTERM)",
+        "Ended by SIGTERM (timeout(1), a CI job cancelled, kill), as Ctrl-C ends it: the line in "
+        "progress is ended, batch prints its summary and leaves whole lines only.",
     )
 
     def __new__(cls, value: int, summary: str, description: str):
@@ -179,8 +192,16 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised wherever the program stands, so that it ends as Ctrl-C does:
     every `except KeyboardInterrupt` and `finally` on the way runs (the line in progress is
-    ended, batch prints its summary, temporary files are removed); the status is 128 + signum."""
+    ended, batch prints its summary, temporary files are removed)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """128 + the signal's number, as a shell reports it: HANGUP (129) or TERMINATED (143)."""
+        return ExitCode(SIGNAL_STATUS + self.signum)
+
+
+SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N (130 for Ctrl-C's SIGINT)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from anyfast_cli.documents import dump_yaml, load_structured
 from anyfast_cli.errors import UsageError
 from anyfast_cli.request import with_media
-from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 SHORTHAND_ROLES = ("user", "assistant", "system")
@@ -21,10 +21,6 @@ SHORTHAND_ROLES = ("user", "assistant", "system")
 def build_prompt(args: list[str], stdin_text: str | None) -> str:
     """The arguments joined by spaces, then stdin after a blank line; `-` is stdin alone."""
     piped = stdin_text.removeprefix("\ufeff").rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
-    for arg in args:
-        problem = text_problem(arg)
-        if problem:
-            raise UsageError(f"the prompt argument {ascii(arg)[:60]} {problem}")
     if "-" in args:
         if args != ["-"]:
             raise UsageError(
@@ -52,9 +48,6 @@ def parse_param(text: str) -> tuple[str, object]:
     key = key.strip()
     if not eq or not key:
         raise UsageError(f"--param expects KEY=VALUE, got {text!r}")
-    problem = text_problem(text)
-    if problem:
-        raise UsageError(f"-p/--param {key}: the argument {problem}")
     try:
         return key, parse_json(raw)
     except JsonSyntaxError:

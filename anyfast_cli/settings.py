@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from anyfast_cli.documents import load_yaml
-from anyfast_cli.errors import UsageError
+from anyfast_cli.errors import UsageError, one_line
 from anyfast_cli.prices import NO_PRICES, PriceTable, non_negative, parse_prices
 from anyfast_cli.structured import text_problem
+from anyfast_cli.text import parse_whole
 
 DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
@@ -31,6 +32,12 @@ ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
 
+# Other programs' variables that anyfast reads.
+ENV_NO_COLOR = "NO_COLOR"  # no-color.org
+ENV_TERM = "TERM"
+ENV_XDG_CONFIG_HOME = "XDG_CONFIG_HOME"
+ENV_HOME = "HOME"
+
 # The network's own variables, as curl, pip and requests read them (transport.py applies them).
 ENV_CA_FILE = "SSL_CERT_FILE"
 ENV_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
@@ -45,8 +52,18 @@ SHARD_SCHEDULERS = (
     ("CircleCI", "CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", False),
     ("Buildkite", "BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", False),
 )
-SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
+# A Slurm array task: its index, then the array's lowest and highest index, step and size.
+SLURM_ARRAY_VARS = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_ARRAY_TASK_COUNT",
+)
 K8S_INDEX_VAR = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs export no count: --shard auto/N
+
+
+PROXY_SCHEMES = ("https", "http", "no")  # each scheme's proxy variables, and NO_PROXY's
 
 
 def proxy_env_names(scheme: str) -> tuple[str, ...]:
@@ -137,7 +154,7 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
         return flag, "flag"
     if env.get(ENV_CONFIG):
         return env[ENV_CONFIG], "environment"
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    base = env.get(ENV_XDG_CONFIG_HOME) or os.path.join(env.get(ENV_HOME) or os.path.expanduser("~"), ".config")
     return os.path.join(base, "anyfast", "config.yaml"), "default"
 
 
@@ -398,11 +415,10 @@ def _max_time(value) -> float | None:
 
 
 def _retry_count(value) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UsageError(f"retries must be a whole number, 0 or more, got {value!r}")
-    return value
+    number = parse_whole(value.strip()) if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise UsageError(f"retries must be a whole number, 0 or more, got {one_line(repr(value), 60)}")
+    return number
 
 
 def timeouts(timeout: float | None) -> tuple[float, float]:
@@ -417,4 +433,4 @@ def debug_enabled(env: Mapping[str, str]) -> bool:
 
 def color_allowed(env: Mapping[str, str]) -> bool:
     """NO_COLOR (non-empty) or TERM=dumb forbid every escape sequence."""
-    return not env.get("NO_COLOR") and env.get("TERM") != "dumb"
+    return not env.get(ENV_NO_COLOR) and env.get(ENV_TERM) != "dumb"
