@@ -13,7 +13,6 @@ import mimetypes
 from anyfast_cli.errors import UsageError
 from anyfast_cli.reading import MIB, TooLarge, read_file_limited, size_text
 from anyfast_cli.request import video_part
-from anyfast_cli.structured import text_problem
 
 IMAGE_MAX_BYTES = 10 * MIB  # the gateway's limit for one image
 VIDEO_MAX_BYTES = 50 * MIB  # larger clips should be passed by URL
@@ -37,10 +36,8 @@ def load_attachments(images, videos, fps: float | None = None) -> tuple[list[str
 
 def load_media(ref: str, kind: str = "image") -> str:
     """`kind` is "image" or "video". A file is read up to its limit whatever its size claims:
-    a link to a device or a FIFO reports 0 bytes."""
-    problem = text_problem(ref)
-    if problem:  # it would be sent (a URL) or saved (a path) as text
-        raise UsageError(f"the {kind} {ascii(ref)} {problem}")
+    a link to a device or a FIFO reports 0 bytes. `ref` is UTF-8 text: an argument (cli.py
+    refuses one that is not) or a file's value (their loaders refuse one that is not)."""
     if is_url(ref):
         return ref
     mime, _ = mimetypes.guess_type(ref)

@@ -300,7 +300,7 @@ SCHEMA_OPTIONS = [
             typer.Option(
                 "--schema",
                 metavar="SPEC",
-                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.",
+                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.",
             ),
         ],
     ),
@@ -422,7 +422,7 @@ def guarded(run):
             _silence_stdout()
             code = ExitCode.BROKEN_PIPE
         except KeyboardInterrupt as exc:
-            code = SIGNAL_STATUS + exc.signum if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+            code = exc.exit_code if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         except Exception as exc:  # a bug: still one line, the traceback only on request
             debug = debug_enabled(streams.env)
             _report(
@@ -439,7 +439,6 @@ def guarded(run):
 # --- signals that end the program as Ctrl-C does ------------------------------------------------
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")  # what timeout(1), CI cancellation and a closed terminal send
-SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N, as a shell reports it (130 for Ctrl-C)
 
 
 @contextmanager
@@ -534,6 +533,7 @@ class AnyfastGroup(ExitStatusEpilog, TyperGroup):
     """Click's own usage errors become one `anyfast: error:` line and exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _refuse_undecodable_arguments(sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(
                 args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra
@@ -847,7 +847,7 @@ def schema_command(
         str,
         typer.Argument(
             metavar="SPEC",
-            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML).",
+            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML; a path with / or an extension works too).",
             show_default=False,
         ),
     ],
@@ -1093,13 +1093,14 @@ def main() -> None:
         sys.stderr = open(os.devnull, "w")
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
-    _refuse_undecodable_arguments(sys.argv[1:])
     app()
 
 
 def _refuse_undecodable_arguments(arguments: List[str]) -> None:
     """Python hands bytes that are not UTF-8 over as lone surrogates; no prompt, path or
-    value may carry them further (exit 2 before anything is read or sent)."""
+    value may carry them further (exit 2 before anything is read or sent). The one check of
+    arguments: every way in (the script, python -m, an in-process runner) passes
+    AnyfastGroup.main, so the commands never meet such an argument."""
     for argument in arguments:
         try:
             argument.encode("utf-8")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from anyfast_cli.errors import (
 )
 from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.sse import EventTooLarge, SSEDecoder
-from anyfast_cli.text import fix_surrogates, is_high_surrogate
+from anyfast_cli.text import fix_surrogates, is_high_surrogate, parse_whole
 
 NETWORK_HINT = "check the network and the base URL"
 NO_ANSWER_STATUSES = (204, 205)  # success, by definition without a body
@@ -90,11 +91,7 @@ def too_large(what: str, limit: int) -> ApiError:
 
 
 def declared_length(headers: Mapping[str, str]) -> int | None:
-    try:
-        length = int(header_text(headers.get("content-length")) or "")
-    except ValueError:
-        return None
-    return length if length >= 0 else None
+    return parse_whole(header_text(headers.get("content-length")).strip())
 
 
 class Body:
@@ -452,7 +449,7 @@ def nested_deeper(data, limit: int) -> bool:
         value, depth = stack.pop()
         if depth > limit:
             return True
-        children = value.values() if isinstance(value, dict) else value
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
 
@@ -806,9 +803,15 @@ class Reply:
         return any(calls.calls for calls in self.tool_calls.values())
 
     def calls(self, index: int = 0) -> list[dict]:
-        """A choice's tool calls, OpenAI-shaped, in the order they opened."""
+        """A choice's tool calls, OpenAI-shaped, in the order they opened; with `mask`, the
+        key masked in them, as in the text (chat --save keeps them)."""
         calls = self.tool_calls.get(index)
-        return calls.shaped() if calls else []
+        shaped = calls.shaped() if calls else []
+        if self.mask:
+            for call in shaped:
+                call["id"] = self.mask(call["id"])
+                call["function"] = {name: self.mask(text) for name, text in call["function"].items()}
+        return shaped
 
     @property
     def choice_count(self) -> int:
@@ -867,26 +870,35 @@ def choice_index(choice: dict, default: int = 0) -> int:
         return default
     if isinstance(index, int):
         return index
-    if isinstance(index, str) and index.strip().isdigit():
-        return int(index)
-    return default
+    number = parse_whole(index.strip()) if isinstance(index, str) else None
+    return default if number is None else number
 
 
 MAX_TOOL_CALLS = 1024  # calls one choice may open: far past any model's parallel calls
 MAX_ODD_PIECES = 100  # characters of a non-string name or id kept
 
 
+def make_call_id() -> str:
+    """An id for a call the server sent without one: a call without an id can never be
+    answered (a `tool` message names the id it answers). Shaped like OpenAI's ids: "call_"
+    and 24 characters (random hex, so two made in one conversation never collide)."""
+    return "call_" + secrets.token_hex(12)
+
+
 @dataclass
 class ToolCall:
-    id: str | None = None
+    id: str | None = None  # as the server sent it; None until a piece carries one
     type: str | None = None
     name_parts: list = field(default_factory=list)
     argument_parts: list = field(default_factory=list)
+    made_id: str | None = None  # made once, when shaped without an id: stdout and --save show the same
 
     def shaped(self) -> dict:
         """OpenAI's shape: id, type, function {name, arguments}; arguments byte-exact as sent."""
+        if self.id is None and self.made_id is None:
+            self.made_id = make_call_id()
         return {
-            "id": self.id,
+            "id": self.id or self.made_id,
             "type": self.type or "function",
             "function": {"name": "".join(self.name_parts), "arguments": "".join(self.argument_parts)},
         }
@@ -895,17 +907,19 @@ class ToolCall:
 class ToolCalls:
     """One choice's tool calls, from whole messages or streamed pieces. A streamed piece
     carries `index` (the call's place), and its first piece `id`, `type` and the function's
-    name; `function.arguments` arrive in pieces to be joined. Gateways differ: indexes may be
-    missing, repeated or all 0, so a piece with an `id` not seen yet opens a new call, and a
-    piece without one continues the call its index last opened; an index not seen yet opens a
-    new call when the piece names its function (an opening piece), else the latest call goes on.
-    (A whole answer's calls need not have ids: replayed as a stream, only their index and name
-    tell them apart.)"""
+    name; `function.arguments` arrive in pieces to be joined.
+
+    Pieces are merged by index; the id only splits. Ids are not unique on every gateway (two
+    calls may share one, and they are kept as sent), so an id never joins pieces of different
+    indexes. But some gateways number every call 0: a piece whose id differs from the one its
+    index's call already has opens a new call. A piece with an id for a call that has none yet
+    (its arguments came first) fills that call in. A piece without an index continues the
+    call its id names, else the latest call."""
 
     def __init__(self) -> None:
         self.calls: list[ToolCall] = []
-        self._by_id: dict = {}
-        self._by_index: dict = {}
+        self._by_id: dict = {}  # id -> the latest call that has it (for pieces without an index)
+        self._by_index: dict = {}  # index -> the call it last opened
 
     def absorb(self, pieces, *, whole: bool = False) -> None:
         if isinstance(pieces, dict):
@@ -915,40 +929,38 @@ class ToolCalls:
         for piece in pieces:
             if not isinstance(piece, dict):
                 continue
-            if whole:
-                self._add(ToolCall(), piece)
-                continue
             call_id = _piece_text(piece.get("id"))
-            index = piece.get("index")
-            index = index if isinstance(index, (int, str)) and not isinstance(index, bool) else None
-            if call_id and call_id in self._by_id:
-                call = self._by_id[call_id]
-            elif call_id or not self.calls:
-                call = None
-            elif index is not None and index in self._by_index:
-                call = self._by_index[index]
-            elif index is not None and _names_function(piece):
-                call = None
+            if whole:  # each call of a whole message is whole: no merging
+                call = self._open(call_id)
             else:
-                call = self.calls[-1]
-            if call is None:
-                call = ToolCall()
-                self._open(call, call_id)
-            if index is not None:
-                self._by_index[index] = call
+                call = self._call_for(call_id, _call_index(piece.get("index")))
             self._extend(call, piece)
 
-    def _add(self, call: ToolCall, piece: dict) -> None:
-        self._open(call, _piece_text(piece.get("id")))
-        self._extend(call, piece)
+    def _call_for(self, call_id: str | None, index: int | None) -> ToolCall:
+        """The call a streamed piece belongs to, opened or filled in as the piece says."""
+        if index is not None:
+            call = self._by_index.get(index)
+        elif call_id is not None and call_id in self._by_id:
+            call = self._by_id[call_id]
+        else:
+            call = self.calls[-1] if self.calls else None
+        if call is None or (call_id is not None and call.id is not None and call_id != call.id):
+            call = self._open(call_id)
+        elif call_id is not None and call.id is None:
+            call.id = call_id
+            self._by_id[call_id] = call
+        if index is not None:
+            self._by_index[index] = call
+        return call
 
-    def _open(self, call: ToolCall, call_id: str | None) -> None:
+    def _open(self, call_id: str | None) -> ToolCall:
         if len(self.calls) >= MAX_TOOL_CALLS:
             raise ApiError(f"the server's answer holds more than {MAX_TOOL_CALLS} tool calls", code="invalid_response")
-        call.id = call_id
+        call = ToolCall(id=call_id)
         self.calls.append(call)
-        if call_id:
+        if call_id is not None:
             self._by_id[call_id] = call
+        return call
 
     @staticmethod
     def _extend(call: ToolCall, piece: dict) -> None:
@@ -972,9 +984,13 @@ class ToolCalls:
         return [call.shaped() for call in self.calls]
 
 
-def _names_function(piece: dict) -> bool:
-    function = piece.get("function")
-    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])
+def _call_index(value) -> int | None:
+    """A streamed piece's index as a number (0 and "0" are one call); missing or odd, None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return parse_whole(value.strip()) if isinstance(value, str) else None
 
 
 def _piece_text(value) -> str | None:

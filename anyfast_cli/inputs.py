@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from anyfast_cli.documents import dump_yaml, load_structured
 from anyfast_cli.errors import UsageError
 from anyfast_cli.request import with_media
-from anyfast_cli.settings import load_yaml
-from anyfast_cli.structured import JsonSyntaxError, ValueProblem, line_of, parse_json, text_problem
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 SHORTHAND_ROLES = ("user", "assistant", "system")
@@ -21,10 +21,6 @@ SHORTHAND_ROLES = ("user", "assistant", "system")
 def build_prompt(args: list[str], stdin_text: str | None) -> str:
     """The arguments joined by spaces, then stdin after a blank line; `-` is stdin alone."""
     piped = stdin_text.removeprefix("\ufeff").rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
-    for arg in args:
-        problem = text_problem(arg)
-        if problem:
-            raise UsageError(f"the prompt argument {ascii(arg)[:60]} {problem}")
     if "-" in args:
         if args != ["-"]:
             raise UsageError(
@@ -52,9 +48,6 @@ def parse_param(text: str) -> tuple[str, object]:
     key = key.strip()
     if not eq or not key:
         raise UsageError(f"--param expects KEY=VALUE, got {text!r}")
-    problem = text_problem(text)
-    if problem:
-        raise UsageError(f"-p/--param {key}: the argument {problem}")
     try:
         return key, parse_json(raw)
     except JsonSyntaxError:
@@ -74,21 +67,6 @@ class Conversation:
     params: dict = field(default_factory=dict)
     tools: list | None = None  # tool definitions, sent with every request (and kept by --save)
     tool_choice: object = None
-
-
-def load_structured(text: str, source: str):
-    """YAML or JSON text (JSON is tried first: it is faster and its errors are clearer), as
-    values any request may carry (structured.check_value); errors name the file and line."""
-    stripped = text.lstrip()
-    if stripped[:1] in ("[", "{"):
-        try:
-            return parse_json(text)
-        except JsonSyntaxError:
-            pass  # maybe YAML flow style; let YAML judge
-        except ValueProblem as exc:  # JSON, but NaN, nested too deep, …: YAML would not read it better
-            line = line_of(text, exc.pos)
-            raise UsageError(f"{source}{f':{line}' if line else ''}: {exc.describe()}") from None
-    return load_yaml(text, source, "YAML or JSON")
 
 
 def parse_conversation(text: str, source: str) -> Conversation:
@@ -200,6 +178,4 @@ def render_conversation(conversation: Conversation, *, as_json: bool = False) ->
     data["messages"] = [{"role": m["role"], **m} for m in conversation.messages]  # role first
     if as_json:
         return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    import yaml
-
-    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)
+    return dump_yaml(data)

@@ -67,8 +67,9 @@ class Meter:
         self.totals = RunTotals()
         self._warn = warn
         self._log = UsageLog(log_path) if log_path else None
-        self._tally = LogTally(log_path) if log_path and limits else None
+        self._tally = LogTally(log_path, context.prices.currency) if log_path and limits else None
         self._skipped_told = 0
+        self._foreign_told = 0
 
     @property
     def prices(self) -> PriceTable:
@@ -105,6 +106,12 @@ class Meter:
             self._warn(
                 f"usage log {self._tally.path}: {self._tally.skipped.count} line(s) could not be read "
                 f"(first: line {self._tally.skipped.first}); the budget counts them as 0"
+            )
+        if self.limits.money is not None and self._tally.foreign > self._foreign_told:
+            self._foreign_told = self._tally.foreign
+            self._warn(
+                f"usage log {self._tally.path}: {self._tally.foreign} cost(s) in a currency other than "
+                f"{self.prices.currency} are not counted against --budget"
             )
         return self._tally.cost, self._tally.tokens
 

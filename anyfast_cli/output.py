@@ -16,7 +16,7 @@ import json
 from typing import TextIO
 
 from anyfast_cli.errors import OutputError
-from anyfast_cli.exchange import Reply
+from anyfast_cli.exchange import Reply, choice_index
 from anyfast_cli.text import escape_json_text, neutralise
 
 # With n > 1, text output prints the first choice (streamed live), then each other choice in
@@ -75,6 +75,93 @@ def print_json(obj, out: TextIO, *, terminal: bool, color: bool) -> None:
         out.flush()
     else:
         write_flushed(out, text + "\n")
+
+
+# Chunks held back at most while a text in them may be the start of the key. A key comes in a
+# few chunks; one still open after this many other chunks is let go (each line is still masked).
+MAX_HELD_CHUNKS = 1024
+
+
+class ChunkLines:
+    """--json --stream: each chunk object as a line, the key masked across chunks. A model that
+    echoes the key streams it in pieces, a few characters per chunk, so no one line holds it
+    for the writer to mask, yet the deltas join to it. So each streamed text (a choice's
+    content or reasoning, a tool call's arguments, ...) is masked as one text across chunks
+    (Redactor.mask_pieces): a chunk whose text ends in what may be the start of the key is
+    held, with every chunk after it (lines keep their order), until a later chunk settles it;
+    chunks in which no key is found are written as they came."""
+
+    def __init__(self, out: TextIO, redactor, *, terminal: bool) -> None:
+        self._out = out
+        self._redactor = redactor
+        self._terminal = terminal
+        self._held: list[tuple[int, dict]] = []  # (number, chunk) not written yet, in order
+        self._open: dict = {}  # a streamed text -> [(chunk number, its container, key)] not settled
+        self._count = 0
+
+    def feed(self, chunk) -> None:
+        """Take one chunk (after the printer has read it: masking may rewrite its texts)."""
+        texts = _streamed_texts(chunk) if self._redactor else ()
+        if not self._held and not any(self._redactor.holds_part(place[key]) for _, place, key in texts):
+            self._write(chunk)  # nearly every chunk: nothing held, and no part of a key in it
+            return
+        number = self._count
+        self._count += 1
+        self._held.append((number, chunk))
+        for stream, container, key in texts:
+            if not container[key]:
+                continue  # holds no part of a key
+            places = self._open.setdefault(stream, [])
+            places.append((number, container, key))
+            pieces, settled = self._redactor.mask_pieces([place[name] for _, place, name in places])
+            for (_, place, name), piece in zip(places, pieces):
+                place[name] = piece
+            del places[:settled]
+            if not places:
+                del self._open[stream]
+        if len(self._held) > MAX_HELD_CHUNKS:  # memory stays bounded, whatever a server sends
+            self.finish()
+        waiting = min((places[0][0] for places in self._open.values()), default=self._count)
+        while self._held and self._held[0][0] < waiting:
+            self._write(self._held.pop(0)[1])
+
+    def finish(self) -> None:
+        """The stream has ended (or failed): what was held goes out; its open ends were not the key."""
+        self._open.clear()
+        while self._held:
+            self._write(self._held.pop(0)[1])
+
+    def _write(self, chunk) -> None:
+        write_flushed(self._out, render_json(chunk, terminal=self._terminal) + "\n")
+
+
+def _streamed_texts(chunk) -> list:
+    """(which streamed text, the dict holding it, its key) for each string a chunk's choices
+    carry: (choice, field) for a delta's fields, (choice, "tool_calls", call, field) for a
+    tool call's function fields."""
+    found: list = []
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+        part = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(part, dict):
+            continue
+        index = choice_index(choice, position)
+        for key, value in part.items():
+            if isinstance(value, str):
+                found.append(((index, key), part, key))
+            elif key == "tool_calls" and isinstance(value, list):
+                for place, call in enumerate(value):
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if not isinstance(function, dict):
+                        continue
+                    number = call.get("index", place)
+                    number = number if isinstance(number, (int, str)) else place
+                    found += [
+                        ((index, key, number, name), function, name)
+                        for name, text in function.items()
+                        if isinstance(text, str)
+                    ]
+    return found
 
 
 def render_usage(usage: dict | None) -> str:

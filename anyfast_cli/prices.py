@@ -100,12 +100,7 @@ def _price(entry, where: str) -> Price:
 
 
 def non_negative(value, where: str) -> float:
-    """A finite number, 0 or more: a price or a budget."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    """A finite number, 0 or more: a price or a budget (a number, not text that looks like one)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise UsageError(f"{where} must be a number, 0 or more, got {value!r}")
     return float(value)

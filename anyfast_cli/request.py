@@ -72,12 +72,14 @@ def check_fields(fields: dict, model: str) -> None:
                 or not low <= value <= high
             ):
                 raise UsageError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-    if "max_tokens" in fields:
-        value = fields["max_tokens"]
+    for name in ("max_tokens", "max_completion_tokens"):  # the newer name for the same bound
+        if name not in fields:
+            continue
+        value = fields[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"max_tokens must be a whole number, 1 or more, got {value!r}")
+            raise UsageError(f"{name} must be a whole number, 1 or more, got {value!r}")
         if model == DEFAULT_MODEL and value > DEFAULT_MODEL_MAX_TOKENS:
-            raise UsageError(f"max_tokens must be at most {DEFAULT_MODEL_MAX_TOKENS} for {model}, got {value}")
+            raise UsageError(f"{name} must be at most {DEFAULT_MODEL_MAX_TOKENS} for {model}, got {value}")
     if "stop" in fields:
         stop = fields["stop"]
         if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):

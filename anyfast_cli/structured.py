@@ -160,18 +160,20 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+# json.loads hooks that refuse what JSON itself does not allow: NaN, Infinity, a number too large
+# for a float (1e400 would read as inf) or an integer too long for Python to read or write.
+STRICT_NUMBERS = {"parse_constant": _refuse_constant, "parse_float": _finite_float, "parse_int": _bounded_int}
+
+
 def parse_json(text: str):
     """A JSON value, checked with check_value. JsonSyntaxError when the text is not JSON;
     ValueProblem when it is JSON that no request may carry (NaN, nested too deep, …)."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
-    except ValueProblem as exc:  # from a hook, called before the parser has seen the rest of the text
-        try:
-            json.loads(text, parse_int=len)  # `NaNa` or `1e999 x` is no JSON at all, rather than bad JSON
-        except json.JSONDecodeError as syntax:
-            raise JsonSyntaxError(syntax.msg, syntax.pos, syntax.colno) from None
-        except (ValueError, RecursionError):
-            pass
+        value = json.loads(text, **STRICT_NUMBERS)
+    except ValueProblem as exc:
+        syntax = syntax_error(text)
+        if syntax is not None:
+            raise syntax from None
         exc.pos = _first_problem_offset(text)
         raise
     except RecursionError:
@@ -185,6 +187,19 @@ def parse_json(text: str):
             exc.pos = _first_problem_offset(text)
         raise
     return value
+
+
+def syntax_error(text: str) -> JsonSyntaxError | None:
+    """The JsonSyntaxError of text that STRICT_NUMBERS refused: a hook is called before the
+    parser has seen the rest of the text, and `NaNa` or `1e999 x` is no JSON at all, rather
+    than JSON holding a number it does not allow."""
+    try:
+        json.loads(text, parse_int=len)  # len: no digit limit, and no work
+    except json.JSONDecodeError as syntax:
+        return JsonSyntaxError(syntax.msg, syntax.pos, syntax.colno)
+    except (ValueError, RecursionError):
+        pass
+    return None
 
 
 # One JSON token a scan cares about: a string (skipped whole), a bracket, or a bare word/number.

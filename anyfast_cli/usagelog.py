@@ -108,11 +108,15 @@ def read_lines(path: str) -> Iterator[tuple[int, dict | None]]:
 @dataclass
 class LogTally:
     """What a shared log holds so far, kept current by reading only what others appended
-    since the last look (`refresh`). A line still being written (no newline yet) waits."""
+    since the last look (`refresh`). A line still being written (no newline yet) waits.
+    With a `currency`, a cost recorded in another currency is not added (it is counted in
+    `foreign`): a USD budget is not spent by CNY amounts."""
 
     path: str
+    currency: str | None = None
     cost: float = 0.0
     tokens: int = 0
+    foreign: int = 0
     skipped: Skipped = field(default_factory=Skipped)
     _offset: int = 0
     _lines: int = 0
@@ -150,5 +154,9 @@ class LogTally:
         if line is None:
             self.skipped.add(self._lines)
             return
-        self.cost += number(line.get("cost"))
+        currency = line.get("currency")
+        if self.currency is not None and isinstance(currency, str) and currency != self.currency:
+            self.foreign += 1
+        else:
+            self.cost += number(line.get("cost"))
         self.tokens += int(number(line.get("total_tokens")))

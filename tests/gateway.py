@@ -293,7 +293,9 @@ def hidden_cut(*texts: str, usage: dict | None = None) -> Sse:
 # --- hostile servers ----------------------------------------------------------------------
 
 MIB = 1024 * 1024
-ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\x1b[2J\x1b[31m\x9b1;1H\x07\x08\x7f"  # clipboard, title, clear, colour, C1 CSI, BEL, BS, DEL
+# clipboard, title, clear, colour, C1 CSI, BEL, BS, DEL; then bidirectional controls (an override
+# that reverses what follows, an isolate, a right-to-left mark) that reorder what a terminal shows
+ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\x1b[2J\x1b[31m\x9b1;1H\x07\x08\x7f" + "\u202egnp.exe\u2066x\u200f"
 HOSTILE_MODES = (
     "surrogates",
     "deep_json",

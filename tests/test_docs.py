@@ -113,17 +113,57 @@ def test_man_page_documents_every_command_and_option(commands, man_text):
 
 
 def test_man_page_has_every_exit_status_and_environment_variable(man_text):
-    from anyfast_cli import settings
     from anyfast_cli.errors import ExitCode
 
     exit_section = man_text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
     environment = man_text.split(".SH ENVIRONMENT", 1)[1].split(".SH ", 1)[0]
     assert [int(line) for line in re.findall(r"^(\d+)$", exit_section, re.M)] == [int(code) for code in ExitCode]
-    names = [value for name, value in vars(settings).items() if name.startswith("ENV_")] + [
-        "NO_COLOR",
-        "XDG_CONFIG_HOME",
+    # (the lowercase proxy names are documented beside their uppercase ones)
+    assert [name for name in environment_names() if not _mentions(environment, name.upper())] == []
+
+
+def environment_names() -> set[str]:
+    """Every environment variable anyfast reads, as settings.py (the one place they live) names them."""
+    from anyfast_cli import settings
+
+    names = {value for name, value in vars(settings).items() if name.startswith("ENV_")}
+    names |= {name for scheme in settings.PROXY_SCHEMES for name in settings.proxy_env_names(scheme)}
+    names |= {name for _, index, count, _ in settings.SHARD_SCHEDULERS for name in (index, count)}
+    return names | set(settings.SLURM_ARRAY_VARS) | {settings.K8S_INDEX_VAR}
+
+
+def test_environment_names_are_written_only_in_settings():
+    """No other module, and not tools/gen_docs.py, spells a variable's name as a value of its own:
+    a list made by hand there would drift from what settings reads."""
+    import ast
+
+    names = environment_names()
+    sources = [*(ROOT / "anyfast_cli").rglob("*.py"), ROOT / "tools" / "gen_docs.py"]
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}"
+        for path in sources
+        if path.name != "settings.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names
     ]
-    assert [name for name in names if not _mentions(environment, name)] == []
+    assert spelled == []
+
+
+def test_every_status_the_program_ends_with_is_an_exit_code_and_documented(man_text):
+    """The statuses signals end with (§5: 129, 143) are ExitCode members, so the man page, the
+    README and every --help list them (they are rendered from ExitCode)."""
+    import signal
+
+    from anyfast_cli.cli import ENDING_SIGNALS, render_exit_statuses
+    from anyfast_cli.errors import ExitCode, Terminated
+
+    codes = [Terminated(getattr(signal, name)).exit_code for name in ENDING_SIGNALS]
+    assert sorted(codes) == [ExitCode.HANGUP, ExitCode.TERMINATED] == [129, 143]
+    exit_section = man_text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
+    for code in codes:
+        assert str(int(code)) in re.findall(r"^(\d+)$", exit_section, re.M)
+        assert f" {int(code)} " in render_exit_statuses()
+        assert f"| {int(code)} |" in (ROOT / "README.md").read_text()
 
 
 def test_help_epilog_examples_use_existing_commands_and_options(tree):

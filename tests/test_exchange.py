@@ -34,6 +34,7 @@ from anyfast_cli.exchange import (
     NetFailure,
     Reply,
     StreamTruncated,
+    declared_length,
     describe_network_failure,
     error_from_response,
     failure_kind_from_chain,
@@ -1239,3 +1240,11 @@ def test_reply_absorb(chunks, returns, content, reasoning, usage, finish, cut):
     assert reply.usage == usage
     assert reply.finish_reason == finish
     assert reply.cut_at_limit is cut
+
+
+@pytest.mark.parametrize("index", ["\u00b2", "1" * 5000, "-1", [1]])
+def test_a_choice_index_that_is_no_whole_number_is_choice_0(index):
+    reply = Reply()
+    reply.absorb({"choices": [{"index": index, "delta": {"content": "x"}}]})
+    assert reply.content == "x" and not reply.others
+    assert declared_length({"content-length": "1" * 5000}) is None

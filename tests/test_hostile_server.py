@@ -275,6 +275,7 @@ def test_diagnostics_are_always_neutralised(run, gateway):
     assert result.exit_code == 1
     assert "\x1b" not in result.stderr and "\x9b" not in result.stderr and "\x07" not in result.stderr
     assert "bad request ^[]52;c;cHduZWQ=^G^[]0;pwned^G^[[2J^[[31m\\2331;1H^G^H^?" in result.stderr
+    assert "^?<U+202E>gnp.exe<U+2066>x<U+200F>" in result.stderr
     assert "request id req-^[]0;pwned^G" in result.stderr
 
 
@@ -328,7 +329,7 @@ def test_at_a_terminal_nothing_from_the_server_drives_it(proc_env, gateway, args
     )
     shown = pty_end(child)
     assert child.exitstatus == 0, shown
-    for sequence in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\x08", "\x7f"):
+    for sequence in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\x08", "\x7f", "\u202e", "\u2066", "\u200f"):
         assert sequence not in shown, (sequence, shown)
     assert "]52;c;cHduZWQ=" in shown  # shown, but inert
 

@@ -8,7 +8,7 @@ import math
 import signal
 
 import pytest
-from helpers import NOW
+from helpers import LOG_KEYS, NOW
 
 from anyfast_cli.errors import (
     AnyfastError,
@@ -33,27 +33,6 @@ from anyfast_cli.result import (
 )
 
 SOURCE = "/etc/prices.yaml"
-LOG_KEYS = [  # §3, in the contract's order
-    "ts",
-    "command",
-    "profile",
-    "model",
-    "request_id",
-    "status",
-    "exit",
-    "attempts",
-    "latency_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "cost",
-    "currency",
-    "cache",
-    "custom_id",
-    "body_sha256",
-]
 
 
 # --- parse_prices: bad shapes are exit 2, naming the source and the key ----------------------
@@ -65,6 +44,7 @@ LOG_KEYS = [  # §3, in the contract's order
         pytest.param([{"input": 1, "output": 2}], [], id="a list"),
         pytest.param("doubao-*: 1", [], id="a string"),
         pytest.param({"doubao-*": 1.5}, ["doubao-*"], id="entry a number"),
+        pytest.param({"m": {"input": "1.5", "output": 2}}, ["m", "input", "1.5"], id="a number as text"),
         pytest.param({"doubao-*": [1, 2]}, ["doubao-*"], id="entry a list"),
         pytest.param({"m": {"input": -1, "output": 2}}, ["m", "input", "-1"], id="negative input"),
         pytest.param({"m": {"input": 1, "output": -0.5}}, ["m", "output"], id="negative output"),

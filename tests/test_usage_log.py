@@ -243,6 +243,18 @@ def test_the_tally_of_a_log_not_yet_written_is_zero(tmp_path):
     assert (tally.cost, tally.tokens) == (0, 0)
 
 
+def test_the_tally_adds_no_cost_recorded_in_another_currency(tmp_path):
+    path = tmp_path / "usage.jsonl"
+    path.write_bytes(
+        raw(total_tokens=1, cost=1, currency="USD")
+        + raw(total_tokens=2, cost=7, currency="CNY")
+        + raw(total_tokens=4, cost=2, currency=None)
+    )
+    tally = LogTally(str(path), "USD")
+    tally.refresh()
+    assert (tally.cost, tally.tokens, tally.foreign) == (3, 7, 1)  # tokens know no currency
+
+
 def test_the_tally_reads_across_its_block_size(tmp_path, monkeypatch):
     import anyfast_cli.usagelog
 

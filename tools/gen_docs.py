@@ -519,8 +519,9 @@ complete -c {prog} -f
 # --- man page ---------------------------------------------------------------------------
 
 # Descriptions for the names in anyfast_cli.settings (ENV_* constants). Keyed by the constant's
-# name, so the generator fails loudly when one is added without words. (Exit statuses carry their
-# own words: ExitCode in anyfast_cli/errors.py.)
+# name, so the generator fails loudly when one is added without words; the names themselves
+# come from settings, the one place they live. (Exit statuses carry their own words: ExitCode
+# in anyfast_cli/errors.py.)
 ENV_DESCRIPTIONS = {
     "ENV_API_KEY": "The API key. Prefer it to --api-key, which other users can see in ps(1).",
     "ENV_BASE_URL": "The API base URL (default {DEFAULT_BASE_URL}).",
@@ -535,17 +536,35 @@ ENV_DESCRIPTIONS = {
     "ENV_CA_FILE": "A PEM file of CA certificates to trust instead of the system trust store.",
     "ENV_CA_BUNDLE": "The same as SSL_CERT_FILE; when several of these variables are set, every CA they name is trusted.",
     "ENV_CA_DIR": "A directory of hashed CA certificates (see openssl rehash) to trust instead of the system trust store.",
+    "ENV_NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included.",
+    "ENV_TERM": "When dumb, the same as NO_COLOR.",
+    "ENV_XDG_CONFIG_HOME": "Where the config directory is (default ~/.config).",
+    "ENV_HOME": "The home directory (~), where the default config directory is when XDG_CONFIG_HOME is not set.",
 }
-OTHER_ENVIRONMENT = {  # read by anyfast but not through a settings constant
-    "NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included.",
-    "TERM": "When dumb, the same as NO_COLOR.",
-    "XDG_CONFIG_HOME": "Where the config directory is (default ~/.config).",
-    "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY": "The proxy for https:// and http:// base URLs, for either, "
-    "and the hosts that go direct, as curl reads them (the lowercase names win). SOCKS proxies are refused.",
-    "CI_NODE_INDEX, CIRCLE_NODE_INDEX, BUILDKITE_PARALLEL_JOB, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX": "Read by "
-    "batch --shard auto, with their counts (CI_NODE_TOTAL, CIRCLE_NODE_TOTAL, BUILDKITE_PARALLEL_JOB_COUNT, "
-    "SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_STEP and SLURM_ARRAY_TASK_COUNT; Kubernetes: --shard auto/N).",
-}
+
+
+def environment_families(settings) -> list[tuple[list[str], str]]:
+    """Variables read in families (a proxy for each scheme, each scheduler's index and count):
+    their names from settings, their words here."""
+    proxies = [name for scheme in settings.PROXY_SCHEMES for name in settings.proxy_env_names(scheme)]
+    proxies = list(dict.fromkeys(name for name in proxies if name.isupper()))  # the lowercase ones are named below
+    proxies.sort(key=lambda name: name.startswith("ALL"))  # every scheme's own first, then the one for all
+    indexes = [index for _, index, _, _ in settings.SHARD_SCHEDULERS]
+    indexes += [settings.SLURM_ARRAY_VARS[0], settings.K8S_INDEX_VAR]
+    counts = [count for _, _, count, _ in settings.SHARD_SCHEDULERS] + list(settings.SLURM_ARRAY_VARS[1:])
+    return [
+        (
+            proxies,
+            "The proxy for https:// and for http:// base URLs, the hosts that go direct, and the proxy "
+            "for either, as curl reads them (the lowercase names win). SOCKS proxies are refused.",
+        ),
+        (
+            indexes,
+            f"Read by batch --shard auto, with their counts ({', '.join(counts[:-1])} and {counts[-1]}; "
+            "Kubernetes: --shard auto/N).",
+        ),
+    ]
+
 
 DESCRIPTION = [
     "Settings come from, in this order: command-line flags, the environment, the chosen profile "
@@ -850,8 +869,8 @@ def _man_environment() -> list[str]:
     for constant, description in ENV_DESCRIPTIONS.items():
         text = description.format(**defaults)
         lines += [".TP", f"\\fB{roff(getattr(settings, constant))}\\fR", roff(text)]
-    for name, description in OTHER_ENVIRONMENT.items():
-        lines += [".TP", f"\\fB{roff(name)}\\fR", roff(description)]
+    for names, description in environment_families(settings):
+        lines += [".TP", f"\\fB{roff(', '.join(names))}\\fR", roff(description)]
     return lines
 
 
@@ -859,8 +878,8 @@ def _man_files() -> list[str]:
     from anyfast_cli import settings
 
     # Ask settings.config_path itself, so the documented location cannot drift from the code.
-    xdg, _ = settings.config_path(None, {"XDG_CONFIG_HOME": "$XDG_CONFIG_HOME"})
-    home, _ = settings.config_path(None, {"HOME": "~"})
+    xdg, _ = settings.config_path(None, {settings.ENV_XDG_CONFIG_HOME: "$" + settings.ENV_XDG_CONFIG_HOME})
+    home, _ = settings.config_path(None, {settings.ENV_HOME: "~"})
     keys = ", ".join(settings.SETTING_KEYS)
     return [
         ".SH FILES",

@@ -15,12 +15,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from anyfast_cli.errors import UsageError
+from anyfast_cli.errors import UsageError, one_line
 from anyfast_cli.inputs import parse_messages, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
+from anyfast_cli.text import parse_whole
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REPORTED_ERRORS = 20
@@ -81,41 +82,33 @@ def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple
     if text is None:
         return None, None
     head, slash, count = text.partition("/")
+    k, n = parse_whole(head), parse_whole(count)
     if head == "auto":
-        if slash and not (count.isdigit() and int(count) >= 1):
-            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {text!r}")
-        return shard_from_scheduler(env or {}, int(count) if slash else None)
-    if not slash or not head.isdigit() or not count.isdigit() or not 1 <= int(head) <= int(count):
-        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {text!r}")
-    return Shard(int(head), int(count)), None
+        if slash and not (n is not None and n >= 1):
+            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {_shown(text)}")
+        return shard_from_scheduler(env or {}, n if slash else None)
+    if not slash or k is None or n is None or not 1 <= k <= n:
+        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {_shown(text)}")
+    return Shard(k, n), None
 
 
 def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Shard, str]:
     """K/N from CI parallel jobs (GitLab, CircleCI, Buildkite), a Slurm job array (stepped
     arrays too: K = (ID - MIN) / STEP + 1) or a Kubernetes Indexed Job (N from auto/N)."""
     found = None
+    half_set = []  # (index variable set, count variable missing): named if nothing else is found
     for name, index_var, count_var, from_one in SHARD_SCHEDULERS:
-        if env.get(index_var) is not None and env.get(count_var) is not None:
-            index, total = _whole(env, index_var), _whole(env, count_var)
-            found = (index if from_one else index + 1, total, f"{name} ({index_var}={index}, {count_var}={total})")
-            break
-    task, low, step, total_var = SLURM_ARRAY_VARS
-    if found is None and env.get(task) is not None and env.get(total_var) is not None:
-        index, first, every, total = (
-            _whole(env, task),
-            _whole(env, low, 0),
-            _whole(env, step, 1),
-            _whole(env, total_var),
-        )
-        if every < 1 or (index - first) % every:
-            raise UsageError(
-                f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step}={every})"
-            )
-        found = (
-            (index - first) // every + 1,
-            total,
-            f"a Slurm job array ({task}={index}, {low}={first}, {step}={every}, {total_var}={total})",
-        )
+        if env.get(index_var) is None:
+            continue
+        if env.get(count_var) is None:
+            half_set.append((index_var, count_var))
+            continue
+        index, total = _whole(env, index_var), _whole(env, count_var)
+        found = (index if from_one else index + 1, total, f"{name} ({index_var}={index}, {count_var}={total})")
+        break
+    task = SLURM_ARRAY_VARS[0]
+    if found is None and env.get(task) is not None:
+        found = _slurm_array_task(env)
     if found is None and env.get(K8S_INDEX_VAR) is not None:
         if count is None:
             raise UsageError(
@@ -124,6 +117,12 @@ def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Sha
             )
         index = _whole(env, K8S_INDEX_VAR)
         found = (index + 1, count, f"a Kubernetes Indexed Job ({K8S_INDEX_VAR}={index})")
+    if found is None and half_set:
+        index_var, count_var = half_set[0]
+        raise UsageError(
+            f"--shard auto: {index_var} is set, but {count_var} (how many jobs there are) is not",
+            hint="give the shard yourself: --shard K/N",
+        )
     if found is None:
         names = ", ".join([v for _, v, _, _ in SHARD_SCHEDULERS] + [task, K8S_INDEX_VAR])
         raise UsageError(
@@ -138,14 +137,66 @@ def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Sha
     return Shard(k, n), origin
 
 
-def _whole(env: Mapping[str, str], name: str, default: int | None = None) -> int:
-    value = env.get(name)
-    if value is None and default is not None:
-        return default
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"--shard auto: {name}={value!r} is not a whole number") from None
+def _slurm_array_task(env: Mapping[str, str]) -> tuple[int, int, str]:
+    """K, N and where they came from, for a Slurm array task. The array's indexes are MIN,
+    MIN+STEP, ..., MAX, COUNT of them; one of these missing is worked out from the others,
+    never assumed (a MIN taken as 0 would shift a 1-based array by one: job 1 never runs).
+    Only STEP has a default, 1, as `--array=A-B` has. Arrays that are not evenly spaced
+    (`--array=1,2,5`) cannot be split so and are refused."""
+    task, low, high, step_var, count_var = SLURM_ARRAY_VARS
+    index = _whole(env, task)
+    first, last, step, count = (
+        _whole(env, name) if env.get(name) is not None else None for name in SLURM_ARRAY_VARS[1:]
+    )
+    for name, value in ((step_var, step), (count_var, count)):
+        if value is not None and value < 1:
+            raise UsageError(f"--shard auto: {name}={value} is not a whole number ≥ 1")
+    worked_out = []
+    if step is None:
+        step = 1
+        if first is not None and last is not None and count is not None and count > 1:
+            step = max((last - first) // (count - 1), 1)  # checked against the others below
+            worked_out.append(step_var)
+    if count is None:
+        if first is None or last is None:
+            raise UsageError(
+                f"--shard auto: {task} is set, but {count_var} (how many jobs there are) is not",
+                hint="give the shard yourself: --shard K/N",
+            )
+        count = (last - first) // step + 1
+        worked_out.append(count_var)
+    if first is None:
+        if last is None:
+            raise UsageError(
+                f"--shard auto: {task} is set, but neither {low} nor {high}, so where the array starts is unknown",
+                hint="give the shard yourself: --shard K/N",
+            )
+        first = last - (count - 1) * step
+        worked_out.append(low)
+    values = f"{task}={index}, {low}={first}" + (f", {high}={last}" if last is not None else "")
+    values += f", {step_var}={step}, {count_var}={count}"
+    if worked_out:
+        values += f"; {' and '.join(worked_out)} worked out from the others"
+    if count < 1 or (last is not None and last != first + (count - 1) * step):
+        raise UsageError(
+            f"--shard auto: the Slurm array's indexes are not evenly spaced ({values})",
+            hint="submit it as --array=MIN-MAX[:STEP], or give the shard yourself: --shard K/N",
+        )
+    if (index - first) % step:
+        raise UsageError(f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step_var}={step})")
+    return (index - first) // step + 1, count, f"a Slurm job array ({values})"
+
+
+def _whole(env: Mapping[str, str], name: str) -> int:
+    number = parse_whole((env.get(name) or "").strip())
+    if number is None:
+        raise UsageError(f"--shard auto: {name}={_shown(env.get(name))} is not a whole number")
+    return number
+
+
+def _shown(value) -> str:
+    """A value as an error shows it: quoted, and cut short (one may hold thousands of digits)."""
+    return one_line(repr(value), 60)
 
 
 # --- --template: plain substitution --------------------------------------------------------
@@ -228,18 +279,32 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
 
 
 def record_schema(value) -> dict:
-    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int')."""
+    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int').
+    Records that carry the same schema share one checked object (and so one validator)."""
     from anyfast_cli.schema import check_schema, fields_schema
 
+    if not isinstance(value, (dict, str)):
+        raise RecordError("'schema' must be a JSON Schema object or a field list string")
+    key = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    known = _RECORD_SCHEMAS.get(key)
+    if known is not None:
+        return known
     try:
         if isinstance(value, dict):
             check_schema(value, "'schema'")
-            return value
-        if isinstance(value, str):
-            return fields_schema(value)
+            schema = value
+        else:
+            schema = fields_schema(value)
     except UsageError as exc:
         raise RecordError(exc.message.replace("--schema: ", "'schema': ")) from None
-    raise RecordError("'schema' must be a JSON Schema object or a field list string")
+    if len(_RECORD_SCHEMAS) >= MAX_RECORD_SCHEMAS:
+        _RECORD_SCHEMAS.clear()
+    _RECORD_SCHEMAS[key] = schema
+    return schema
+
+
+_RECORD_SCHEMAS: dict[str, dict] = {}  # a record's schema (its text, keys sorted) -> the schema, checked
+MAX_RECORD_SCHEMAS = 64
 
 
 def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> tuple[Record, object]:

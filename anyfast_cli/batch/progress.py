@@ -41,7 +41,7 @@ def render_summary(
         text += f", {tally.skipped:,} already answered"
     seconds = f"{elapsed:.2f}" if elapsed < 10 else f"{elapsed:.1f}"
     text += f"; {tally.tokens:,} tokens, {seconds} s, {done_rate:.1f} requests/s"
-    if answered_429:  # the server's limit was met: what batch settled on, and what it cost
+    if answered_429:  # the server's limit was met: the rate achieved under it, and what it cost
         settled = f"settled at {rate:.1f} requests/s, " if rate else ""
         text += f"; rate limit: {settled}{answered_429:,} requests answered 429"
     return text

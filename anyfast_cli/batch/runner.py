@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ from anyfast_cli.schema import DEFAULT_REPAIR
 from anyfast_cli.transport import NetworkPolicy, network_policy
 
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
+# --schema: how long an answer is checked on the event loop before its check moves to a thread of
+# its own. Real answers take well under a millisecond; a check still running past this is one that
+# may run to its deadline (a backtracking pattern), which must not stall the batch or its signals.
+INLINE_CHECK_SECONDS = 0.05
 
 
 @dataclass
@@ -152,10 +157,10 @@ class BatchRunner:
 
     async def _structured(self, session: aiohttp.ClientSession, record: Record, state: "_ModeState") -> Outcome:
         from anyfast_cli.schema import (
+            REPAIRABLE,
             AnswerMismatch,
-            answer_parts,
             apply_mode,
-            parse_reply,
+            check_deadline,
             repair_turns,
             step_down_note,
         )
@@ -164,6 +169,7 @@ class BatchRunner:
         messages = list(record.body["messages"])
         while True:
             mode = state.ladder[state.level]
+            sent = time.monotonic()
             outcome = await self._request(
                 session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode)
             )
@@ -180,17 +186,20 @@ class BatchRunner:
             state.settled = True
             body = response.get("body") or {}
             try:
-                value, _ = parse_reply(body, record.schema)
+                parsed = await check_answer(body, record.schema, check_deadline(sent, self.config.max_time))
             except AnswerMismatch as mismatch:
-                if mismatch.code in ("invalid_json", "schema_mismatch") and repairs > 0:
+                if mismatch.code in REPAIRABLE and repairs > 0:
                     repairs -= 1
                     self._log(f"record {record.id}: not valid for the schema ({mismatch.message}); asking again")
-                    messages = messages + repair_turns(answer_parts(body)[0], mismatch)
+                    messages = messages + repair_turns(mismatch)
                     continue
                 outcome.line["error"] = {"code": mismatch.code, "message": mismatch.message}
                 outcome.ok = False
                 return outcome
-            outcome.line["parsed"] = value
+            values = [value for value, _ in parsed]
+            asked = record.body.get("n")
+            several = len(values) > 1 or (isinstance(asked, int) and not isinstance(asked, bool) and asked > 1)
+            outcome.line["parsed"] = values if several else values[0]  # with n > 1, every choice's value
             return outcome
 
     async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
@@ -347,6 +356,58 @@ class _Reorderer:
             self._emit(self._pending.pop(self._next))
             self._next += 1
         self._moved.set()
+
+
+async def check_answer(body: dict, schema: dict, deadline: float) -> list:
+    """schema.parse_reply, without holding up the batch: on the event loop for the first
+    INLINE_CHECK_SECONDS, then (a check that may run to its deadline) on a daemon thread,
+    awaited until the deadline by the wall clock (see schema.check_reply), so that other
+    records go on meanwhile and SIGTERM or Ctrl-C ends the run at once, as §5 says."""
+    from anyfast_cli.schema import AnswerMismatch, parse_reply, timed_out
+
+    started = time.monotonic()
+    inline_until = started + INLINE_CHECK_SECONDS
+    try:
+        return parse_reply(body, schema, min(deadline, inline_until))
+    except AnswerMismatch as mismatch:
+        if mismatch.code != "schema_timeout" or inline_until >= deadline:
+            raise
+    try:
+        return await asyncio.wait_for(
+            on_daemon_thread(parse_reply, body, schema, deadline), deadline - time.monotonic()
+        )
+    except asyncio.TimeoutError:
+        raise timed_out(deadline - started) from None
+
+
+async def on_daemon_thread(function, *args):
+    """function(*args) on a new daemon thread. Unlike asyncio.to_thread, nothing waits for it:
+    a run cancelled by a signal (or a check given up at its deadline) ends while it goes on to
+    its own end, and exit ends it."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if future.done():  # cancelled
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        result = error = None
+        try:
+            result = function(*args)
+        except Exception as exc:  # raised where it is awaited
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop has closed: the run ended while this went on
+
+    threading.Thread(target=run, name="anyfast-check", daemon=True).start()
+    return await future
 
 
 async def read_body(response: aiohttp.ClientResponse) -> bytearray:

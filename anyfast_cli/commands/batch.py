@@ -401,7 +401,7 @@ def send_all(
                 tally,
                 time.monotonic() - tally.started,
                 interrupted=interrupted,
-                rate=controller.rate,
+                rate=controller.achieved(),
                 answered_429=controller.limited,
             )
         )

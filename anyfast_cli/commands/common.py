@@ -12,7 +12,7 @@ from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.exchange import Reply
 from anyfast_cli.inputs import parse_param
 from anyfast_cli.meter import Meter
-from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json, write_flushed
+from anyfast_cli.output import ChunkLines, TextPrinter, print_json, print_usage
 from anyfast_cli.reading import read_document
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.result import RequestContext
@@ -156,7 +156,7 @@ TOOL_CHOICES = ("auto", "none", "required")
 
 def read_tools(path: str) -> list[dict]:
     """--tools FILE: a JSON or YAML list of OpenAI tool definitions (or a mapping with `tools`)."""
-    from anyfast_cli.inputs import load_structured
+    from anyfast_cli.documents import load_structured
 
     try:
         text, _ = read_document(path, "a tools file")
@@ -343,16 +343,21 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     # With --json the objects are the output: the printer only collects the text (and shows reasoning).
     printer = answer_printer(reply, out, streams, hold=hold)
     if out.streaming:
+        lines = ChunkLines(streams.stdout, streams.redactor, terminal=streams.stdout_isatty) if out.json else None
         try:
             for chunk in client.stream(body):
-                if out.json:
-                    write_flushed(streams.stdout, render_json(chunk, terminal=streams.stdout_isatty) + "\n")
                 printer.feed_chunk(chunk)
+                if lines:
+                    lines.feed(chunk)
         except BrokenPipeError:
             raise
         except BaseException:
+            if lines:
+                lines.finish()
             printer.end_lines(complete=False)  # keep what was printed, and end its line
             raise
+        if lines:
+            lines.finish()
         printer.end_lines()
         printer.end_choices()
         if reply.finish_reason is None:  # new-api ends a stream cut upstream with [DONE], hiding the cut

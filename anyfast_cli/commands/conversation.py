@@ -120,58 +120,67 @@ def parse_tool_result(text: str) -> tuple[str, str]:
 
 def add_tool_results(conversation: Conversation, results: list[str]) -> None:
     """Each result as a `role: tool` message after the file's messages; its ID must be a call
-    the conversation left unanswered."""
+    the conversation left unanswered (two calls that share an id take a result each)."""
     waiting = unanswered_calls(conversation.messages)
     for text in results:
         call_id, content = parse_tool_result(text)
-        if call_id not in waiting:
-            known = ", ".join(waiting) or "none"
+        if not _answer(waiting, call_id):
+            known = ", ".join(dict.fromkeys(i for i, _ in waiting)) or "none"
             raise UsageError(f"--tool-result {call_id}: no unanswered tool call has this id (waiting: {known})")
-        del waiting[call_id]
         conversation.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
 
 
-def unanswered_calls(messages: list[dict]) -> dict:
+def unanswered_calls(messages: list[dict]) -> list[tuple[str, str]]:
     """The tool calls of the last assistant message that asked for them and that no `tool`
-    message after it answers: id -> function name, in order."""
-    waiting: dict = {}
+    message after it answers: (id, function name), in order."""
+    waiting: list = []
     for message in messages:
         role = message.get("role")
         if role == "assistant":
             waiting = _calls_of(message)
         elif role == "tool":
-            waiting.pop(str(message.get("tool_call_id")), None)
+            _answer(waiting, str(message.get("tool_call_id")))
         elif role == "user":
             if waiting:
                 break  # a user turn after unanswered calls: checked below
     return waiting
 
 
-def _calls_of(message: dict) -> dict:
-    """An assistant message's tool calls: id -> function name, in order."""
-    calls: dict = {}
+def _calls_of(message: dict) -> list[tuple[str, str]]:
+    """An assistant message's tool calls: (id, function name), in order. Ids are kept as the
+    server sent them, and some servers give two calls one id: each is a call to answer."""
+    calls = []
     for call in message.get("tool_calls") or ():
         if isinstance(call, dict) and call.get("id"):
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
-            calls[str(call["id"])] = function.get("name") or "?"
+            calls.append((str(call["id"]), function.get("name") or "?"))
     return calls
+
+
+def _answer(waiting: list[tuple[str, str]], call_id: str) -> bool:
+    """Strike the first waiting call with this id; False when none waits."""
+    for position, (waiting_id, _) in enumerate(waiting):
+        if waiting_id == call_id:
+            del waiting[position]
+            return True
+    return False
 
 
 def check_tool_calls_answered(messages: list[dict]) -> None:
     """A request whose conversation leaves a tool call unanswered is refused (exit 2), as the
     API would refuse it after the request was paid for."""
-    waiting: dict = {}
+    waiting: list = []
     for message in messages:
         role = message.get("role")
         if role == "tool":
-            waiting.pop(str(message.get("tool_call_id")), None)
+            _answer(waiting, str(message.get("tool_call_id")))
             continue
         if waiting:
             break
         if role == "assistant":
             waiting = _calls_of(message)
     if waiting:
-        call_id, name = next(iter(waiting.items()))
+        call_id, name = waiting[0]
         raise UsageError(
             f"tool call {call_id} ({name}) has no result; nothing was sent",
             hint=f"answer it with --tool-result {call_id}=TEXT (or {call_id}=@FILE)",

@@ -67,7 +67,9 @@ class Row:
 
 
 class UsageTotals:
-    """Rows keyed by (group value, currency): money is totalled per currency."""
+    """Rows keyed by (group value, currency): money is totalled per currency. Requests with no
+    cost (no price) are kept apart (currency None) and join their group's row at the end, so a
+    group is one row unless its prices were in several currencies."""
 
     def __init__(self, by: str | None, since: datetime | None = None) -> None:
         self.by = by
@@ -92,7 +94,7 @@ class UsageTotals:
             group = None
         cost = line.get("cost")
         priced = not isinstance(cost, bool) and isinstance(cost, (int, float))
-        currency = line.get("currency") if priced and isinstance(line.get("currency"), str) else ""
+        currency = (line.get("currency") if isinstance(line.get("currency"), str) else "") if priced else None
         row = self.rows.setdefault((group, currency), Row())
         row.requests += 1
         for name in TOKEN_COLUMNS:
@@ -104,9 +106,15 @@ class UsageTotals:
 
     def table(self) -> list[dict]:
         """One object per row, sorted by group; with no rows at all, one row of zeros."""
-        rows = self.rows or {(None, ""): Row()}
+        rows = dict(self.rows) or {(None, None): Row()}
+        for (group, currency), unpriced in list(rows.items()):
+            if currency is None:
+                home = next((key for key in sorted(rows, key=str) if key[0] == group and key[1] is not None), None)
+                if home is not None:
+                    _merge(rows[home], unpriced)
+                    del rows[(group, None)]
         result = []
-        for (group, currency), row in sorted(rows.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        for (group, currency), row in sorted(rows.items(), key=lambda item: (str(item[0][0]), item[0][1] or "")):
             entry = {self.by: group} if self.by else {}
             entry.update(
                 requests=row.requests,
@@ -116,6 +124,13 @@ class UsageTotals:
             )
             result.append(entry)
         return result
+
+
+def _merge(row: Row, other: Row) -> None:
+    """Add `other`'s requests and tokens (not its cost: it has none) into `row`."""
+    row.requests += other.requests
+    for name in TOKEN_COLUMNS:
+        setattr(row, name, getattr(row, name) + getattr(other, name))
 
 
 def render_rows(rows: list[dict], *, terminal: bool) -> str:
