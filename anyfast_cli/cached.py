@@ -124,15 +124,8 @@ class CachedClient:
             )
             return None
         self._log(f"cache hit: {hit.path} (stored {rfc3339(hit.stored)}); nothing sent")
-        trace = Trace(str(body.get("model")), started, encode_body(body), cache="hit")
-        trace.note_answer(hit.response)  # its finish_reason and tool calls; a hit's usage counts 0
-        self._hit_result = build_result(
-            self.meter.context if self.meter is not None else UNMETERED,
-            trace,
-            ended=time.monotonic(),
-            now=self._clock(),
-            attempts=1,
-        )
+        context = self.meter.context if self.meter is not None else UNMETERED
+        self._hit_result = hit_result(context, body, hit.response, started=started, now=self._clock())
         if self.meter is not None:
             self.meter.record(self._hit_result)  # recorded, never checked against a budget
         return hit.response
@@ -142,3 +135,13 @@ class CachedClient:
         path = self.cache.store(key or cache_key(self.base_url, body), response, mask=self._mask)
         if path is not None:
             self._log(f"cache: stored the answer in {path}")
+
+
+def hit_result(
+    context: RequestContext, body: dict, response: dict, *, started: float, now: float, custom_id: str | None = None
+) -> RequestResult:
+    """The result of a request the cache answered (build_result makes it cost nothing): for the
+    usage log, which notes it with `cache: hit`, and --usage. `started` is a monotonic reading."""
+    trace = Trace(str(body.get("model")), started, encode_body(body), custom_id=custom_id, cache="hit")
+    trace.note_answer(response)  # its finish_reason and tool calls
+    return build_result(context, trace, ended=time.monotonic(), now=now, attempts=1)

@@ -541,6 +541,18 @@ def batch_input_line(record: Record, schema_mode: str = "json_schema") -> dict:
     return {"custom_id": record.id, "method": "POST", "url": BATCH_URL, "body": body}
 
 
+TOOL_CALLS_ERROR = "the model answered with tool calls, not a final answer"  # --fail-on-tool-calls
+
+
+def parsed_value(record: Record, parsed: list):
+    """A result line's `parsed` (--schema): the answer's value, or with n > 1 (asked for, or
+    answered) every choice's value. `parsed` is schema.parse_reply's (value, text) per choice."""
+    values = [value for value, _ in parsed]
+    asked = record.body.get("n")
+    several = len(values) > 1 or (isinstance(asked, int) and not isinstance(asked, bool) and asked > 1)
+    return values if several else values[0]
+
+
 def result_line(record: Record, *, status: int | None, request_id: str | None, body, error: dict | None) -> dict:
     """The OpenAI Batch output form; its `id` carries the request's fingerprint for --resume."""
     response = None if status is None else {"status_code": status, "request_id": request_id, "body": body}

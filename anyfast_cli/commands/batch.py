@@ -97,8 +97,11 @@ def run_batch(
         del scan
         if flags.dry_run:
             return dry_run(checked, lines, options, shard, flags, streams, schema_mode=mode)
-        api_key = resolve_api_key(settings.key, streams.env)
-        streams.hide(api_key)  # masked in every line and message from here on (the sink shares stdout's redactor)
+        cache = open_cache(settings, streams)
+        # With a cache that may answer every record, the key is resolved only once one must be sent.
+        key = KeyOnDemand(settings, streams)
+        if cache is None or cache.mode == "refresh":
+            key.get()  # before the output file is touched
         from anyfast_cli.batch.journal import ResultSink
 
         sink = ResultSink(flags.output, streams.stdout, append=flags.resume)  # locked from here to the end
@@ -110,14 +113,18 @@ def run_batch(
                 answered = checked.mark_answered(resumed.kept)
             tally = Tally(total=checked.to_send, skipped=answered)
             try:
-                send_all(
-                    checked.records(lines, options, shard),
+                run_records(
+                    checked,
+                    lines,
+                    options,
+                    shard,
                     sink,
                     flags,
                     settings,
-                    api_key,
+                    key,
                     tally,
                     streams,
+                    cache=cache,
                     schema_mode=mode,
                     repair=repair,
                 )
@@ -130,9 +137,12 @@ def run_batch(
 
 def batch_exit_code(tally: Tally, unchecked: int = 0) -> ExitCode:
     """0 when every record was answered (none failed, none left unrun, the input unchanged);
-    5 when none was and the rate limit is why; else 6."""
+    10 when --cache-mode replay had no answer for some; 5 when none was answered and the rate
+    limit is why; else 6. (2 and 3 end a batch as errors, before this is asked.)"""
     if tally.failed == 0 and tally.done >= tally.total and not unchecked:
         return ExitCode.OK
+    if tally.not_in_cache:
+        return ExitCode.NOT_IN_CACHE
     if tally.ok == 0 and tally.failed and tally.rate_limited == tally.failed:
         return ExitCode.RATE_LIMITED
     return ExitCode.BATCH_PARTIAL
@@ -324,6 +334,20 @@ class CheckedRecords:
                 continue
             yield record
 
+    def unanswered(self, lines: Iterable[bytes], options: JobOptions, shard: Shard | None) -> Iterator[Record]:
+        """The validated records not answered yet, exactly as checked, without taking them: the
+        cache answers some (mark_answered) before records() sends the rest; records() alone
+        counts the lines that changed since they were validated."""
+        for index, line_no, raw in numbered_lines(lines):
+            if shard is not None and index not in shard:
+                continue
+            try:
+                record = parse_record(raw, line_no, index, options)
+            except RecordError:
+                continue
+            if self.pending.get(record.id) == record.fingerprint:
+                yield record
+
     def report(self, streams: Streams, *, resumable: bool) -> None:
         if not self.unchecked:
             return
@@ -342,55 +366,109 @@ class CheckedRecords:
         )
 
 
-def send_all(
-    records,
+class KeyOnDemand:
+    """The API key, resolved (and masked in every line and message from then on: the sink
+    shares stdout's redactor) the first time it is asked for."""
+
+    def __init__(self, settings, streams: Streams) -> None:
+        self._settings = settings
+        self._streams = streams
+        self._key: str | None = None
+
+    def get(self) -> str:
+        if self._key is None:
+            self._key = resolve_api_key(self._settings.key, self._streams.env)
+            self._streams.hide(self._key)
+        return self._key
+
+
+def open_cache(settings, streams: Streams):
+    """The response cache, when one is configured (nothing cache-related is imported otherwise)."""
+    if settings.cache is None:
+        return None
+    from anyfast_cli.cache import ResponseCache
+
+    return ResponseCache.open(settings.cache, settings.cache_mode, warn=streams.warn)
+
+
+def run_records(
+    checked: CheckedRecords,
+    lines,
+    options: JobOptions,
+    shard: Shard | None,
     sink,
     flags: BatchFlags,
     settings,
-    api_key: str,
+    key: KeyOnDemand,
     tally: Tally,
     streams: Streams,
     *,
+    cache=None,
     schema_mode: str = "auto",
     repair: int,
 ) -> None:
-    import asyncio
-
-    from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
-    from anyfast_cli.batch.runner import BatchRunner, RunConfig
-
+    """Answer the records: from the cache first (when there is one), then by sending the rest;
+    a progress bar meanwhile, and the summary line at the end, however it ends."""
     bar = ProgressBar(
         tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color
     )
 
-    def emit(outcome) -> None:
-        sink.write(outcome.line)
-        tally.add(outcome.ok, outcome.tokens, outcome.rate_limited)
+    def emit(line: dict, ok: bool, *, tokens: int = 0, rate_limited: bool = False, cached: bool = False) -> None:
+        sink.write(line)
+        tally.add(ok, tokens, rate_limited)
+        tally.cached += cached and ok
+        tally.not_in_cache += (line.get("error") or {}).get("code") == "not_in_cache"
         bar.update()
 
-    config = RunConfig(
-        base_url=settings.base_url,
-        api_key=api_key,
-        concurrency=max(1, min(flags.concurrency, tally.total)),
-        retries=settings.retries,
-        timeout=settings.timeout,
-        max_time=settings.max_time,
-        ordered=flags.ordered,
-        env=streams.env,
-        fail_on_tool_calls=flags.fail_on_tool_calls,
-        schema_mode=schema_mode,
-        repair=repair,
-    )
-    log = streams.say if flags.verbose else None
-    # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
-    controller = RateController(log=log)
-    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)
+    store = None
+    if cache is not None:
+        from anyfast_cli.batch.cached import AnswerStore, answer_from_cache
+
+        store = AnswerStore(cache, base_url=settings.base_url, schema_mode=schema_mode, mask=streams.redactor.mask)
+    controller = None
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
-        signum = asyncio.run(until_signalled(runner.run(records)))
-        if signum is not None:
-            signal.raise_signal(signum)  # now, outside the loop: its handler raises as Ctrl-C would (cli.py)
+        if cache is not None:  # every hit is written before anything is sent
+            answer_from_cache(
+                cache,
+                checked.unanswered(lines, options, shard),
+                base_url=settings.base_url,
+                schema_mode=schema_mode,
+                fail_on_tool_calls=flags.fail_on_tool_calls,
+                max_time=settings.max_time,
+                emit=lambda line, ok, cached: emit(line, ok, cached=cached),
+                answered=lambda record_id: checked.mark_answered([record_id]),
+            )
+        records = checked.records(lines, options, shard)
+        if not checked.to_send:
+            for _ in records:  # nothing to send: this pass only counts lines changed since validation
+                pass
+            return
+        if store is not None:
+            records = store.track(records)
+
+        def finished(outcome) -> None:
+            emit(outcome.line, outcome.ok, tokens=outcome.tokens, rate_limited=outcome.rate_limited)
+            if store is not None:
+                store.finished(outcome.line, outcome.ok)
+
+        from anyfast_cli.batch.limiter import RateController
+
+        # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
+        controller = RateController(log=streams.say if flags.verbose else None)
+        send_all(
+            records,
+            finished,
+            flags,
+            settings,
+            checked.to_send,
+            key.get(),
+            controller,
+            streams,
+            schema_mode=schema_mode,
+            repair=repair,
+        )
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -401,10 +479,50 @@ def send_all(
                 tally,
                 time.monotonic() - tally.started,
                 interrupted=interrupted,
-                rate=controller.achieved(),
-                answered_429=controller.limited,
+                rate=controller.achieved() if controller is not None else None,
+                answered_429=controller.limited if controller is not None else 0,
             )
         )
+
+
+def send_all(
+    records,
+    emit,
+    flags: BatchFlags,
+    settings,
+    to_send: int,
+    api_key: str,
+    controller,
+    streams: Streams,
+    *,
+    schema_mode: str = "auto",
+    repair: int,
+) -> None:
+    """Send the records through the runner (aiohttp), passing each outcome to `emit`, under
+    the adaptive rate of `controller`. Ctrl-C, SIGTERM and SIGHUP end it at an await."""
+    import asyncio
+
+    from anyfast_cli.batch.limiter import Limiter, Pacer
+    from anyfast_cli.batch.runner import BatchRunner, RunConfig
+
+    config = RunConfig(
+        base_url=settings.base_url,
+        api_key=api_key,
+        concurrency=max(1, min(flags.concurrency, to_send)),
+        retries=settings.retries,
+        timeout=settings.timeout,
+        max_time=settings.max_time,
+        ordered=flags.ordered,
+        env=streams.env,
+        fail_on_tool_calls=flags.fail_on_tool_calls,
+        schema_mode=schema_mode,
+        repair=repair,
+    )
+    log = streams.say if flags.verbose else None
+    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)
+    signum = asyncio.run(until_signalled(runner.run(records)))
+    if signum is not None:
+        signal.raise_signal(signum)  # now, outside the loop: its handler raises as Ctrl-C would (cli.py)
 
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
