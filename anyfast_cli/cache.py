@@ -74,7 +74,8 @@ def parse_entry(data: bytes, key: str) -> dict:
     if entry.get("digest") != key:
         raise CorruptEntry("it names another request (a file renamed or copied?)")
     response = entry.get("response")
-    if nested_deeper(response, MAX_NESTING) or answer_problem(response) is not None:
+    brackets = data.count(b"[") + data.count(b"{")  # too few to nest too deep: no walk (as read_answer does)
+    if (brackets > MAX_NESTING and nested_deeper(response, MAX_NESTING)) or answer_problem(response) is not None:
         raise CorruptEntry("its response is not a chat completion")
     if not is_complete(response):
         raise CorruptEntry("its answer is not complete")
@@ -135,9 +136,10 @@ class ResponseCache:
                     raise CorruptEntry("not a file")
                 if info.st_size > MAX_ENTRY_BYTES:
                     raise CorruptEntry(f"larger than {MAX_ENTRY_BYTES // (1024 * 1024)} MiB")
-                data = handle.read(MAX_ENTRY_BYTES + 1)
-            if len(data) > MAX_ENTRY_BYTES:  # it grew after fstat
-                raise CorruptEntry(f"larger than {MAX_ENTRY_BYTES // (1024 * 1024)} MiB")
+                # Its size, not the limit: read(n) allocates n bytes first (32 MiB for each entry).
+                data = handle.read(info.st_size + 1)
+            if len(data) > info.st_size:  # an entry is replaced whole, never written in place
+                raise CorruptEntry("it grew while it was read")
             return Hit(parse_entry(data, key), path, info.st_mtime)
         except CorruptEntry as exc:
             self._once("corrupt", f"the cache entry {path} is unusable ({exc}); it counts as a miss")

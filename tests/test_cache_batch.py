@@ -130,3 +130,37 @@ def test_refresh_sends_every_record_and_stores_it(run, gateway, cache):
     hit = batch(run, "--cache", cache, input=jsonl("q"))
     assert json.loads(hit.stdout)["response"]["body"]["choices"][0]["message"]["content"] == "new"
     assert len(gateway.requests) == 2
+
+
+# --- the cache's pass over the input counts changed lines as the sending pass does -----------------
+
+CHANGED = {
+    "appended": [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "z", "prompt": "appended"}],
+    "duplicated": [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}, {"id": "a", "prompt": "one"}],
+    "edited": [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "EDITED"}],
+    "unchanged": [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}],
+}
+
+
+@pytest.mark.parametrize("answered", [{"a", "b"}, {"a"}, set()], ids=["all", "some", "none"])
+@pytest.mark.parametrize("second", CHANGED.values(), ids=CHANGED.keys())
+def test_the_cache_pass_offers_each_validated_record_once_and_counts_changed_lines(second, answered):
+    from anyfast_cli.batch.jobs import JobOptions, scan_input
+    from anyfast_cli.commands.batch import CheckedRecords
+
+    def lines(items):
+        return [(json.dumps(item) + "\n").encode() for item in items]
+
+    options = JobOptions(model="m")
+    first = lines([{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}])
+    sending_pass = CheckedRecords(dict(scan_input(first, options).ids), "in.jsonl")
+    expected = [record.id for record in sending_pass.records(lines(second), options, None)]
+    checked = CheckedRecords(dict(scan_input(first, options).ids), "in.jsonl")
+    offered = []
+    checked.answer_first(lines(second), options, None, lambda r: offered.append(r.id) or r.id in answered)
+    assert sorted(set(offered)) == offered == sorted(expected)  # each once, and only as validated
+    if checked.to_send == 0:  # nothing left to send: this pass's count is the one reported
+        assert checked.unchecked == sending_pass.unchecked
+    checked.forget_unchecked()
+    assert [r.id for r in checked.records(lines(second), options, None)] == [i for i in expected if i not in answered]
+    assert checked.unchecked == sending_pass.unchecked

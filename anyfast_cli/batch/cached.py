@@ -56,35 +56,42 @@ def cached_line(record: Record, response: dict, *, fail_on_tool_calls: bool, max
     return result_line(record, status=200, request_id=request_id, body=response, error=None), True
 
 
-def answer_from_cache(
-    cache: ResponseCache,
-    records: Iterable[Record],
-    *,
-    base_url: str,
-    schema_mode: str,
-    fail_on_tool_calls: bool,
-    max_time: float | None,
-    emit: Emit,
-    answered: Callable[[str], None],
-) -> None:
-    """Write a line for each record the cache answers (and, in replay, a failed line for each
-    one it does not), calling `answered(id)` for each so that it is not sent."""
-    if cache.mode == "refresh":  # nothing is looked up
-        return
-    for record in records:
-        hit = cache.lookup(record_key(record, base_url, schema_mode))
-        line = None
+class CacheAnswers:
+    """Answers a record from the cache when it can: writes its line (in replay, a failed line
+    when it cannot) and says whether the record is answered, so that it is not sent."""
+
+    def __init__(
+        self,
+        cache: ResponseCache,
+        *,
+        base_url: str,
+        schema_mode: str,
+        fail_on_tool_calls: bool,
+        max_time: float | None,
+        emit: Emit,
+    ) -> None:
+        self._cache = cache
+        self._base_url = base_url
+        self._schema_mode = schema_mode
+        self._fail_on_tool_calls = fail_on_tool_calls
+        self._max_time = max_time
+        self._emit = emit
+
+    def __call__(self, record: Record) -> bool:
+        hit = self._cache.lookup(record_key(record, self._base_url, self._schema_mode))
         if hit is not None:
-            line = cached_line(record, hit.response, fail_on_tool_calls=fail_on_tool_calls, max_time=max_time)
-        if line is not None:
-            emit(line[0], line[1], True)
-        elif cache.replay:
-            missing = not_in_cache(first_request(record, schema_mode), cache.directory)
+            line = cached_line(
+                record, hit.response, fail_on_tool_calls=self._fail_on_tool_calls, max_time=self._max_time
+            )
+            if line is not None:
+                self._emit(line[0], line[1], True)
+                return True
+        if self._cache.replay:
+            missing = not_in_cache(first_request(record, self._schema_mode), self._cache.directory)
             error = {"code": missing.code, "message": missing.message}
-            emit(result_line(record, status=None, request_id=None, body=None, error=error), False, False)
-        else:
-            continue
-        answered(record.id)
+            self._emit(result_line(record, status=None, request_id=None, body=None, error=error), False, False)
+            return True
+        return False
 
 
 class AnswerStore:

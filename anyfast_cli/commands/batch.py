@@ -13,7 +13,7 @@ import signal
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -291,6 +291,7 @@ def _stat_of(handle) -> os.stat_result | None:
 
 
 _MISSING = object()
+_MET = object()  # answer_first(): answered, and its line met in this pass
 
 
 class CheckedRecords:
@@ -328,25 +329,49 @@ class CheckedRecords:
             if expected is None:
                 continue  # answered already (--resume)
             if expected is _MISSING or expected != record.fingerprint:
-                self.unchecked += 1
-                if len(self._first_lines) < MAX_REPORTED_ERRORS:
-                    self._first_lines.append(line_no)
+                self._unchecked_line(line_no)
                 continue
             yield record
 
-    def unanswered(self, lines: Iterable[bytes], options: JobOptions, shard: Shard | None) -> Iterator[Record]:
-        """The validated records not answered yet, exactly as checked, without taking them: the
-        cache answers some (mark_answered) before records() sends the rest; records() alone
-        counts the lines that changed since they were validated."""
-        for index, line_no, raw in numbered_lines(lines):
-            if shard is not None and index not in shard:
-                continue
-            try:
-                record = parse_record(raw, line_no, index, options)
-            except RecordError:
-                continue
-            if self.pending.get(record.id) == record.fingerprint:
-                yield record
+    def _unchecked_line(self, line_no: int) -> None:
+        self.unchecked += 1
+        if len(self._first_lines) < MAX_REPORTED_ERRORS:
+            self._first_lines.append(line_no)
+
+    def forget_unchecked(self) -> None:
+        """records() is about to read every line again, and count them itself."""
+        self.unchecked = 0
+        self._first_lines = []
+
+    def answer_first(
+        self, lines: Iterable[bytes], options: JobOptions, shard: Shard | None, answer: Callable[[Record], bool]
+    ) -> None:
+        """Offer each validated record not answered yet, exactly as checked, to `answer` (the
+        cache), which says whether it answered it (wrote its line); those are not sent. Lines
+        that changed since validation (a duplicated one included) are counted as records()
+        counts them, so that when nothing is left to send the input need not be read again
+        (when something is, records() reads every line again: forget_unchecked)."""
+        try:
+            for index, line_no, raw in numbered_lines(lines):
+                if shard is not None and index not in shard:
+                    continue
+                try:
+                    record = parse_record(raw, line_no, index, options)
+                except RecordError:
+                    record = None
+                expected = _MISSING if record is None else self.pending.get(record.id, _MISSING)
+                if expected is None:  # answered already (--resume): met now
+                    self.pending[record.id] = _MET
+                elif expected is _MISSING or expected != record.fingerprint:  # _MET or a tuple: met before
+                    self._unchecked_line(line_no)
+                else:  # met now: answered, or still to send (its fingerprint, wrapped until the end)
+                    self.pending[record.id] = _MET if answer(record) else (expected,)
+        finally:
+            for record_id, state in self.pending.items():
+                if state is _MET:
+                    self.pending[record_id] = None
+                elif type(state) is tuple:
+                    self.pending[record_id] = state[0]
 
     def report(self, streams: Streams, *, resumable: bool) -> None:
         if not self.unchecked:
@@ -422,7 +447,7 @@ def run_records(
 
     store = None
     if cache is not None:
-        from anyfast_cli.batch.cached import AnswerStore, answer_from_cache
+        from anyfast_cli.batch.cached import AnswerStore, CacheAnswers
 
         store = AnswerStore(cache, base_url=settings.base_url, schema_mode=schema_mode, mask=streams.redactor.mask)
     controller = None
@@ -430,21 +455,20 @@ def run_records(
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
         if cache is not None:  # every hit is written before anything is sent
-            answer_from_cache(
+            answers = CacheAnswers(
                 cache,
-                checked.unanswered(lines, options, shard),
                 base_url=settings.base_url,
                 schema_mode=schema_mode,
                 fail_on_tool_calls=flags.fail_on_tool_calls,
                 max_time=settings.max_time,
                 emit=lambda line, ok, cached: emit(line, ok, cached=cached),
-                answered=lambda record_id: checked.mark_answered([record_id]),
             )
+            if cache.mode != "refresh":  # refresh looks nothing up
+                checked.answer_first(lines, options, shard, answers)
+            if not checked.to_send:
+                return  # answered whole (its pass counted the lines that changed since validation)
+            checked.forget_unchecked()  # records() reads every line again
         records = checked.records(lines, options, shard)
-        if not checked.to_send:
-            for _ in records:  # nothing to send: this pass only counts lines changed since validation
-                pass
-            return
         if store is not None:
             records = store.track(records)
 
