@@ -391,6 +391,9 @@ def test_a_cache_that_is_a_file_is_exit_2(run, gateway, tmp_path):
 def test_the_cache_comes_from_the_environment_and_the_profile(run, gateway, cache, tmp_path):
     run("complete", "hi", ANYFAST_CACHE=str(cache))
     assert len(entries(cache)) == 1
+    shown = json.loads(run("config", "show", "--json", ANYFAST_CACHE=str(cache)).stdout)
+    assert shown["cache"] == {"value": str(cache), "source": "environment"}
+    assert shown["cache_mode"] == {"value": "rw", "source": "default"}
     config = tmp_path / "config.yaml"
     config.write_text(f"profiles:\n  default:\n    cache: {cache}\n    cache_mode: replay\n")
     result = run("complete", "hi", key=None, ANYFAST_CONFIG=str(config))
