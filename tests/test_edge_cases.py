@@ -302,6 +302,7 @@ def test_every_yaml_example_in_the_readme_is_valid(tmp_path):
     import yaml
 
     from anyfast_cli.inputs import parse_conversation
+    from anyfast_cli.prices import parse_prices
     from anyfast_cli.settings import parse_config
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
@@ -313,9 +314,10 @@ def test_every_yaml_example_in_the_readme_is_valid(tmp_path):
             continue  # a Kubernetes manifest (--shard auto) or a CI workflow (the cache), not a file anyfast reads
         if "messages" in data:
             assert parse_conversation(block, "README").messages
-        else:  # a whole config, or its prices: part
-            config = parse_config(block, "README")
-            assert config.get("profiles") or config.get("prices")
+        elif "prices" in data:  # a config's top-level price table
+            assert parse_prices(parse_config(block, "README")["prices"], "README")
+        else:
+            assert parse_config(block, "README")["profiles"]
 
 
 @pytest.mark.parametrize("model", ["", "   "])
