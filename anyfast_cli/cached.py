@@ -119,8 +119,10 @@ class CachedClient:
         if hit is None:
             if self.cache.replay:
                 raise not_in_cache(prompt or body, self.cache.directory)
+            # Said now, not once stored: a streamed answer is stored before its last line has ended.
             self._log(
-                f"cache {'refresh' if self.cache.mode == 'refresh' else 'miss'}: {key[:16]}… in {self.cache.directory}"
+                f"cache {'refresh' if self.cache.mode == 'refresh' else 'miss'}: a complete answer will be stored "
+                f"in {self.cache.entry_path(key)}"
             )
             return None
         self._log(f"cache hit: {hit.path} (stored {rfc3339(hit.stored)}); nothing sent")
@@ -132,9 +134,7 @@ class CachedClient:
 
     def keep(self, body: dict, response: dict, *, key: str | None = None) -> None:
         """Store a complete answer to `body` (the cache's mode permitting)."""
-        path = self.cache.store(key or cache_key(self.base_url, body), response, mask=self._mask)
-        if path is not None:
-            self._log(f"cache: stored the answer in {path}")
+        self.cache.store(key or cache_key(self.base_url, body), response, mask=self._mask)
 
 
 def hit_result(

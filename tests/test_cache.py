@@ -268,10 +268,12 @@ def test_a_replay_miss_is_exit_10_naming_the_model_and_the_prompt(run, gateway, 
 
 
 def test_verbose_says_an_answer_came_from_the_cache(run, gateway, cache):
-    run("complete", "--cache", cache, "hi")
+    miss = run("complete", "--cache", cache, "-v", "hi")
+    [path] = entries(cache)
+    assert f"anyfast: cache miss: a complete answer will be stored in {path}\n" in miss.stderr
     result = run("complete", "--cache", cache, "-v", "hi")
-    assert "anyfast: cache hit:" in result.stderr and "nothing sent" in result.stderr
-    assert "POST" not in result.stderr
+    assert f"anyfast: cache hit: {path} (stored " in result.stderr and "nothing sent" in result.stderr
+    assert "POST" not in result.stderr and result.stdout == "echo: hi\n"
 
 
 # --- what a hit costs ----------------------------------------------------------------------------
