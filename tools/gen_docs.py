@@ -533,9 +533,12 @@ ENV_DESCRIPTIONS = {
     "ENV_CA_FILE": "A PEM file of CA certificates to trust instead of the system trust store.",
     "ENV_CA_BUNDLE": "The same as SSL_CERT_FILE; when several of these variables are set, every CA they name is trusted.",
     "ENV_CA_DIR": "A directory of hashed CA certificates (see openssl rehash) to trust instead of the system trust store.",
+    "ENV_COLUMNS": "The width Markdown is rendered at when standard output is not a terminal (--markdown into less -R); "
+    "default 80.",
 }
 OTHER_ENVIRONMENT = {  # read by anyfast but not through a settings constant
-    "NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included.",
+    "NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included, "
+    "and no Markdown rendering (whatever --markdown or the config say).",
     "TERM": "When dumb, the same as NO_COLOR.",
     "XDG_CONFIG_HOME": "Where the config directory is (default ~/.config).",
     "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY": "The proxy for https:// and http:// base URLs, for either, "
