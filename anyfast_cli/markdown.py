@@ -136,6 +136,7 @@ class MarkdownWriter:
         self._line_epoch = 0  # the epoch the unfinished line began in
         self._others = 0  # writes by others on the terminal (see touched)
         self._size = screen.size() if screen is not None else None
+        self._size_generation = screen.generation if screen is not None else 0  # the resize _size is from
         self.ends_line = True  # whether what was written ends with a newline
         self._finished = False
 
@@ -209,9 +210,11 @@ class MarkdownWriter:
             self._drop(covered)
             return
         size = self._screen.size()
-        if size != self._size:  # a resize SIGWINCH did not tell of (or no handler could be set)
+        if self._screen.generation != self._size_generation:  # a resize the epoch already counts
+            self._size_generation = self._screen.generation
+        elif size != self._size:  # a resize SIGWINCH did not tell of (or no handler could be set)
             self._others += 1
-            self._size = size
+        self._size = size
         up = self._rows_to_redraw(size, final)
         if up is None:  # not certainly safe: the units stay as they were written, raw
             self._drop(covered)

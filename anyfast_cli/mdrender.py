@@ -93,9 +93,15 @@ class AnswerMarkdown(Markdown):
     elements = {**Markdown.elements, "fence": _CopyableCode, "code_block": _CopyableCode, "heading_open": _LeftHeading}
 
     def __init__(self, markup: str) -> None:
-        super().__init__("", hyperlinks=False)  # a link shows its URL, as text that can be copied
+        # Markdown.__init__'s attributes, set here: it would build a parser per block (2 ms each).
         self.markup = markup
         self.parsed = _PARSER.parse(markup)
+        self.code_theme = "monokai"
+        self.justify = None
+        self.style = "none"
+        self.hyperlinks = False  # a link shows its URL, as text that can be copied
+        self.inline_code_lexer = None
+        self.inline_code_theme = "monokai"
 
 
 class UnitRenderer:
