@@ -18,9 +18,24 @@ def onlcr(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
+class ScrollbackScreen(pyte.Screen):
+    """A pyte screen that keeps each row scrolled off its top (pyte's HistoryScreen does too, at
+    three times the cost: it wraps every attribute access)."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        super().__init__(columns, lines)
+        self.scrollback: list = []
+
+    def index(self) -> None:
+        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0:
+            self.scrollback.append(self.buffer[top])  # index() replaces the row object; it is ours now
+        super().index()
+
+
 class Terminal:
     def __init__(self, columns: int, lines: int) -> None:
-        self.screen = pyte.HistoryScreen(columns, lines, history=1_000_000)
+        self.screen = ScrollbackScreen(columns, lines)
         self.stream = pyte.Stream(self.screen)
 
     def feed(self, text: str) -> "Terminal":
@@ -32,7 +47,7 @@ class Terminal:
 
     def rows(self, trim: bool = True) -> list[str]:
         """Every row, scrollback first, right-trimmed (or not); blank rows at the very end dropped."""
-        rows = [_text(line, trim) for line in self.screen.history.top]
+        rows = [_text(line, trim) for line in self.screen.scrollback]
         rows += [_text(self.screen.buffer[y], trim) for y in range(self.screen.lines)]
         while rows and not rows[-1].strip():
             rows.pop()

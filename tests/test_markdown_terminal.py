@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pexpect
 import pytest
@@ -74,18 +75,20 @@ def check_every_line_once_and_code_exact(rows, markers, fences):
         start += len(code) + 2
 
 
-@pytest.mark.parametrize("columns, lines", [(80, 24), (200, 50)])
-def test_a_2000_line_answer_shows_every_line_once_in_order(gateway, term_env, columns, lines):
+def test_a_2000_line_answer_shows_every_line_once_in_order_at_80x24_and_200x50(gateway, term_env):
     text, markers, fences = mixed_answer(80)
     assert text.count("\n") >= 2000
-    gateway.script(streamed(text, size=11))
-    child = spawn(term_env, "complete", "-n", "go", columns=columns, lines=lines)
-    output = read_all(child)
-    assert child.exitstatus == 0
-    rows = Terminal(columns, lines).feed(output).rows()
-    check_every_line_once_and_code_exact(rows, markers, fences)
-    assert not [row for row in rows if row.startswith(("- ", "|---", "## ")) or "**" in row]  # all rendered
-    assert not any(sequence in output for sequence in TERMINAL_QUERIES_AND_MODES)
+    sizes = [(80, 24), (200, 50)]
+    gateway.script(*[streamed(text, size=40) for _ in sizes])
+    children = [spawn(term_env, "complete", "-n", "go", columns=c, lines=l) for c, l in sizes]
+    with ThreadPoolExecutor(len(children)) as pool:  # both at once: each terminal read as it is written
+        outputs = list(pool.map(read_all, children))
+    for child, output, (columns, lines) in zip(children, outputs, sizes):
+        assert child.exitstatus == 0
+        rows = Terminal(columns, lines).feed(output).rows()
+        check_every_line_once_and_code_exact(rows, markers, fences)
+        assert not [row for row in rows if row.startswith(("- ", "|---", "## ")) or "**" in row]  # all rendered
+        assert not any(sequence in output for sequence in TERMINAL_QUERIES_AND_MODES)
 
 
 def test_cjk_table_columns_line_up_by_cells_and_an_open_fence_ends_as_code(gateway, term_env):
