@@ -37,7 +37,11 @@ from anyfast_cli.output import write_flushed
 RESET = "\x1b[0m"
 DEFAULT_COLUMNS = 80  # rendering width when stdout is no terminal and COLUMNS is not set
 SPARE_ROWS = 1  # a redraw leaves this many rows of the screen unused above the tail: a margin for error
-_COMMIT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+_COMMIT_SIGNALS = (
+    tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+    if hasattr(signal, "pthread_sigmask")
+    else ()
+)
 
 
 def terminal_size(fd: int) -> tuple[int, int] | None:
@@ -105,9 +109,14 @@ def writer_opener(out: TextIO, *, terminal: bool, env: Mapping[str, str], mask=N
             renderer.append(UnitRenderer(env))
         return renderer[0].render(unit, width)
 
+    try:
+        fd = out.fileno() if terminal else None
+    except (OSError, ValueError):  # a stream with no descriptor: rendered as for a pipe
+        fd = None
+
     def open_writer(live: bool) -> MarkdownWriter:
-        screen = TerminalScreen(out.fileno()) if terminal and live else None
-        size = terminal_size(out.fileno()) if terminal else None
+        screen = TerminalScreen(fd) if fd is not None and live else None
+        size = terminal_size(fd) if fd is not None else None
         width = size[0] if size else columns or DEFAULT_COLUMNS
         return MarkdownWriter(out, render, screen=screen, width=width, mask=mask, warm_up=warm_up)
 
