@@ -31,6 +31,7 @@ ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
+ENV_COLUMNS = "COLUMNS"  # the width to render Markdown at when stdout is no terminal (as rich and less read it)
 
 # Other programs' variables that anyfast reads.
 ENV_NO_COLOR = "NO_COLOR"  # no-color.org
@@ -88,7 +89,9 @@ SETTING_KEYS = (
     "prices",
     "budget",
     "budget_tokens",
+    "markdown",
 )
+MARKDOWN_MODES = ("auto", "always", "never")  # config `markdown`: render answers at a terminal, always, never
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class Settings:
     usage_log: str | None = None
     prices: PriceTable = NO_PRICES
     budget: BudgetLimits = BudgetLimits()
+    markdown: str = "auto"  # one of MARKDOWN_MODES
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -257,6 +261,7 @@ def resolve_settings(
         checked("budget", _budget, pick("budget", flags.budget, None, None)),
         checked("budget_tokens", _budget_tokens, pick("budget_tokens", flags.budget_tokens, None, None)),
     )
+    markdown = checked("markdown", _markdown_mode, pick("markdown", None, None, "auto"))
     prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
@@ -269,6 +274,7 @@ def resolve_settings(
         usage_log=usage_log,
         prices=prices,
         budget=budget,
+        markdown=markdown,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -380,6 +386,19 @@ def _prices(prices_file: tuple | None, profile: Mapping, config: Mapping, label:
     if "prices" in profile:
         return parse_prices(profile["prices"], label)
     return parse_prices(config.get("prices"), path or "config")
+
+
+def _markdown_mode(value) -> str:
+    """The config key markdown: auto, always or never (YAML reads a bare never/always as text)."""
+    if value not in MARKDOWN_MODES:
+        raise UsageError(f"markdown must be one of {', '.join(MARKDOWN_MODES)}, got {value!r}")
+    return value
+
+
+def columns_from_env(env: Mapping[str, str]) -> int | None:
+    """COLUMNS as a width, when it is a sensible one."""
+    text = env.get(ENV_COLUMNS, "")
+    return int(text) if text.isdigit() and 0 < int(text) < 10_000 else None
 
 
 def _file_name(value) -> str | None:
