@@ -289,6 +289,16 @@ OUTPUT_OPTIONS = [
         Annotated[bool, typer.Option("--dry-run", help="Print the request that would be sent; send nothing.")],
         False,
     ),
+    _option(
+        "markdown",
+        Annotated[
+            Optional[bool],
+            typer.Option(
+                "--markdown/--raw",
+                help="Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].",
+            ),
+        ],
+    ),
 ]
 
 

@@ -8,15 +8,21 @@ in the answer when stdout is a terminal, and in the reasoning when stderr is one
 or a file the answer is byte-exact: it is data there); JSON shown on a terminal has DEL and
 C1 controls escaped too (json.dumps escapes the C0 ones). What else reaches stderr goes
 through Streams.note, which always neutralises.
+
+Markdown at a terminal (markdown.py) is a second way to show the same text: the printer hands
+the neutralised text to a MarkdownWriter instead of writing it. Whether to render is decided
+once per command (wants_markdown); tool calls, other JSON and reasoning are never rendered.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from anyfast_cli.errors import OutputError
 from anyfast_cli.exchange import Reply, choice_index
+from anyfast_cli.settings import color_allowed
 from anyfast_cli.text import escape_json_text, neutralise
 
 # With n > 1, text output prints the first choice (streamed live), then each other choice in
@@ -44,6 +50,19 @@ def write_flushed(out: TextIO, text: str) -> None:
         raise
     except OSError as exc:
         raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+def wants_markdown(flag: bool | None, mode: str, *, stdout_isatty: bool, env: Mapping[str, str]) -> bool:
+    """Whether answer text is rendered as Markdown: NO_COLOR and TERM=dumb always say no;
+    then --markdown / --raw (`flag`); then the config's `markdown` mode: always, never, or
+    auto (only when stdout is a terminal). Text output only: the caller leaves --json out."""
+    if not color_allowed(env):
+        return False
+    if flag is not None:
+        return flag
+    if mode in ("always", "never"):
+        return mode == "always"
+    return stdout_isatty
 
 
 def render_json(obj, *, pretty: bool = False, terminal: bool = False) -> str:
@@ -211,7 +230,9 @@ class TextPrinter:
     """Collects an answer into a Reply as its deltas arrive, writing the text to stdout
     (unless `echo` is off: --json prints the objects instead) and, if asked, the
     reasoning to stderr. On a terminal (`out_terminal`, `err_terminal`) the server's
-    control characters are made visible; elsewhere the text is written as it came."""
+    control characters are made visible; elsewhere the text is written as it came.
+    With `markdown` (markdown.py's writer_opener: live -> MarkdownWriter) the text is
+    rendered: live as it streams, or whole when it is held to the end."""
 
     def __init__(
         self,
@@ -225,6 +246,7 @@ class TextPrinter:
         out_terminal: bool = False,
         err_terminal: bool = False,
         hold: bool = False,
+        markdown: Callable | None = None,
     ) -> None:
         # With `hold`, the first choice's text is kept until the answer ends: if it ends in tool
         # calls, the text goes to stderr and stdout holds only the calls (output.md: Tool calls).
@@ -239,6 +261,9 @@ class TextPrinter:
         self._err_terminal = err_terminal
         self._out_ends_line = True
         self._err_ends_line = True
+        self._open_markdown = markdown if echo else None
+        self._markdown = markdown(live=not hold) if self._open_markdown else None
+        self._carriage_return = ""  # a CR that ended a chunk: its LF may come next (CRLF, not ^M)
 
     def feed_chunk(self, chunk: dict) -> None:
         """A stream chunk, or a whole response: collected into the Reply, its text shown."""
@@ -253,6 +278,7 @@ class TextPrinter:
             if self._err_terminal:
                 text = neutralise(text)
             self._err_ends_line = False  # a signal may land during the write: the line is then open
+            self._touch_terminal()
             self._err.write(f"{DIM}{text}{RESET}" if self._dim else text)
             self._err.flush()
             self._err_ends_line = text.endswith("\n")
@@ -264,13 +290,31 @@ class TextPrinter:
         if self._held is not None:
             self._held.append(text)
             return
-        if self._echo:
+        if self._markdown is not None:
+            self._markdown.write(self._markdown_text(text))
+            self._out_ends_line = self._markdown.ends_line
+        elif self._echo:
             self._out_ends_line = False  # a signal may land during the write: the line is then open
             write_flushed(self._out, neutralise(text) if self._out_terminal else text)
             self._out_ends_line = text.endswith("\n")
 
+    def _markdown_text(self, text: str) -> str:
+        """The text as the renderer gets it: escapes neutralised (as on a terminal, even in a
+        pipe to `less -R`), and a CR at a chunk's end kept for the next, so that a CRLF split
+        between two chunks is a line end whatever the chunk sizes."""
+        text, self._carriage_return = self._carriage_return + text, ""
+        if text.endswith("\r"):
+            text, self._carriage_return = text[:-1], "\r"
+        return neutralise(text)
+
+    def _touch_terminal(self) -> None:
+        """stderr is about to be written: on the terminal stdout shares, the rows move."""
+        if self._markdown is not None and self._err_terminal:
+            self._markdown.touched()
+
     def end_reasoning(self) -> None:
         if not self._err_ends_line:
+            self._touch_terminal()
             self._err.write("\n")
             self._err.flush()
             self._err_ends_line = True
@@ -289,6 +333,12 @@ class TextPrinter:
                 self.write_aside(text)
             else:
                 self.write_content(text)
+        if self._markdown is not None:
+            if self._carriage_return:  # the answer ended on a CR: shown as any lone CR is
+                self._markdown.write(neutralise(self._carriage_return))
+                self._carriage_return = ""
+            self._markdown.finish(cut=not complete)
+            self._out_ends_line = self._markdown.ends_line
         if self._echo and (not self._out_ends_line or (complete and not self.reply.said and not calls)):
             write_flushed(self._out, "\n")
             self._out_ends_line = True
@@ -298,6 +348,7 @@ class TextPrinter:
         if not text:
             return
         self.end_reasoning()
+        self._touch_terminal()
         self._err.write(neutralise(text) if self._err_terminal else text)
         if not text.endswith("\n"):
             self._err.write("\n")
@@ -327,6 +378,13 @@ class TextPrinter:
             if calls:
                 self.write_aside(text)
                 self.write_calls(calls)
+                continue
+            if self._open_markdown is not None and text:
+                writer = self._open_markdown(live=False)  # known whole: rendered, never drawn raw first
+                writer.write(neutralise(text))
+                writer.finish()
+                if not writer.ends_line:
+                    write_flushed(self._out, "\n")
                 continue
             if self._out_terminal:
                 text = neutralise(text)

@@ -32,6 +32,7 @@ ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
 ENV_CACHE = "ANYFAST_CACHE"
+ENV_COLUMNS = "COLUMNS"  # the width to render Markdown at when stdout is no terminal (as rich and less read it)
 
 # Other programs' variables that anyfast reads.
 ENV_NO_COLOR = "NO_COLOR"  # no-color.org
@@ -91,10 +92,12 @@ SETTING_KEYS = (
     "budget_tokens",
     "cache",
     "cache_mode",
+    "markdown",
 )
 # --cache-mode: rw uses a hit and stores a miss; refresh never uses, always stores; replay: hits only.
 CACHE_MODES = ("rw", "refresh", "replay")
 DEFAULT_CACHE_MODE = "rw"
+MARKDOWN_MODES = ("auto", "always", "never")  # config `markdown`: render answers at a terminal, always, never
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class Settings:
     budget: BudgetLimits = BudgetLimits()
     cache: str | None = None  # the response cache's directory (None: no cache)
     cache_mode: str = DEFAULT_CACHE_MODE
+    markdown: str = "auto"  # one of MARKDOWN_MODES
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -274,6 +278,7 @@ def resolve_settings(
             f"--cache-mode {cache_mode} (cache_mode, from the {origins['cache_mode']}) needs a cache directory",
             hint=f"give --cache DIR, set {ENV_CACHE}, or cache: in the profile",
         )
+    markdown = checked("markdown", _markdown_mode, pick("markdown", None, None, "auto"))
     prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
@@ -288,6 +293,7 @@ def resolve_settings(
         budget=budget,
         cache=cache,
         cache_mode=cache_mode or DEFAULT_CACHE_MODE,
+        markdown=markdown,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -399,6 +405,19 @@ def _prices(prices_file: tuple | None, profile: Mapping, config: Mapping, label:
     if "prices" in profile:
         return parse_prices(profile["prices"], label)
     return parse_prices(config.get("prices"), path or "config")
+
+
+def _markdown_mode(value) -> str:
+    """The config key markdown: auto, always or never (YAML reads a bare never/always as text)."""
+    if value not in MARKDOWN_MODES:
+        raise UsageError(f"markdown must be one of {', '.join(MARKDOWN_MODES)}, got {value!r}")
+    return value
+
+
+def columns_from_env(env: Mapping[str, str]) -> int | None:
+    """COLUMNS as a width, when it is a sensible one."""
+    text = env.get(ENV_COLUMNS, "")
+    return int(text) if text.isdigit() and 0 < int(text) < 10_000 else None
 
 
 def _file_name(value) -> str | None:

@@ -19,14 +19,14 @@ _anyfast_spec() {
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
+            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
             value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='--config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
+            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
             value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='-f --messages --save --tool-result --config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'

@@ -21,6 +21,8 @@ ALLOWED = {
     "aiohttp": {"client.py", "batch/"},  # the batch transport, chosen by measurement
     "yaml": {"documents.py"},  # the one YAML loader, below settings, inputs and schema
     "jsonschema": {"schema.py"},  # only when --schema is used
+    "markdown_it": {"mdrender.py"},  # the Markdown renderer, loaded only when an answer is rendered
+    "pygments": {"mdrender.py"},
     "anyfast_cli.cli": {"__main__.py"},
     "anyfast_cli.commands": {"cli.py", "commands/"},
 }
@@ -72,7 +74,19 @@ def test_importing_the_cli_loads_no_heavy_library():
     loaded = modules | {name.split(".")[0] for name in modules}
     assert "typer" in loaded  # the check itself works
     assert loaded.isdisjoint(
-        {"httpx", "httpcore", "aiohttp", "yaml", "rich", "asyncio", "jsonschema", "anyfast_cli.client"}
+        {
+            "httpx",
+            "httpcore",
+            "aiohttp",
+            "yaml",
+            "rich",
+            "asyncio",
+            "jsonschema",
+            "markdown_it",
+            "pygments",
+            "anyfast_cli.client",
+            "anyfast_cli.mdrender",
+        }
     )
 
 

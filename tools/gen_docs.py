@@ -536,10 +536,13 @@ ENV_DESCRIPTIONS = {
     "ENV_CA_FILE": "A PEM file of CA certificates to trust instead of the system trust store.",
     "ENV_CA_BUNDLE": "The same as SSL_CERT_FILE; when several of these variables are set, every CA they name is trusted.",
     "ENV_CA_DIR": "A directory of hashed CA certificates (see openssl rehash) to trust instead of the system trust store.",
-    "ENV_NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included.",
+    "ENV_NO_COLOR": "When set and not empty, no colour and no other escape sequences, bold and dim included, "
+    "and no Markdown rendering (whatever --markdown or the config say).",
     "ENV_TERM": "When dumb, the same as NO_COLOR.",
     "ENV_XDG_CONFIG_HOME": "Where the config directory is (default ~/.config).",
     "ENV_HOME": "The home directory (~), where the default config directory is when XDG_CONFIG_HOME is not set.",
+    "ENV_COLUMNS": "The width Markdown is rendered at when standard output is not a terminal (--markdown into "
+    "less -R); default 80.",
 }
 
 

@@ -12,7 +12,13 @@ from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.exchange import Reply
 from anyfast_cli.inputs import parse_param
 from anyfast_cli.meter import Meter
-from anyfast_cli.output import ChunkLines, TextPrinter, print_json, print_usage
+from anyfast_cli.output import (
+    ChunkLines,
+    TextPrinter,
+    print_json,
+    print_usage,
+    wants_markdown,
+)
 from anyfast_cli.reading import read_document
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.result import RequestContext
@@ -20,6 +26,7 @@ from anyfast_cli.settings import (
     KeySource,
     SettingFlags,
     Settings,
+    columns_from_env,
     config_holds_key,
     config_path,
     parse_config,
@@ -38,6 +45,7 @@ class OutputFlags:
     usage: bool = False
     verbose: bool = False
     dry_run: bool = False
+    markdown: bool | None = None  # --markdown / --raw; None: the config's `markdown` decides
 
     @property
     def streaming(self) -> bool:
@@ -224,7 +232,16 @@ def exchange(
         print_request(settings, body, streams)
         return None
     with open_client(settings, out, streams, command=command) as client:
-        return render_answer(client, body, out, streams, Reply(keep_text=keep_text))
+        return render_answer(
+            client, body, out, streams, Reply(keep_text=keep_text), markdown=answers_in_markdown(settings, out, streams)
+        )
+
+
+def answers_in_markdown(settings: Settings, out: OutputFlags, streams: Streams) -> bool:
+    """Decided once per command: text output rendered as Markdown (never --json)."""
+    return not out.json and wants_markdown(
+        out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env
+    )
 
 
 def print_request(settings: Settings, body: dict, streams: Streams) -> None:
@@ -318,7 +335,20 @@ def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Stre
         print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
 
 
-def answer_printer(reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool) -> TextPrinter:
+def answer_printer(
+    reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool, markdown: bool = False
+) -> TextPrinter:
+    opener = None
+    if markdown and not out.json:
+        from anyfast_cli.markdown import writer_opener  # only when rendering: the raw path never loads it
+
+        opener = writer_opener(
+            streams.stdout,
+            terminal=streams.stdout_isatty,
+            env=streams.env,
+            mask=streams.redactor.mask,
+            columns=columns_from_env(streams.env),
+        )
     return TextPrinter(
         streams.stdout,
         streams.stderr,
@@ -329,19 +359,22 @@ def answer_printer(reply: Reply, out: OutputFlags, streams: Streams, *, hold: bo
         out_terminal=streams.stdout_isatty,
         err_terminal=streams.stderr_isatty,
         hold=hold,
+        markdown=opener,
     )
 
 
-def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None) -> Reply:
+def render_answer(
+    client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None, *, markdown: bool = False
+) -> Reply:
     """Send `body` and render the answer, collecting it into `reply`, which keeps what
-    arrived even when the stream is cut or interrupted."""
+    arrived even when the stream is cut or interrupted; with `markdown`, its text rendered."""
     reply = reply if reply is not None else Reply()
     reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
     # A whole answer is known at once; a streamed one is held only when tools were declared, as it
     # may end in tool calls, and then its text belongs on stderr (printed when the answer ends).
     hold = not out.streaming or bool(body.get("tools"))
     # With --json the objects are the output: the printer only collects the text (and shows reasoning).
-    printer = answer_printer(reply, out, streams, hold=hold)
+    printer = answer_printer(reply, out, streams, hold=hold, markdown=markdown)
     if out.streaming:
         lines = ChunkLines(streams.stdout, streams.redactor, terminal=streams.stdout_isatty) if out.json else None
         try:

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, open_client, render_answer
+from anyfast_cli.commands.common import (
+    OutputFlags,
+    answers_in_markdown,
+    body_fields,
+    load_settings,
+    open_client,
+    render_answer,
+)
 from anyfast_cli.commands.conversation import api_message, new_turn, save_conversation, set_system
 from anyfast_cli.errors import AnyfastError, ExitCode, Terminated
 from anyfast_cli.exchange import Reply
@@ -68,6 +75,7 @@ def run_session(
     if request.system is not None:
         set_system(conversation, request.system)
     out = dataclasses.replace(out, stream=True, json=False, dry_run=False)
+    markdown = answers_in_markdown(settings, out, streams)  # replies render as complete's answers do
     history = History(conversation)
     attachments = request  # -i/--video attach to the first message typed
     line_editor = _enable_line_editing()
@@ -105,7 +113,7 @@ def run_session(
             attachments = RequestFlags()
             reply = Reply()
             try:
-                render_answer(client, body, out, streams, reply)
+                render_answer(client, body, out, streams, reply, markdown=markdown)
             except Terminated:
                 raise
             except KeyboardInterrupt:
