@@ -253,7 +253,8 @@ def text_block(label: str, text: str) -> str:
     The name is one line: control characters in it (a newline in a file name) are made visible."""
     fence = fence_for(text)
     body = text if not text or text.endswith("\n") else text + "\n"
-    return f"{neutralise(label)}\n{fence}\n{body}{fence}"
+    name = neutralise(label.replace("\r", "^M").replace("\n", "^J"))  # neutralise keeps line ends
+    return f"{name}\n{fence}\n{body}{fence}"
 
 
 def with_attachments(message: dict, attachments: list[Attachment], fps: float | None = None) -> dict:

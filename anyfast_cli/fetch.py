@@ -110,6 +110,8 @@ class Fetcher:
                     raise UsageError(f"-a {label}: HTTP {status} {reason}".rstrip())
                 return _read_limited(response, limit)
         except httpx.TransportError as exc:
+            if not attempts.leaves_time_for(0):  # the timeout that ended it was --max-time's
+                raise self._out_of_time(label) from None
             failure = net_failure(exc, policy)
             detail = describe_network_failure(
                 failure, policy.target, read_timeout=policy.read_timeout, proxy=policy.proxy_target
@@ -118,11 +120,14 @@ class Fetcher:
         except NetworkError as exc:
             if exc.code != "timeout":
                 raise
-            raise NetworkError(
-                f"-a {label}: fetching took longer than --max-time {attempts.max_time:g} s",
-                code="timeout",
-                hint=exc.hint,
-            ) from None
+            raise self._out_of_time(label) from None
+
+    def _out_of_time(self, label: str) -> NetworkError:
+        return NetworkError(
+            f"-a {label}: fetching took longer than --max-time {self._attempts.max_time:g} s",
+            code="timeout",
+            hint="raise --max-time (or the config's max_time): it bounds the fetches together, then the request",
+        )
 
 
 def _read_limited(response: httpx.Response, limit: int) -> bytes:

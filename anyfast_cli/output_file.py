@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from anyfast_cli.errors import ExitCode, OutputError, UsageError
 from anyfast_cli.files import replacement_problem, replacing
@@ -59,10 +60,23 @@ def _identity(path: str) -> tuple:
     return ("inode", info.st_dev, info.st_ino)
 
 
+@contextmanager
+def said_unchanged_on_failure(output: str | None, streams: Streams) -> Iterator[None]:
+    """Around the whole command: when it fails (an error, Ctrl-C, SIGTERM), stderr says -o FILE
+    was not changed, whatever stage it failed at."""
+    try:
+        yield
+    except BaseException:
+        if output is not None and output != STDOUT:
+            streams.say(f"{output} was not changed")
+        raise
+
+
 def run_with_output(output: str | None, streams: Streams, run: Callable[[Streams], ExitCode]) -> ExitCode:
     """Run the command with its stdout held for -o FILE (plain `run(streams)` without -o). The
     held text passes the same SafeWriter as stdout (the key masked); it is written as a file,
-    never a terminal, so raw: no colour, no Markdown."""
+    never a terminal, so raw: no colour, no Markdown. An exception leaves FILE alone and
+    propagates (said_unchanged_on_failure says so)."""
     if output is None or output == STDOUT:
         return run(streams)
     # --events would write NDJSON on stdout for a supervising program; -o with --events is exit 2
@@ -81,13 +95,9 @@ def run_with_output(output: str | None, streams: Streams, run: Callable[[Streams
             finally:
                 _close_quietly(handle)
     except OSError as exc:
-        if not started:  # the temporary file could not be made: nothing was run
-            raise UsageError(f"-o {output}: cannot write it: {exc.strerror or exc}") from None
-        streams.say(f"{output} was not changed")
-        raise
-    except BaseException:
-        streams.say(f"{output} was not changed")
-        raise
+        if started:
+            raise
+        raise UsageError(f"-o {output}: cannot write it: {exc.strerror or exc}") from None  # nothing was run
     streams.say(f"{output} was not changed (exit status {int(code)})")
     return code
 

@@ -32,7 +32,7 @@ from anyfast_cli.commands.conversation import (
 )
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.inputs import Conversation, build_prompt
-from anyfast_cli.output_file import run_with_output
+from anyfast_cli.output_file import run_with_output, said_unchanged_on_failure
 from anyfast_cli.prompt_lookup import resolve_prompt_ref
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags, prompt_dirs
@@ -68,103 +68,108 @@ def run_chat(
     attach: list[str] = (),
     output: str | None = None,
 ) -> ExitCode:
-    from anyfast_cli.commands.schema_answer import schema_of
+    with said_unchanged_on_failure(output, streams):  # -o FILE: stderr says it was left alone
+        from anyfast_cli.commands.schema_answer import schema_of
 
-    schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before anything is read or sent
-    path = resolve_prompt_ref(messages_file, prompt_dirs(settings_flags.config, streams.env)) if messages_file else None
-    check_attach_flags(attach, no_stdin=no_stdin, stdin_taken_by="-f -" if path == "-" else None)
-    conversation, text = read_conversation_text(path, streams) if path else (Conversation(), "")
-    if save:
-        check_writable(save)
-    stdin_text = None if no_stdin or path == "-" or "-" in attach else streams.read_stdin()
-    prompt = build_prompt(prompt_args, stdin_text) if prompt_args or (stdin_text or "").strip() else None
-    at_terminal = streams.stdin_isatty and streams.stdout_isatty
-    if interactive or (prompt is None and not path and not attach and at_terminal):
-        if not at_terminal:
-            raise UsageError("an interactive session needs a terminal on stdin and stdout")
-        if prompt is not None:
-            raise UsageError("an interactive session takes no prompt; type it at the prompt")
-        for flag, given in (("--schema", schema), ("-o", output), ("-a", attach)):
-            if given:
-                raise UsageError(f"{flag} is for one answer, not an interactive session")
-        from anyfast_cli.commands.session import run_session
-
-        conversation, _ = _fill_prompt_file(conversation, text, path, None, variables, PromptFileUse(path=path))
-        return run_session(
-            conversation, save=save, settings_flags=settings_flags, request=request, out=out, streams=streams
+        schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before anything is read or sent
+        path = (
+            resolve_prompt_ref(messages_file, prompt_dirs(settings_flags.config, streams.env))
+            if messages_file
+            else None
         )
-    use = PromptFileUse(path=path, schema=conversation.schema)
-    conversation, prompt = _fill_prompt_file(conversation, text, path, prompt, variables, use)
-    if prompt is None and not conversation.messages and not attach:
-        if path:
-            raise UsageError(f"nothing to send: {path} holds no messages and no prompt was given")
-        raise UsageError("nothing to send: give -f FILE, a prompt, or text on standard input")
-    if tool_results:
-        add_tool_results(conversation, tool_results)
-    if prompt is not None:
-        conversation.messages.append(new_turn(prompt, request))
-        use.input_message = len(conversation.messages) - 1
-    elif request.images or request.videos:  # the prompt went into the message holding {input}
-        if use.input_message is None:
-            raise UsageError("-i/--image and --video need a prompt to attach to")
-        media = new_turn("", request)
-        message = conversation.messages[use.input_message]
-        for key in ("images", "videos", "fps"):
-            if key in media:
-                message[key] = [*message.get(key, ()), *media[key]] if key != "fps" else media[key]
-    if request.system is not None:
-        set_system(conversation, request.system)
-    if schema is None and use.schema is not None:
-        schema = file_schema(use.schema, path)
+        check_attach_flags(attach, no_stdin=no_stdin, stdin_taken_by="-f -" if path == "-" else None)
+        conversation, text = read_conversation_text(path, streams) if path else (Conversation(), "")
+        if save:
+            check_writable(save)
+        stdin_text = None if no_stdin or path == "-" or "-" in attach else streams.read_stdin()
+        prompt = build_prompt(prompt_args, stdin_text) if prompt_args or (stdin_text or "").strip() else None
+        at_terminal = streams.stdin_isatty and streams.stdout_isatty
+        if interactive or (prompt is None and not path and not attach and at_terminal):
+            if not at_terminal:
+                raise UsageError("an interactive session needs a terminal on stdin and stdout")
+            if prompt is not None:
+                raise UsageError("an interactive session takes no prompt; type it at the prompt")
+            for flag, given in (("--schema", schema), ("-o", output), ("-a", attach)):
+                if given:
+                    raise UsageError(f"{flag} is for one answer, not an interactive session")
+            from anyfast_cli.commands.session import run_session
 
-    settings = load_settings(settings_flags, streams, file_model=conversation.model)
-    fields = body_fields(settings, request, {**conversation.params, **tool_fields(conversation)})
-    check_tool_calls_answered(conversation.messages)  # before anything is sent
-    if request.tools is not None:
-        conversation.tools = fields["tools"]  # --save keeps the tools the flag declared
-    if request.tool_choice is not None:
-        conversation.tool_choice = fields["tool_choice"]
-    files = command_files(
-        settings,
-        settings_flags,
-        request,
-        attach=attach,
-        schema_flags=schema_flags,
-        more=_chat_files(use, save, tool_results),
-    )
-    check_output(output, files, streams, reads_stdin=not no_stdin and path != "-")  # before any URL is fetched
-    reader = attachment_reader(settings, streams, verbose=out.verbose)
-    if attach:
-        _join(conversation, use, reader.read(attach), reader, request.fps)
-    messages = api_messages(conversation, reader)
-
-    def send(streams: Streams) -> ExitCode:
-        if schema is not None:
-            from anyfast_cli.commands.schema_answer import exchange_structured
-            from anyfast_cli.schema import SchemaFlags
-
-            reply = exchange_structured(
-                settings,
-                messages,
-                fields,
-                out,
-                streams,
-                schema=schema,
-                flags=schema_flags or SchemaFlags(),
-                command="chat",
+            conversation, _ = _fill_prompt_file(conversation, text, path, None, variables, PromptFileUse(path=path))
+            return run_session(
+                conversation, save=save, settings_flags=settings_flags, request=request, out=out, streams=streams
             )
-        else:
-            reply = exchange(settings, messages, fields, out, streams, keep_text=bool(save), command="chat")
-        if save and reply is not None:
-            conversation.messages.append(assistant_message(reply))
-            if reply.choice_count > 1:
-                streams.warn(f"--save keeps choice 0 of the {reply.choice_count} the answer holds")
-            save_conversation(conversation, save)
-        if reply is not None and reply.asks_for_tools:
-            return ExitCode.TOOL_CALLS
-        return ExitCode.OK
+        use = PromptFileUse(path=path, schema=conversation.schema)
+        conversation, prompt = _fill_prompt_file(conversation, text, path, prompt, variables, use)
+        if prompt is None and not conversation.messages and not attach:
+            if path:
+                raise UsageError(f"nothing to send: {path} holds no messages and no prompt was given")
+            raise UsageError("nothing to send: give -f FILE, a prompt, or text on standard input")
+        if tool_results:
+            add_tool_results(conversation, tool_results)
+        if prompt is not None:
+            conversation.messages.append(new_turn(prompt, request))
+            use.input_message = len(conversation.messages) - 1
+        elif request.images or request.videos:  # the prompt went into the message holding {input}
+            if use.input_message is None:
+                raise UsageError("-i/--image and --video need a prompt to attach to")
+            media = new_turn("", request)
+            message = conversation.messages[use.input_message]
+            for key in ("images", "videos", "fps"):
+                if key in media:
+                    message[key] = [*message.get(key, ()), *media[key]] if key != "fps" else media[key]
+        if request.system is not None:
+            set_system(conversation, request.system)
+        if schema is None and use.schema is not None:
+            schema = file_schema(use.schema, path)
 
-    return run_with_output(output, streams, send)
+        settings = load_settings(settings_flags, streams, file_model=conversation.model)
+        fields = body_fields(settings, request, {**conversation.params, **tool_fields(conversation)})
+        check_tool_calls_answered(conversation.messages)  # before anything is sent
+        if request.tools is not None:
+            conversation.tools = fields["tools"]  # --save keeps the tools the flag declared
+        if request.tool_choice is not None:
+            conversation.tool_choice = fields["tool_choice"]
+        files = command_files(
+            settings,
+            settings_flags,
+            request,
+            attach=attach,
+            schema_flags=schema_flags,
+            more=_chat_files(use, save, tool_results),
+        )
+        check_output(output, files, streams, reads_stdin=not no_stdin and path != "-")  # before any URL is fetched
+        reader = attachment_reader(settings, streams, verbose=out.verbose)
+        if attach:
+            _join(conversation, use, reader.read(attach), reader, request.fps)
+        messages = api_messages(conversation, reader)
+
+        def send(streams: Streams) -> ExitCode:
+            if schema is not None:
+                from anyfast_cli.commands.schema_answer import exchange_structured
+                from anyfast_cli.schema import SchemaFlags
+
+                reply = exchange_structured(
+                    settings,
+                    messages,
+                    fields,
+                    out,
+                    streams,
+                    schema=schema,
+                    flags=schema_flags or SchemaFlags(),
+                    command="chat",
+                )
+            else:
+                reply = exchange(settings, messages, fields, out, streams, keep_text=bool(save), command="chat")
+            if save and reply is not None:
+                conversation.messages.append(assistant_message(reply))
+                if reply.choice_count > 1:
+                    streams.warn(f"--save keeps choice 0 of the {reply.choice_count} the answer holds")
+                save_conversation(conversation, save)
+            if reply is not None and reply.asks_for_tools:
+                return ExitCode.TOOL_CALLS
+            return ExitCode.OK
+
+        return run_with_output(output, streams, send)
 
 
 def _fill_prompt_file(conversation, text, path, prompt, variables, use: PromptFileUse):
