@@ -54,7 +54,7 @@ class MissingValue(KeyError):
 class Template:
     pieces: tuple  # literal strings and Placeholders, in order
 
-    @property
+    @functools.cached_property  # asked for each batch record: worked out once
     def names(self) -> tuple[str, ...]:
         """Each placeholder's name once, in the order they first appear."""
         return tuple(dict.fromkeys(p.name for p in self.pieces if isinstance(p, Placeholder)))

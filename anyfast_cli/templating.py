@@ -12,6 +12,7 @@ errors: a typo must not send a prompt with a hole in it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -43,15 +44,15 @@ class PromptTemplate:
     source: str  # how errors name the file
     slots: tuple[Slot, ...]
 
-    @property
+    @functools.cached_property  # these are asked for each batch record: worked out once
     def names(self) -> frozenset[str]:
         return frozenset(name for slot in self.slots for name in slot.template.names)
 
-    @property
+    @functools.cached_property
     def defaults(self) -> dict[str, str]:
         return {name: value for name, value in (self.conversation.vars or {}).items() if value is not None}
 
-    @property
+    @functools.cached_property
     def uses_input(self) -> bool:
         return INPUT_VAR in self.names
 

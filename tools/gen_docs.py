@@ -827,12 +827,19 @@ def _man_name(tree: Command) -> list[str]:
 
 
 def _man_synopsis(tree: Command) -> list[str]:
+    """A line for each command that runs: anyfast itself, each leaf, and each group that also
+    runs alone (it has options of its own, as `anyfast prompts --json` does)."""
     lines = [".SH SYNOPSIS"]
-    usages = [tree] + [c for c in tree.walk() if c.path and not c.subcommands]
-    for i, command in enumerate(usages):
+    usages = [(tree, tree.usage)]
+    for command in tree.walk():
+        if command.path and not command.subcommands:
+            usages.append((command, command.usage))
+        elif command.path and any("--help" not in option.names for option in command.options):
+            usages.append((command, "[OPTIONS]"))
+    for i, (command, usage) in enumerate(usages):
         if i:
             lines.append(".br")
-        lines += [f".B {roff(command.full_name)}", roff(command.usage)]
+        lines += [f".B {roff(command.full_name)}", roff(usage)]
     return lines
 
 
