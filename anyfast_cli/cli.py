@@ -606,6 +606,8 @@ Examples:
   echo 'Write a haiku about pipes' | anyfast complete
   git diff | anyfast complete 'Write a commit message for this diff:'
   anyfast complete -i screenshot.png 'What is wrong on this page?'
+  anyfast complete -a src/app.py -a https://example.com/spec.md 'Does the code follow the spec?'
+  anyfast complete -o report.md -a build.log 'Summarise the errors:'   # report.md kept if it fails
   anyfast complete --json 'hi' | jq .usage
   while read -r q; do anyfast complete -n "$q"; done < questions.txt
   anyfast complete --tools tools.yaml 'Weather in Oslo?' | jq -r .function.arguments
@@ -662,6 +664,7 @@ Examples:
   anyfast chat -f talk.yaml 'Summarise our plan'
   anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'
   printf '[{"user": "hi"}]' | anyfast chat -f -
+  git diff | anyfast chat -f review --var lang=Go   # a prompt file, by name (anyfast prompts)
   anyfast chat                       # interactive, at a terminal
   anyfast chat -I -f talk.yaml --save talk.yaml   # a session seeded by a file
 
@@ -678,6 +681,8 @@ A conversation file is a list of messages, or a mapping:
     - user: What is on this picture?
       images: [photo.jpg]
     - assistant: A cat.
+A prompt file also has vars: (defaults for its {name} placeholders; {input} is the prompt),
+and may have description: and schema:. More in: anyfast prompts --help
 """
 
 
@@ -755,6 +760,7 @@ Examples:
   anyfast batch prompts.jsonl -o answers.jsonl -j 64 --rpm 3000 --resume
   cut -f2 questions.tsv | anyfast batch --lines > answers.jsonl
   anyfast batch reviews.jsonl --template 'Summarise: {text}' -o summaries.jsonl
+  anyfast batch diffs.jsonl -f review --var lang=Go -o reviews.jsonl   # each record's fields fill it
   anyfast batch big.jsonl --shard 2/4 -o part2.jsonl      # the 2nd of 4 machines
   anyfast batch prompts.jsonl --dry-run > openai-batch-input.jsonl
 
