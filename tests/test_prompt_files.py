@@ -448,3 +448,15 @@ def test_batch_output_may_not_be_the_prompt_file(run, gateway, tmp_path):
     result = run("batch", "-f", prompt, "-o", prompt, input='"x"\n')
     assert result.exit_code == 2 and "is the prompt file" in result.stderr
     assert prompt.read_bytes() == before and gateway.requests == []
+
+
+def test_images_join_the_message_holding_input(run, gateway, tmp_path):
+    prompt = tmp_path / "p.yaml"
+    prompt.write_text("vars: {}\nmessages:\n  - user: 'Describe: {input}'\n  - assistant: ok\n")
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    result = run("chat", "-f", prompt, "-i", image, "--no-stream", "this")
+    assert result.exit_code == 0, result.stderr
+    content = gateway.requests[-1].body["messages"][0]["content"]
+    assert content[0] == {"type": "text", "text": "Describe: this"}
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")

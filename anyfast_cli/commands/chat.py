@@ -94,12 +94,12 @@ def run_chat(
                     raise UsageError(f"{flag} is for one answer, not an interactive session")
             from anyfast_cli.commands.session import run_session
 
-            conversation, _ = _fill_prompt_file(conversation, text, path, None, variables, PromptFileUse(path=path))
+            conversation, _ = _fill_prompt_file(conversation, text, None, variables, PromptFileUse(path=path))
             return run_session(
                 conversation, save=save, settings_flags=settings_flags, request=request, out=out, streams=streams
             )
         use = PromptFileUse(path=path, schema=conversation.schema)
-        conversation, prompt = _fill_prompt_file(conversation, text, path, prompt, variables, use)
+        conversation, prompt = _fill_prompt_file(conversation, text, prompt, variables, use)
         if prompt is None and not conversation.messages and not attach:
             if path:
                 raise UsageError(f"nothing to send: {path} holds no messages and no prompt was given")
@@ -109,14 +109,8 @@ def run_chat(
         if prompt is not None:
             conversation.messages.append(new_turn(prompt, request))
             use.input_message = len(conversation.messages) - 1
-        elif request.images or request.videos:  # the prompt went into the message holding {input}
-            if use.input_message is None:
-                raise UsageError("-i/--image and --video need a prompt to attach to")
-            media = new_turn("", request)
-            message = conversation.messages[use.input_message]
-            for key in ("images", "videos", "fps"):
-                if key in media:
-                    message[key] = [*message.get(key, ()), *media[key]] if key != "fps" else media[key]
+        elif request.images or request.videos:
+            _media_into_input_message(conversation, use, request)
         if request.system is not None:
             set_system(conversation, request.system)
         if schema is None and use.schema is not None:
@@ -172,9 +166,10 @@ def run_chat(
         return run_with_output(output, streams, send)
 
 
-def _fill_prompt_file(conversation, text, path, prompt, variables, use: PromptFileUse):
+def _fill_prompt_file(conversation: Conversation, text: str, prompt: str | None, variables, use: PromptFileUse):
     """A prompt file rendered with its defaults, --var and {input} (the prompt, then used up);
     any other file as it is. Returns the conversation and the prompt still to be appended."""
+    path = use.path
     if not conversation.is_template:
         if variables:
             raise UsageError(
@@ -221,6 +216,19 @@ def _chat_files(use: PromptFileUse, save: str | None, tool_results) -> list[tupl
         if value.startswith("@"):
             files.append(("--tool-result", value[1:]))
     return files
+
+
+def _media_into_input_message(conversation: Conversation, use: PromptFileUse, request: RequestFlags) -> None:
+    """-i/--video when the prompt went into the message holding {input}: they join that message."""
+    if use.input_message is None:
+        raise UsageError("-i/--image and --video need a prompt to attach to")
+    media = new_turn("", request)  # the references as a new turn would keep them
+    message = conversation.messages[use.input_message]
+    for key in ("images", "videos"):
+        if key in media:
+            message[key] = [*message.get(key, ()), *media[key]]
+    if "fps" in media:
+        message["fps"] = media["fps"]
 
 
 def _join(conversation: Conversation, use: PromptFileUse, attached, reader, fps) -> None:
