@@ -103,7 +103,17 @@ class Attachment:
     @property
     def label(self) -> str:
         """How the text block names it: the path or URL as given, `stdin` for -."""
-        return "stdin" if self.ref == STDIN else self.ref
+        return label_of(self.ref)
+
+
+def label_of(ref: str) -> str:
+    """An attachment's name in its text block and in errors: `stdin` for -, a data: URI by its
+    head (not megabytes of base64), anything else as given."""
+    if ref == STDIN:
+        return "stdin"
+    if ref.startswith("data:"):
+        return ref.partition(",")[0] + ",…"
+    return ref
 
 
 def is_fetched(ref: str) -> bool:
@@ -114,7 +124,7 @@ def typed_attachment(ref: str, data: bytes) -> Attachment:
     """An attachment of `data`, typed by its content; UsageError naming `ref` when it is not
     UTF-8 text, an image or a video, or is past its kind's limit."""
     kind = sniff(data)
-    label = "stdin" if ref == STDIN else ref
+    label = label_of(ref)
     if kind.kind not in KIND_LIMITS:
         raise UsageError(
             f"-a {label}: not UTF-8 text, an image or a video (by its content)",
@@ -132,11 +142,11 @@ def data_uri_bytes(ref: str) -> bytes:
     """The bytes of a base64 `data:` URI (as --save writes an attachment read from stdin)."""
     head, comma, payload = ref.partition(",")
     if not comma or not head.endswith(";base64"):
-        raise UsageError(f"-a {ref[:60]}: only base64 data: URIs are read")
+        raise UsageError(f"-a {label_of(ref)}: only base64 data: URIs are read")
     try:
         return base64.b64decode(payload, validate=True)
     except ValueError:
-        raise UsageError(f"-a {ref[:60]}…: not valid base64") from None
+        raise UsageError(f"-a {label_of(ref)}: not valid base64") from None
 
 
 class AttachmentReader:
@@ -195,7 +205,7 @@ class AttachmentReader:
                 raise UsageError("-a -: standard input is a terminal, closed, or turned off by -n")
             return data
         if ref.startswith("data:"):
-            return self._bounded(ref[:40] + "…", data_uri_bytes(ref))
+            return self._bounded(label_of(ref), data_uri_bytes(ref))
         if os.path.isdir(ref):
             raise UsageError(f"-a {ref}: a directory; attach its files one by one")
         try:

@@ -297,3 +297,18 @@ def test_a_url_goes_through_the_proxy_the_api_would_use(run, gateway):
         assert len(proxy.passed) == 2  # NO_PROXY: the fetch (and the API) went direct
     finally:
         proxy.stop()
+
+
+def test_stdin_media_saved_as_a_data_uri_is_read_back_by_content(run, gateway, tmp_path):
+    saved = tmp_path / "s.yaml"
+    result = run("chat", "-a", "-", "--save", saved, "--no-stream", "what is it?", input=PNG)
+    assert result.exit_code == 0, result.stderr
+    import yaml
+
+    ref = yaml.safe_load(saved.read_text())["messages"][0]["attach"][0]
+    assert ref == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert run("chat", "-f", saved, "--no-stream", "and now?").exit_code == 0
+    assert sent(gateway)[0]["content"][1] == {"type": "image_url", "image_url": {"url": ref}}
+    bad = "data:text/plain;base64," + "A" * 5000 + "!"
+    result = run("complete", "-a", bad, "x")
+    assert result.exit_code == 2 and "-a data:text/plain;base64,…: not valid base64" in result.stderr
