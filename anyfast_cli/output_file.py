@@ -88,7 +88,7 @@ def run_with_output(output: str | None, streams: Streams, run: Callable[[Streams
             handle = open(replacement.fd, "w", encoding="utf-8", newline="", closefd=False)
             writer = SafeWriter(handle, streams.redactor)
             try:
-                code = run(dataclasses.replace(streams, stdout=writer, stdout_isatty=False))
+                code = run(dataclasses.replace(streams, stdout=writer, stdout_isatty=False, stdout_is_file=True))
                 if code in KEPT_STATUSES:
                     _keep(writer, handle, replacement, output)
                     return code

@@ -180,6 +180,7 @@ class Streams:
     stderr_isatty: bool
     env: Mapping[str, str]
     redactor: Redactor = field(default_factory=Redactor)
+    stdout_is_file: bool = False  # -o FILE holds stdout: raw text always, whatever --markdown says
 
     @classmethod
     def from_sys(cls) -> "Streams":

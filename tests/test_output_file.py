@@ -54,6 +54,16 @@ def test_success_replaces_the_file_keeping_its_mode(run, gateway, report):
     assert json.loads(new.read_text())["choices"][0]["message"]["content"] == "echo: hi"  # compact, not pretty
 
 
+@pytest.mark.parametrize("force", [["--markdown"], ["--config", "CONFIG"]], ids=["--markdown", "markdown: always"])
+def test_the_output_file_gets_raw_text_even_when_markdown_is_forced(run, gateway, report, tmp_path, force):
+    config = tmp_path / "config.yaml"
+    config.write_text("profiles: {default: {markdown: always}}\n")
+    gateway.script(Sse(sse_events(chunk("# Title\n\n**bold** text\n"), chunk(finish="stop"))))
+    result = run("complete", "-o", report, *[str(config) if a == "CONFIG" else a for a in force], "hi")
+    assert result.exit_code == 0, result.stderr
+    assert report.read_text() == "# Title\n\n**bold** text\n"  # as sent: no escape, no rendering
+
+
 def test_tool_calls_status_8_replaces_the_file_too(run, gateway, report, tmp_path):
     tools = tmp_path / "tools.json"
     tools.write_text(json.dumps([{"name": "f", "parameters": {"type": "object"}}]))
