@@ -32,6 +32,13 @@ ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
 ENV_CACHE = "ANYFAST_CACHE"
+ENV_PROMPTS_PATH = "ANYFAST_PROMPTS_PATH"
+
+# Where `-f NAME` looks for prompt files, after ANYFAST_PROMPTS_PATH: a project's own folder
+# (relative to the current directory), then the user's, beside the config file.
+PROJECT_PROMPTS_DIR = os.path.join(".anyfast", "prompts")
+CONFIG_PROMPTS_DIR = "prompts"
+
 ENV_COLUMNS = "COLUMNS"  # the width to render Markdown at when stdout is no terminal (as rich and less read it)
 
 # Other programs' variables that anyfast reads.
@@ -170,6 +177,14 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
         return env[ENV_CONFIG], "environment"
     base = env.get(ENV_XDG_CONFIG_HOME) or os.path.join(env.get(ENV_HOME) or os.path.expanduser("~"), ".config")
     return os.path.join(base, "anyfast", "config.yaml"), "default"
+
+
+def prompt_dirs(config_flag: str | None, env: Mapping[str, str]) -> list[str]:
+    """The directories `-f NAME` searches, in order: each of ANYFAST_PROMPTS_PATH (colon-separated,
+    empty entries skipped, as PATH's), ./.anyfast/prompts, then prompts/ beside the config file."""
+    listed = [entry for entry in (env.get(ENV_PROMPTS_PATH) or "").split(os.pathsep) if entry]
+    config_file, _ = config_path(config_flag, env)
+    return [*listed, PROJECT_PROMPTS_DIR, os.path.join(os.path.dirname(config_file), CONFIG_PROMPTS_DIR)]
 
 
 def parse_config(text: str, path: str) -> dict:

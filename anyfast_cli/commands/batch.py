@@ -34,6 +34,12 @@ from anyfast_cli.batch.jobs import (
     spool_lines,
 )
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
+from anyfast_cli.commands.batch_prompt import (
+    prompt_file_job,
+    prompt_file_schema,
+    read_batch_prompt_file,
+    refuse_output_as_prompt_file,
+)
 from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.request import RequestFlags
@@ -49,6 +55,8 @@ class BatchFlags:
     output: str | None = None
     plain_lines: bool = False
     template: str | None = None
+    messages_file: str | None = None  # -f FILE|NAME: the prompt file each record is rendered through
+    variables: tuple = ()  # --var NAME=VALUE|NAME=@FILE: defaults under each record's fields
     ordered: bool = False
     concurrency: int = 8
     rpm: float | None = None
@@ -72,17 +80,32 @@ def run_batch(
     if shard_origin and flags.verbose:
         streams.say(f"shard {shard.k}/{shard.n} from {shard_origin}")
     check_flags(flags)
-    settings = load_settings(settings_flags, streams, default_retries=5)
+    prompt_file = None
+    if flags.messages_file is not None:
+        prompt_file = read_batch_prompt_file(
+            flags.messages_file, input_path=flags.input, settings_flags=settings_flags, streams=streams
+        )
+        refuse_output_as_prompt_file(flags.output, prompt_file)
+        if schema is None:
+            schema = prompt_file_schema(prompt_file)
+    settings = load_settings(
+        settings_flags, streams, default_retries=5, file_model=prompt_file.model if prompt_file else None
+    )
     image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
     options = JobOptions(
         model=settings.model,
-        fields=body_fields(settings, request),
-        system=request.system,
+        fields=body_fields(settings, request, prompt_file.params if prompt_file else None),
+        system=request.system if prompt_file is None else None,  # -f: it replaces the file's system
         template=flags.template,
         plain_lines=flags.plain_lines,
         image_urls=tuple(image_urls),
         video_parts=tuple(video_parts),
         schema=schema,
+        prompt_file=prompt_file_job(
+            prompt_file, flags.variables, system=request.system, settings=settings, streams=streams
+        )
+        if prompt_file
+        else None,
     )
     mode = schema_mode(schema_flags, settings)
     repair = DEFAULT_REPAIR if schema_flags is None or schema_flags.repair is None else schema_flags.repair
@@ -200,6 +223,10 @@ def report_dropped(resumed, path: str, streams: Streams, *, dry_run: bool = Fals
 
 def check_flags(flags: BatchFlags) -> None:
     check_template(flags.template)
+    if flags.messages_file is not None and flags.template is not None:
+        raise UsageError("-f and --template both say how to build each prompt; give one")
+    if flags.variables and flags.messages_file is None:
+        raise UsageError("--var sets a prompt file's placeholders; give the prompt file with -f")
     if not 1 <= flags.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {flags.concurrency}")
     for name, value in (("--rpm", flags.rpm), ("--tpm", flags.tpm)):

@@ -238,9 +238,11 @@ def exchange(
 
 
 def answers_in_markdown(settings: Settings, out: OutputFlags, streams: Streams) -> bool:
-    """Decided once per command: text output rendered as Markdown (never --json)."""
-    return not out.json and wants_markdown(
-        out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env
+    """Decided once per command: text output rendered as Markdown (never --json, never into -o FILE)."""
+    return (
+        not out.json
+        and not streams.stdout_is_file
+        and wants_markdown(out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env)
     )
 
 
