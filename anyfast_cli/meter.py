@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import BudgetError, UsageError
-from anyfast_cli.prices import PriceTable
+from anyfast_cli.prices import PriceTable, render_cost
 from anyfast_cli.result import RequestContext, RequestResult
 from anyfast_cli.settings import BudgetLimits
 from anyfast_cli.usagelog import LogTally, UsageLog
@@ -42,11 +42,11 @@ class RunTotals:
         return sum(self.cost.values())
 
     def describe_spend(self) -> str | None:
-        """ "1.2345 USD" (per currency), or None when nothing had a price."""
+        """ "0.012345 USD" (per currency), or None when nothing had a price."""
         if not self.cost:
             return None
         return ", ".join(
-            f"{amount:.4f}" + (f" {currency}" if currency else "") for currency, amount in self.cost.items()
+            render_cost(amount) + (f" {currency}" if currency else "") for currency, amount in self.cost.items()
         )
 
 
@@ -123,7 +123,7 @@ class Meter:
         if self.limits.money is not None and money >= self.limits.money:
             currency = f" {self.prices.currency}" if self.prices.currency else ""
             raise BudgetError(
-                f"budget reached: spent {money:.4f}{currency} of --budget {self.limits.money:g}{self._scope()}; "
+                f"budget reached: spent {render_cost(money)}{currency} of --budget {self.limits.money:g}{self._scope()}; "
                 "nothing more was sent"
             )
         if self.limits.tokens is not None and tokens >= self.limits.tokens:

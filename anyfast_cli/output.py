@@ -22,6 +22,7 @@ from typing import TextIO
 
 from anyfast_cli.errors import OutputError
 from anyfast_cli.exchange import Reply, choice_index
+from anyfast_cli.prices import render_cost
 from anyfast_cli.settings import color_allowed
 from anyfast_cli.text import escape_json_text, neutralise
 
@@ -219,11 +220,6 @@ def print_usage(usage: dict | None, note, result=None) -> None:
     elif result is not None and result.cost is not None:
         cost = f"; cost {render_cost(result.cost)}" + (f" {result.currency}" if result.currency else "")
     note(render_usage(usage) + cost + "\n")
-
-
-def render_cost(amount: float) -> str:
-    """Money as people read it: up to 6 decimals, no trailing zeros (the log keeps it unrounded)."""
-    return f"{amount:.6f}".rstrip("0").rstrip(".") or "0"
 
 
 class TextPrinter:

@@ -116,3 +116,8 @@ def cost(price: Price | None, prompt: int | None, completion: int | None, cached
     cached = min(cached or 0, prompt)
     cached_price = price.input if price.cached_input is None else price.cached_input
     return ((prompt - cached) * price.input + cached * cached_price + completion * price.output) / PER
+
+
+def render_cost(amount: float) -> str:
+    """Money as people read it: up to 6 decimals, no trailing zeros (the log keeps it unrounded)."""
+    return f"{amount:.6f}".rstrip("0").rstrip(".") or "0"

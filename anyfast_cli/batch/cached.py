@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from anyfast_cli.batch.jobs import TOOL_CALLS_ERROR, Record, parsed_value, result_line
 from anyfast_cli.cache import ResponseCache, cache_key, not_in_cache
+from anyfast_cli.cached import hit_result
 from anyfast_cli.exchange import tool_calls_in
 
 # emit(line, ok, cached): a result line for the sink, whether the record is answered, and
@@ -69,7 +70,9 @@ class CacheAnswers:
         fail_on_tool_calls: bool,
         max_time: float | None,
         emit: Emit,
+        meter=None,
     ) -> None:
+        self._meter = meter  # a hit is a request answered for nothing: the usage log notes it
         self._cache = cache
         self._base_url = base_url
         self._schema_mode = schema_mode
@@ -78,8 +81,15 @@ class CacheAnswers:
         self._emit = emit
 
     def __call__(self, record: Record) -> bool:
+        started = time.monotonic()
         hit = self._cache.lookup(record_key(record, self._base_url, self._schema_mode))
         if hit is not None:
+            if self._meter is not None:
+                body = first_request(record, self._schema_mode)
+                context = self._meter.context
+                self._meter.record(
+                    hit_result(context, body, hit.response, started=started, now=time.time(), custom_id=record.id)
+                )
             line = cached_line(
                 record, hit.response, fail_on_tool_calls=self._fail_on_tool_calls, max_time=self._max_time
             )

@@ -516,6 +516,7 @@ class Scan:
     records: int = 0
     error_count: int = 0
     ids: Mapping = field(default_factory=dict)  # id -> fingerprint of the records this shard runs
+    models: set = field(default_factory=set)  # the models the records name (a budget prices each)
     _first_errors: list = field(default_factory=list)  # (line, message): the first few by line
 
     def add_error(self, line_no: int, message: str) -> None:
@@ -546,6 +547,8 @@ def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None 
             duplicates.setdefault(record.id, []).append(line_no)
             continue
         seen[record.id] = record.fingerprint
+        if shard is None or index in shard:
+            scan.models.add(record.body.get("model"))
         if shard is not None and index in shard:
             shard_ids[record.id] = record.fingerprint
     if duplicates:

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from anyfast_cli.meter import RunTotals
+
 
 @dataclass
 class Tally:
@@ -16,20 +18,23 @@ class Tally:
     rate_limited: int = 0  # of the failed: on 429, the limit letting nothing through for long
     cached: int = 0  # of the ok: answered from the cache (--cache), nothing sent
     not_in_cache: int = 0  # of the failed: --cache-mode replay had no answer for them
-    tokens: int = 0
     started: float = field(default_factory=time.monotonic)
+    spent: RunTotals = field(default_factory=RunTotals)  # every request's result, added up by the meter
+
+    @property
+    def tokens(self) -> int:
+        return self.spent.tokens
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
 
-    def add(self, ok: bool, tokens: int, rate_limited: bool = False) -> None:
+    def add(self, ok: bool, rate_limited: bool = False) -> None:
         if ok:
             self.ok += 1
         else:
             self.failed += 1
             self.rate_limited += rate_limited
-        self.tokens += tokens
 
 
 def render_summary(
@@ -47,7 +52,13 @@ def render_summary(
     if tally.skipped:
         text += f", {tally.skipped:,} already answered"
     seconds = f"{elapsed:.2f}" if elapsed < 10 else f"{elapsed:.1f}"
-    text += f"; {tally.tokens:,} tokens, {seconds} s, {done_rate:.1f} requests/s"
+    text += f"; {tally.tokens:,} tokens"
+    spend = tally.spent.describe_spend()
+    if spend:
+        text += f", cost {spend}"
+    if len(tally.spent.models) > 1:  # several models answered (--fallback, or records naming their own)
+        text += " (" + ", ".join(f"{model} {count:,}" for model, count in tally.spent.models.most_common()) + ")"
+    text += f", {seconds} s, {done_rate:.1f} requests/s"
     if answered_429:  # the server's limit was met: the rate achieved under it, and what it cost
         settled = f"settled at {rate:.1f} requests/s, " if rate else ""
         text += f"; rate limit: {settled}{answered_429:,} requests answered 429"

@@ -11,7 +11,6 @@ be written, so memory stays flat however long the input is.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 import time
@@ -22,7 +21,7 @@ import aiohttp
 
 from anyfast_cli.batch.jobs import TOOL_CALLS_ERROR, Record, parsed_value, result_line
 from anyfast_cli.batch.limiter import LIMITED_GIVE_UP, Limiter
-from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError
+from anyfast_cli.errors import AnyfastError, ApiAuthError, BudgetError, ExitCode, NetworkError
 from anyfast_cli.exchange import (
     Attempts,
     Body,
@@ -35,7 +34,9 @@ from anyfast_cli.exchange import (
     status_failure,
     tool_calls_in,
 )
-from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
+from anyfast_cli.meter import Meter
+from anyfast_cli.request import auth_headers, encode_body, endpoint_url, estimate_tokens
+from anyfast_cli.result import Trace, build_result
 from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.schema import DEFAULT_REPAIR
 from anyfast_cli.transport import NetworkPolicy, network_policy
@@ -51,8 +52,9 @@ INLINE_CHECK_SECONDS = 0.05
 class Outcome:
     line: dict  # the OpenAI Batch output line
     ok: bool
-    tokens: int = 0
     rate_limited: bool = False  # failed on 429
+    error: AnyfastError | None = None  # why it failed (for the request's result)
+    answer: dict | None = None  # the response object, when one was read (for the request's result)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class RunConfig:
     schema_mode: str = "auto"  # --schema: how to ask for JSON (auto steps down on a 400, per model)
     repair: int = DEFAULT_REPAIR  # --schema: re-asks of an answer that is not valid
     fail_on_tool_calls: bool = False  # --fail-on-tool-calls: an answer that asks for tool calls fails its record
+    meter: Meter | None = None  # usage log, run totals and budget: every request's result goes to it
 
 
 class BatchRunner:
@@ -95,6 +98,7 @@ class BatchRunner:
         self.policy = network_policy(self._url, config.env, config.timeout)
         self._log = log or (lambda message: None)
         self._answered = 0
+        self.stopped: BudgetError | None = None  # the budget was reached: no more records are started
 
     async def run(self, records: Iterator[Record]) -> None:
         """Send every record; returns when all are written. Stops at once on 401/403
@@ -110,6 +114,8 @@ class BatchRunner:
 
             async def produce() -> None:
                 for seq, record in enumerate(records):
+                    if self.stopped is not None:
+                        break  # the records not taken stay for --resume
                     if output is not None:
                         await output.wait_for_room(seq)
                     await queue.put((seq, record))
@@ -119,7 +125,15 @@ class BatchRunner:
             async def work() -> None:
                 while (item := await queue.get()) is not None:
                     seq, record = item
-                    outcome = await self._send(session, record)
+                    try:
+                        outcome = None if self.stopped is not None else await self._send(session, record)
+                    except BudgetError as reached:  # requests in flight go on; no new one starts
+                        self.stopped = self.stopped or reached
+                        outcome = None
+                    if outcome is None:  # not run (not written): --resume runs it
+                        if output is not None:
+                            output.put(seq, None)
+                        continue
                     if output is not None:
                         output.put(seq, outcome)
                     else:
@@ -132,6 +146,8 @@ class BatchRunner:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+        if self.stopped is not None:
+            raise self.stopped
 
     async def _send(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
         if record.schema is not None:
@@ -200,20 +216,60 @@ class BatchRunner:
             return outcome
 
     async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
-        payload = json.dumps(request_body, ensure_ascii=False).encode("utf-8")
-        tokens = estimate_tokens(request_body)
+        """One request of a record, metered: the budget is checked before it is sent (BudgetError:
+        not sent), and its result, however it ends, is built once and handed to the meter."""
+        meter = self.config.meter
+        if meter is not None:
+            meter.before_request()
+        payload = encode_body(request_body)
+        attempts = self._attempts(record)
+        trace = Trace(str(request_body.get("model")), time.monotonic(), payload, custom_id=record.id)
+        outcome = error = None
+        try:
+            outcome = await self._exchange(session, record, request_body, payload, attempts)
+            return outcome
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if meter is not None:
+                if outcome is not None:
+                    error = outcome.error
+                    response = outcome.line.get("response") or {}
+                    trace.request_id = response.get("request_id")
+                    if outcome.answer is not None:
+                        trace.note_answer(outcome.answer)
+                meter.record(
+                    build_result(
+                        meter.context,
+                        trace,
+                        ended=time.monotonic(),
+                        now=self._clock(),
+                        attempts=attempts.number + 1,
+                        error=error,
+                    )
+                )
+
+    def _attempts(self, record: Record) -> Attempts:
         policy = self.policy
-        model = record.body.get("model")
-        attempts = Attempts(
+        return Attempts(
             retries=self.config.retries,
             target=policy.target,
-            model=model,
+            model=record.body.get("model"),
             read_timeout=policy.read_timeout,
             proxy=policy.proxy_target,
             rng=self._rng,
             clock=self._clock,
             max_time=self.config.max_time,
         )
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, record: Record, request_body: dict, payload: bytes, attempts: Attempts
+    ) -> Outcome:
+        """Send until an answer, a final failure or --max-time (retries and 429 waits included)."""
+        tokens = estimate_tokens(request_body)
+        policy = self.policy
+        model = record.body.get("model")
         controller = self.limiter.controller
         while True:
             sent = await self.limiter.acquire(tokens)
@@ -301,7 +357,8 @@ class BatchRunner:
         line = result_line(
             record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message}
         )
-        return Outcome(line, ok=False, rate_limited=rate_limited)
+        answer = body if isinstance(body, dict) and "choices" in body else None
+        return Outcome(line, ok=False, rate_limited=rate_limited, error=error, answer=answer)
 
     def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
         try:
@@ -314,11 +371,8 @@ class BatchRunner:
             error = AnyfastError(TOOL_CALLS_ERROR, code="tool_calls")
             return self._failed(record, error, status=status, request_id=request_id or body.get("id"), body=body)
         self._answered += 1
-        usage = body.get("usage")
-        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
-        tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
         line = result_line(record, status=status, request_id=request_id or body.get("id"), body=body, error=None)
-        return Outcome(line, ok=True, tokens=tokens)
+        return Outcome(line, ok=True, answer=body)
 
 
 class _ModeState:
@@ -347,10 +401,13 @@ class _Reorderer:
             self._moved.clear()
             await self._moved.wait()
 
-    def put(self, seq: int, outcome: Outcome) -> None:
+    def put(self, seq: int, outcome: Outcome | None) -> None:
+        """`outcome` None: the record was not run (a budget stopped the batch): nothing to write."""
         self._pending[seq] = outcome
         while self._next in self._pending:
-            self._emit(self._pending.pop(self._next))
+            outcome = self._pending.pop(self._next)
+            if outcome is not None:
+                self._emit(outcome)
             self._next += 1
         self._moved.set()
 

@@ -40,7 +40,7 @@ from anyfast_cli.commands.batch_prompt import (
     read_batch_prompt_file,
     refuse_output_as_prompt_file,
 )
-from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
+from anyfast_cli.commands.common import body_fields, load_settings, open_meter, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags
@@ -117,9 +117,13 @@ def run_batch(
         if not scan.records:
             streams.warn("the input holds no records; nothing to do")
         checked = CheckedRecords(scan.ids, lines.name)  # the ids and fingerprints of what was validated
+        models = scan.models
         del scan
         if flags.dry_run:
             return dry_run(checked, lines, options, shard, flags, streams, schema_mode=mode)
+        # Before anything is sent or the output touched: a log that cannot be written, or a money
+        # budget with a model that has no price, is exit 2; a budget already reached is exit 9.
+        meter = open_meter(settings, streams, "batch", models)
         cache = open_cache(settings, streams)
         # With a cache that may answer every record, the key is resolved only once one must be sent.
         key = KeyOnDemand(settings, streams)
@@ -134,7 +138,7 @@ def run_batch(
                 resumed = sink.resume(checked.pending)
                 report_dropped(resumed, flags.output, streams)
                 answered = checked.mark_answered(resumed.kept)
-            tally = Tally(total=checked.to_send, skipped=answered)
+            tally = Tally(total=checked.to_send, skipped=answered, spent=meter.totals)
             try:
                 run_records(
                     checked,
@@ -148,6 +152,7 @@ def run_batch(
                     tally,
                     streams,
                     cache=cache,
+                    meter=meter,
                     schema_mode=mode,
                     repair=repair,
                 )
@@ -155,6 +160,7 @@ def run_batch(
                 checked.report(streams, resumable=flags.output is not None)
         finally:
             sink.close()
+            meter.close()
     return batch_exit_code(tally, checked.unchecked)
 
 
@@ -456,6 +462,7 @@ def run_records(
     streams: Streams,
     *,
     cache=None,
+    meter=None,
     schema_mode: str = "auto",
     repair: int,
 ) -> None:
@@ -465,9 +472,9 @@ def run_records(
         tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color
     )
 
-    def emit(line: dict, ok: bool, *, tokens: int = 0, rate_limited: bool = False, cached: bool = False) -> None:
+    def emit(line: dict, ok: bool, *, rate_limited: bool = False, cached: bool = False) -> None:
         sink.write(line)
-        tally.add(ok, tokens, rate_limited)
+        tally.add(ok, rate_limited)
         tally.cached += cached and ok
         tally.not_in_cache += (line.get("error") or {}).get("code") == "not_in_cache"
         bar.update()
@@ -489,6 +496,7 @@ def run_records(
                 fail_on_tool_calls=flags.fail_on_tool_calls,
                 max_time=settings.max_time,
                 emit=lambda line, ok, cached: emit(line, ok, cached=cached),
+                meter=meter,
             )
             if cache.mode != "refresh":  # refresh looks nothing up
                 checked.answer_first(lines, options, shard, answers)
@@ -500,7 +508,7 @@ def run_records(
             records = store.track(records)
 
         def finished(outcome) -> None:
-            emit(outcome.line, outcome.ok, tokens=outcome.tokens, rate_limited=outcome.rate_limited)
+            emit(outcome.line, outcome.ok, rate_limited=outcome.rate_limited)
             if store is not None:
                 store.finished(outcome.line, outcome.ok)
 
@@ -517,6 +525,7 @@ def run_records(
             key.get(),
             controller,
             streams,
+            meter=meter,
             schema_mode=schema_mode,
             repair=repair,
         )
@@ -546,11 +555,13 @@ def send_all(
     controller,
     streams: Streams,
     *,
+    meter=None,
     schema_mode: str = "auto",
     repair: int,
 ) -> None:
     """Send the records through the runner (aiohttp), passing each outcome to `emit`, under
-    the adaptive rate of `controller`. Ctrl-C, SIGTERM and SIGHUP end it at an await."""
+    the adaptive rate of `controller`. Ctrl-C, SIGTERM and SIGHUP end it at an await; a
+    budget reached ends it once the requests in flight are written (BudgetError, exit 9)."""
     import asyncio
 
     from anyfast_cli.batch.limiter import Limiter, Pacer
@@ -568,6 +579,7 @@ def send_all(
         fail_on_tool_calls=flags.fail_on_tool_calls,
         schema_mode=schema_mode,
         repair=repair,
+        meter=meter,
     )
     log = streams.say if flags.verbose else None
     runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)

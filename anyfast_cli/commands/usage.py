@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from anyfast_cli.errors import ExitCode, UsageError
-from anyfast_cli.output import print_json, render_cost, write_flushed
+from anyfast_cli.output import print_json, write_flushed
+from anyfast_cli.prices import render_cost
 from anyfast_cli.streams import Streams
 from anyfast_cli.usagelog import number, read_lines
 
