@@ -67,9 +67,10 @@ def _count(value) -> int | None:
 class RequestResult:
     """What one request came to. `model` is the one that answered (the one the request named);
     `status` is "ok" or a name for the failure, never empty; `exit` the status the request
-    alone would have (§5)."""
+    alone would have (§5). Its time and body hash are worked out when asked for (`ts`,
+    `body_sha256`): only the usage log and --events read them, and batch makes one per record."""
 
-    ts: str
+    ended_at: float  # the wall clock when it ended
     command: str
     profile: str
     model: str
@@ -83,13 +84,21 @@ class RequestResult:
     currency: str | None
     cache: str | None = None
     custom_id: str | None = None
-    body_sha256: str | None = None
+    payload: bytes | None = None  # the body as sent
     finish_reason: str | None = None
     error: AnyfastError | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def ts(self) -> str:
+        return rfc3339(self.ended_at)
+
+    @property
+    def body_sha256(self) -> str | None:
+        return body_digest(self.payload) if self.payload is not None else None
 
     def log_line(self) -> dict:
         """The usage log's line (§3): never prompt or answer text, never the key."""
@@ -214,7 +223,7 @@ def build_result(
         counts = Usage.of(trace.usage)
         spent = cost(price, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens)
     return RequestResult(
-        ts=rfc3339(now),
+        ended_at=now,
         command=context.command,
         profile=context.profile,
         model=trace.model,
@@ -228,7 +237,7 @@ def build_result(
         currency=context.prices.currency if price is not None else None,
         cache=trace.cache,
         custom_id=trace.custom_id,
-        body_sha256=body_digest(trace.payload) if trace.payload is not None else None,
+        payload=trace.payload,
         finish_reason=trace.finish_reason,
         error=error if isinstance(error, AnyfastError) else None,
     )
