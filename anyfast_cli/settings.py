@@ -90,6 +90,7 @@ SETTING_KEYS = (
     "budget",
     "budget_tokens",
     "markdown",
+    "fallback",
 )
 MARKDOWN_MODES = ("auto", "always", "never")  # config `markdown`: render answers at a terminal, always, never
 
@@ -110,6 +111,7 @@ class SettingFlags:
     prices: str | None = None  # --prices FILE; its data reaches resolve_settings as `prices_file`
     budget: float | None = None
     budget_tokens: int | None = None
+    fallback: tuple[str, ...] | None = None  # --fallback MODEL, repeatable
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class Settings:
     prices: PriceTable = NO_PRICES
     budget: BudgetLimits = BudgetLimits()
     markdown: str = "auto"  # one of MARKDOWN_MODES
+    fallback: tuple[str, ...] = ()  # models to try, in order, when the model cannot answer
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -262,6 +265,7 @@ def resolve_settings(
         checked("budget_tokens", _budget_tokens, pick("budget_tokens", flags.budget_tokens, None, None)),
     )
     markdown = checked("markdown", _markdown_mode, pick("markdown", None, None, "auto"))
+    fallback = checked("fallback", _model_list, pick("fallback", flags.fallback or None, None, ()))
     prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
@@ -275,6 +279,7 @@ def resolve_settings(
         prices=prices,
         budget=budget,
         markdown=markdown,
+        fallback=fallback,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -322,6 +327,19 @@ def _model_name(value) -> str:
     if not isinstance(value, str) or not value.strip() or text_problem(value):
         raise UsageError(f"the model must be a name like {DEFAULT_MODEL}, got {value!r}")
     return value.strip()
+
+
+def _model_list(value) -> tuple[str, ...]:
+    """--fallback (repeatable) or config `fallback`: a list of model names (one name alone is a list of one)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise UsageError(f"fallback must be a list of model names, got {value!r}")
+    try:
+        return tuple(_model_name(name) for name in value)
+    except UsageError as exc:
+        exc.message = f"fallback: {exc.message}"
+        raise
 
 
 def _http_url(value) -> str:

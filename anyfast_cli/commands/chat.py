@@ -3,7 +3,14 @@ or, at a terminal with nothing to send, an interactive session (commands/session
 
 from __future__ import annotations
 
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
+from anyfast_cli.commands.common import (
+    OutputFlags,
+    body_fields,
+    check_output_flags,
+    exchange,
+    load_settings,
+    observed,
+)
 from anyfast_cli.commands.conversation import (
     add_tool_results,
     api_messages,
@@ -37,6 +44,37 @@ def run_chat(
     streams: Streams,
     schema_flags=None,
 ) -> ExitCode:
+    check_output_flags(out)
+    with observed(out, streams):  # --events: one `result` event however this ends
+        return _chat(
+            prompt_args,
+            messages_file=messages_file,
+            save=save,
+            no_stdin=no_stdin,
+            interactive=interactive,
+            tool_results=tool_results,
+            settings_flags=settings_flags,
+            request=request,
+            out=out,
+            streams=streams,
+            schema_flags=schema_flags,
+        )
+
+
+def _chat(
+    prompt_args,
+    *,
+    messages_file,
+    save,
+    no_stdin,
+    interactive,
+    tool_results,
+    settings_flags,
+    request,
+    out,
+    streams,
+    schema_flags,
+) -> ExitCode:
     from anyfast_cli.commands.schema_answer import schema_of
 
     schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before anything is read or sent
@@ -53,6 +91,8 @@ def run_chat(
             raise UsageError("an interactive session takes no prompt; type it at the prompt")
         if schema is not None:
             raise UsageError("--schema is for one answer, not an interactive session")
+        if out.events:
+            raise UsageError("--events is for a program that runs one exchange, not an interactive session")
         from anyfast_cli.commands.session import run_session
 
         return run_session(

@@ -46,10 +46,41 @@ class OutputFlags:
     verbose: bool = False
     dry_run: bool = False
     markdown: bool | None = None  # --markdown / --raw; None: the config's `markdown` decides
+    events: bool = False  # --events: NDJSON events on stdout instead of the answer
 
     @property
     def streaming(self) -> bool:
         return self.stream if self.stream is not None else not self.json
+
+
+def check_output_flags(out: OutputFlags) -> None:
+    """Combinations that cannot both have stdout: exit 2 before anything is read or sent."""
+    if out.events:
+        for given, flag in ((out.json, "--json"), (out.dry_run, "--dry-run")):
+            if given:
+                raise UsageError(f"--events and {flag} cannot be used together: both write stdout")
+
+
+@contextmanager
+def observed(out: OutputFlags, streams: Streams):
+    """The command's run, told by its observer (events.py): -v details with --verbose, and with
+    --events JSON lines on stdout that end, however the command ends (a failure, Ctrl-C,
+    SIGTERM), with exactly one `result` event."""
+    observer = streams.observer
+    observer.verbose = out.verbose
+    if out.events:
+        from anyfast_cli.events import EventLines
+
+        observer.lines = EventLines(streams.stdout)
+    try:
+        yield observer
+    except BaseException as exc:
+        try:
+            observer.finish(exc)
+        except (OSError, ValueError):
+            pass  # stdout is closed: the status alone can tell
+        raise
+    observer.finish(None)
 
 
 def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
@@ -239,8 +270,10 @@ def exchange(
 
 def answers_in_markdown(settings: Settings, out: OutputFlags, streams: Streams) -> bool:
     """Decided once per command: text output rendered as Markdown (never --json)."""
-    return not out.json and wants_markdown(
-        out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env
+    return (
+        not out.json
+        and not out.events
+        and wants_markdown(out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env)
     )
 
 
@@ -255,8 +288,9 @@ def print_request(settings: Settings, body: dict, streams: Streams) -> None:
 
 
 def asks_usage(settings: Settings, out: OutputFlags) -> bool:
-    """Whether a streamed request asks the server for usage: for --usage, a usage log or a budget."""
-    return out.usage or bool(settings.usage_log) or bool(settings.budget)
+    """Whether a streamed request asks the server for usage: for --usage, --events' result, a usage
+    log or a budget."""
+    return out.usage or out.events or bool(settings.usage_log) or bool(settings.budget)
 
 
 def open_meter(settings: Settings, streams: Streams, command: str, models=()) -> Meter:
@@ -277,17 +311,19 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, comma
     """An ApiClient for these settings; the key is resolved here, once, and masked in
     everything written from then on. With a `command`, its requests are metered (usage
     log, budget); without one (`anyfast models`), nothing is."""
-    meter = open_meter(settings, streams, command) if command else None
+    observer = streams.observer
+    if command:
+        observer.open(RequestContext(command, settings.profile, settings.prices), settings.model)
+    meter = open_meter(settings, streams, command, settings.fallback) if command else None
     api_key = resolve_api_key(settings.key, streams.env)
     streams.hide(api_key)
     from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
 
-    log = None
-    if out.verbose:
-        log = streams.say
-        log(
-            f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}"
-        )
+    observer.verbose = out.verbose
+    observer.detail(
+        f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}"
+        + (f", fallback {', '.join(settings.fallback)}" if settings.fallback else "")
+    )
     with ApiClient(
         base_url=settings.base_url,
         api_key=api_key,
@@ -295,8 +331,9 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, comma
         retries=settings.retries,
         max_time=settings.max_time,
         env=streams.env,
-        log=log,
         meter=meter,
+        observer=observer,
+        fallback=settings.fallback,
     ) as client:
         try:
             yield client
@@ -318,6 +355,10 @@ def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Stre
 def answer_printer(
     reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool, markdown: bool = False
 ) -> TextPrinter:
+    if out.events:  # the answer as events; Markdown never applies to them
+        from anyfast_cli.answer_events import AnswerEvents
+
+        return AnswerEvents(reply, streams.observer.lines.emit, streams.redactor)
     opener = None
     if markdown and not out.json:
         from anyfast_cli.markdown import writer_opener  # only when rendering: the raw path never loads it

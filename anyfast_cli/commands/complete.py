@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from anyfast_cli.attachments import load_attachments
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
+from anyfast_cli.commands.common import (
+    OutputFlags,
+    body_fields,
+    check_output_flags,
+    exchange,
+    load_settings,
+    observed,
+)
 from anyfast_cli.errors import ExitCode
 from anyfast_cli.inputs import build_prompt, with_system
 from anyfast_cli.request import RequestFlags, user_message
@@ -21,6 +28,20 @@ def run_complete(
     streams: Streams,
     schema_flags=None,
 ) -> ExitCode:
+    check_output_flags(out)
+    with observed(out, streams):  # --events: one `result` event however this ends
+        return _complete(
+            prompt_args,
+            no_stdin=no_stdin,
+            settings_flags=settings_flags,
+            request=request,
+            out=out,
+            streams=streams,
+            schema_flags=schema_flags,
+        )
+
+
+def _complete(prompt_args, *, no_stdin, settings_flags, request, out, streams, schema_flags) -> ExitCode:
     from anyfast_cli.commands.schema_answer import schema_of  # --schema: jsonschema loads only then
 
     schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before stdin is read
