@@ -287,7 +287,8 @@ OUTPUT_OPTIONS = [
                 help="Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].",
             ),
         ],
-    ),    _option(
+    ),
+    _option(
         "events",
         Annotated[
             bool,

@@ -19,43 +19,43 @@ _anyfast_spec() {
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --events --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='--config --usage-log --prices -i --image --video --tools'
             file_args='0'
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --events --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='-f --messages --save --tool-result --config --usage-log --prices -i --image --video --tools'
             file_args='0'
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='-o --output --config --usage-log --prices -i --image --video --tools'
             file_args='1'
             ;;
         'schema')
             subcommands=''
-            options='--multi -h --help'
+            options='--multi --events -h --help'
             value_opts=''
             file_opts=''
             file_args='0'
             ;;
         'usage')
             subcommands=''
-            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
+            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -h --help'
+            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback'
             file_opts='--config --usage-log --prices'
             file_args='1'
             ;;
         'models')
             subcommands=''
-            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
+            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -h --help'
+            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback'
             file_opts='--config --usage-log --prices'
             file_args='0'
             ;;
@@ -68,15 +68,15 @@ _anyfast_spec() {
             ;;
         'config path')
             subcommands=''
-            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback'
             file_opts='--config --usage-log --prices'
             file_args='0'
             ;;
         'config show')
             subcommands=''
-            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens'
+            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback'
             file_opts='--config --usage-log --prices'
             file_args='0'
             ;;

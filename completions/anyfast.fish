@@ -16,19 +16,19 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case usage
-            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
         case models
-            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
     end
 end
 
@@ -66,7 +66,7 @@ complete -c anyfast -f
 complete -c anyfast -n __anyfast_using -a complete -d 'One prompt, one answer on stdout.'
 complete -c anyfast -n __anyfast_using -a chat -d 'A conversation: messages from a file, the reply appended and saved.'
 complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, concurrently, resumably; one result line per record.'
-complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them).'
+complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them), or with --events the one that --events lines follow.'
 complete -c anyfast -n __anyfast_using -a usage -d 'Total what the usage log says was spent: requests, tokens, cost (per currency).'
 complete -c anyfast -n __anyfast_using -a models -d 'List the models the gateway serves to this key (GET /models), one id per line.'
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
@@ -85,6 +85,7 @@ complete -c anyfast -n '__anyfast_using complete' -l usage-log -r -F -d 'Append 
 complete -c anyfast -n '__anyfast_using complete' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using complete' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using complete' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using complete' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using complete' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -105,6 +106,7 @@ complete -c anyfast -n '__anyfast_using complete' -l usage -d 'Show token usage 
 complete -c anyfast -n '__anyfast_using complete' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -l dry-run -d 'Print the request that would be sent; send nothing.'
 complete -c anyfast -n '__anyfast_using complete' -l markdown -l raw -d 'Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].'
+complete -c anyfast -n '__anyfast_using complete' -l events -d 'Write NDJSON events on stdout instead of the answer, for a program that supervises the run: start, reasoning, content, tool_call, retry, fallback, warning, and always one last result (`anyfast schema --events` prints their JSON Schema).'
 complete -c anyfast -n '__anyfast_using complete' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using complete' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using complete' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
@@ -127,6 +129,7 @@ complete -c anyfast -n '__anyfast_using chat' -l usage-log -r -F -d 'Append one 
 complete -c anyfast -n '__anyfast_using chat' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using chat' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using chat' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using chat' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using chat' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -147,6 +150,7 @@ complete -c anyfast -n '__anyfast_using chat' -l usage -d 'Show token usage on s
 complete -c anyfast -n '__anyfast_using chat' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -l dry-run -d 'Print the request that would be sent; send nothing.'
 complete -c anyfast -n '__anyfast_using chat' -l markdown -l raw -d 'Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].'
+complete -c anyfast -n '__anyfast_using chat' -l events -d 'Write NDJSON events on stdout instead of the answer, for a program that supervises the run: start, reasoning, content, tool_call, retry, fallback, warning, and always one last result (`anyfast schema --events` prints their JSON Schema).'
 complete -c anyfast -n '__anyfast_using chat' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using chat' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using chat' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
@@ -177,6 +181,7 @@ complete -c anyfast -n '__anyfast_using batch' -l usage-log -r -F -d 'Append one
 complete -c anyfast -n '__anyfast_using batch' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using batch' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using batch' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using batch' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using batch' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -197,6 +202,7 @@ complete -c anyfast -n '__anyfast_using batch' -l repair -x -d 'Re-ask N times w
 complete -c anyfast -n '__anyfast_using batch' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using batch' -F
 complete -c anyfast -n '__anyfast_using schema' -l multi -d 'The schema --schema-multi makes: {"items": [objects of SPEC]}.'
+complete -c anyfast -n '__anyfast_using schema' -l events -d 'Print the JSON Schema of --events lines instead (no SPEC).'
 complete -c anyfast -n '__anyfast_using schema' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using usage' -l by -x -d 'One row per model, UTC day, command or profile.'
 complete -c anyfast -n '__anyfast_using usage' -l since -x -d 'Only requests since then: 7d, 12h, 30m, 2026-12-01.'
@@ -213,6 +219,7 @@ complete -c anyfast -n '__anyfast_using usage' -l usage-log -r -F -d 'Append one
 complete -c anyfast -n '__anyfast_using usage' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using usage' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using usage' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using usage' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using usage' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using usage' -F
 complete -c anyfast -n '__anyfast_using models' -l check -x -d 'Exit 1, naming each, unless every MODEL is served (repeatable).'
@@ -230,6 +237,7 @@ complete -c anyfast -n '__anyfast_using models' -l usage-log -r -F -d 'Append on
 complete -c anyfast -n '__anyfast_using models' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using models' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using models' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using models' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using models' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config' -a path -d 'Print the config file in use (it need not exist).'
 complete -c anyfast -n '__anyfast_using config' -a show -d 'Print the effective settings and their sources (key redacted).'
@@ -246,6 +254,7 @@ complete -c anyfast -n '__anyfast_using config path' -l usage-log -r -F -d 'Appe
 complete -c anyfast -n '__anyfast_using config path' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using config path' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using config path' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config path' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
 complete -c anyfast -n '__anyfast_using config show' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
@@ -260,4 +269,5 @@ complete -c anyfast -n '__anyfast_using config show' -l usage-log -r -F -d 'Appe
 complete -c anyfast -n '__anyfast_using config show' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using config show' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using config show' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config show' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -35,6 +35,7 @@ from anyfast_cli.exchange import (
     status_failure,
     tool_calls_in,
 )
+from anyfast_cli.fallback import fallback_reason, model_chain
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
 from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.schema import DEFAULT_REPAIR
@@ -53,6 +54,9 @@ class Outcome:
     ok: bool
     tokens: int = 0
     rate_limited: bool = False  # failed on 429
+    model: str | None = None  # the model that answered (--fallback: maybe not the record's)
+    error: AnyfastError | None = None  # why it failed (fallback.fallback_reason reads it)
+    deadline: float | None = None  # the record's --max-time deadline, once its first attempt set it
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class RunConfig:
     schema_mode: str = "auto"  # --schema: how to ask for JSON (auto steps down on a 400, per model)
     repair: int = DEFAULT_REPAIR  # --schema: re-asks of an answer that is not valid
     fail_on_tool_calls: bool = False  # --fail-on-tool-calls: an answer that asks for tool calls fails its record
+    fallback: tuple = ()  # --fallback: models to try, in order, for a record whose model cannot answer
 
 
 class BatchRunner:
@@ -134,13 +139,35 @@ class BatchRunner:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
-        if record.schema is not None:
-            return await self._send_structured(session, record)
-        return await self._request(session, record, record.body)
+        """A record over its fallback chain (§3 "fallback models", per record): a model that
+        cannot answer (fallback.fallback_reason) hands the record to the next, within the
+        record's --max-time. Only the last model's outcome is written: a result line per record."""
+        asked = record.body.get("model")
+        chain = model_chain(asked, self.config.fallback)
+        deadline = None
+        for position, model in enumerate(chain):
+            sent = record if model == asked else replace(record, body={**record.body, "model": model})
+            if sent.schema is not None:
+                outcome = await self._send_structured(session, sent, deadline)
+            else:
+                outcome = await self._request(session, sent, sent.body, deadline)
+            reason = None
+            if not outcome.ok and outcome.error is not None and position + 1 < len(chain):
+                reason = fallback_reason(outcome.error, model)
+            if reason is None or (outcome.deadline is not None and time.monotonic() >= outcome.deadline):
+                outcome.model = model
+                return outcome
+            self._log(
+                f"record {record.id}: {model} did not answer ({outcome.error.message}); falling back to {chain[position + 1]}"
+            )
+            deadline = outcome.deadline
+        raise AssertionError("unreachable: the last model's outcome is returned")  # pragma: no cover
 
     # --- --schema: the response_format ladder, learned per model; validation and repair ---
 
-    async def _send_structured(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
+    async def _send_structured(
+        self, session: aiohttp.ClientSession, record: Record, deadline: float | None = None
+    ) -> Outcome:
         """The first record of a model finds the mode its server takes (stepping down on each
         400) while the model's other records wait; they then go straight to that mode."""
         from anyfast_cli.schema import mode_ladder
@@ -152,10 +179,12 @@ class BatchRunner:
         if not state.settled:
             async with state.lock:
                 if not state.settled:
-                    return await self._structured(session, record, state)
-        return await self._structured(session, record, state)
+                    return await self._structured(session, record, state, deadline)
+        return await self._structured(session, record, state, deadline)
 
-    async def _structured(self, session: aiohttp.ClientSession, record: Record, state: "_ModeState") -> Outcome:
+    async def _structured(
+        self, session: aiohttp.ClientSession, record: Record, state: "_ModeState", deadline: float | None = None
+    ) -> Outcome:
         from anyfast_cli.schema import (
             REPAIRABLE,
             AnswerMismatch,
@@ -171,7 +200,7 @@ class BatchRunner:
             mode = state.ladder[state.level]
             sent = time.monotonic()
             outcome = await self._request(
-                session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode)
+                session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode), deadline
             )
             response = outcome.line.get("response") or {}
             if not outcome.ok:
@@ -202,21 +231,33 @@ class BatchRunner:
             outcome.line["parsed"] = values if several else values[0]  # with n > 1, every choice's value
             return outcome
 
-    async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
-        payload = json.dumps(request_body, ensure_ascii=False).encode("utf-8")
-        tokens = estimate_tokens(request_body)
+    async def _request(
+        self, session: aiohttp.ClientSession, record: Record, request_body: dict, deadline: float | None = None
+    ) -> Outcome:
+        """One request of a record (`deadline`: a fallback's keeps the record's first one)."""
         policy = self.policy
-        model = record.body.get("model")
         attempts = Attempts(
             retries=self.config.retries,
             target=policy.target,
-            model=model,
+            model=record.body.get("model"),
             read_timeout=policy.read_timeout,
             proxy=policy.proxy_target,
             rng=self._rng,
             clock=self._clock,
             max_time=self.config.max_time,
+            deadline=deadline,
         )
+        outcome = await self._attempt_all(session, record, request_body, attempts)
+        outcome.deadline = attempts.deadline
+        return outcome
+
+    async def _attempt_all(
+        self, session: aiohttp.ClientSession, record: Record, request_body: dict, attempts: Attempts
+    ) -> Outcome:
+        payload = json.dumps(request_body, ensure_ascii=False).encode("utf-8")
+        tokens = estimate_tokens(request_body)
+        policy = self.policy
+        model = record.body.get("model")
         controller = self.limiter.controller
         while True:
             sent = await self.limiter.acquire(tokens)
@@ -304,7 +345,7 @@ class BatchRunner:
         line = result_line(
             record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message}
         )
-        return Outcome(line, ok=False, rate_limited=rate_limited)
+        return Outcome(line, ok=False, rate_limited=rate_limited, error=error)
 
     def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
         try:

@@ -366,6 +366,8 @@ def send_all(
     def emit(outcome) -> None:
         sink.write(outcome.line)
         tally.add(outcome.ok, outcome.tokens, outcome.rate_limited)
+        if outcome.ok:
+            tally.answered_by(outcome.model)
         bar.update()
 
     config = RunConfig(
@@ -380,6 +382,7 @@ def send_all(
         fail_on_tool_calls=flags.fail_on_tool_calls,
         schema_mode=schema_mode,
         repair=repair,
+        fallback=settings.fallback,
     )
     log = streams.say if flags.verbose else None
     # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
@@ -403,6 +406,7 @@ def send_all(
                 interrupted=interrupted,
                 rate=controller.achieved(),
                 answered_429=controller.limited,
+                per_model=bool(settings.fallback),
             )
         )
 
