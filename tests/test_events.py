@@ -5,10 +5,13 @@ schema and check that `start` comes first and exactly one `result` last."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from gateway import Json, Reset, Sse, Stall, chunk, completion, error_body, hidden_cut, sse_events
@@ -286,3 +289,18 @@ def test_a_signal_while_waiting_for_the_server_ends_with_one_result(proc_env, ga
         process.communicate()
     assert process.returncode == 143, stderr
     assert kinds(parse_events(first + rest)) == ["start", "result"]
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the README's supervisor needs jq")
+def test_the_readme_supervisor_reacts_to_retry_and_result(proc_env, gateway, tmp_path, quick_backoff):
+    text = (ROOT / "README.md").read_text()
+    script = tmp_path / "supervise.sh"
+    script.write_text(text[text.index("#!/bin/sh") : text.index("\ndone\n", text.index("#!/bin/sh")) + 6])
+    gateway.script(Json(error_body("overloaded", "server_error"), status=503))
+    env = {**proc_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{proc_env['PATH']}"}
+    done = subprocess.run(["sh", script, "hello"], env=env, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0 and done.stdout == "echo: hello\n", done.stderr
+    assert "retry after 503" in done.stderr and "ok after 2 attempt(s)" in done.stderr
+    gateway.served = ["m"]
+    done = subprocess.run(["sh", script, "-m", "x", "hello"], env=env, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 1 and "x: model_not_found" in done.stderr  # anyfast's own status

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from gateway import Drip, Json, Sse, Stall, chunk, completion, error_body, model_not_found, sse_events
+from gateway import Drip, Json, Sse, Stall, chunk, completion, error_body, model_not_found
 from helpers import whole_lines
 
 from anyfast_cli.errors import ApiAuthError, ApiError, NetworkError, RateLimitError
