@@ -155,6 +155,28 @@ SETTING_OPTIONS = [
         ],
     ),
     _option(
+        "cache",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--cache",
+                metavar="DIR",
+                help="Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].",
+            ),
+        ],
+    ),
+    _option(
+        "cache_mode",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--cache-mode",
+                metavar="rw|refresh|replay",
+                help="rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].",
+            ),
+        ],
+    ),
+    _option(
         "fallback",
         Annotated[
             Optional[List[str]],
@@ -411,6 +433,38 @@ NoStdin = Annotated[
 ]
 
 
+# complete and chat: -a and -o.
+Attach = Annotated[
+    Optional[List[str]],
+    typer.Option(
+        "-a",
+        "--attach",
+        metavar="PATH|URL|-",
+        help="Attach a file, an http(s) URL (fetched first) or stdin (-), typed by its content: text as a named "
+        "block before the prompt, an image or video as a part; anything else is exit 2 (repeatable).",
+    ),
+]
+Output = Annotated[
+    Optional[str],
+    typer.Option(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Write what stdout would get to FILE, replacing it only on exit status 0 or 8; "
+        "on any other status FILE is left as it was.",
+    ),
+]
+# chat and batch: --var.
+Variables = Annotated[
+    Optional[List[str]],
+    typer.Option(
+        "--var",
+        metavar="NAME=VALUE|NAME=@FILE",
+        help="Set a prompt file's {NAME} to VALUE or FILE's text (repeatable); one no placeholder uses is exit 2.",
+    ),
+]
+
+
 # --- the error boundary --------------------------------------------------------------------
 
 
@@ -606,6 +660,8 @@ Examples:
   echo 'Write a haiku about pipes' | anyfast complete
   git diff | anyfast complete 'Write a commit message for this diff:'
   anyfast complete -i screenshot.png 'What is wrong on this page?'
+  anyfast complete -a src/app.py -a https://example.com/spec.md 'Does the code follow the spec?'
+  anyfast complete -o report.md -a build.log 'Summarise the errors:'   # report.md kept if it fails
   anyfast complete --json 'hi' | jq .usage
   while read -r q; do anyfast complete -n "$q"; done < questions.txt
   anyfast complete --tools tools.yaml 'Weather in Oslo?' | jq -r .function.arguments
@@ -630,6 +686,8 @@ def complete(
         ),
     ] = None,
     no_stdin: NoStdin = False,
+    attach: Attach = None,
+    output: Output = None,
     settings_flags=None,
     request=None,
     out=None,
@@ -643,6 +701,8 @@ def complete(
         return run_complete(
             list(prompt or []),
             no_stdin=no_stdin,
+            attach=list(attach or []),
+            output=output,
             settings_flags=settings_flags,
             request=request,
             out=out,
@@ -658,6 +718,7 @@ Examples:
   anyfast chat -f talk.yaml 'Summarise our plan'
   anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'
   printf '[{"user": "hi"}]' | anyfast chat -f -
+  git diff | anyfast chat -f review --var lang=Go   # a prompt file, by name (anyfast prompts)
   anyfast chat                       # interactive, at a terminal
   anyfast chat -I -f talk.yaml --save talk.yaml   # a session seeded by a file
 
@@ -674,6 +735,8 @@ A conversation file is a list of messages, or a mapping:
     - user: What is on this picture?
       images: [photo.jpg]
     - assistant: A cat.
+A prompt file also has vars: (defaults for its {name} placeholders; {input} is the prompt),
+and may have description: and schema:. More in: anyfast prompts --help
 """
 
 
@@ -688,7 +751,13 @@ def chat(
     ] = None,
     messages_file: Annotated[
         Optional[str],
-        typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin)."),
+        typer.Option(
+            "-f",
+            "--messages",
+            metavar="FILE|NAME",
+            help="Conversation or prompt file, YAML or JSON ('-' for stdin); a NAME is looked up in the prompt "
+            "directories (see anyfast prompts).",
+        ),
     ] = None,
     save: Annotated[
         Optional[str],
@@ -706,6 +775,9 @@ def chat(
             help="Answer the tool call ID (from the file's last reply) with TEXT or FILE's content (repeatable).",
         ),
     ] = None,
+    variables: Variables = None,
+    attach: Attach = None,
+    output: Output = None,
     settings_flags=None,
     request=None,
     out=None,
@@ -724,6 +796,9 @@ def chat(
             no_stdin=no_stdin,
             interactive=interactive,
             tool_results=list(tool_results or []),
+            variables=list(variables or []),
+            attach=list(attach or []),
+            output=output,
             settings_flags=settings_flags,
             request=request,
             out=out,
@@ -739,6 +814,7 @@ Examples:
   anyfast batch prompts.jsonl -o answers.jsonl -j 64 --rpm 3000 --resume
   cut -f2 questions.tsv | anyfast batch --lines > answers.jsonl
   anyfast batch reviews.jsonl --template 'Summarise: {text}' -o summaries.jsonl
+  anyfast batch diffs.jsonl -f review --var lang=Go -o reviews.jsonl   # each record's fields fill it
   anyfast batch big.jsonl --shard 2/4 -o part2.jsonl      # the 2nd of 4 machines
   anyfast batch prompts.jsonl --dry-run > openai-batch-input.jsonl
 
@@ -770,6 +846,17 @@ def batch(
             help="Build each prompt from the record's fields: 'Summarise: {text}' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).",
         ),
     ] = None,
+    messages_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "-f",
+            "--messages",
+            metavar="FILE|NAME",
+            help="Render every record through this prompt file: an object's fields are its variables (its prompt "
+            "is {input}); a JSON string or a --lines line is {input}.",
+        ),
+    ] = None,
+    variables: Variables = None,
     ordered: Annotated[
         bool, typer.Option("--ordered", help="Write results in input order (default: as they complete).")
     ] = False,
@@ -825,6 +912,8 @@ def batch(
             output=output,
             plain_lines=lines,
             template=template,
+            messages_file=messages_file,
+            variables=tuple(variables or ()),
             ordered=ordered,
             concurrency=concurrency,
             rpm=rpm,
@@ -972,6 +1061,84 @@ def models_command(
     guarded(run)
 
 
+PromptsConfig = Annotated[
+    Optional[str],
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="The config file beside which prompts/ is searched [env ANYFAST_CONFIG; default "
+        "$XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].",
+    ),
+]
+
+PROMPTS_EXAMPLES = """\b
+Examples:
+  anyfast prompts
+  anyfast prompts --json | jq -r '.[].path'
+  anyfast prompts show review
+  git diff | anyfast chat -f review --var lang=Go
+
+\b
+Prompt files are looked up, first found wins, as NAME.yaml, NAME.yml or NAME.json in each
+directory of ANYFAST_PROMPTS_PATH (colon-separated), then ./.anyfast/prompts/, then prompts/
+beside the config file. A prompt file is a conversation file (chat -f) with a vars: key:
+  description: Review a diff
+  vars: {lang: Python}              # defaults; --var lang=Go overrides
+  schema: 'verdict, issues list'    # optional, as --schema
+  messages:
+    - system: You review {lang} code.
+    - user: "Review this diff:\\n{input}"   # {input}: the prompt and stdin
+"""
+
+prompts_app = typer.Typer(
+    name="prompts",
+    help="List the prompt files that -f NAME finds (NAME, then its description).",
+    epilog=PROMPTS_EXAMPLES,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(prompts_app)
+
+
+@prompts_app.callback(invoke_without_command=True)
+def prompts_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of {name, path, description}.")] = False,
+    config: PromptsConfig = None,
+) -> None:
+    """List the prompt files that -f NAME finds (NAME, then its description)."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def run(streams):
+        from anyfast_cli.commands.prompts import run_prompts
+
+        return run_prompts(config=config, as_json=as_json, streams=streams)
+
+    guarded(run)
+
+
+@prompts_app.command(
+    "show",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast prompts show review\n  anyfast prompts show review > my-review.yaml",
+)
+def prompts_show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A prompt's name (or a file).", show_default=False)],
+    config: PromptsConfig = None,
+) -> None:
+    """Print the prompt file that -f NAME would read."""
+
+    def run(streams):
+        from anyfast_cli.commands.prompts import run_prompts_show
+
+        return run_prompts_show(name, config=config, streams=streams)
+
+    guarded(run)
+
+
 config_app = typer.Typer(
     name="config",
     help="Show which config file and settings are in force.",
@@ -1016,6 +1183,75 @@ def config_show(
         from anyfast_cli.commands.config import run_config_show
 
         return run_config_show(settings_flags, as_json=as_json, streams=streams)
+
+    guarded(run)
+
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Look after a response cache (--cache DIR): its size, and removing old entries.",
+    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache prune --older-than 30d",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(cache_app)
+
+CacheDir = Annotated[
+    Optional[str],
+    typer.Argument(
+        metavar="[DIR]",
+        help="The cache directory [default: the configured one: --cache, ANYFAST_CACHE, cache].",
+        show_default=False,
+    ),
+]
+
+
+@cache_app.command(
+    "stats",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache stats | awk '$1 == \"bytes\" {print $2}'",
+)
+@with_option_groups
+def cache_stats(directory: CacheDir = None, settings_flags=None) -> None:
+    """Print the entries, their bytes, and the oldest and newest entry's time (name<TAB>value lines)."""
+
+    def run(streams):
+        from anyfast_cli.commands.cache import cache_directory, run_cache_stats
+        from anyfast_cli.commands.common import load_settings
+
+        configured = None if directory else load_settings(settings_flags, streams).cache
+        return run_cache_stats(cache_directory(directory, configured), streams=streams)
+
+    guarded(run)
+
+
+@cache_app.command(
+    "prune",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast cache prune ~/.cache/anyfast --older-than 30d\n  anyfast cache prune --older-than 12h",
+)
+@with_option_groups
+def cache_prune(
+    directory: CacheDir = None,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).",
+        ),
+    ] = ...,
+    settings_flags=None,
+) -> None:
+    """Remove the entries older than DURATION (by modification time); print how many were removed."""
+
+    def run(streams):
+        from anyfast_cli.commands.cache import cache_directory, run_cache_prune
+        from anyfast_cli.commands.common import load_settings
+
+        configured = None if directory else load_settings(settings_flags, streams).cache
+        return run_cache_prune(cache_directory(directory, configured), older_than=older_than, streams=streams)
 
     guarded(run)
 

@@ -95,6 +95,7 @@ class ApiClient:
         meter: Meter | None = None,
         observer: Observer | None = None,
         fallback: tuple[str, ...] = (),
+        cache: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = endpoint_url(base_url)
@@ -115,6 +116,7 @@ class ApiClient:
         self.meter = meter
         self.fallback = tuple(fallback)
         self._failed_models: set[str] = set()  # models this command already fell back from
+        self.cache = cache  # what each request's result says of the cache: "miss" when one is in use
         self.last_result: RequestResult | None = None  # of the latest chat request
 
     def __enter__(self) -> "ApiClient":
@@ -246,7 +248,7 @@ class ApiClient:
         self.observer.request_started(str(body.get("model")))
         if self.meter is not None:
             self.meter.before_request()
-        trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body))
+        trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body), cache=self.cache)
         error = None
         try:
             yield trace

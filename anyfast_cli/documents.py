@@ -78,6 +78,31 @@ def load_yaml(text: str, source: str, kind: str = "YAML"):
     return data
 
 
+def value_span(text: str, path: tuple) -> tuple[int, int] | None:
+    """Where the value at `path` (mapping keys and list indexes) is written in a YAML or JSON
+    document: its start and end character offsets, or None. For errors only (it composes the
+    document again), so that they can name the line a value came from."""
+    import yaml
+
+    loader = _bounded_loader()(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    for step in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+            node = next((value for key, value in node.value if key.value == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            node = node.value[step]
+        else:
+            node = None
+        if node is None:
+            return None
+    return node.start_mark.index, node.end_mark.index
+
+
 def dump_yaml(data) -> str:
     """A value as block-style YAML, keys in their order, text as written (not \\u-escaped)."""
     import yaml

@@ -62,6 +62,11 @@ class ExitCode(IntEnum):
         "budget reached",
         "A budget (--budget, --budget-tokens) was reached: nothing more was sent.",
     )
+    NOT_IN_CACHE = (
+        10,
+        "not in the cache",
+        "--cache-mode replay: an answer was not in the cache, so nothing was sent (batch: some records were not).",
+    )
     # Ended by a signal: 128 + its number, as a shell reports a process the signal killed.
     HANGUP = (
         129,
@@ -165,6 +170,15 @@ class BudgetError(AnyfastError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="budget")
+
+
+class NotInCacheError(AnyfastError):
+    """--cache-mode replay: the cache holds no answer for a request, and replay sends nothing."""
+
+    exit_code = ExitCode.NOT_IN_CACHE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, code="not_in_cache")
 
 
 class StreamError(AnyfastError):

@@ -490,11 +490,24 @@ def nested_deeper(data, limit: int) -> bool:
 
 
 def whole_as_chunk(data: dict) -> dict:
-    """A whole response shaped as one stream chunk (some gateways answer a stream request so)."""
-    choices = [
-        {"index": c.get("index", 0), "delta": c.get("message") or {}, "finish_reason": c.get("finish_reason")}
-        for c in data.get("choices") or []
-    ]
+    """A whole response shaped as one stream chunk (some gateways answer a stream request so;
+    a cache hit is replayed so). What a whole answer tells by position, a stream must say by
+    index: each choice keeps its place, and each tool call gets the `index` that keeps it
+    apart from the others (pieces without one are joined to the call before them)."""
+    choices = []
+    for position, choice in enumerate(data.get("choices") or []):
+        delta = choice.get("message") or {}
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta = {
+                **delta,
+                "tool_calls": [
+                    {**call, "index": number} if isinstance(call, dict) else call for number, call in enumerate(calls)
+                ],
+            }
+        choices.append(
+            {"index": choice.get("index", position), "delta": delta, "finish_reason": choice.get("finish_reason")}
+        )
     return {**data, "choices": choices}
 
 
@@ -1023,7 +1036,8 @@ def _piece_text(value) -> str | None:
 
 @dataclass
 class Choice:
-    """A choice other than the first (n > 1): its text kept whole, to be printed at the end."""
+    """One choice's text kept whole: a choice other than the first (n > 1), printed at the end,
+    or any choice of a stream assembled into a whole response (assembly.py)."""
 
     index: int
     content_parts: list = field(default_factory=list)

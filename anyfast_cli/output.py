@@ -211,9 +211,12 @@ def _count(value) -> str:
 
 def print_usage(usage: dict | None, note, result=None) -> None:
     """The usage line, with the cost when the model has a price (`result`: the request's
-    RequestResult), through `note` (Streams.note: the one writer for diagnostics)."""
+    RequestResult), through `note` (Streams.note: the one writer for diagnostics). A cache
+    hit shows the usage its answer once had, and that this time nothing was spent."""
     cost = ""
-    if result is not None and result.cost is not None:
+    if result is not None and result.cache == "hit":
+        cost = "; from the cache, nothing spent"
+    elif result is not None and result.cost is not None:
         cost = f"; cost {render_cost(result.cost)}" + (f" {result.currency}" if result.currency else "")
     note(render_usage(usage) + cost + "\n")
 

@@ -52,6 +52,7 @@ class Usage:
 
 
 NO_USAGE = Usage()
+NOTHING_USED = Usage(0, 0, 0, 0, 0)  # a cache hit's: no request, so no tokens
 
 
 def _count(value) -> int | None:
@@ -203,9 +204,15 @@ def build_result(
     attempts: int,
     error: BaseException | None = None,
 ) -> RequestResult:
-    """The one way a RequestResult is made: `ended` is a monotonic reading, `now` the wall clock."""
-    counts = Usage.of(trace.usage)
+    """The one way a RequestResult is made: `ended` is a monotonic reading, `now` the wall clock.
+    A cache hit sent nothing: it used no tokens and cost nothing, whatever the answer it replays
+    once used (§3: budgets and the usage log count it as 0)."""
     price = context.prices.price_for(trace.model)
+    if trace.cache == "hit":
+        counts, spent = NOTHING_USED, 0.0
+    else:
+        counts = Usage.of(trace.usage)
+        spent = cost(price, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens)
     return RequestResult(
         ts=rfc3339(now),
         command=context.command,
@@ -217,7 +224,7 @@ def build_result(
         attempts=max(attempts, 1),
         latency_ms=max(0, round((ended - trace.started) * 1000)),
         usage=counts,
-        cost=cost(price, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens),
+        cost=spent,
         currency=context.prices.currency if price is not None else None,
         cache=trace.cache,
         custom_id=trace.custom_id,

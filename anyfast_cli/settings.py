@@ -31,6 +31,14 @@ ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
 ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
+ENV_CACHE = "ANYFAST_CACHE"
+ENV_PROMPTS_PATH = "ANYFAST_PROMPTS_PATH"
+
+# Where `-f NAME` looks for prompt files, after ANYFAST_PROMPTS_PATH: a project's own folder
+# (relative to the current directory), then the user's, beside the config file.
+PROJECT_PROMPTS_DIR = os.path.join(".anyfast", "prompts")
+CONFIG_PROMPTS_DIR = "prompts"
+
 ENV_COLUMNS = "COLUMNS"  # the width to render Markdown at when stdout is no terminal (as rich and less read it)
 
 # Other programs' variables that anyfast reads.
@@ -89,9 +97,14 @@ SETTING_KEYS = (
     "prices",
     "budget",
     "budget_tokens",
+    "cache",
+    "cache_mode",
     "markdown",
     "fallback",
 )
+# --cache-mode: rw uses a hit and stores a miss; refresh never uses, always stores; replay: hits only.
+CACHE_MODES = ("rw", "refresh", "replay")
+DEFAULT_CACHE_MODE = "rw"
 MARKDOWN_MODES = ("auto", "always", "never")  # config `markdown`: render answers at a terminal, always, never
 
 
@@ -111,6 +124,8 @@ class SettingFlags:
     prices: str | None = None  # --prices FILE; its data reaches resolve_settings as `prices_file`
     budget: float | None = None
     budget_tokens: int | None = None
+    cache: str | None = None  # --cache DIR
+    cache_mode: str | None = None
     fallback: tuple[str, ...] | None = None  # --fallback MODEL, repeatable
 
 
@@ -150,6 +165,8 @@ class Settings:
     usage_log: str | None = None
     prices: PriceTable = NO_PRICES
     budget: BudgetLimits = BudgetLimits()
+    cache: str | None = None  # the response cache's directory (None: no cache)
+    cache_mode: str = DEFAULT_CACHE_MODE
     markdown: str = "auto"  # one of MARKDOWN_MODES
     fallback: tuple[str, ...] = ()  # models to try, in order, when the model cannot answer
 
@@ -163,6 +180,14 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
         return env[ENV_CONFIG], "environment"
     base = env.get(ENV_XDG_CONFIG_HOME) or os.path.join(env.get(ENV_HOME) or os.path.expanduser("~"), ".config")
     return os.path.join(base, "anyfast", "config.yaml"), "default"
+
+
+def prompt_dirs(config_flag: str | None, env: Mapping[str, str]) -> list[str]:
+    """The directories `-f NAME` searches, in order: each of ANYFAST_PROMPTS_PATH (colon-separated,
+    empty entries skipped, as PATH's), ./.anyfast/prompts, then prompts/ beside the config file."""
+    listed = [entry for entry in (env.get(ENV_PROMPTS_PATH) or "").split(os.pathsep) if entry]
+    config_file, _ = config_path(config_flag, env)
+    return [*listed, PROJECT_PROMPTS_DIR, os.path.join(os.path.dirname(config_file), CONFIG_PROMPTS_DIR)]
 
 
 def parse_config(text: str, path: str) -> dict:
@@ -264,6 +289,13 @@ def resolve_settings(
         checked("budget", _budget, pick("budget", flags.budget, None, None)),
         checked("budget_tokens", _budget_tokens, pick("budget_tokens", flags.budget_tokens, None, None)),
     )
+    cache = checked("cache", _cache_dir, pick("cache", flags.cache, ENV_CACHE, None))
+    cache_mode = checked("cache_mode", _cache_mode, pick("cache_mode", flags.cache_mode, None, None))
+    if cache_mode is not None and cache is None:
+        raise UsageError(
+            f"--cache-mode {cache_mode} (cache_mode, from the {origins['cache_mode']}) needs a cache directory",
+            hint=f"give --cache DIR, set {ENV_CACHE}, or cache: in the profile",
+        )
     markdown = checked("markdown", _markdown_mode, pick("markdown", None, None, "auto"))
     fallback = checked("fallback", _model_list, pick("fallback", flags.fallback or None, None, ()))
     prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
@@ -278,6 +310,8 @@ def resolve_settings(
         usage_log=usage_log,
         prices=prices,
         budget=budget,
+        cache=cache,
+        cache_mode=cache_mode or DEFAULT_CACHE_MODE,
         markdown=markdown,
         fallback=fallback,
         key=_key_source(flags, env, profile),
@@ -424,6 +458,22 @@ def _file_name(value) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or text_problem(value):
         raise UsageError(f"usage_log must be a file name, got {value!r}")
+    return value
+
+
+def _cache_dir(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or text_problem(value):
+        raise UsageError(f"--cache (cache) must be a directory name, got {value!r}")
+    return value
+
+
+def _cache_mode(value) -> str | None:
+    if value is None:
+        return None
+    if value not in CACHE_MODES:
+        raise UsageError(f"--cache-mode (cache_mode) must be one of {', '.join(CACHE_MODES)}, got {value!r}")
     return value
 
 

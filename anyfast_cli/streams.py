@@ -181,12 +181,15 @@ class Streams:
     stderr_isatty: bool
     env: Mapping[str, str]
     redactor: Redactor = field(default_factory=Redactor)
+    stdout_is_file: bool = False  # -o FILE holds stdout: raw text always, whatever --markdown says
     # Where warnings, retries and -v details are told (events.py): prose on stderr, and with
     # --events also JSON lines on stdout. The commands set its verbosity and its event lines.
-    observer: Observer = field(init=False, repr=False)
+    # A copy (dataclasses.replace, as -o makes one with stdout held) shares its original's.
+    observer: Observer | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.observer = Observer(self.say)
+        if self.observer is None:
+            self.observer = Observer(self.say)
 
     @classmethod
     def from_sys(cls) -> "Streams":
@@ -229,15 +232,19 @@ class Streams:
     def read_stdin(self, limit: int = STDIN_PROMPT_MAX_BYTES, what: str = "a prompt") -> str | None:
         """All of stdin when it is piped; None for a terminal or a closed stdin (never blocks on a tty).
         Past `limit` bytes (`< /dev/zero`, an endless pipe) a UsageError, without reading the rest."""
+        data = self.read_stdin_bytes(limit, what)
+        return data.decode("utf-8", "replace") if data else None
+
+    def read_stdin_bytes(self, limit: int, what: str) -> bytes | None:
+        """read_stdin's bytes, as they came (for `-a -`, which types them by content); b"" when empty."""
         if self.stdin is None or self.stdin_isatty:
             return None
         try:
-            data = read_limited(self.stdin, limit)
+            return read_limited(self.stdin, limit)
         except TooLarge:
             raise UsageError(f"standard input is over the {size_text(limit)} limit for {what}") from None
         except (OSError, ValueError):  # closed (`<&-`) or unreadable
             return None
-        return data.decode("utf-8", "replace") if data else None
 
     def note(self, text: str) -> None:
         """Diagnostic text on stderr, the one way it gets there: control characters made

@@ -6,9 +6,13 @@
 function __anyfast_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' complete chat batch schema usage models config
+            printf '%s\n' complete chat batch schema usage models prompts config cache
+        case prompts
+            printf '%s\n' show
         case config
             printf '%s\n' path show
+        case cache
+            printf '%s\n' stats prune
     end
 end
 
@@ -16,19 +20,27 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case usage
-            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
+            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case models
-            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
+            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
+        case prompts
+            printf '%s\n' --config
+        case 'prompts show'
+            printf '%s\n' --config
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --fallback
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
+        case 'cache stats'
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
+        case 'cache prune'
+            printf '%s\n' --older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
     end
 end
 
@@ -61,6 +73,21 @@ function __anyfast_using
     test "$path" = "$argv"
 end
 
+# The names of the prompt files `-f NAME` finds, one a line: NAME.yaml, NAME.yml or NAME.json in
+# each directory of ANYFAST_PROMPTS_PATH, then .anyfast/prompts, then prompts/ beside the config.
+function __anyfast_prompt_names
+    set -l base $XDG_CONFIG_HOME
+    test -n "$base"; or set base $HOME/.config
+    set -l config $ANYFAST_CONFIG
+    test -n "$config"; or set config $base/anyfast/config.yaml
+    set -l dirs (string split -n : -- "$ANYFAST_PROMPTS_PATH") .anyfast/prompts (string replace -r '/[^/]*$' '' -- $config)/prompts
+    for file in $dirs/*.yaml $dirs/*.yml $dirs/*.json
+        test -f $file; or continue
+        set -l name (string replace -r '\.[^.]*$' '' -- (string replace -r '.*/' '' -- $file))
+        string match -q -- '*.*' $name; or echo $name
+    end
+end
+
 # File names only where a value is a file.
 complete -c anyfast -f
 complete -c anyfast -n __anyfast_using -a complete -d 'One prompt, one answer on stdout.'
@@ -69,10 +96,14 @@ complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, co
 complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them), or with --events the one that --events lines follow.'
 complete -c anyfast -n __anyfast_using -a usage -d 'Total what the usage log says was spent: requests, tokens, cost (per currency).'
 complete -c anyfast -n __anyfast_using -a models -d 'List the models the gateway serves to this key (GET /models), one id per line.'
+complete -c anyfast -n __anyfast_using -a prompts -d 'List the prompt files that -f NAME finds (NAME, then its description).'
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
+complete -c anyfast -n __anyfast_using -a cache -d 'Look after a response cache (--cache DIR): its size, and removing old entries.'
 complete -c anyfast -n __anyfast_using -l version -d 'Print the version and exit.'
 complete -c anyfast -n __anyfast_using -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using complete' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
+complete -c anyfast -n '__anyfast_using complete' -s a -l attach -r -F -d 'Attach a file, an http(s) URL (fetched first) or stdin (-), typed by its content: text as a named block before the prompt, an image or video as a part; anything else is exit 2 (repeatable).'
+complete -c anyfast -n '__anyfast_using complete' -s o -l output -r -F -d 'Write what stdout would get to FILE, replacing it only on exit status 0 or 8; on any other status FILE is left as it was.'
 complete -c anyfast -n '__anyfast_using complete' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using complete' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using complete' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
@@ -85,6 +116,8 @@ complete -c anyfast -n '__anyfast_using complete' -l usage-log -r -F -d 'Append 
 complete -c anyfast -n '__anyfast_using complete' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using complete' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using complete' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using complete' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using complete' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using complete' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
@@ -112,11 +145,14 @@ complete -c anyfast -n '__anyfast_using complete' -l schema-multi -x -d 'As --sc
 complete -c anyfast -n '__anyfast_using complete' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
 complete -c anyfast -n '__anyfast_using complete' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
 complete -c anyfast -n '__anyfast_using complete' -s h -l help -d 'Show this message and exit.'
-complete -c anyfast -n '__anyfast_using chat' -s f -l messages -r -F -d 'Conversation file, YAML or JSON (\'-\' for stdin).'
+complete -c anyfast -n '__anyfast_using chat' -s f -l messages -r -F -a '(__anyfast_prompt_names)' -d 'Conversation or prompt file, YAML or JSON (\'-\' for stdin); a NAME is looked up in the prompt directories (see anyfast prompts).'
 complete -c anyfast -n '__anyfast_using chat' -l save -r -F -d 'Write the conversation with the reply to FILE (atomically).'
 complete -c anyfast -n '__anyfast_using chat' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
 complete -c anyfast -n '__anyfast_using chat' -s I -l interactive -d 'Start an interactive session, seeded by -f FILE if given.'
 complete -c anyfast -n '__anyfast_using chat' -l tool-result -r -F -d 'Answer the tool call ID (from the file\'s last reply) with TEXT or FILE\'s content (repeatable).'
+complete -c anyfast -n '__anyfast_using chat' -l var -r -F -d 'Set a prompt file\'s {NAME} to VALUE or FILE\'s text (repeatable); one no placeholder uses is exit 2.'
+complete -c anyfast -n '__anyfast_using chat' -s a -l attach -r -F -d 'Attach a file, an http(s) URL (fetched first) or stdin (-), typed by its content: text as a named block before the prompt, an image or video as a part; anything else is exit 2 (repeatable).'
+complete -c anyfast -n '__anyfast_using chat' -s o -l output -r -F -d 'Write what stdout would get to FILE, replacing it only on exit status 0 or 8; on any other status FILE is left as it was.'
 complete -c anyfast -n '__anyfast_using chat' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using chat' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using chat' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
@@ -129,6 +165,8 @@ complete -c anyfast -n '__anyfast_using chat' -l usage-log -r -F -d 'Append one 
 complete -c anyfast -n '__anyfast_using chat' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using chat' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using chat' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using chat' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using chat' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using chat' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
@@ -159,6 +197,8 @@ complete -c anyfast -n '__anyfast_using chat' -s h -l help -d 'Show this message
 complete -c anyfast -n '__anyfast_using batch' -s o -l output -r -F -d 'Write results to FILE instead of stdout.'
 complete -c anyfast -n '__anyfast_using batch' -l lines -d 'Read each line as a plain-text prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l template -x -d 'Build each prompt from the record\'s fields: \'Summarise: {text}\' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).'
+complete -c anyfast -n '__anyfast_using batch' -s f -l messages -r -F -a '(__anyfast_prompt_names)' -d 'Render every record through this prompt file: an object\'s fields are its variables (its prompt is {input}); a JSON string or a --lines line is {input}.'
+complete -c anyfast -n '__anyfast_using batch' -l var -r -F -d 'Set a prompt file\'s {NAME} to VALUE or FILE\'s text (repeatable); one no placeholder uses is exit 2.'
 complete -c anyfast -n '__anyfast_using batch' -l ordered -d 'Write results in input order (default: as they complete).'
 complete -c anyfast -n '__anyfast_using batch' -s j -l concurrency -x -d 'Requests in flight at once.'
 complete -c anyfast -n '__anyfast_using batch' -l rpm -x -d 'At most N requests a minute, spread evenly.'
@@ -181,6 +221,8 @@ complete -c anyfast -n '__anyfast_using batch' -l usage-log -r -F -d 'Append one
 complete -c anyfast -n '__anyfast_using batch' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using batch' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using batch' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using batch' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using batch' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using batch' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
@@ -219,6 +261,8 @@ complete -c anyfast -n '__anyfast_using usage' -l usage-log -r -F -d 'Append one
 complete -c anyfast -n '__anyfast_using usage' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using usage' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using usage' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using usage' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using usage' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using usage' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using usage' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using usage' -F
@@ -237,8 +281,17 @@ complete -c anyfast -n '__anyfast_using models' -l usage-log -r -F -d 'Append on
 complete -c anyfast -n '__anyfast_using models' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using models' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using models' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using models' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using models' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using models' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using models' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using prompts' -a show -d 'Print the prompt file that -f NAME would read.'
+complete -c anyfast -n '__anyfast_using prompts' -l json -d 'Print a JSON array of {name, path, description}.'
+complete -c anyfast -n '__anyfast_using prompts' -l config -r -F -d 'The config file beside which prompts/ is searched [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using prompts' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using prompts show' -l config -r -F -d 'The config file beside which prompts/ is searched [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using prompts show' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using prompts show' -F -a '(__anyfast_prompt_names)'
 complete -c anyfast -n '__anyfast_using config' -a path -d 'Print the config file in use (it need not exist).'
 complete -c anyfast -n '__anyfast_using config' -a show -d 'Print the effective settings and their sources (key redacted).'
 complete -c anyfast -n '__anyfast_using config' -s h -l help -d 'Show this message and exit.'
@@ -254,6 +307,8 @@ complete -c anyfast -n '__anyfast_using config path' -l usage-log -r -F -d 'Appe
 complete -c anyfast -n '__anyfast_using config path' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using config path' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using config path' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config path' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using config path' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using config path' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
@@ -269,5 +324,45 @@ complete -c anyfast -n '__anyfast_using config show' -l usage-log -r -F -d 'Appe
 complete -c anyfast -n '__anyfast_using config show' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
 complete -c anyfast -n '__anyfast_using config show' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
 complete -c anyfast -n '__anyfast_using config show' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config show' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using config show' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using config show' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache' -a stats -d 'Print the entries, their bytes, and the oldest and newest entry\'s time (name<TAB>value lines).'
+complete -c anyfast -n '__anyfast_using cache' -a prune -d 'Remove the entries older than DURATION (by modification time); print how many were removed.'
+complete -c anyfast -n '__anyfast_using cache' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache stats' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using cache stats' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using cache stats' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using cache stats' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using cache stats' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using cache stats' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using cache stats' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using cache stats' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using cache stats' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using cache stats' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using cache stats' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using cache stats' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using cache stats' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using cache stats' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache stats' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
+complete -c anyfast -n '__anyfast_using cache stats' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache stats' -F
+complete -c anyfast -n '__anyfast_using cache prune' -l older-than -x -d 'Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).'
+complete -c anyfast -n '__anyfast_using cache prune' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using cache prune' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using cache prune' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using cache prune' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using cache prune' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using cache prune' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using cache prune' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using cache prune' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using cache prune' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using cache prune' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using cache prune' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using cache prune' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using cache prune' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using cache prune' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache prune' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
+complete -c anyfast -n '__anyfast_using cache prune' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache prune' -F

@@ -304,3 +304,29 @@ def test_the_readme_supervisor_reacts_to_retry_and_result(proc_env, gateway, tmp
     gateway.served = ["m"]
     done = subprocess.run(["sh", script, "-m", "x", "hello"], env=env, capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 1 and "x: model_not_found" in done.stderr  # anyfast's own status
+
+
+def test_events_with_an_output_file_is_a_usage_error(run, gateway, tmp_path):
+    target = tmp_path / "out.txt"
+    result = run("complete", "--events", "-o", target, "hi")
+    assert result.exit_code == 2 and result.stdout == "" and not target.exists()
+    assert "--events and -o" in result.stderr and gateway.requests == []
+
+
+def test_a_cache_hit_tells_the_events_of_a_fresh_answer(run, gateway, tmp_path):
+    cache = tmp_path / "cache"
+    fresh = run("complete", "--events", "--cache", cache, "hello")
+    hit = run("complete", "--events", "--cache", cache, "hello")
+    assert fresh.exit_code == hit.exit_code == 0 and len(gateway.requests) == 1
+    assert kinds(hit.events)[0] == "start" and text_of(hit.events) == text_of(fresh.events) == "echo: hello"
+    assert fresh.events[-1]["cache"] == "miss" and hit.events[-1]["cache"] == "hit"
+    assert hit.events[-1]["attempts"] == 1 and hit.events[-1]["total_tokens"] == 0
+
+
+def test_a_fallbacks_answer_is_cached_under_the_first_request(run, gateway, tmp_path):
+    gateway.served = ["m"]
+    cache = tmp_path / "cache"
+    first = run("complete", "--cache", cache, "-m", "x", "--fallback", "m", "hello")
+    again = run("complete", "--cache", cache, "--cache-mode", "replay", "-m", "x", "--fallback", "m", "hello")
+    assert first.exit_code == again.exit_code == 0 and again.stdout == first.stdout == "echo: hello\n"
+    assert len(gateway.requests) == 2  # x, then m; the replay sent nothing

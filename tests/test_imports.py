@@ -17,7 +17,7 @@ PACKAGE = ROOT / "anyfast_cli"
 ALLOWED = {
     "typer": {"cli.py"},
     "click": set(),  # Typer vendors it; it is not even installed
-    "httpx": {"client.py", "batch/"},
+    "httpx": {"client.py", "fetch.py", "batch/"},  # fetch.py: -a URLs, with client.py's policy and deadline
     "aiohttp": {"client.py", "batch/"},  # the batch transport, chosen by measurement
     "yaml": {"documents.py"},  # the one YAML loader, below settings, inputs and schema
     "jsonschema": {"schema.py"},  # only when --schema is used

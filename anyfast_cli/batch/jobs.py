@@ -7,20 +7,22 @@ text. Body fields on a record override the command's settings for that record.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from anyfast_cli.attachments import with_attachments
 from anyfast_cli.errors import UsageError, one_line
-from anyfast_cli.inputs import parse_messages, with_system
+from anyfast_cli.inputs import INPUT_VAR, Conversation, parse_messages, to_api_message, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
-from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
+from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message, with_media
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
+from anyfast_cli.template import RULES, MissingValue, Template, TemplateSyntaxError
+from anyfast_cli.template import parse_template as parse_engine_template
+from anyfast_cli.templating import PromptTemplate, render
 from anyfast_cli.text import parse_whole
 
 BATCH_URL = "/v1/chat/completions"
@@ -33,6 +35,18 @@ LINE_MAX_BYTES = 32 * MIB
 
 
 @dataclass(frozen=True)
+class PromptFileJob:
+    """batch -f: the file every record is rendered through. Its attachments are read once, by
+    the command, into `media`: for each of its messages, (image URLs, video parts, -a-style
+    attachments)."""
+
+    conversation: Conversation  # the file's, --system applied
+    template: PromptTemplate | None = None  # None: a conversation file without vars:, sent as it is
+    defaults: Mapping = field(default_factory=dict)  # the file's vars: defaults, then --var
+    media: tuple = ()
+
+
+@dataclass(frozen=True)
 class JobOptions:
     model: str
     fields: dict = field(default_factory=dict)  # defaults for every record: profile, flags
@@ -42,6 +56,7 @@ class JobOptions:
     image_urls: tuple = ()
     video_parts: tuple = ()
     schema: dict | None = None  # --schema: every record's answer is checked against it
+    prompt_file: PromptFileJob | None = None  # -f
 
 
 @dataclass(frozen=True)
@@ -199,71 +214,49 @@ def _shown(value) -> str:
     return one_line(repr(value), 60)
 
 
-# --- --template: plain substitution --------------------------------------------------------
-# Only {name} is replaced, by a field of the record ({text} for a plain line); {{ and }} are
-# literal braces. Anything else in braces is refused, never evaluated: no attribute access, no
-# indexing, no format spec (str.format would fill in {text.__class__} and write a gigabyte
-# for {text:>999999999}).
+# --- --template: plain substitution (template.py, the engine prompt files share) -------------
 
-_TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_FIELD_NAME = re.compile(r"[\w-]+(?: [\w-]+)*")  # letters, digits, _ and -, with single inner spaces
-TEMPLATE_RULES = (
-    "only {name} is replaced (a field of the record; {text} for a plain line), and {{ and }} are literal braces"
-)
+TEMPLATE_RULES = f"{RULES} (a field of the record; {{text}} for a plain line)"
 
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-
-
-@functools.lru_cache(maxsize=16)
-def parse_template(template: str) -> tuple:
-    """The template as literal strings and _Field pieces; UsageError for anything else in braces."""
+def parse_template(template: str) -> Template:
+    """--template as a Template; UsageError naming the character for anything else in braces."""
     problem = text_problem(template)
     if problem:
         raise UsageError(f"--template {problem}")
-    pieces: list = []
-    literal: list[str] = []
-    position = 0
-    for token in _TEMPLATE_TOKEN.finditer(template):
-        literal.append(template[position : token.start()])
-        position = token.end()
-        text, name = token.group(), token.group(1)
-        if text in ("{{", "}}"):
-            literal.append(text[0])
-        elif name is not None and _FIELD_NAME.fullmatch(name):
-            pieces += ["".join(literal), _Field(name)]
-            literal = []
-        elif name is not None:
-            raise UsageError(f"--template: {text} (at character {token.start() + 1}) is not a field; {TEMPLATE_RULES}")
-        else:
-            raise UsageError(f"--template: a lone '{text}' at character {token.start() + 1}; {TEMPLATE_RULES}")
-    pieces.append("".join(literal) + template[position:])
-    return tuple(piece for piece in pieces if piece != "")
+    try:
+        return parse_engine_template(template)
+    except TemplateSyntaxError as exc:
+        where = f"at character {exc.offset + 1}"
+        raise UsageError(f"--template: {exc.describe('field', where)}; {TEMPLATE_RULES}") from None
 
 
 def check_template(template: str | None) -> None:
     if template is None:
         return
-    if not any(isinstance(piece, _Field) for piece in parse_template(template)):
+    if not parse_template(template).names:
         raise UsageError("--template has no {field}; every record would get the same prompt")
+
+
+def template_values(names, data: Mapping, what: str = "--template") -> dict[str, str]:
+    """The record's fields that `names` use, as text (text as it is, anything else as JSON)."""
+    values: dict[str, str] = {}
+    for name in names:
+        if name not in data:
+            raise RecordError(f"{what} needs field {name!r}, which this record lacks")
+        value = data[name]
+        values[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return values
 
 
 def fill_template(template: str, data: Mapping) -> str:
     """The prompt: each {name} replaced by that field (text as it is, anything else as JSON)."""
-    pieces = parse_template(template)
-    values: dict[str, str] = {}
-    for piece in pieces:
-        if isinstance(piece, _Field) and piece.name not in values:
-            if piece.name not in data:
-                raise RecordError(f"--template needs field {piece.name!r}, which this record lacks")
-            value = data[piece.name]
-            values[piece.name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    size = sum(len(values[p.name]) if isinstance(p, _Field) else len(p) for p in pieces)
+    parsed = parse_template(template)
+    values = template_values(parsed.names, data)
+    size = parsed.size(values)
     if size > LINE_MAX_BYTES:
         raise RecordError(f"the prompt --template makes is {size:,} characters, over the limit of {LINE_MAX_BYTES:,}")
-    return "".join(values[p.name] if isinstance(p, _Field) else p for p in pieces)
+    return parsed.fill(values)
 
 
 def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> Record:
@@ -315,6 +308,8 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
     except UnicodeDecodeError:
         raise RecordError("not valid UTF-8") from None
     if options.plain_lines:
+        if options.prompt_file is not None:
+            return _record(str(line_no), line_no, index, _rendered_messages(None, text, options), {}, options), None
         return _record(str(line_no), line_no, index, _prompt_messages({"text": text}, text, options), {}, options), None
     try:
         data = parse_json(text)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
@@ -323,10 +318,17 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
     except ValueProblem as exc:
         raise RecordError(exc.describe()) from None
     if isinstance(data, str):
-        return _record(str(line_no), line_no, index, _prompt_messages({"text": data}, data, options), {}, options), data
+        messages = (
+            _rendered_messages(None, data, options)
+            if options.prompt_file is not None
+            else _prompt_messages({"text": data}, data, options)
+        )
+        return _record(str(line_no), line_no, index, messages, {}, options), data
     if not isinstance(data, dict):
         raise RecordError("expected a JSON string or object")
     record_id = _record_id(data, line_no)
+    if options.prompt_file is not None:
+        return _prompt_file_record(data, record_id, line_no, index, options), data
     if "body" in data and "custom_id" in data:
         return _openai_batch_record(data, record_id, line_no, index, options), data
     overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
@@ -347,6 +349,56 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
     else:
         raise RecordError("an object needs 'prompt', 'messages', or custom_id+body (or use --template)")
     return _record(record_id, line_no, index, messages, overrides, options), data
+
+
+def _prompt_file_record(data: dict, record_id: str, line_no: int, index: int, options: JobOptions) -> Record:
+    """-f: the record's fields fill the file's placeholders; its `prompt` is {input}."""
+    if "messages" in data or "body" in data:
+        raise RecordError("with -f, a record gives fields for the prompt file, not its own 'messages' or 'body'")
+    prompt = _string(data, "prompt") if "prompt" in data else None
+    messages = _rendered_messages(data, prompt, options)
+    if "system" in data:
+        messages = with_system(messages, _string(data, "system"))
+    overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
+    return _record(record_id, line_no, index, messages, overrides, options)
+
+
+def _rendered_messages(data: dict | None, prompt: str | None, options: JobOptions) -> list[dict]:
+    """The prompt file rendered for one record: defaults and --var under the record's fields,
+    the prompt in {input} (or, in a file without it, a user message of its own after the
+    file's); -i/--video join the last user message."""
+    job = options.prompt_file
+    conversation = job.conversation
+    if prompt is not None and not prompt.strip():
+        raise RecordError("the prompt is empty")
+    if job.template is not None:
+        used = [name for name in job.template.names if name != INPUT_VAR and data is not None and name in data]
+        values = {**job.defaults, **template_values(used, data or {})}
+        if prompt is not None and job.template.uses_input:
+            values[INPUT_VAR] = prompt
+            prompt = None
+        try:
+            conversation = render(job.template, values)
+        except MissingValue as missing:
+            if missing.name == INPUT_VAR:
+                raise RecordError("the prompt file uses {input}, and this record has no prompt") from None
+            raise RecordError(
+                f"no value for {{{missing.name}}}: not a field of this record, a --var, or a default in vars:"
+            ) from None
+        except UsageError as exc:
+            raise RecordError(exc.message) from None
+    messages = [
+        with_attachments(to_api_message(message, images, videos), attached, message.get("fps"))
+        for message, (images, videos, attached) in zip(conversation.messages, job.media)
+    ]
+    if prompt is not None:
+        messages.append({"role": "user", "content": prompt})
+    if options.image_urls or options.video_parts:
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        if last is None:
+            raise RecordError("-i/--image and --video need a user message to attach to")
+        messages[last] = with_media(messages[last], list(options.image_urls), list(options.video_parts))
+    return with_system(messages, conversation.system)
 
 
 def _openai_batch_record(data: dict, record_id: str, line_no: int, index: int, options: JobOptions) -> Record:
@@ -539,6 +591,18 @@ def batch_input_line(record: Record, schema_mode: str = "json_schema") -> dict:
 
         body = apply_mode(body, record.schema, schema_mode)
     return {"custom_id": record.id, "method": "POST", "url": BATCH_URL, "body": body}
+
+
+TOOL_CALLS_ERROR = "the model answered with tool calls, not a final answer"  # --fail-on-tool-calls
+
+
+def parsed_value(record: Record, parsed: list):
+    """A result line's `parsed` (--schema): the answer's value, or with n > 1 (asked for, or
+    answered) every choice's value. `parsed` is schema.parse_reply's (value, text) per choice."""
+    values = [value for value, _ in parsed]
+    asked = record.body.get("n")
+    several = len(values) > 1 or (isinstance(asked, int) and not isinstance(asked, bool) and asked > 1)
+    return values if several else values[0]
 
 
 def result_line(record: Record, *, status: int | None, request_id: str | None, body, error: dict | None) -> dict:

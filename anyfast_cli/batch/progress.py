@@ -15,6 +15,8 @@ class Tally:
     ok: int = 0
     failed: int = 0
     rate_limited: int = 0  # of the failed: on 429, the limit letting nothing through for long
+    cached: int = 0  # of the ok: answered from the cache (--cache), nothing sent
+    not_in_cache: int = 0  # of the failed: --cache-mode replay had no answer for them
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     models: Counter = field(default_factory=Counter)  # model that answered -> records it answered
@@ -46,7 +48,12 @@ def render_summary(
     per_model: bool = False,
 ) -> str:
     done_rate = tally.done / elapsed if elapsed > 0 else 0.0
-    text = f"batch: {tally.ok:,} ok, {tally.failed:,} failed"
+    text = f"batch: {tally.ok:,} ok"
+    if tally.cached:
+        text += f" ({tally.cached:,} from the cache)"
+    text += f", {tally.failed:,} failed"
+    if tally.not_in_cache:
+        text += f" ({tally.not_in_cache:,} not in the cache)"
     if tally.done < tally.total:
         text += f", {tally.total - tally.done:,} not run" + (" (interrupted)" if interrupted else "")
     if tally.skipped:

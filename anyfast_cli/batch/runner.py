@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import aiohttp
 
-from anyfast_cli.batch.jobs import Record, result_line
+from anyfast_cli.batch.jobs import TOOL_CALLS_ERROR, Record, parsed_value, result_line
 from anyfast_cli.batch.limiter import LIMITED_GIVE_UP, Limiter
 from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError
 from anyfast_cli.exchange import (
@@ -225,10 +225,7 @@ class BatchRunner:
                 outcome.line["error"] = {"code": mismatch.code, "message": mismatch.message}
                 outcome.ok = False
                 return outcome
-            values = [value for value, _ in parsed]
-            asked = record.body.get("n")
-            several = len(values) > 1 or (isinstance(asked, int) and not isinstance(asked, bool) and asked > 1)
-            outcome.line["parsed"] = values if several else values[0]  # with n > 1, every choice's value
+            outcome.line["parsed"] = parsed_value(record, parsed)
             return outcome
 
     async def _request(
@@ -355,7 +352,7 @@ class BatchRunner:
                 record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None)
             )
         if self.config.fail_on_tool_calls and tool_calls_in(body):
-            error = AnyfastError("the model answered with tool calls, not a final answer", code="tool_calls")
+            error = AnyfastError(TOOL_CALLS_ERROR, code="tool_calls")
             return self._failed(record, error, status=status, request_id=request_id or body.get("id"), body=body)
         self._answered += 1
         usage = body.get("usage")

@@ -3,6 +3,7 @@ and one request-and-render exchange."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from contextlib import contextmanager
@@ -53,12 +54,25 @@ class OutputFlags:
         return self.stream if self.stream is not None else not self.json
 
 
-def check_output_flags(out: OutputFlags) -> None:
+def check_output_flags(out: OutputFlags, output: str | None = None) -> None:
     """Combinations that cannot both have stdout: exit 2 before anything is read or sent."""
     if out.events:
-        for given, flag in ((out.json, "--json"), (out.dry_run, "--dry-run")):
+        for given, flag in ((out.json, "--json"), (out.dry_run, "--dry-run"), (output is not None, "-o")):
             if given:
-                raise UsageError(f"--events and {flag} cannot be used together: both write stdout")
+                raise UsageError(f"--events and {flag} cannot be used together: both want stdout")
+
+
+def observed_command(run):
+    """complete and chat: --events checked against the other flags, and the run observed
+    (`observed`) however it ends."""
+
+    @functools.wraps(run)
+    def command(*args, out: OutputFlags, streams: Streams, output: str | None = None, **kwargs):
+        check_output_flags(out, output)
+        with observed(out, streams):
+            return run(*args, out=out, streams=streams, output=output, **kwargs)
+
+    return command
 
 
 @contextmanager
@@ -269,10 +283,11 @@ def exchange(
 
 
 def answers_in_markdown(settings: Settings, out: OutputFlags, streams: Streams) -> bool:
-    """Decided once per command: text output rendered as Markdown (never --json)."""
+    """Decided once per command: text output rendered as Markdown (never --json, --events, or into -o FILE)."""
     return (
         not out.json
         and not out.events
+        and not streams.stdout_is_file
         and wants_markdown(out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env)
     )
 
@@ -308,38 +323,61 @@ def open_meter(settings: Settings, streams: Streams, command: str, models=()) ->
 
 @contextmanager
 def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, command: str | None = None):
-    """An ApiClient for these settings; the key is resolved here, once, and masked in
-    everything written from then on. With a `command`, its requests are metered (usage
-    log, budget); without one (`anyfast models`), nothing is."""
+    """A client for these settings. With a `command`, its requests are metered (usage log,
+    budget) and, with a cache configured, answered from it when they can be (cached.py);
+    without one (`anyfast models`), neither. The key is resolved once, only when a request
+    must really be sent, and masked in everything written from then on. Retries, fallbacks
+    and -v details are told to the streams' observer (prose, and --events)."""
     observer = streams.observer
+    observer.verbose = out.verbose
     if command:
         observer.open(RequestContext(command, settings.profile, settings.prices), settings.model)
     meter = open_meter(settings, streams, command, settings.fallback) if command else None
-    api_key = resolve_api_key(settings.key, streams.env)
-    streams.hide(api_key)
-    from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
-
-    observer.verbose = out.verbose
+    key_origin = settings.key.origin if settings.key is not None else "nowhere (none set)"
     observer.detail(
-        f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}"
+        f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {key_origin}"
         + (f", fallback {', '.join(settings.fallback)}" if settings.fallback else "")
     )
-    with ApiClient(
-        base_url=settings.base_url,
-        api_key=api_key,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        max_time=settings.max_time,
-        env=streams.env,
-        meter=meter,
-        observer=observer,
-        fallback=settings.fallback,
-    ) as client:
-        try:
+
+    def connect(cache: str | None = None):
+        api_key = resolve_api_key(settings.key, streams.env)
+        streams.hide(api_key)
+        from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
+
+        return ApiClient(
+            base_url=settings.base_url,
+            api_key=api_key,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            max_time=settings.max_time,
+            env=streams.env,
+            meter=meter,
+            cache=cache,
+            observer=observer,
+            fallback=settings.fallback,
+        )
+
+    try:
+        if settings.cache is not None and command:
+            from anyfast_cli.cache import ResponseCache
+            from anyfast_cli.cached import CachedClient
+
+            cache = ResponseCache.open(settings.cache, settings.cache_mode, warn=streams.warn)
+            client = CachedClient(
+                cache,
+                settings.base_url,
+                lambda: connect(cache="miss"),
+                meter=meter,
+                observer=observer,
+                mask=streams.redactor.mask,
+            )
+        else:
+            client = connect()
+        with client:
             yield client
-        finally:
-            if meter is not None:
-                meter.close()
+    finally:
+        if meter is not None:
+            meter.close()
 
 
 def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Streams) -> None:

@@ -7,19 +7,25 @@ import copy
 import os
 from collections.abc import Callable
 
-from anyfast_cli.attachments import is_url, load_attachments
+from anyfast_cli.attachments import AttachmentReader, is_url, load_attachments, with_attachments
 from anyfast_cli.errors import UsageError
 from anyfast_cli.files import replacement_problem, write_atomic
 from anyfast_cli.inputs import Conversation, parse_conversation, render_conversation, to_api_message, with_system
 from anyfast_cli.reading import DOCUMENT_MAX_BYTES, read_document
 from anyfast_cli.request import RequestFlags
+from anyfast_cli.sniff import VIDEO
 from anyfast_cli.streams import Streams
 
-ATTACHMENT_KEYS = ("images", "videos")
+ATTACHMENT_KEYS = ("images", "videos", "attach")
 
 
 def read_conversation(path: str, streams: Streams) -> Conversation:
     """A `-f` file; its local attachment paths become absolute, as they are relative to the file."""
+    return read_conversation_text(path, streams)[0]
+
+
+def read_conversation_text(path: str, streams: Streams) -> tuple[Conversation, str]:
+    """read_conversation, and the file's text (a prompt file's errors name its lines)."""
     if path == "-":
         text = streams.read_stdin(DOCUMENT_MAX_BYTES, "a conversation file") or ""
         base_dir = os.getcwd()
@@ -32,7 +38,7 @@ def read_conversation(path: str, streams: Streams) -> Conversation:
     conversation = parse_conversation(text, "standard input" if path == "-" else path)
     for message in conversation.messages:
         _map_local_refs(message, lambda ref: os.path.join(base_dir, ref))
-    return conversation
+    return conversation, text
 
 
 def new_turn(text: str, request: RequestFlags) -> dict:
@@ -50,14 +56,57 @@ def set_system(conversation: Conversation, system: str | None) -> None:
         conversation.messages.pop(0)
 
 
-def api_message(message: dict) -> dict:
-    """One message as the API takes it, its attachments loaded."""
-    image_urls, video_parts = load_attachments(message.get("images", ()), message.get("videos", ()), message.get("fps"))
-    return to_api_message(message, image_urls, video_parts)
+def api_message(message: dict, reader: AttachmentReader | None = None) -> dict:
+    """One message as the API takes it, its attachments loaded: `images`/`videos` by -i's rules,
+    `attach` (what -a attached, as --save keeps it) by content, through `reader`."""
+    attached = _read_attach(message, reader)
+    videos = message.get("videos", ())
+    image_urls, video_parts = load_attachments(
+        message.get("images", ()), videos, message.get("fps"), other_videos=any(a.kind == VIDEO for a in attached)
+    )
+    api = to_api_message(message, image_urls, video_parts)
+    return with_attachments(api, attached, message.get("fps")) if attached else api
 
 
-def api_messages(conversation: Conversation) -> list[dict]:
-    return with_system([api_message(m) for m in conversation.messages], conversation.system)
+def _read_attach(message: dict, reader: AttachmentReader | None) -> list:
+    refs = message.get("attach")
+    if not refs:
+        return []
+    if reader is None:
+        raise UsageError("attachments (attach:) cannot be read here")
+    return reader.read(refs)
+
+
+def api_messages(conversation: Conversation, reader: AttachmentReader | None = None) -> list[dict]:
+    return with_system([api_message(m, reader) for m in conversation.messages], conversation.system)
+
+
+def file_schema(spec, path: str | None) -> dict:
+    """The file's `schema:`: a JSON Schema mapping, or a SPEC as --schema takes it, whose file
+    is relative to the prompt file (as its images are)."""
+    from anyfast_cli.commands.schema_answer import read_schema_file
+    from anyfast_cli.schema import check_schema, parse_spec
+
+    source = f"{path or 'the conversation'}: schema"
+    if isinstance(spec, dict):
+        check_schema(spec, source)
+        return spec
+    base = os.path.dirname(os.path.abspath(path)) if path and path != "-" else os.getcwd()
+    try:
+        return parse_spec(spec, lambda name: read_schema_file(os.path.join(base, name)))
+    except UsageError as exc:
+        if exc.message.startswith("--schema"):  # the SPEC came from the file, not the flag
+            exc.message = source + exc.message.removeprefix("--schema")
+        raise
+
+
+def read_var_file(path: str) -> str:
+    """--var NAME=@FILE: the file's text, as it is."""
+    try:
+        text, _ = read_document(path, "a --var file")
+    except OSError as exc:
+        raise UsageError(f"--var: cannot read {path}: {exc.strerror or exc}") from None
+    return text
 
 
 def check_writable(path: str) -> None:

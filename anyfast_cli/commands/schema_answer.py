@@ -79,11 +79,33 @@ def exchange_structured(
     level = 0
     conversation = list(base["messages"])
     with open_client(settings, out, streams, command=command) as client:
+        # With a cache, the command's answer is looked up and stored by its first request;
+        # the step-downs and repairs on the way are sent whatever the cache holds (§3 "Cache").
+        first = apply_mode(base, schema, ladder[0])
+        cached = settings.cache is not None
+        if cached:
+            checked: dict = {}
+
+            def still_valid(response: dict) -> bool:  # a hit that is not (a schema file changed) is a miss
+                if tool_calls_in(response):
+                    return False
+                try:
+                    checked["parsed"] = check_reply(
+                        response, schema, check_deadline(time.monotonic(), settings.max_time)
+                    )
+                except AnswerMismatch:
+                    return False
+                return True
+
+            data = client.recall(first, accept=still_valid, prompt=base)
+            if data is not None:
+                return _answer(data, checked["parsed"], out, streams, result=client.last_result)
+        send = client.send_uncached if cached else client.send
         while True:
             body = apply_mode({**base, "messages": conversation}, schema, ladder[level])
             sent = time.monotonic()
             try:
-                data = client.send(body)
+                data = send(body)
             except ApiError as error:
                 if error.status == 400 and level + 1 < len(ladder):
                     streams.warn(step_down_note(ladder[level], ladder[level + 1], settings.model, error.message))
@@ -106,11 +128,19 @@ def exchange_structured(
                     continue
                 _show(data, out, streams, result=client.last_result)
                 raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
-            _show(data, out, streams, values=[value for value, _ in parsed], result=client.last_result)
-            reply = _kept_reply(streams)
-            reply.absorb(data)
-            reply.content_parts = [parsed[0][1]]  # what the model said, as said (fenced or not)
-            return reply
+            if cached:
+                client.keep(first, data)  # only an answer valid for the schema is stored
+            return _answer(data, parsed, out, streams, result=client.last_result)
+
+
+def _answer(data: dict, parsed: list, out: OutputFlags, streams: Streams, *, result) -> Reply:
+    """Print an answer whose every choice is valid (`parsed`: each one's value and text);
+    the Reply holds the first one's text for --save."""
+    _show(data, out, streams, values=[value for value, _ in parsed], result=result)
+    reply = _kept_reply(streams)
+    reply.absorb(data)
+    reply.content_parts = [parsed[0][1]]  # what the model said, as said (fenced or not)
+    return reply
 
 
 def _kept_reply(streams: Streams) -> Reply:

@@ -22,13 +22,19 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 WARNINGS_SHOWN = 20  # unreadable lines named one by one; past these, a count
 
 
+def duration_seconds(value: str) -> float | None:
+    """The seconds in a duration (`7d`, `12h`, `30m`, `45s`, `2w`); None when it is not one."""
+    match = DURATION.match(value)
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2)] if match else None
+
+
 def parse_since(value: str, now: datetime) -> datetime:
     """--since: a duration back from now (`7d`, `12h`, `30m`), a date (`2026-12-01`, UTC
     midnight) or an RFC 3339 time."""
-    match = DURATION.match(value)
-    if match:
+    seconds = duration_seconds(value)
+    if seconds is not None:
         try:
-            return now - timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+            return now - timedelta(seconds=seconds)
         except OverflowError:  # further back than a date can be
             raise UsageError(f"--since {value!r}: too far back") from None
     moment = parse_time(value.strip())
