@@ -178,11 +178,14 @@ class ApiClient:
             answered = False
             try:
                 with self._metered(request, attempts) as trace:
-                    for chunk in self._stream(request, attempts, trace):
-                        if not answered and model != asked:
-                            self.observer.answered_by(model, asked)
+                    chunks = self._stream(request, attempts, trace)
+                    for chunk in chunks:  # the first chunk only: output begins, no fallback after it
                         answered = True
+                        if model != asked:
+                            self.observer.answered_by(model, asked)
                         yield chunk
+                        break
+                    yield from chunks  # the rest at yield-from speed: nothing per chunk here
             except AnyfastError as error:
                 if answered:
                     raise

@@ -206,3 +206,10 @@ def test_batch_never_falls_back_on_a_400(run, gateway, tmp_path):
     result = run("batch", source, "-o", out, "-m", "x", "--fallback", "m")
     assert result.exit_code == 6
     assert len(gateway.requests) == 1 and whole_lines(out)[0]["error"]["code"]
+
+
+def test_config_show_names_the_fallbacks_and_where_they_came_from(cli):
+    result = cli("config", "show", "--fallback", "m", "--fallback", "y")
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if line.startswith("fallback"))
+    assert "m, y" in row and "flag" in row
