@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from anyfast_cli.assembly import StreamAssembler, replay_chunks
 from anyfast_cli.cache import ResponseCache, cache_key, not_in_cache
+from anyfast_cli.events import Observer
 from anyfast_cli.meter import Meter
 from anyfast_cli.prices import NO_PRICES
 from anyfast_cli.request import encode_body
@@ -31,7 +32,7 @@ class CachedClient:
         connect: Callable[[], object],
         *,
         meter: Meter | None = None,
-        log: Callable[[str], None] | None = None,
+        observer: Observer | None = None,
         mask: Callable[[str], str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -39,7 +40,9 @@ class CachedClient:
         self.base_url = base_url
         self._connect = connect  # -> an ApiClient whose requests are noted as cache misses
         self.meter = meter
-        self._log = log or (lambda message: None)
+        # -v details, and (--events) a hit's `start` and result, as a sent request's are told
+        self.observer = observer or Observer(lambda message: None)
+        self._log = self.observer.detail
         self._mask = mask
         self._clock = clock
         self._api = None
@@ -128,8 +131,10 @@ class CachedClient:
         self._log(f"cache hit: {hit.path} (stored {rfc3339(hit.stored)}); nothing sent")
         context = self.meter.context if self.meter is not None else UNMETERED
         self._hit_result = hit_result(context, body, hit.response, started=started, now=self._clock())
+        self.observer.request_started(self._hit_result.model)
         if self.meter is not None:
             self.meter.record(self._hit_result)  # recorded, never checked against a budget
+        self.observer.request_ended(self._hit_result)
         return hit.response
 
     def keep(self, body: dict, response: dict, *, key: str | None = None) -> None:

@@ -176,6 +176,17 @@ SETTING_OPTIONS = [
             ),
         ],
     ),
+    _option(
+        "fallback",
+        Annotated[
+            Optional[List[str]],
+            typer.Option(
+                "--fallback",
+                metavar="MODEL",
+                help="When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].",
+            ),
+        ],
+    ),
 ]
 
 REQUEST_OPTIONS = [
@@ -299,6 +310,17 @@ OUTPUT_OPTIONS = [
             ),
         ],
     ),
+    _option(
+        "events",
+        Annotated[
+            bool,
+            typer.Option(
+                "--events",
+                help="Write NDJSON events on stdout instead of the answer, for a program that supervises the run: start, reasoning, content, tool_call, retry, fallback, warning, and always one last result (`anyfast schema --events` prints their JSON Schema).",
+            ),
+        ],
+        False,
+    ),
 ]
 
 
@@ -353,7 +375,7 @@ def _schema_flags(**values):
 def _settings_flags(**values):
     from anyfast_cli.settings import SettingFlags
 
-    return SettingFlags(**values)
+    return SettingFlags(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def _request_flags(**values):
@@ -915,29 +937,34 @@ Examples:
   anyfast schema 'title, year int, rating float, tags list: keywords'
   anyfast schema 'name, email' > contact.schema.json
   anyfast complete --schema @contact.schema.json 'Extract: ...' | jq -r .email
+  anyfast schema --events > events.schema.json
 """
 
 
 @app.command("schema", cls=ExitStatusCommand, context_settings=CONTEXT, epilog=SCHEMA_EXAMPLES)
 def schema_command(
     spec: Annotated[
-        str,
+        Optional[str],
         typer.Argument(
             metavar="SPEC",
             help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML; a path with / or an extension works too).",
             show_default=False,
         ),
-    ],
+    ] = None,
     multi: Annotated[
         bool, typer.Option("--multi", help='The schema --schema-multi makes: {"items": [objects of SPEC]}.')
     ] = False,
+    events: Annotated[
+        bool, typer.Option("--events", help="Print the JSON Schema of --events lines instead (no SPEC).")
+    ] = False,
 ) -> None:
-    """Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them)."""
+    """Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them),
+    or with --events the one that --events lines follow."""
 
     def run(streams):
         from anyfast_cli.commands.schema_answer import run_schema
 
-        return run_schema(spec, multi=multi, streams=streams)
+        return run_schema(spec, multi=multi, events=events, streams=streams)
 
     guarded(run)
 

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 import httpx
 
-from anyfast_cli.errors import NetworkError, StreamError
+from anyfast_cli.errors import AnyfastError, NetworkError, StreamError
+from anyfast_cli.events import Observer
 from anyfast_cli.exchange import (
     AnswerStream,
     Attempts,
@@ -32,6 +33,7 @@ from anyfast_cli.exchange import (
     request_id_of,
     whole_as_chunk,
 )
+from anyfast_cli.fallback import fallback_reason, model_chain
 from anyfast_cli.meter import Meter
 from anyfast_cli.prices import NO_PRICES
 from anyfast_cli.request import auth_headers, encode_body, endpoint_url
@@ -91,6 +93,8 @@ class ApiClient:
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
         meter: Meter | None = None,
+        observer: Observer | None = None,
+        fallback: tuple[str, ...] = (),
         cache: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -105,8 +109,13 @@ class ApiClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._log = log or (lambda message: None)
+        # Retries, fallbacks and -v details are told to the observer (prose, and --events);
+        # `log` alone (tests, tools) is a verbose observer that writes prose to it.
+        self.observer = observer or Observer(log or (lambda message: None), verbose=log is not None)
+        self._log = self.observer.detail
         self.meter = meter
+        self.fallback = tuple(fallback)
+        self._failed_models: set[str] = set()  # models this command already fell back from
         self.cache = cache  # what each request's result says of the cache: "miss" when one is in use
         self.last_result: RequestResult | None = None  # of the latest chat request
 
@@ -116,7 +125,7 @@ class ApiClient:
     def __exit__(self, *exc_info) -> None:
         self._http.close()
 
-    def _attempts(self, body: dict, request_line: str | None = None) -> Attempts:
+    def _attempts(self, body: dict, request_line: str | None = None, deadline: float | None = None) -> Attempts:
         self._log(
             (request_line or f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}")
             + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else "")
@@ -130,6 +139,7 @@ class ApiClient:
             rng=self._rng,
             clock=self._clock,
             max_time=self.max_time,
+            deadline=deadline,
         )
 
     def _request_options(self, attempts: Attempts) -> dict:
@@ -139,12 +149,68 @@ class ApiClient:
         return {"timeout": httpx.Timeout(read, connect=connect), "extensions": self._deadline.options(attempts)}
 
     def send(self, body: dict) -> dict:
-        """One whole (non-streamed) response object."""
-        attempts = self._attempts(body)
-        with self._metered(body, attempts) as trace:
-            data = read_answer(*self._whole("POST", self.url, attempts, trace))
-            trace.note_answer(data)
+        """One whole (non-streamed) response object, from the first model of the fallback
+        chain that answers."""
+        asked, chain, deadline = body.get("model"), self._models(body), None
+        for position, model in enumerate(chain):
+            request = body if model == asked else {**body, "model": model}
+            attempts = self._attempts(request, deadline=deadline)
+            try:
+                with self._metered(request, attempts) as trace:
+                    data = read_answer(*self._whole("POST", self.url, attempts, trace))
+                    trace.note_answer(data)
+            except AnyfastError as error:
+                deadline = self._fall_back(error, chain, position, attempts)
+                continue
+            if model != asked:
+                self.observer.answered_by(model, asked)
             return data
+        raise AssertionError("unreachable: the last model's failure is raised")  # pragma: no cover
+
+    def stream(self, body: dict) -> Iterator[dict]:
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
+        The chunks that came before a failure are all yielded before it is raised. A model
+        falls back to the next only before its first chunk (never once output began)."""
+        asked, chain, deadline = body.get("model"), self._models(body), None
+        for position, model in enumerate(chain):
+            request = body if model == asked else {**body, "model": model}
+            attempts = self._attempts(request, deadline=deadline)
+            answered = False
+            try:
+                with self._metered(request, attempts) as trace:
+                    chunks = self._stream(request, attempts, trace)
+                    for chunk in chunks:  # the first chunk only: output begins, no fallback after it
+                        answered = True
+                        if model != asked:
+                            self.observer.answered_by(model, asked)
+                        yield chunk
+                        break
+                    yield from chunks  # the rest at yield-from speed: nothing per chunk here
+            except AnyfastError as error:
+                if answered:
+                    raise
+                deadline = self._fall_back(error, chain, position, attempts)
+                continue
+            return
+
+    def _models(self, body: dict) -> tuple[str, ...]:
+        """The fallback chain for this request (§3 "fallback models"): the body's model, then
+        --fallback's. A model this command already fell back from is skipped (a --schema repair
+        asks the model that answered, not the one known to fail), but the last is always tried."""
+        chain = model_chain(body.get("model"), self.fallback)
+        return tuple(model for model in chain if model not in self._failed_models) or chain[-1:]
+
+    def _fall_back(self, error: AnyfastError, chain: tuple, position: int, attempts: Attempts) -> float | None:
+        """After chain[position] failed for good: raise the error, unless fallback.fallback_reason
+        sends the request on, a next model exists and --max-time has time left (it covers the
+        whole chain); then tell it, and return the deadline the next model's attempts keep."""
+        model = chain[position]
+        reason = fallback_reason(error, model) if position + 1 < len(chain) else None
+        if reason is None or attempts.expired():
+            raise error
+        self._failed_models.add(model)
+        self.observer.fallback(model, chain[position + 1], reason, error.message)
+        return attempts.deadline
 
     def get_json(self, path: str) -> object:
         """GET {base_url}/{path} (`models`): the JSON it answers, with send()'s retries and bounds."""
@@ -174,13 +240,15 @@ class ApiClient:
                 if is_answer_status(response.status_code):
                     return body, response.status_code, response.reason_phrase
                 retry = attempts.after_status(response.status_code, response.headers, body, response.reason_phrase)
-            self._log(retry.note)
+            self.observer.retry(retry)
             self._sleep(retry.delay)
 
     @contextmanager
     def _metered(self, body: dict, attempts: Attempts) -> Iterator[Trace]:
         """One chat request from start to end: the budget is checked before it is sent, and its
-        result, however it ends, is built once (result.build_result) and handed to the meter."""
+        result, however it ends, is built once (result.build_result) and handed to the meter
+        and the observer (the usage log, the budget and --events read that one object)."""
+        self.observer.request_started(str(body.get("model")))
         if self.meter is not None:
             self.meter.before_request()
         trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body), cache=self.cache)
@@ -201,13 +269,7 @@ class ApiClient:
             )
             if self.meter is not None:
                 self.meter.record(self.last_result)
-
-    def stream(self, body: dict) -> Iterator[dict]:
-        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
-        The chunks that came before a failure are all yielded before it is raised."""
-        attempts = self._attempts(body)
-        with self._metered(body, attempts) as trace:
-            yield from self._stream(body, attempts, trace)
+            self.observer.request_ended(self.last_result)
 
     def _stream(self, body: dict, attempts: Attempts, trace: Trace) -> Iterator[dict]:
         headers = {**self._post_headers, "Accept": "text/event-stream"}
@@ -250,7 +312,7 @@ class ApiClient:
                         raise NetworkError(broke, code="timeout") from None
                     raise StreamError(broke) from None
                 retry = attempts.after_network(failure)
-            self._log(retry.note)
+            self.observer.retry(retry)
             self._sleep(retry.delay)
 
     def _log_response(self, response: httpx.Response, started: float, trace: Trace | None = None) -> None:

@@ -283,6 +283,12 @@ class Retry:
     delay: float  # seconds to wait before the next attempt
     note: str  # for -v: "retry 1 of 2 in 0.50 s after HTTP 503"
     retry_after: float | None = None  # what the server asked for, if it said
+    # For --events (events.py), the same retry told as fields: which retry this is (1 = the
+    # first), the status or the network failure that caused it, and the error's own words.
+    number: int = 1
+    status: int | None = None
+    failure: str | None = None  # NetFailure.kind
+    reason: str = ""
 
 
 DEADLINE_SLACK = 0.01  # seconds: a timer may fire a clock tick before the deadline it was set for
@@ -309,6 +315,7 @@ class Attempts:
         clock: Callable[[], float] | None = None,
         max_time: float | None = None,
         timer: Callable[[], float] = time.monotonic,
+        deadline: float | None = None,
     ) -> None:
         self.retries = retries
         self.number = 0  # attempts that failed so far
@@ -320,7 +327,9 @@ class Attempts:
         self._clock = clock or (lambda: 0.0)  # wall time, for a Retry-After given as a date
         self.max_time = max_time
         self._timer = timer  # monotonic, for the deadline
-        self._deadline: float | None = None  # set by the first time_left()
+        # Set by the first time_left(), or given: a fallback's request keeps the deadline of the
+        # chain's first (--max-time covers the whole chain).
+        self._deadline: float | None = deadline
 
     # --- the deadline (--max-time) ---
 
@@ -358,6 +367,15 @@ class Attempts:
     def _expired(self) -> bool:
         return self._deadline is not None and self._timer() >= self._deadline - DEADLINE_SLACK
 
+    def expired(self) -> bool:
+        """--max-time has run out (a fallback is then not tried)."""
+        return self._expired()
+
+    @property
+    def deadline(self) -> float | None:
+        """The --max-time deadline (a monotonic reading), once the first attempt has started it."""
+        return self._deadline
+
     def no_time_note(self) -> str:
         """Added to an error that was not retried because --max-time would run out first."""
         return f" (not retried: --max-time {self.max_time:g} s would run out first)"
@@ -386,7 +404,7 @@ class Attempts:
             raise error
         if self.too_late_to_retry(error, plan.delay):
             raise error
-        return self._next(plan.delay, f"HTTP {status}", plan.retry_after)
+        return self._next(plan.delay, f"HTTP {status}", error, plan.retry_after, status=status)
 
     def after_network(self, failure: NetFailure) -> Retry:
         if self._expired():  # the timeout that ended this attempt was the deadline's
@@ -397,11 +415,28 @@ class Attempts:
         plan = plan_retry(self.number, self.retries, self._rng)
         if plan.delay is None or self.too_late_to_retry(error, plan.delay):
             raise error
-        return self._next(plan.delay, error.message)
+        return self._next(plan.delay, error.message, error, failure=failure.kind)
 
-    def _next(self, delay: float, after: str, retry_after: float | None = None) -> Retry:
+    def _next(
+        self,
+        delay: float,
+        after: str,
+        error: Exception,
+        retry_after: float | None = None,
+        *,
+        status: int | None = None,
+        failure: str | None = None,
+    ) -> Retry:
         self.number += 1
-        return Retry(delay, f"retry {self.number} of {self.retries} in {delay:.2f} s after {after}", retry_after)
+        return Retry(
+            delay,
+            f"retry {self.number} of {self.retries} in {delay:.2f} s after {after}",
+            retry_after,
+            number=self.number,
+            status=status,
+            failure=failure,
+            reason=getattr(error, "message", "") or str(error),
+        )
 
 
 # --- answers -----------------------------------------------------------------------------------

@@ -79,8 +79,7 @@ def run_with_output(output: str | None, streams: Streams, run: Callable[[Streams
     propagates (said_unchanged_on_failure says so)."""
     if output is None or output == STDOUT:
         return run(streams)
-    # --events would write NDJSON on stdout for a supervising program; -o with --events is exit 2
-    # (contract §3 "Output file"). The check belongs beside check_output_target's, when it exists.
+    # -o with --events is exit 2 before anything runs (common.check_output_flags).
     started = False
     try:
         with replacing(output) as replacement:

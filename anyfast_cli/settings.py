@@ -100,6 +100,7 @@ SETTING_KEYS = (
     "cache",
     "cache_mode",
     "markdown",
+    "fallback",
 )
 # --cache-mode: rw uses a hit and stores a miss; refresh never uses, always stores; replay: hits only.
 CACHE_MODES = ("rw", "refresh", "replay")
@@ -125,6 +126,7 @@ class SettingFlags:
     budget_tokens: int | None = None
     cache: str | None = None  # --cache DIR
     cache_mode: str | None = None
+    fallback: tuple[str, ...] | None = None  # --fallback MODEL, repeatable
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class Settings:
     cache: str | None = None  # the response cache's directory (None: no cache)
     cache_mode: str = DEFAULT_CACHE_MODE
     markdown: str = "auto"  # one of MARKDOWN_MODES
+    fallback: tuple[str, ...] = ()  # models to try, in order, when the model cannot answer
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -294,6 +297,7 @@ def resolve_settings(
             hint=f"give --cache DIR, set {ENV_CACHE}, or cache: in the profile",
         )
     markdown = checked("markdown", _markdown_mode, pick("markdown", None, None, "auto"))
+    fallback = checked("fallback", _model_list, pick("fallback", flags.fallback or None, None, ()))
     prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
@@ -309,6 +313,7 @@ def resolve_settings(
         cache=cache,
         cache_mode=cache_mode or DEFAULT_CACHE_MODE,
         markdown=markdown,
+        fallback=fallback,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -356,6 +361,19 @@ def _model_name(value) -> str:
     if not isinstance(value, str) or not value.strip() or text_problem(value):
         raise UsageError(f"the model must be a name like {DEFAULT_MODEL}, got {value!r}")
     return value.strip()
+
+
+def _model_list(value) -> tuple[str, ...]:
+    """--fallback (repeatable) or config `fallback`: a list of model names (one name alone is a list of one)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise UsageError(f"fallback must be a list of model names, got {value!r}")
+    try:
+        return tuple(_model_name(name) for name in value)
+    except UsageError as exc:
+        exc.message = f"fallback: {exc.message}"
+        raise
 
 
 def _http_url(value) -> str:

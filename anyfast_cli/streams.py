@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from anyfast_cli.errors import UsageError
+from anyfast_cli.events import Observer
 from anyfast_cli.reading import MIB, TooLarge, read_limited, size_text
 from anyfast_cli.settings import color_allowed
 from anyfast_cli.text import escape_unencodable, fix_surrogates, neutralise
@@ -181,6 +182,14 @@ class Streams:
     env: Mapping[str, str]
     redactor: Redactor = field(default_factory=Redactor)
     stdout_is_file: bool = False  # -o FILE holds stdout: raw text always, whatever --markdown says
+    # Where warnings, retries and -v details are told (events.py): prose on stderr, and with
+    # --events also JSON lines on stdout. The commands set its verbosity and its event lines.
+    # A copy (dataclasses.replace, as -o makes one with stdout held) shares its original's.
+    observer: Observer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.observer is None:
+            self.observer = Observer(self.say)
 
     @classmethod
     def from_sys(cls) -> "Streams":
@@ -248,7 +257,7 @@ class Streams:
         self.note(f"anyfast: {message}\n")
 
     def warn(self, message: str) -> None:
-        self.say(f"warning: {message}")
+        self.observer.warning(message)  # "anyfast: warning: …", and with --events a `warning` event
 
     def error(self, error) -> None:
         """An AnyfastError's one line (and hint), for a failure the program survives."""

@@ -22,8 +22,8 @@ _anyfast_spec() {
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            options='-n --no-stdin -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --events --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='-a --attach -o --output --config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
             prompt_opts=''
@@ -31,8 +31,8 @@ _anyfast_spec() {
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --events --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='-f --messages --save --tool-result --var -a --attach -o --output --config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
             prompt_opts='-f --messages'
@@ -40,8 +40,8 @@ _anyfast_spec() {
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template -f --messages --var --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            options='-o --output --lines --template -f --messages --var --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
             file_opts='-o --output -f --messages --var --config --usage-log --prices --cache -i --image --video --tools'
             file_args='1'
             prompt_opts='-f --messages'
@@ -49,7 +49,7 @@ _anyfast_spec() {
             ;;
         'schema')
             subcommands=''
-            options='--multi -h --help'
+            options='--multi --events -h --help'
             value_opts=''
             file_opts=''
             file_args='0'
@@ -58,8 +58,8 @@ _anyfast_spec() {
             ;;
         'usage')
             subcommands=''
-            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
-            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -h --help'
+            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback'
             file_opts='--config --usage-log --prices --cache'
             file_args='1'
             prompt_opts=''
@@ -67,8 +67,8 @@ _anyfast_spec() {
             ;;
         'models')
             subcommands=''
-            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
-            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -h --help'
+            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback'
             file_opts='--config --usage-log --prices --cache'
             file_args='0'
             prompt_opts=''
@@ -103,8 +103,8 @@ _anyfast_spec() {
             ;;
         'config path')
             subcommands=''
-            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback'
             file_opts='--config --usage-log --prices --cache'
             file_args='0'
             prompt_opts=''
@@ -112,8 +112,8 @@ _anyfast_spec() {
             ;;
         'config show')
             subcommands=''
-            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback'
             file_opts='--config --usage-log --prices --cache'
             file_args='0'
             prompt_opts=''
@@ -130,8 +130,8 @@ _anyfast_spec() {
             ;;
         'cache stats')
             subcommands=''
-            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback'
             file_opts='--config --usage-log --prices --cache'
             file_args='1'
             prompt_opts=''
@@ -139,8 +139,8 @@ _anyfast_spec() {
             ;;
         'cache prune')
             subcommands=''
-            options='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
-            value_opts='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            options='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -h --help'
+            value_opts='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback'
             file_opts='--config --usage-log --prices --cache'
             file_args='1'
             prompt_opts=''

@@ -20,27 +20,27 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case usage
-            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case models
-            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case prompts
             printf '%s\n' --config
         case 'prompts show'
             printf '%s\n' --config
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case 'cache stats'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
         case 'cache prune'
-            printf '%s\n' --older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+            printf '%s\n' --older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode --fallback
     end
 end
 
@@ -93,7 +93,7 @@ complete -c anyfast -f
 complete -c anyfast -n __anyfast_using -a complete -d 'One prompt, one answer on stdout.'
 complete -c anyfast -n __anyfast_using -a chat -d 'A conversation: messages from a file, the reply appended and saved.'
 complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, concurrently, resumably; one result line per record.'
-complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them).'
+complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them), or with --events the one that --events lines follow.'
 complete -c anyfast -n __anyfast_using -a usage -d 'Total what the usage log says was spent: requests, tokens, cost (per currency).'
 complete -c anyfast -n __anyfast_using -a models -d 'List the models the gateway serves to this key (GET /models), one id per line.'
 complete -c anyfast -n __anyfast_using -a prompts -d 'List the prompt files that -f NAME finds (NAME, then its description).'
@@ -118,6 +118,7 @@ complete -c anyfast -n '__anyfast_using complete' -l budget -x -d 'Send nothing 
 complete -c anyfast -n '__anyfast_using complete' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using complete' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using complete' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using complete' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using complete' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -138,6 +139,7 @@ complete -c anyfast -n '__anyfast_using complete' -l usage -d 'Show token usage 
 complete -c anyfast -n '__anyfast_using complete' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -l dry-run -d 'Print the request that would be sent; send nothing.'
 complete -c anyfast -n '__anyfast_using complete' -l markdown -l raw -d 'Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].'
+complete -c anyfast -n '__anyfast_using complete' -l events -d 'Write NDJSON events on stdout instead of the answer, for a program that supervises the run: start, reasoning, content, tool_call, retry, fallback, warning, and always one last result (`anyfast schema --events` prints their JSON Schema).'
 complete -c anyfast -n '__anyfast_using complete' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using complete' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using complete' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
@@ -165,6 +167,7 @@ complete -c anyfast -n '__anyfast_using chat' -l budget -x -d 'Send nothing more
 complete -c anyfast -n '__anyfast_using chat' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using chat' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using chat' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using chat' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using chat' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -185,6 +188,7 @@ complete -c anyfast -n '__anyfast_using chat' -l usage -d 'Show token usage on s
 complete -c anyfast -n '__anyfast_using chat' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -l dry-run -d 'Print the request that would be sent; send nothing.'
 complete -c anyfast -n '__anyfast_using chat' -l markdown -l raw -d 'Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].'
+complete -c anyfast -n '__anyfast_using chat' -l events -d 'Write NDJSON events on stdout instead of the answer, for a program that supervises the run: start, reasoning, content, tool_call, retry, fallback, warning, and always one last result (`anyfast schema --events` prints their JSON Schema).'
 complete -c anyfast -n '__anyfast_using chat' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using chat' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using chat' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
@@ -219,6 +223,7 @@ complete -c anyfast -n '__anyfast_using batch' -l budget -x -d 'Send nothing mor
 complete -c anyfast -n '__anyfast_using batch' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using batch' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using batch' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using batch' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using batch' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -239,6 +244,7 @@ complete -c anyfast -n '__anyfast_using batch' -l repair -x -d 'Re-ask N times w
 complete -c anyfast -n '__anyfast_using batch' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using batch' -F
 complete -c anyfast -n '__anyfast_using schema' -l multi -d 'The schema --schema-multi makes: {"items": [objects of SPEC]}.'
+complete -c anyfast -n '__anyfast_using schema' -l events -d 'Print the JSON Schema of --events lines instead (no SPEC).'
 complete -c anyfast -n '__anyfast_using schema' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using usage' -l by -x -d 'One row per model, UTC day, command or profile.'
 complete -c anyfast -n '__anyfast_using usage' -l since -x -d 'Only requests since then: 7d, 12h, 30m, 2026-12-01.'
@@ -257,6 +263,7 @@ complete -c anyfast -n '__anyfast_using usage' -l budget -x -d 'Send nothing mor
 complete -c anyfast -n '__anyfast_using usage' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using usage' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using usage' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using usage' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using usage' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using usage' -F
 complete -c anyfast -n '__anyfast_using models' -l check -x -d 'Exit 1, naming each, unless every MODEL is served (repeatable).'
@@ -276,6 +283,7 @@ complete -c anyfast -n '__anyfast_using models' -l budget -x -d 'Send nothing mo
 complete -c anyfast -n '__anyfast_using models' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using models' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using models' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using models' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using models' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using prompts' -a show -d 'Print the prompt file that -f NAME would read.'
 complete -c anyfast -n '__anyfast_using prompts' -l json -d 'Print a JSON array of {name, path, description}.'
@@ -301,6 +309,7 @@ complete -c anyfast -n '__anyfast_using config path' -l budget -x -d 'Send nothi
 complete -c anyfast -n '__anyfast_using config path' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using config path' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using config path' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using config path' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
 complete -c anyfast -n '__anyfast_using config show' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
@@ -317,6 +326,7 @@ complete -c anyfast -n '__anyfast_using config show' -l budget -x -d 'Send nothi
 complete -c anyfast -n '__anyfast_using config show' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using config show' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using config show' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using config show' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using cache' -a stats -d 'Print the entries, their bytes, and the oldest and newest entry\'s time (name<TAB>value lines).'
 complete -c anyfast -n '__anyfast_using cache' -a prune -d 'Remove the entries older than DURATION (by modification time); print how many were removed.'
@@ -335,6 +345,7 @@ complete -c anyfast -n '__anyfast_using cache stats' -l budget -x -d 'Send nothi
 complete -c anyfast -n '__anyfast_using cache stats' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using cache stats' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using cache stats' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache stats' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using cache stats' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using cache stats' -F
 complete -c anyfast -n '__anyfast_using cache prune' -l older-than -x -d 'Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).'
@@ -352,5 +363,6 @@ complete -c anyfast -n '__anyfast_using cache prune' -l budget -x -d 'Send nothi
 complete -c anyfast -n '__anyfast_using cache prune' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
 complete -c anyfast -n '__anyfast_using cache prune' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
 complete -c anyfast -n '__anyfast_using cache prune' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache prune' -l fallback -x -d 'When the model is not served, or 429/5xx/network failures outlast the retries, before any output: ask MODEL instead (repeatable, tried in order) [config fallback].'
 complete -c anyfast -n '__anyfast_using cache prune' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using cache prune' -F

@@ -6,7 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from gateway import Gateway  # noqa: E402
-from helpers import KEY  # noqa: E402
+from helpers import KEY, parse_events  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +74,12 @@ def cli(clean_env):
     runner = CliRunner()
 
     def invoke(*args, input=None, **env):
-        return runner.invoke(app, [str(a) for a in args], input=input, env=env)
+        result = runner.invoke(app, [str(a) for a in args], input=input, env=env)
+        result.events = None
+        words = [str(a) for a in args]
+        if words[:1] in (["complete"], ["chat"]) and "--events" in words and result.stdout:  # validated, every one
+            result.events = parse_events(result.stdout)
+        return result
 
     return invoke
 

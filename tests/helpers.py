@@ -86,3 +86,28 @@ LOG_KEYS = [  # the usage log's line, §3, in the contract's order
     "custom_id",
     "body_sha256",
 ]
+
+
+_EVENTS_VALIDATOR = None
+
+
+def parse_events(text: str) -> list[dict]:
+    """--events output: every line validated against the shipped schema (anyfast_cli/events.schema.json)
+    and the stream's shape checked: `start` first, exactly one `result`, and it last. The `cli`
+    fixture calls this for every in-process run with --events, and the subprocess tests for
+    theirs, so every event line the suite produces is validated."""
+    global _EVENTS_VALIDATOR
+    if _EVENTS_VALIDATOR is None:
+        from jsonschema import Draft202012Validator
+
+        schema = json.loads((ROOT / "anyfast_cli" / "events.schema.json").read_text("utf-8"))
+        Draft202012Validator.check_schema(schema)
+        _EVENTS_VALIDATOR = Draft202012Validator(schema)
+    events = parse_lines(text)
+    for event in events:
+        errors = sorted(_EVENTS_VALIDATOR.iter_errors(event), key=str)
+        assert not errors, f"{event} does not follow events.schema.json: {errors[0].message}"
+    assert events, "--events wrote nothing"
+    assert events[0]["event"] == "start", events[0]
+    assert [e["event"] for e in events].count("result") == 1 and events[-1]["event"] == "result", events
+    return events

@@ -100,6 +100,7 @@ def test_wheel_holds_the_package_and_its_entry_point(wheel):
         entry_points = archive.read(f"{WHEEL_NAME}-{__version__}.dist-info/entry_points.txt").decode()
     assert "anyfast_cli/cli.py" in names
     assert "anyfast_cli/__main__.py" in names  # python -m anyfast_cli
+    assert "anyfast_cli/events.schema.json" in names  # `anyfast schema --events` reads it from the package
     assert "anyfast = anyfast_cli.cli:main" in entry_points
     assert not [name for name in names if name.startswith("anyfast/")], "the import package `anyfast` is the SDK's"
 

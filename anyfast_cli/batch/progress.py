@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -25,6 +26,12 @@ class Tally:
     def tokens(self) -> int:
         return self.spent.tokens
 
+    models: Counter = field(default_factory=Counter)  # model that answered -> records it answered
+
+    def answered_by(self, model: str | None) -> None:
+        if model:
+            self.models[model] += 1
+
     @property
     def done(self) -> int:
         return self.ok + self.failed
@@ -38,7 +45,13 @@ class Tally:
 
 
 def render_summary(
-    tally: Tally, elapsed: float, *, interrupted: bool = False, rate: float | None = None, answered_429: int = 0
+    tally: Tally,
+    elapsed: float,
+    *,
+    interrupted: bool = False,
+    rate: float | None = None,
+    answered_429: int = 0,
+    per_model: bool = False,
 ) -> str:
     done_rate = tally.done / elapsed if elapsed > 0 else 0.0
     text = f"batch: {tally.ok:,} ok"
@@ -56,12 +69,12 @@ def render_summary(
     spend = tally.spent.describe_spend()
     if spend:
         text += f", cost {spend}"
-    if len(tally.spent.models) > 1:  # several models answered (--fallback, or records naming their own)
-        text += " (" + ", ".join(f"{model} {count:,}" for model, count in tally.spent.models.most_common()) + ")"
     text += f", {seconds} s, {done_rate:.1f} requests/s"
     if answered_429:  # the server's limit was met: the rate achieved under it, and what it cost
         settled = f"settled at {rate:.1f} requests/s, " if rate else ""
         text += f"; rate limit: {settled}{answered_429:,} requests answered 429"
+    if per_model and tally.models:  # --fallback: which model answered how many records
+        text += "; answered by " + ", ".join(f"{model} {count:,}" for model, count in tally.models.most_common())
     return text
 
 

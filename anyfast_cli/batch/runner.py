@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -34,6 +34,7 @@ from anyfast_cli.exchange import (
     status_failure,
     tool_calls_in,
 )
+from anyfast_cli.fallback import fallback_reason, model_chain
 from anyfast_cli.meter import Meter
 from anyfast_cli.request import auth_headers, encode_body, endpoint_url, estimate_tokens
 from anyfast_cli.result import Trace, build_result
@@ -53,8 +54,10 @@ class Outcome:
     line: dict  # the OpenAI Batch output line
     ok: bool
     rate_limited: bool = False  # failed on 429
-    error: AnyfastError | None = None  # why it failed (for the request's result)
+    model: str | None = None  # the model that answered (--fallback: maybe not the record's)
+    error: AnyfastError | None = None  # why it failed (the request's result; fallback.fallback_reason reads it)
     answer: dict | None = None  # the response object, when one was read (for the request's result)
+    deadline: float | None = None  # the record's --max-time deadline, once its first attempt set it
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class RunConfig:
     repair: int = DEFAULT_REPAIR  # --schema: re-asks of an answer that is not valid
     fail_on_tool_calls: bool = False  # --fail-on-tool-calls: an answer that asks for tool calls fails its record
     meter: Meter | None = None  # usage log, run totals and budget: every request's result goes to it
+    fallback: tuple = ()  # --fallback: models to try, in order, for a record whose model cannot answer
 
 
 class BatchRunner:
@@ -150,13 +154,35 @@ class BatchRunner:
             raise self.stopped
 
     async def _send(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
-        if record.schema is not None:
-            return await self._send_structured(session, record)
-        return await self._request(session, record, record.body)
+        """A record over its fallback chain (§3 "fallback models", per record): a model that
+        cannot answer (fallback.fallback_reason) hands the record to the next, within the
+        record's --max-time. Only the last model's outcome is written: a result line per record."""
+        asked = record.body.get("model")
+        chain = model_chain(asked, self.config.fallback)
+        deadline = None
+        for position, model in enumerate(chain):
+            sent = record if model == asked else replace(record, body={**record.body, "model": model})
+            if sent.schema is not None:
+                outcome = await self._send_structured(session, sent, deadline)
+            else:
+                outcome = await self._request(session, sent, sent.body, deadline)
+            reason = None
+            if not outcome.ok and outcome.error is not None and position + 1 < len(chain):
+                reason = fallback_reason(outcome.error, model)
+            if reason is None or (outcome.deadline is not None and time.monotonic() >= outcome.deadline):
+                outcome.model = model
+                return outcome
+            self._log(
+                f"record {record.id}: {model} did not answer ({outcome.error.message}); falling back to {chain[position + 1]}"
+            )
+            deadline = outcome.deadline
+        raise AssertionError("unreachable: the last model's outcome is returned")  # pragma: no cover
 
     # --- --schema: the response_format ladder, learned per model; validation and repair ---
 
-    async def _send_structured(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
+    async def _send_structured(
+        self, session: aiohttp.ClientSession, record: Record, deadline: float | None = None
+    ) -> Outcome:
         """The first record of a model finds the mode its server takes (stepping down on each
         400) while the model's other records wait; they then go straight to that mode."""
         from anyfast_cli.schema import mode_ladder
@@ -168,10 +194,12 @@ class BatchRunner:
         if not state.settled:
             async with state.lock:
                 if not state.settled:
-                    return await self._structured(session, record, state)
-        return await self._structured(session, record, state)
+                    return await self._structured(session, record, state, deadline)
+        return await self._structured(session, record, state, deadline)
 
-    async def _structured(self, session: aiohttp.ClientSession, record: Record, state: "_ModeState") -> Outcome:
+    async def _structured(
+        self, session: aiohttp.ClientSession, record: Record, state: "_ModeState", deadline: float | None = None
+    ) -> Outcome:
         from anyfast_cli.schema import (
             REPAIRABLE,
             AnswerMismatch,
@@ -187,7 +215,7 @@ class BatchRunner:
             mode = state.ladder[state.level]
             sent = time.monotonic()
             outcome = await self._request(
-                session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode)
+                session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode), deadline
             )
             response = outcome.line.get("response") or {}
             if not outcome.ok:
@@ -215,18 +243,22 @@ class BatchRunner:
             outcome.line["parsed"] = parsed_value(record, parsed)
             return outcome
 
-    async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
+    async def _request(
+        self, session: aiohttp.ClientSession, record: Record, request_body: dict, deadline: float | None = None
+    ) -> Outcome:
         """One request of a record, metered: the budget is checked before it is sent (BudgetError:
-        not sent), and its result, however it ends, is built once and handed to the meter."""
+        not sent), and its result, however it ends, is built once and handed to the meter.
+        `deadline`: a fallback's request keeps the record's first one."""
         meter = self.config.meter
         if meter is not None:
             meter.before_request()
         payload = encode_body(request_body)
-        attempts = self._attempts(record)
+        attempts = self._attempts(record, deadline)
         trace = Trace(str(request_body.get("model")), time.monotonic(), payload, custom_id=record.id)
         outcome = error = None
         try:
             outcome = await self._exchange(session, record, request_body, payload, attempts)
+            outcome.deadline = attempts.deadline
             return outcome
         except BaseException as exc:
             error = exc
@@ -250,7 +282,7 @@ class BatchRunner:
                     )
                 )
 
-    def _attempts(self, record: Record) -> Attempts:
+    def _attempts(self, record: Record, deadline: float | None = None) -> Attempts:
         policy = self.policy
         return Attempts(
             retries=self.config.retries,
@@ -261,6 +293,7 @@ class BatchRunner:
             rng=self._rng,
             clock=self._clock,
             max_time=self.config.max_time,
+            deadline=deadline,
         )
 
     async def _exchange(

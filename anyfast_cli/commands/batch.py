@@ -509,6 +509,8 @@ def run_records(
 
         def finished(outcome) -> None:
             emit(outcome.line, outcome.ok, rate_limited=outcome.rate_limited)
+            if outcome.ok:
+                tally.answered_by(outcome.model)  # --fallback: the summary counts records per model
             if store is not None:
                 store.finished(outcome.line, outcome.ok)
 
@@ -541,6 +543,7 @@ def run_records(
                 interrupted=interrupted,
                 rate=controller.achieved() if controller is not None else None,
                 answered_429=controller.limited if controller is not None else 0,
+                per_model=bool(settings.fallback),
             )
         )
 
@@ -580,6 +583,7 @@ def send_all(
         schema_mode=schema_mode,
         repair=repair,
         meter=meter,
+        fallback=settings.fallback,
     )
     log = streams.say if flags.verbose else None
     runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)

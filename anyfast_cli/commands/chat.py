@@ -15,7 +15,7 @@ from anyfast_cli.commands.attach import (
     join_attachments,
     schema_files,
 )
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
+from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings, observed_command
 from anyfast_cli.commands.conversation import (
     add_tool_results,
     api_messages,
@@ -51,6 +51,7 @@ class PromptFileUse:
     var_files: tuple = ()  # the files --var NAME=@FILE read
 
 
+@observed_command  # --events: checked against the other flags, and one `result` event however this ends
 def run_chat(
     prompt_args: list[str],
     *,
@@ -89,7 +90,7 @@ def run_chat(
                 raise UsageError("an interactive session needs a terminal on stdin and stdout")
             if prompt is not None:
                 raise UsageError("an interactive session takes no prompt; type it at the prompt")
-            for flag, given in (("--schema", schema), ("-o", output), ("-a", attach)):
+            for flag, given in (("--schema", schema), ("-o", output), ("-a", attach), ("--events", out.events)):
                 if given:
                     raise UsageError(f"{flag} is for one answer, not an interactive session")
             from anyfast_cli.commands.session import run_session

@@ -3,6 +3,7 @@ and one request-and-render exchange."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from contextlib import contextmanager
@@ -46,10 +47,54 @@ class OutputFlags:
     verbose: bool = False
     dry_run: bool = False
     markdown: bool | None = None  # --markdown / --raw; None: the config's `markdown` decides
+    events: bool = False  # --events: NDJSON events on stdout instead of the answer
 
     @property
     def streaming(self) -> bool:
         return self.stream if self.stream is not None else not self.json
+
+
+def check_output_flags(out: OutputFlags, output: str | None = None) -> None:
+    """Combinations that cannot both have stdout: exit 2 before anything is read or sent."""
+    if out.events:
+        for given, flag in ((out.json, "--json"), (out.dry_run, "--dry-run"), (output is not None, "-o")):
+            if given:
+                raise UsageError(f"--events and {flag} cannot be used together: both want stdout")
+
+
+def observed_command(run):
+    """complete and chat: --events checked against the other flags, and the run observed
+    (`observed`) however it ends."""
+
+    @functools.wraps(run)
+    def command(*args, out: OutputFlags, streams: Streams, output: str | None = None, **kwargs):
+        check_output_flags(out, output)
+        with observed(out, streams):
+            return run(*args, out=out, streams=streams, output=output, **kwargs)
+
+    return command
+
+
+@contextmanager
+def observed(out: OutputFlags, streams: Streams):
+    """The command's run, told by its observer (events.py): -v details with --verbose, and with
+    --events JSON lines on stdout that end, however the command ends (a failure, Ctrl-C,
+    SIGTERM), with exactly one `result` event."""
+    observer = streams.observer
+    observer.verbose = out.verbose
+    if out.events:
+        from anyfast_cli.events import EventLines
+
+        observer.lines = EventLines(streams.stdout)
+    try:
+        yield observer
+    except BaseException as exc:
+        try:
+            observer.finish(exc)
+        except (OSError, ValueError):
+            pass  # stdout is closed: the status alone can tell
+        raise
+    observer.finish(None)
 
 
 def read_config(flags: SettingFlags, streams: Streams) -> tuple[dict, str]:
@@ -238,9 +283,10 @@ def exchange(
 
 
 def answers_in_markdown(settings: Settings, out: OutputFlags, streams: Streams) -> bool:
-    """Decided once per command: text output rendered as Markdown (never --json, never into -o FILE)."""
+    """Decided once per command: text output rendered as Markdown (never --json, --events, or into -o FILE)."""
     return (
         not out.json
+        and not out.events
         and not streams.stdout_is_file
         and wants_markdown(out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env)
     )
@@ -257,20 +303,21 @@ def print_request(settings: Settings, body: dict, streams: Streams) -> None:
 
 
 def asks_usage(settings: Settings, out: OutputFlags) -> bool:
-    """Whether a streamed request asks the server for usage: for --usage, a usage log or a budget."""
-    return out.usage or bool(settings.usage_log) or bool(settings.budget)
+    """Whether a streamed request asks the server for usage: for --usage, --events' result, a usage
+    log or a budget."""
+    return out.usage or out.events or bool(settings.usage_log) or bool(settings.budget)
 
 
 def open_meter(settings: Settings, streams: Streams, command: str, models=()) -> Meter:
     """The command's meter, before anything is sent: a usage log that cannot be written, or a
-    money budget with a model that has no price, is exit 2 now."""
+    money budget with a model that has no price (the fallback models' included), is exit 2 now."""
     meter = Meter(
         RequestContext(command, settings.profile, settings.prices),
         log_path=settings.usage_log,
         limits=settings.budget,
         warn=streams.warn,
     )
-    meter.check_models([settings.model, *models])
+    meter.check_models([settings.model, *models, *settings.fallback])
     return meter
 
 
@@ -279,13 +326,18 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, comma
     """A client for these settings. With a `command`, its requests are metered (usage log,
     budget) and, with a cache configured, answered from it when they can be (cached.py);
     without one (`anyfast models`), neither. The key is resolved once, only when a request
-    must really be sent, and masked in everything written from then on."""
+    must really be sent, and masked in everything written from then on. Retries, fallbacks
+    and -v details are told to the streams' observer (prose, and --events)."""
+    observer = streams.observer
+    observer.verbose = out.verbose
+    if command:
+        observer.open(RequestContext(command, settings.profile, settings.prices), settings.model)
     meter = open_meter(settings, streams, command) if command else None
-    log = None
-    if out.verbose:
-        log = streams.say
-        key_origin = settings.key.origin if settings.key is not None else "nowhere (none set)"
-        log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {key_origin}")
+    key_origin = settings.key.origin if settings.key is not None else "nowhere (none set)"
+    observer.detail(
+        f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {key_origin}"
+        + (f", fallback {', '.join(settings.fallback)}" if settings.fallback else "")
+    )
 
     def connect(cache: str | None = None):
         api_key = resolve_api_key(settings.key, streams.env)
@@ -299,9 +351,10 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, comma
             retries=settings.retries,
             max_time=settings.max_time,
             env=streams.env,
-            log=log,
             meter=meter,
             cache=cache,
+            observer=observer,
+            fallback=settings.fallback,
         )
 
     try:
@@ -315,7 +368,7 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, comma
                 settings.base_url,
                 lambda: connect(cache="miss"),
                 meter=meter,
-                log=log,
+                observer=observer,
                 mask=streams.redactor.mask,
             )
         else:
@@ -340,6 +393,10 @@ def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Stre
 def answer_printer(
     reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool, markdown: bool = False
 ) -> TextPrinter:
+    if out.events:  # the answer as events; Markdown never applies to them
+        from anyfast_cli.answer_events import AnswerEvents
+
+        return AnswerEvents(reply, streams.observer.lines.emit, streams.redactor)
     opener = None
     if markdown and not out.json:
         from anyfast_cli.markdown import writer_opener  # only when rendering: the raw path never loads it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anyfast_cli.attachments import load_attachments, with_attachments
 from anyfast_cli.commands.attach import attachment_reader, check_attach_flags, check_output, command_files
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings
+from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings, observed_command
 from anyfast_cli.errors import ExitCode
 from anyfast_cli.inputs import build_prompt, with_system
 from anyfast_cli.output_file import run_with_output, said_unchanged_on_failure
@@ -14,6 +14,7 @@ from anyfast_cli.sniff import VIDEO
 from anyfast_cli.streams import Streams
 
 
+@observed_command  # --events: checked against the other flags, and one `result` event however this ends
 def run_complete(
     prompt_args: list[str],
     *,

@@ -64,6 +64,7 @@ def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]
         ("cache", settings.cache, origins.get("cache") or "default; no cache"),
         ("cache_mode", settings.cache_mode, origins.get("cache_mode") or "default"),
         ("markdown", settings.markdown, origins["markdown"]),
+        ("fallback", ", ".join(settings.fallback) or None, origins.get("fallback") or "default; none"),
     ]
     rows += [(name, value, "profile") for name, value in settings.body_defaults.items()]
     return rows

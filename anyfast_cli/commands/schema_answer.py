@@ -121,8 +121,9 @@ def exchange_structured(
             except AnswerMismatch as mismatch:
                 if mismatch.code in REPAIRABLE and repairs > 0:
                     repairs -= 1
-                    if out.verbose:
-                        streams.say(f"the answer is not valid for the schema ({mismatch.message}); asking again")
+                    streams.observer.detail(
+                        f"the answer is not valid for the schema ({mismatch.message}); asking again"
+                    )
                     conversation = conversation + repair_turns(mismatch)
                     continue
                 _show(data, out, streams, result=client.last_result)
@@ -165,7 +166,11 @@ def _show(data: dict, out: OutputFlags, streams: Streams, *, values: list | None
         reasoning = message.get("reasoning_content") if isinstance(message, dict) else None
         if isinstance(reasoning, str) and reasoning:
             streams.note(reasoning.rstrip("\n") + "\n")
-    if out.json:
+    if out.events:  # the answer's text as events; the value(s) go in the result event's `parsed`
+        show_whole(data, answer_printer(_kept_reply(streams), out, streams, hold=True), out, streams)
+        # Each choice's value (n > 1: every choice is valid, or none is given), as batch's `parsed`.
+        streams.observer.parsed = None if values is None else values if len(values) > 1 else values[0]
+    elif out.json:
         print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
     elif values is not None:
         write_flushed(streams.stdout, "".join(render_json(v, terminal=streams.stdout_isatty) + "\n" for v in values))
@@ -173,11 +178,21 @@ def _show(data: dict, out: OutputFlags, streams: Streams, *, values: list | None
         print_usage(data.get("usage"), streams.note, result)
 
 
-def run_schema(spec: str, *, multi: bool, streams: Streams):
-    """`anyfast schema SPEC`: the JSON Schema, indented, on stdout."""
-    from anyfast_cli.errors import ExitCode
+def run_schema(spec: str | None, *, multi: bool, streams: Streams, events: bool = False):
+    """`anyfast schema SPEC`: the JSON Schema, indented, on stdout; `--events` (no SPEC): the
+    schema of --events lines, as shipped in the package."""
+    from anyfast_cli.errors import ExitCode, UsageError
     from anyfast_cli.schema import render_schema
 
+    if events:
+        if spec is not None or multi:
+            raise UsageError("anyfast schema --events takes no SPEC and no --multi")
+        from importlib.resources import files
+
+        write_flushed(streams.stdout, files("anyfast_cli").joinpath("events.schema.json").read_text("utf-8"))
+        return ExitCode.OK
+    if spec is None:
+        raise UsageError("give a SPEC (a field list, JSON Schema text or @FILE), or --events")
     flags = SchemaFlags(schema_multi=spec) if multi else SchemaFlags(schema=spec)
     write_flushed(streams.stdout, render_schema(schema_of(flags)) + "\n")
     return ExitCode.OK
