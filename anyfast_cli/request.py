@@ -93,15 +93,21 @@ def check_fields(fields: dict, model: str) -> None:
         raise UsageError(f'thinking must look like {{"type": "enabled"}} or {{"type": "disabled"}}, got {thinking!r}')
 
 
-def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False) -> dict:
+def build_body(
+    model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False, check: bool = True
+) -> dict:
     """The JSON body: model, messages, the fields the user set, and stream. Every body passes
     here, so here is where anything JSON cannot carry is refused, whatever input it came from:
-    NaN, text that is not UTF-8 (an argument's stray bytes), nesting too deep (exit 2)."""
+    NaN, text that is not UTF-8 (an argument's stray bytes), nesting too deep (exit 2).
+    `check=False` is for batch's second pass only, which sends a body only when its
+    fingerprint is that of a body checked here in the first."""
     if not messages:
         raise UsageError("nothing to send: the conversation has no messages")
     body = {"model": model, "messages": messages, **fields, "stream": stream}
     if stream and include_usage:
         body["stream_options"] = {**fields.get("stream_options", {}), "include_usage": True}
+    if not check:
+        return body
     try:
         check_value(body)
     except ValueProblem as exc:

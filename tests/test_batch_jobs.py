@@ -14,12 +14,12 @@ from anyfast_cli.batch.jobs import (
     Shard,
     batch_input_line,
     check_template,
-    iter_records,
     parse_record,
     parse_shard,
     result_line,
     scan_input,
 )
+from anyfast_cli.commands.batch import CheckedRecords
 from anyfast_cli.errors import ExitCode, UsageError
 
 MODEL = "doubao-seed-1-6-251015"
@@ -317,35 +317,64 @@ def test_scan_checks_lines_outside_the_shard_too():
     assert scan_input(lines, opts(), Shard(1, 2)).error_count == 1
 
 
-# --- iterating and shards -----------------------------------------------------------------
+# --- the second pass: iterating and shards (commands/batch.py's CheckedRecords) -----------------
 
 
-def test_iter_records_indexes_skip_blank_lines():
+def second_pass(lines, shard=None, answered=(), scanned=None) -> list:
+    """The records the run sends: those the first pass checked (`scanned`, else `lines`)."""
+    scan = scan_input(scanned if scanned is not None else lines, opts(), shard)
+    checked = CheckedRecords(dict(scan.ids), "in.jsonl")
+    checked.mark_answered(answered)
+    return checked.records(lines, opts(), shard)
+
+
+def test_records_indexes_skip_blank_lines():
     lines = lines_of('"a"', "", "   ", '"b"', '"c"')
-    records = list(iter_records(lines, opts()))
+    records = list(second_pass(lines))
     assert [(r.index, r.line_no, r.id) for r in records] == [(0, 1, "1"), (1, 4, "4"), (2, 5, "5")]
 
 
-def test_iter_records_shard_and_skip():
+def test_records_shard_and_skip():
     lines = lines_of(*(f'"p{i}"' for i in range(10)))
-    picked = [r.index for r in iter_records(lines, opts(), Shard(1, 4))]
+    picked = [r.index for r in second_pass(lines, Shard(1, 4))]
     assert picked == [0, 4, 8]
-    picked = [r.index for r in iter_records(lines, opts(), Shard(4, 4))]
+    picked = [r.index for r in second_pass(lines, Shard(4, 4))]
     assert picked == [3, 7]
-    skipped = [r.id for r in iter_records(lines, opts(), None, skip={"1", "3"})]
+    skipped = [r.id for r in second_pass(lines, answered={"1", "3"})]
     assert skipped == [str(n) for n in range(2, 11) if n != 3]
 
 
-def test_iter_records_is_lazy():
+def test_records_are_read_lazily():
     def endless():
         n = 0
         while True:
             n += 1
             yield f'"p{n}"\n'.encode()
 
-    records = iter_records(endless(), opts())
+    records = second_pass(endless(), scanned=lines_of('"p1"', '"p2"'))
     assert next(records).id == "1"
     assert next(records).id == "2"
+
+
+def test_the_second_pass_builds_the_records_the_first_checked():
+    # It leaves the value checks out (check=False); what it builds must be the same requests.
+    lines = lines_of(
+        '"hello"',
+        {"id": "a", "prompt": "p", "system": "s", "temperature": 0.5},
+        {
+            "custom_id": "b",
+            "method": "POST",
+            "url": BATCH_URL,
+            "body": {"messages": [{"role": "user", "content": "q"}]},
+        },
+        {"id": "c", "messages": [{"role": "user", "content": [{"type": "text", "text": "t"}]}]},
+        {"id": "d", "prompt": "p", "schema": "name, year int"},
+        {"id": "e", "prompt": "p", "schema": {"type": "object"}},
+    )
+    checked = [parse_record(raw, n, n - 1, opts()) for n, raw in enumerate(lines, 1)]
+    unchecked = [parse_record(raw, n, n - 1, opts(), check=False) for n, raw in enumerate(lines, 1)]
+    assert unchecked == checked
+    assert [r.id for r in second_pass(lines)] == [r.id for r in checked]
 
 
 def test_shards_partition_the_input():

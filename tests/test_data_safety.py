@@ -304,6 +304,31 @@ def test_lines_added_after_validation_are_never_sent(second):
     assert records.unchecked == 1
 
 
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        b'{"id": "b", "prompt": "\\ud800"}\n',  # a lone surrogate
+        b'{"id": "b", "prompt": "two", "seed": NaN}\n',
+        b'{"id": "b", "prompt": "two", "seed": 1e999}\n',
+        b'{"id": "b", "prompt": "two", "seed": ' + b"1" * 5000 + b"}\n",
+        b'{"id": "b", "prompt": "two", "user": ' + DEEP.encode() + b"}\n",
+        b'{"id": "b", "messages": [{"role": "user", "content": ' + DEEP.encode() + b"}]}\n",
+        b'{"id": "b", "prompt": "two", "schema": {"type": 5}}\n',
+        b'{"id": "\\udc00", "prompt": "two"}\n',
+    ],
+    ids=["surrogate", "NaN", "1e999", "5000 digits", "deep field", "deep content", "bad schema", "surrogate id"],
+)
+def test_a_line_changed_into_what_validation_refuses_is_never_sent(changed):
+    # The second pass does not repeat the value checks: the fingerprint is what stops these.
+    first = lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"})
+    sent, records = checked(first, [first[0], changed])
+    assert sent == ["a"]
+    assert records.unchecked == 1
+
+
 def test_records_not_run_are_never_exit_0():
     assert batch_exit_code(Tally(total=3, ok=3)) == ExitCode.OK
     assert batch_exit_code(Tally(total=3, ok=2)) == ExitCode.BATCH_PARTIAL

@@ -53,11 +53,16 @@ class Record:
     schema: dict | None = None  # --schema, or the record's own `schema`: the answer must be valid for it
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def fingerprint(record_id: str, body: dict, schema: dict | None = None) -> str:
-    """16 hex digits naming this exact request, so a changed input line is not taken as answered."""
+    """16 hex digits naming this exact request, so a changed input line is not taken as answered.
+    (A checked request holds no surrogate half; "surrogatepass" lets the second pass fingerprint
+    a line that changed into one, which then matches nothing.)"""
     parts = [record_id, body] if schema is None else [record_id, body, schema]
-    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
+    canonical = _CANONICAL.encode(parts)
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 class RecordError(ValueError):
@@ -215,11 +220,16 @@ def fill_template(template: str, data: Mapping) -> str:
     return "".join(values[p.name] if isinstance(p, _Field) else p for p in pieces)
 
 
-def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> Record:
-    """One input line -> Record; a RecordError says what is wrong with it."""
-    record, data = _parse_record(raw, line_no, index, options)
+def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, *, check: bool = True) -> Record:
+    """One input line -> Record; a RecordError says what is wrong with it.
+
+    `check=False` leaves out the checks of the values (NaN, surrogates, depth; a record's own
+    schema), which cost more than the parse: for batch's second pass, which sends a record only
+    when its fingerprint is that of a record the first pass checked. Deep nesting may then raise
+    RecursionError."""
+    record, data = _parse_record(raw, line_no, index, options, check)
     own = data.get("schema") if isinstance(data, dict) and not options.plain_lines else None
-    schema = record_schema(own) if own is not None else options.schema
+    schema = record_schema(own, check) if own is not None else options.schema
     if schema is None:
         return record
     return Record(
@@ -227,13 +237,14 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> R
     )
 
 
-def record_schema(value) -> dict:
+def record_schema(value, check: bool = True) -> dict:
     """A record's own `schema`: a JSON Schema object, or a field list ('name, age int')."""
-    from anyfast_cli.schema import check_schema, fields_schema
+    from anyfast_cli.schema import fields_schema
 
     try:
         if isinstance(value, dict):
-            check_schema(value, "'schema'")
+            if check:
+                _check_record_schema(_CANONICAL.encode(value))
             return value
         if isinstance(value, str):
             return fields_schema(value)
@@ -242,7 +253,15 @@ def record_schema(value) -> dict:
     raise RecordError("'schema' must be a JSON Schema object or a field list string")
 
 
-def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> tuple[Record, object]:
+@functools.lru_cache(maxsize=64)
+def _check_record_schema(canonical: str) -> None:
+    """check_schema, once for each schema: records usually repeat one, and a check takes ms."""
+    from anyfast_cli.schema import check_schema
+
+    check_schema(json.loads(canonical), "'schema'")
+
+
+def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, check: bool) -> tuple[Record, object]:
     try:
         text = raw.decode("utf-8").rstrip("\r\n")
         if line_no == 1:
@@ -250,20 +269,22 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
     except UnicodeDecodeError:
         raise RecordError("not valid UTF-8") from None
     if options.plain_lines:
-        return _record(str(line_no), line_no, index, _prompt_messages({"text": text}, text, options), {}, options), None
+        messages = _prompt_messages({"text": text}, text, options)
+        return _record(str(line_no), line_no, index, messages, {}, options, check), None
     try:
-        data = parse_json(text)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
+        data = parse_json(text, check=check)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
     except JsonSyntaxError as exc:
         raise RecordError(f"not valid JSON: {exc.msg}, column {exc.colno}") from None
     except ValueProblem as exc:
         raise RecordError(exc.describe()) from None
     if isinstance(data, str):
-        return _record(str(line_no), line_no, index, _prompt_messages({"text": data}, data, options), {}, options), data
+        messages = _prompt_messages({"text": data}, data, options)
+        return _record(str(line_no), line_no, index, messages, {}, options, check), data
     if not isinstance(data, dict):
         raise RecordError("expected a JSON string or object")
     record_id = _record_id(data, line_no)
     if "body" in data and "custom_id" in data:
-        return _openai_batch_record(data, record_id, line_no, index, options), data
+        return _openai_batch_record(data, record_id, line_no, index, options, check), data
     overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
     if options.template is not None:
         messages = _prompt_messages(data, None, options)
@@ -281,17 +302,19 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
             messages = with_system(messages, _string(data, "system"))
     else:
         raise RecordError("an object needs 'prompt', 'messages', or custom_id+body (or use --template)")
-    return _record(record_id, line_no, index, messages, overrides, options), data
+    return _record(record_id, line_no, index, messages, overrides, options, check), data
 
 
-def _openai_batch_record(data: dict, record_id: str, line_no: int, index: int, options: JobOptions) -> Record:
+def _openai_batch_record(
+    data: dict, record_id: str, line_no: int, index: int, options: JobOptions, check: bool
+) -> Record:
     body = data["body"]
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         raise RecordError("'body' must be a request body with a non-empty 'messages' list")
     if data.get("method", "POST") != "POST" or not str(data.get("url", BATCH_URL)).endswith("/chat/completions"):
         raise RecordError("only POST /v1/chat/completions lines are supported")
     overrides = {k: v for k, v in body.items() if k not in ("messages", "stream", "stream_options")}
-    return _record(record_id, line_no, index, _messages(body["messages"]), overrides, options)
+    return _record(record_id, line_no, index, _messages(body["messages"]), overrides, options, check)
 
 
 def _messages(items) -> list[dict]:
@@ -305,7 +328,9 @@ def _messages(items) -> list[dict]:
     return messages
 
 
-def _record(record_id: str, line_no: int, index: int, messages: list, overrides: dict, options: JobOptions) -> Record:
+def _record(
+    record_id: str, line_no: int, index: int, messages: list, overrides: dict, options: JobOptions, check: bool = True
+) -> Record:
     model = overrides.pop("model", None) or options.model
     if not isinstance(model, str):
         raise RecordError("'model' must be a string")
@@ -314,7 +339,7 @@ def _record(record_id: str, line_no: int, index: int, messages: list, overrides:
         messages = with_system(messages, options.system)
     try:
         check_fields(fields, model)
-        body = build_body(model, messages, fields, stream=False)
+        body = build_body(model, messages, fields, stream=False, check=check)
     except UsageError as exc:
         raise RecordError(exc.message) from None
     return Record(index, line_no, record_id, body, fingerprint(record_id, body))
@@ -451,18 +476,6 @@ def _first_lines(lines: Iterable[bytes], options: JobOptions, ids: set) -> dict[
         if record_id in ids and record_id not in first:
             first[record_id] = line_no
     return first
-
-
-def iter_records(
-    lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None, skip: set = frozenset()
-) -> Iterator[Record]:
-    """The records to run, lazily (the input was validated by scan_input first)."""
-    for index, line_no, raw in numbered_lines(lines):
-        if shard is not None and index not in shard:
-            continue
-        record = parse_record(raw, line_no, index, options)
-        if record.id not in skip:
-            yield record
 
 
 def batch_input_line(record: Record, schema_mode: str = "json_schema") -> dict:
