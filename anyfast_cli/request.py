@@ -99,8 +99,8 @@ def build_body(
     """The JSON body: model, messages, the fields the user set, and stream. Every body passes
     here, so here is where anything JSON cannot carry is refused, whatever input it came from:
     NaN, text that is not UTF-8 (an argument's stray bytes), nesting too deep (exit 2).
-    `check=False` is for batch's second pass only, which sends a body only when its
-    fingerprint is that of a body checked here in the first."""
+    `check=False` is for batch records, whose values are checked as each line is parsed
+    (and the command's options once, batch/jobs.JobOptions)."""
     if not messages:
         raise UsageError("nothing to send: the conversation has no messages")
     body = {"model": model, "messages": messages, **fields, "stream": stream}

@@ -323,7 +323,7 @@ def test_scan_checks_lines_outside_the_shard_too():
 def second_pass(lines, shard=None, answered=(), scanned=None) -> list:
     """The records the run sends: those the first pass checked (`scanned`, else `lines`)."""
     scan = scan_input(scanned if scanned is not None else lines, opts(), shard)
-    checked = CheckedRecords(dict(scan.ids), "in.jsonl")
+    checked = CheckedRecords(scan, "in.jsonl")
     checked.mark_answered(answered)
     return checked.records(lines, opts(), shard)
 
@@ -357,7 +357,7 @@ def test_records_are_read_lazily():
 
 
 def test_the_second_pass_builds_the_records_the_first_checked():
-    # It leaves the value checks out (check=False); what it builds must be the same requests.
+    # It leaves the checks and fingerprints out (check=False); what it builds must be the same.
     lines = lines_of(
         '"hello"',
         {"id": "a", "prompt": "p", "system": "s", "temperature": 0.5},
@@ -372,9 +372,15 @@ def test_the_second_pass_builds_the_records_the_first_checked():
         {"id": "e", "prompt": "p", "schema": {"type": "object"}},
     )
     checked = [parse_record(raw, n, n - 1, opts()) for n, raw in enumerate(lines, 1)]
-    unchecked = [parse_record(raw, n, n - 1, opts(), check=False) for n, raw in enumerate(lines, 1)]
-    assert unchecked == checked
-    assert [r.id for r in second_pass(lines)] == [r.id for r in checked]
+    assert list(second_pass(lines)) == checked
+
+
+def test_a_line_not_byte_for_byte_as_checked_is_not_sent():
+    first = lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"})
+    spaced = [first[0], b'{"id": "b",  "prompt": "two"}\n']  # the same request, other bytes
+    assert [r.id for r in second_pass(spaced, scanned=first)] == ["a"]
+    swapped = [first[1], first[0]]
+    assert list(second_pass(swapped, scanned=first)) == []
 
 
 def test_shards_partition_the_input():
@@ -445,3 +451,20 @@ def test_result_line_failed_without_response():
     assert line["response"] is None
     assert line["error"] == {"code": "network_error", "message": "m"}
     assert line["custom_id"] == "x" and line["id"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"system": "\udcff"},
+        {"fields": {"seed": float("nan")}},
+        {"fields": {"user": "\ud800"}},
+        {"image_urls": ("data:image/png;base64,\udcff",)},
+        {"schema": {"type": "object", "description": float("inf")}},
+    ],
+    ids=["system", "NaN field", "surrogate field", "image", "schema"],
+)
+def test_the_options_every_record_takes_are_checked_once_up_front(options):
+    # A record's body is not checked as a whole: its line's values are, and these once.
+    with pytest.raises(UsageError, match="the request cannot be sent"):
+        opts(**options)

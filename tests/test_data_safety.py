@@ -274,7 +274,7 @@ def lines_of(*items) -> list[bytes]:
 def checked(first: list[bytes], second: list[bytes]) -> tuple[list[str], CheckedRecords]:
     options = JobOptions(model="m")
     scan = scan_input(first, options)
-    records = CheckedRecords(dict(scan.ids), "in.jsonl")
+    records = CheckedRecords(scan, "in.jsonl")
     return [record.id for record in records.records(second, options, None)], records
 
 
@@ -283,7 +283,7 @@ def test_a_line_changed_after_validation_is_not_sent():
     second = lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "EDITED"}, {"id": "c", "prompt": "three"})
     sent, records = checked(first, second)
     assert sent == ["a", "c"]
-    assert records.unchecked == 1 and records.pending == {}  # b's checked request was not run
+    assert records.unchecked == 1 and list(records.pending) == ["b"]  # b's checked request was not run
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -20,7 +21,7 @@ from anyfast_cli.inputs import parse_messages, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
-from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, check_value, parse_json, text_problem
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REPORTED_ERRORS = 20
@@ -42,14 +43,22 @@ class JobOptions:
     video_parts: tuple = ()
     schema: dict | None = None  # --schema: every record's answer is checked against it
 
+    def __post_init__(self) -> None:
+        # Checked once here, so that a record's body, made of these and of its line's own
+        # values (checked as the line is parsed), needs no check of its own.
+        try:
+            check_value([self.model, self.fields, self.system, self.image_urls, self.video_parts, self.schema])
+        except ValueProblem as exc:
+            raise UsageError(f"the request cannot be sent: {exc.problem}") from None
 
-@dataclass(frozen=True)
+
+@dataclass
 class Record:
     index: int  # 0-based among the input's records (blank lines are not records)
     line_no: int
     id: str
     body: dict
-    fingerprint: str = ""  # of id and body: --resume keeps an answer only for the same request
+    fingerprint: str = ""  # of id, body and schema: --resume keeps an answer only for the same request
     schema: dict | None = None  # --schema, or the record's own `schema`: the answer must be valid for it
 
 
@@ -57,12 +66,14 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",
 
 
 def fingerprint(record_id: str, body: dict, schema: dict | None = None) -> str:
-    """16 hex digits naming this exact request, so a changed input line is not taken as answered.
-    (A checked request holds no surrogate half; "surrogatepass" lets the second pass fingerprint
-    a line that changed into one, which then matches nothing.)"""
+    """16 hex digits naming this exact request, so a changed input line is not taken as answered."""
     parts = [record_id, body] if schema is None else [record_id, body, schema]
-    canonical = _CANONICAL.encode(parts)
-    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return hashlib.blake2b(_CANONICAL.encode(parts).encode("utf-8"), digest_size=8).hexdigest()
+
+
+def line_digest(raw: bytes) -> int:
+    """8 bytes naming an input line exactly, as a number (an array of them costs 8 bytes a line)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
 class RecordError(ValueError):
@@ -223,18 +234,15 @@ def fill_template(template: str, data: Mapping) -> str:
 def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, *, check: bool = True) -> Record:
     """One input line -> Record; a RecordError says what is wrong with it.
 
-    `check=False` leaves out the checks of the values (NaN, surrogates, depth; a record's own
-    schema), which cost more than the parse: for batch's second pass, which sends a record only
-    when its fingerprint is that of a record the first pass checked. Deep nesting may then raise
-    RecursionError."""
+    `check=False` is for a line known to be byte for byte one that was checked (batch's second
+    pass): the checks of its values (NaN, surrogates, depth, ranges, a record's own schema) and
+    its fingerprint, which cost more than building the record, are left to that first time."""
     record, data = _parse_record(raw, line_no, index, options, check)
     own = data.get("schema") if isinstance(data, dict) and not options.plain_lines else None
-    schema = record_schema(own, check) if own is not None else options.schema
-    if schema is None:
-        return record
-    return Record(
-        record.index, record.line_no, record.id, record.body, fingerprint(record.id, record.body, schema), schema
-    )
+    record.schema = record_schema(own, check) if own is not None else options.schema
+    if check:
+        record.fingerprint = fingerprint(record.id, record.body, record.schema)
+    return record
 
 
 def record_schema(value, check: bool = True) -> dict:
@@ -338,11 +346,13 @@ def _record(
     if options.system is not None and not any(m.get("role") == "system" for m in messages):
         messages = with_system(messages, options.system)
     try:
-        check_fields(fields, model)
-        body = build_body(model, messages, fields, stream=False, check=check)
+        if check:
+            check_fields(fields, model)
+        # check=False: its values were checked already, the line's as it was parsed, the options' once
+        body = build_body(model, messages, fields, stream=False, check=False)
     except UsageError as exc:
         raise RecordError(exc.message) from None
-    return Record(index, line_no, record_id, body, fingerprint(record_id, body))
+    return Record(index, line_no, record_id, body)
 
 
 def _prompt_messages(data: dict, prompt: str | None, options: JobOptions) -> list[dict]:
@@ -424,6 +434,7 @@ class Scan:
     records: int = 0
     error_count: int = 0
     ids: Mapping = field(default_factory=dict)  # id -> fingerprint of the records this shard runs
+    digests: array = field(default_factory=lambda: array("Q"))  # line_digest of each record's line, by index
     _first_errors: list = field(default_factory=list)  # (line, message): the first few by line
 
     def add_error(self, line_no: int, message: str) -> None:
@@ -445,6 +456,7 @@ def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None 
     shard_ids: dict[str, str] = {}
     for index, line_no, raw in numbered_lines(lines):
         scan.records += 1
+        scan.digests.append(line_digest(raw))
         try:
             record = parse_record(raw, line_no, index, options)
         except RecordError as exc:

@@ -22,10 +22,11 @@ from anyfast_cli.batch.jobs import (
     MAX_REPORTED_ERRORS,
     JobOptions,
     Record,
-    RecordError,
+    Scan,
     Shard,
     batch_input_line,
     check_template,
+    line_digest,
     numbered_lines,
     parse_record,
     parse_shard,
@@ -93,7 +94,7 @@ def run_batch(
             report_invalid(scan, streams)
         if not scan.records:
             streams.warn("the input holds no records; nothing to do")
-        checked = CheckedRecords(scan.ids, lines.name)  # the ids and fingerprints of what was validated
+        checked = CheckedRecords(scan, lines.name)  # the ids, fingerprints and lines of what was validated
         del scan
         if flags.dry_run:
             return dry_run(checked, lines, options, shard, flags, streams, schema_mode=mode)
@@ -285,13 +286,14 @@ _MISSING = object()
 
 class CheckedRecords:
     """The records to send, read in a second pass over the input, sending only what the
-    first pass validated: each record exactly as it was checked (the same id and the same
-    request, by fingerprint), each once. A file can change in between (edited, appended to,
-    rewritten): a line that is not as checked is not sent but counted, and so are the
-    validated records it replaced, which are then not run, so the batch cannot exit 0."""
+    first pass validated: each record from a line byte for byte as it was checked (by its
+    digest), each once. A file can change in between (edited, appended to, rewritten): a
+    line that is not as checked is not sent but counted, and so are the validated records
+    it replaced, which are then not run, so the batch cannot exit 0."""
 
-    def __init__(self, ids: dict, name: str) -> None:
-        self.pending = ids  # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+    def __init__(self, scan: Scan, name: str) -> None:
+        self.pending = scan.ids  # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+        self._digests = scan.digests  # line_digest of each record's line, by index
         self._name = name
         self.unchecked = 0  # lines met in the second pass that the first did not validate
         self._first_lines: list[int] = []
@@ -310,20 +312,19 @@ class CheckedRecords:
         for index, line_no, raw in numbered_lines(lines):
             if shard is not None and index not in shard:
                 continue
-            try:
-                # Not checked again: a record is sent only when its fingerprint is that of a
-                # record the first pass checked, so one that changed since is caught there.
+            record = None
+            if index < len(self._digests) and line_digest(raw) == self._digests[index]:
+                # The very line the first pass checked: its checks and fingerprint are not repeated.
                 record = parse_record(raw, line_no, index, options, check=False)
-            except (RecordError, RecursionError):  # unchecked, a changed line may nest too deep
-                record = None
             expected = _MISSING if record is None else self.pending.pop(record.id, _MISSING)
             if expected is None:
                 continue  # answered already (--resume)
-            if expected is _MISSING or expected != record.fingerprint:
+            if expected is _MISSING:
                 self.unchecked += 1
                 if len(self._first_lines) < MAX_REPORTED_ERRORS:
                     self._first_lines.append(line_no)
                 continue
+            record.fingerprint = expected
             yield record
 
     def report(self, streams: Streams, *, resumable: bool) -> None:
