@@ -468,3 +468,16 @@ def test_the_options_every_record_takes_are_checked_once_up_front(options):
     # A record's body is not checked as a whole: its line's values are, and these once.
     with pytest.raises(UsageError, match="the request cannot be sent"):
         opts(**options)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b'{"id": "q1", "prompt": "caf\\u00e9 \\ud83d\\ude00", "temperature": 0.5}\n', "9a2243a0595e477b"),
+        (b'"hello"\n', "6df1e4a1c6972b8e"),
+        (b'{"id": 3, "prompt": "x", "schema": "name, year int"}\n', "67f50cfb9a2da5f0"),
+    ],
+)
+def test_fingerprints_stay_what_earlier_versions_wrote(raw, expected):
+    # --resume keeps an answer in an output file only when its id carries the same fingerprint.
+    assert parse_record(raw, 1, 0, JobOptions(model="m")).fingerprint == expected

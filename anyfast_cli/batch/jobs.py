@@ -21,7 +21,7 @@ from anyfast_cli.inputs import parse_messages, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
-from anyfast_cli.structured import JsonSyntaxError, ValueProblem, check_value, parse_json, text_problem
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, check_value, json_writer, parse_json, text_problem
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REPORTED_ERRORS = 20
@@ -62,13 +62,13 @@ class Record:
     schema: dict | None = None  # --schema, or the record's own `schema`: the answer must be valid for it
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_CANONICAL = json_writer(sort_keys=True)
 
 
 def fingerprint(record_id: str, body: dict, schema: dict | None = None) -> str:
     """16 hex digits naming this exact request, so a changed input line is not taken as answered."""
     parts = [record_id, body] if schema is None else [record_id, body, schema]
-    return hashlib.blake2b(_CANONICAL.encode(parts).encode("utf-8"), digest_size=8).hexdigest()
+    return hashlib.blake2b(_CANONICAL(parts).encode("utf-8"), digest_size=8).hexdigest()
 
 
 def line_digest(raw: bytes) -> int:
@@ -252,7 +252,7 @@ def record_schema(value, check: bool = True) -> dict:
     try:
         if isinstance(value, dict):
             if check:
-                _check_record_schema(_CANONICAL.encode(value))
+                _check_record_schema(_CANONICAL(value))
             return value
         if isinstance(value, str):
             return fields_schema(value)

@@ -12,7 +12,6 @@ input is.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -38,8 +37,10 @@ from anyfast_cli.exchange import (
 from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
 from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.schema import DEFAULT_REPAIR
+from anyfast_cli.structured import json_writer
 from anyfast_cli.transport import NetworkPolicy, network_policy
 
+_write_json = json_writer()
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
 
 
@@ -189,7 +190,7 @@ class BatchRunner:
             return outcome
 
     async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
-        payload = json.dumps(request_body, ensure_ascii=False).encode("utf-8")
+        payload = _write_json(request_body).encode("utf-8")
         tokens = estimate_tokens(request_body) if self.limiter.pacer.counts_tokens else 0
         policy = self.policy
         attempts = Attempts(
