@@ -110,6 +110,72 @@ SETTING_OPTIONS = [
             ),
         ],
     ),
+    _option(
+        "usage_log",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--usage-log",
+                metavar="FILE",
+                help="Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].",
+            ),
+        ],
+    ),
+    _option(
+        "prices",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--prices",
+                metavar="FILE",
+                help="Prices per million tokens by model or glob (YAML or JSON) [config prices].",
+            ),
+        ],
+    ),
+    _option(
+        "budget",
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--budget",
+                metavar="AMOUNT",
+                help="Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].",
+            ),
+        ],
+    ),
+    _option(
+        "budget_tokens",
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--budget-tokens",
+                metavar="N",
+                help="Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].",
+            ),
+        ],
+    ),
+    _option(
+        "cache",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--cache",
+                metavar="DIR",
+                help="Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].",
+            ),
+        ],
+    ),
+    _option(
+        "cache_mode",
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--cache-mode",
+                metavar="rw|refresh|replay",
+                help="rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].",
+            ),
+        ],
+    ),
 ]
 
 REQUEST_OPTIONS = [
@@ -223,6 +289,16 @@ OUTPUT_OPTIONS = [
         Annotated[bool, typer.Option("--dry-run", help="Print the request that would be sent; send nothing.")],
         False,
     ),
+    _option(
+        "markdown",
+        Annotated[
+            Optional[bool],
+            typer.Option(
+                "--markdown/--raw",
+                help="Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].",
+            ),
+        ],
+    ),
 ]
 
 
@@ -234,7 +310,7 @@ SCHEMA_OPTIONS = [
             typer.Option(
                 "--schema",
                 metavar="SPEC",
-                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.",
+                help="Ask for JSON valid for SPEC and check it: a field list 'name, year int', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.",
             ),
         ],
     ),
@@ -335,6 +411,38 @@ NoStdin = Annotated[
 ]
 
 
+# complete and chat: -a and -o.
+Attach = Annotated[
+    Optional[List[str]],
+    typer.Option(
+        "-a",
+        "--attach",
+        metavar="PATH|URL|-",
+        help="Attach a file, an http(s) URL (fetched first) or stdin (-), typed by its content: text as a named "
+        "block before the prompt, an image or video as a part; anything else is exit 2 (repeatable).",
+    ),
+]
+Output = Annotated[
+    Optional[str],
+    typer.Option(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Write what stdout would get to FILE, replacing it only on exit status 0 or 8; "
+        "on any other status FILE is left as it was.",
+    ),
+]
+# chat and batch: --var.
+Variables = Annotated[
+    Optional[List[str]],
+    typer.Option(
+        "--var",
+        metavar="NAME=VALUE|NAME=@FILE",
+        help="Set a prompt file's {NAME} to VALUE or FILE's text (repeatable); one no placeholder uses is exit 2.",
+    ),
+]
+
+
 # --- the error boundary --------------------------------------------------------------------
 
 
@@ -356,7 +464,7 @@ def guarded(run):
             _silence_stdout()
             code = ExitCode.BROKEN_PIPE
         except KeyboardInterrupt as exc:
-            code = SIGNAL_STATUS + exc.signum if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+            code = exc.exit_code if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         except Exception as exc:  # a bug: still one line, the traceback only on request
             debug = debug_enabled(streams.env)
             _report(
@@ -373,7 +481,6 @@ def guarded(run):
 # --- signals that end the program as Ctrl-C does ------------------------------------------------
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")  # what timeout(1), CI cancellation and a closed terminal send
-SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N, as a shell reports it (130 for Ctrl-C)
 
 
 @contextmanager
@@ -468,6 +575,7 @@ class AnyfastGroup(ExitStatusEpilog, TyperGroup):
     """Click's own usage errors become one `anyfast: error:` line and exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _refuse_undecodable_arguments(sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(
                 args=args, prog_name=prog_name or "anyfast", complete_var=complete_var, standalone_mode=False, **extra
@@ -530,6 +638,8 @@ Examples:
   echo 'Write a haiku about pipes' | anyfast complete
   git diff | anyfast complete 'Write a commit message for this diff:'
   anyfast complete -i screenshot.png 'What is wrong on this page?'
+  anyfast complete -a src/app.py -a https://example.com/spec.md 'Does the code follow the spec?'
+  anyfast complete -o report.md -a build.log 'Summarise the errors:'   # report.md kept if it fails
   anyfast complete --json 'hi' | jq .usage
   while read -r q; do anyfast complete -n "$q"; done < questions.txt
   anyfast complete --tools tools.yaml 'Weather in Oslo?' | jq -r .function.arguments
@@ -554,6 +664,8 @@ def complete(
         ),
     ] = None,
     no_stdin: NoStdin = False,
+    attach: Attach = None,
+    output: Output = None,
     settings_flags=None,
     request=None,
     out=None,
@@ -567,6 +679,8 @@ def complete(
         return run_complete(
             list(prompt or []),
             no_stdin=no_stdin,
+            attach=list(attach or []),
+            output=output,
             settings_flags=settings_flags,
             request=request,
             out=out,
@@ -582,6 +696,7 @@ Examples:
   anyfast chat -f talk.yaml 'Summarise our plan'
   anyfast chat -f talk.yaml --save talk.yaml 'And the next step?'
   printf '[{"user": "hi"}]' | anyfast chat -f -
+  git diff | anyfast chat -f review --var lang=Go   # a prompt file, by name (anyfast prompts)
   anyfast chat                       # interactive, at a terminal
   anyfast chat -I -f talk.yaml --save talk.yaml   # a session seeded by a file
 
@@ -598,6 +713,8 @@ A conversation file is a list of messages, or a mapping:
     - user: What is on this picture?
       images: [photo.jpg]
     - assistant: A cat.
+A prompt file also has vars: (defaults for its {name} placeholders; {input} is the prompt),
+and may have description: and schema:. More in: anyfast prompts --help
 """
 
 
@@ -612,7 +729,13 @@ def chat(
     ] = None,
     messages_file: Annotated[
         Optional[str],
-        typer.Option("-f", "--messages", metavar="FILE", help="Conversation file, YAML or JSON ('-' for stdin)."),
+        typer.Option(
+            "-f",
+            "--messages",
+            metavar="FILE|NAME",
+            help="Conversation or prompt file, YAML or JSON ('-' for stdin); a NAME is looked up in the prompt "
+            "directories (see anyfast prompts).",
+        ),
     ] = None,
     save: Annotated[
         Optional[str],
@@ -630,6 +753,9 @@ def chat(
             help="Answer the tool call ID (from the file's last reply) with TEXT or FILE's content (repeatable).",
         ),
     ] = None,
+    variables: Variables = None,
+    attach: Attach = None,
+    output: Output = None,
     settings_flags=None,
     request=None,
     out=None,
@@ -648,6 +774,9 @@ def chat(
             no_stdin=no_stdin,
             interactive=interactive,
             tool_results=list(tool_results or []),
+            variables=list(variables or []),
+            attach=list(attach or []),
+            output=output,
             settings_flags=settings_flags,
             request=request,
             out=out,
@@ -663,6 +792,7 @@ Examples:
   anyfast batch prompts.jsonl -o answers.jsonl -j 64 --rpm 3000 --resume
   cut -f2 questions.tsv | anyfast batch --lines > answers.jsonl
   anyfast batch reviews.jsonl --template 'Summarise: {text}' -o summaries.jsonl
+  anyfast batch diffs.jsonl -f review --var lang=Go -o reviews.jsonl   # each record's fields fill it
   anyfast batch big.jsonl --shard 2/4 -o part2.jsonl      # the 2nd of 4 machines
   anyfast batch prompts.jsonl --dry-run > openai-batch-input.jsonl
 
@@ -694,6 +824,17 @@ def batch(
             help="Build each prompt from the record's fields: 'Summarise: {text}' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).",
         ),
     ] = None,
+    messages_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "-f",
+            "--messages",
+            metavar="FILE|NAME",
+            help="Render every record through this prompt file: an object's fields are its variables (its prompt "
+            "is {input}); a JSON string or a --lines line is {input}.",
+        ),
+    ] = None,
+    variables: Variables = None,
     ordered: Annotated[
         bool, typer.Option("--ordered", help="Write results in input order (default: as they complete).")
     ] = False,
@@ -749,6 +890,8 @@ def batch(
             output=output,
             plain_lines=lines,
             template=template,
+            messages_file=messages_file,
+            variables=tuple(variables or ()),
             ordered=ordered,
             concurrency=concurrency,
             rpm=rpm,
@@ -781,7 +924,7 @@ def schema_command(
         str,
         typer.Argument(
             metavar="SPEC",
-            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML).",
+            help="A field list ('name, year int: the year'), JSON Schema text, or @FILE (JSON or YAML; a path with / or an extension works too).",
             show_default=False,
         ),
     ],
@@ -795,6 +938,176 @@ def schema_command(
         from anyfast_cli.commands.schema_answer import run_schema
 
         return run_schema(spec, multi=multi, streams=streams)
+
+    guarded(run)
+
+
+USAGE_EXAMPLES = """\b
+Examples:
+  anyfast usage                                  # the configured usage log (--usage-log, ANYFAST_USAGE_LOG)
+  anyfast usage ~/.local/state/anyfast/usage.jsonl --by day --since 7d
+  anyfast usage ci-usage.jsonl --by model --json | jq '.[].cost'
+"""
+
+
+@app.command("usage", context_settings=CONTEXT, epilog=USAGE_EXAMPLES)
+@with_option_groups
+def usage_command(
+    files: Annotated[
+        Optional[List[str]],
+        typer.Argument(
+            metavar="[FILE]...", help="Usage logs to total [default: the configured usage log].", show_default=False
+        ),
+    ] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--by", metavar="model|day|command|profile", help="One row per model, UTC day, command or profile."
+        ),
+    ] = None,
+    since: Annotated[
+        Optional[str],
+        typer.Option("--since", metavar="DURATION|DATE", help="Only requests since then: 7d, 12h, 30m, 2026-12-01."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON array.")] = False,
+    settings_flags=None,
+) -> None:
+    """Total what the usage log says was spent: requests, tokens, cost (per currency)."""
+
+    def run(streams):
+        from anyfast_cli.commands.common import load_settings
+        from anyfast_cli.commands.usage import run_usage
+
+        log = None if files else load_settings(settings_flags, streams).usage_log
+        return run_usage(files or [], by=by, since=since, as_json=as_json, log_setting=log, streams=streams)
+
+    guarded(run)
+
+
+MODELS_EXAMPLES = """\b
+Examples:
+  anyfast models
+  anyfast models 'doubao-*'
+  anyfast models --check doubao-seed-1-6-251015 --check glm-4-7-251222 || exit 1
+"""
+
+
+@app.command("models", context_settings=CONTEXT, epilog=MODELS_EXAMPLES)
+@with_option_groups
+def models_command(
+    pattern: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="[PATTERN]",
+            help="Only ids matching this glob ('doubao-*') or containing this text.",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--check", metavar="MODEL", help="Exit 1, naming each, unless every MODEL is served (repeatable)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the response object as received.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show URL, status and request id on stderr.")
+    ] = False,
+    settings_flags=None,
+) -> None:
+    """List the models the gateway serves to this key (GET /models), one id per line."""
+
+    def run(streams):
+        from anyfast_cli.commands.common import OutputFlags, load_settings
+        from anyfast_cli.commands.models import run_models
+
+        settings = load_settings(settings_flags, streams)
+        return run_models(
+            pattern,
+            check=check or [],
+            as_json=as_json,
+            settings=settings,
+            out=OutputFlags(verbose=verbose),
+            streams=streams,
+        )
+
+    guarded(run)
+
+
+PromptsConfig = Annotated[
+    Optional[str],
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="The config file beside which prompts/ is searched [env ANYFAST_CONFIG; default "
+        "$XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].",
+    ),
+]
+
+PROMPTS_EXAMPLES = """\b
+Examples:
+  anyfast prompts
+  anyfast prompts --json | jq -r '.[].path'
+  anyfast prompts show review
+  git diff | anyfast chat -f review --var lang=Go
+
+\b
+Prompt files are looked up, first found wins, as NAME.yaml, NAME.yml or NAME.json in each
+directory of ANYFAST_PROMPTS_PATH (colon-separated), then ./.anyfast/prompts/, then prompts/
+beside the config file. A prompt file is a conversation file (chat -f) with a vars: key:
+  description: Review a diff
+  vars: {lang: Python}              # defaults; --var lang=Go overrides
+  schema: 'verdict, issues list'    # optional, as --schema
+  messages:
+    - system: You review {lang} code.
+    - user: "Review this diff:\\n{input}"   # {input}: the prompt and stdin
+"""
+
+prompts_app = typer.Typer(
+    name="prompts",
+    help="List the prompt files that -f NAME finds (NAME, then its description).",
+    epilog=PROMPTS_EXAMPLES,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(prompts_app)
+
+
+@prompts_app.callback(invoke_without_command=True)
+def prompts_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of {name, path, description}.")] = False,
+    config: PromptsConfig = None,
+) -> None:
+    """List the prompt files that -f NAME finds (NAME, then its description)."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def run(streams):
+        from anyfast_cli.commands.prompts import run_prompts
+
+        return run_prompts(config=config, as_json=as_json, streams=streams)
+
+    guarded(run)
+
+
+@prompts_app.command(
+    "show",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast prompts show review\n  anyfast prompts show review > my-review.yaml",
+)
+def prompts_show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A prompt's name (or a file).", show_default=False)],
+    config: PromptsConfig = None,
+) -> None:
+    """Print the prompt file that -f NAME would read."""
+
+    def run(streams):
+        from anyfast_cli.commands.prompts import run_prompts_show
+
+        return run_prompts_show(name, config=config, streams=streams)
 
     guarded(run)
 
@@ -847,6 +1160,75 @@ def config_show(
     guarded(run)
 
 
+cache_app = typer.Typer(
+    name="cache",
+    help="Look after a response cache (--cache DIR): its size, and removing old entries.",
+    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache prune --older-than 30d",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(cache_app)
+
+CacheDir = Annotated[
+    Optional[str],
+    typer.Argument(
+        metavar="[DIR]",
+        help="The cache directory [default: the configured one: --cache, ANYFAST_CACHE, cache].",
+        show_default=False,
+    ),
+]
+
+
+@cache_app.command(
+    "stats",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache stats | awk '$1 == \"bytes\" {print $2}'",
+)
+@with_option_groups
+def cache_stats(directory: CacheDir = None, settings_flags=None) -> None:
+    """Print the entries, their bytes, and the oldest and newest entry's time (name<TAB>value lines)."""
+
+    def run(streams):
+        from anyfast_cli.commands.cache import cache_directory, run_cache_stats
+        from anyfast_cli.commands.common import load_settings
+
+        configured = None if directory else load_settings(settings_flags, streams).cache
+        return run_cache_stats(cache_directory(directory, configured), streams=streams)
+
+    guarded(run)
+
+
+@cache_app.command(
+    "prune",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  anyfast cache prune ~/.cache/anyfast --older-than 30d\n  anyfast cache prune --older-than 12h",
+)
+@with_option_groups
+def cache_prune(
+    directory: CacheDir = None,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).",
+        ),
+    ] = ...,
+    settings_flags=None,
+) -> None:
+    """Remove the entries older than DURATION (by modification time); print how many were removed."""
+
+    def run(streams):
+        from anyfast_cli.commands.cache import cache_directory, run_cache_prune
+        from anyfast_cli.commands.common import load_settings
+
+        configured = None if directory else load_settings(settings_flags, streams).cache
+        return run_cache_prune(cache_directory(directory, configured), older_than=older_than, streams=streams)
+
+    guarded(run)
+
+
 class _ClosedStdout:
     """Stands in for a closed stdout (`>&-`): the first write ends the program as a
     closed pipe does (141), instead of crashing on None."""
@@ -866,13 +1248,14 @@ def main() -> None:
         sys.stderr = open(os.devnull, "w")
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
-    _refuse_undecodable_arguments(sys.argv[1:])
     app()
 
 
 def _refuse_undecodable_arguments(arguments: List[str]) -> None:
     """Python hands bytes that are not UTF-8 over as lone surrogates; no prompt, path or
-    value may carry them further (exit 2 before anything is read or sent)."""
+    value may carry them further (exit 2 before anything is read or sent). The one check of
+    arguments: every way in (the script, python -m, an in-process runner) passes
+    AnyfastGroup.main, so the commands never meet such an argument."""
     for argument in arguments:
         try:
             argument.encode("utf-8")

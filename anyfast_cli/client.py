@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from anyfast_cli.errors import StreamError
+from anyfast_cli.errors import NetworkError, StreamError
 from anyfast_cli.exchange import (
     AnswerStream,
     Attempts,
@@ -28,11 +28,17 @@ from anyfast_cli.exchange import (
     header_text,
     is_answer_status,
     read_answer,
+    read_json,
     request_id_of,
     whole_as_chunk,
 )
-from anyfast_cli.request import auth_headers, endpoint_url
+from anyfast_cli.meter import Meter
+from anyfast_cli.prices import NO_PRICES
+from anyfast_cli.request import auth_headers, encode_body, endpoint_url
+from anyfast_cli.result import RequestContext, RequestResult, Trace, build_result
 from anyfast_cli.transport import NetworkPolicy, network_policy, redact_userinfo
+
+UNMETERED = RequestContext("", "", NO_PRICES)  # a client without a meter still notes its last result
 
 
 def build_http_client(policy: NetworkPolicy, transport: httpx.BaseTransport | None = None) -> httpx.Client:
@@ -84,17 +90,25 @@ class ApiClient:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
+        meter: Meter | None = None,
+        cache: str | None = None,
     ) -> None:
+        self.base_url = base_url.rstrip("/")
         self.url = endpoint_url(base_url)
         self.retries = retries
         self.max_time = max_time
         self.policy = network_policy(self.url, env if env is not None else {}, timeout)
         self._headers = auth_headers(api_key)
+        self._post_headers = {**self._headers, "Content-Type": "application/json"}
         self._http = build_http_client(self.policy, transport)
+        self._deadline = Deadline()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
         self._log = log or (lambda message: None)
+        self.meter = meter
+        self.cache = cache  # what each request's result says of the cache: "miss" when one is in use
+        self.last_result: RequestResult | None = None  # of the latest chat request
 
     def __enter__(self) -> "ApiClient":
         return self
@@ -102,9 +116,9 @@ class ApiClient:
     def __exit__(self, *exc_info) -> None:
         self._http.close()
 
-    def _attempts(self, body: dict) -> Attempts:
+    def _attempts(self, body: dict, request_line: str | None = None) -> Attempts:
         self._log(
-            f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}"
+            (request_line or f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}")
             + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else "")
         )
         return Attempts(
@@ -118,49 +132,96 @@ class ApiClient:
             max_time=self.max_time,
         )
 
-    def _timeout(self, attempts: Attempts) -> httpx.Timeout:
-        """This attempt's timeouts: --timeout's, cut to what --max-time leaves."""
+    def _request_options(self, attempts: Attempts) -> dict:
+        """This attempt's timeouts (--timeout's, cut to what --max-time leaves), and the trace
+        that hands the deadline each connection's socket."""
         connect, read = attempts.timeouts(self.policy.connect_timeout, self.policy.read_timeout)
-        return httpx.Timeout(read, connect=connect)
+        return {"timeout": httpx.Timeout(read, connect=connect), "extensions": self._deadline.options(attempts)}
 
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object."""
         attempts = self._attempts(body)
+        with self._metered(body, attempts) as trace:
+            data = read_answer(*self._whole("POST", self.url, attempts, trace))
+            trace.note_answer(data)
+            return data
+
+    def get_json(self, path: str) -> object:
+        """GET {base_url}/{path} (`models`): the JSON it answers, with send()'s retries and bounds."""
+        url = f"{self.base_url}/{path}"
+        content, _, _ = self._whole("GET", url, self._attempts({}, f"GET {url}"))
+        return read_json(content)
+
+    def _whole(self, method: str, url: str, attempts: Attempts, trace: Trace | None = None) -> tuple:
+        """Send until an answer status comes (retrying as `attempts` says); its whole body,
+        status and reason. A POST sends the trace's payload."""
+        headers = self._post_headers if trace is not None else self._headers
+        content = trace.payload if trace is not None else None
         while True:
             started = time.monotonic()
             try:
                 with (
+                    self._deadline.watch(attempts),
                     self._http.stream(
-                        "POST", self.url, json=body, headers=self._headers, timeout=self._timeout(attempts)
+                        method, url, content=content, headers=headers, **self._request_options(attempts)
                     ) as response,
-                    deadline_watch(response, attempts),
                 ):
-                    self._log_response(response, started)
-                    content = read_body(response)
+                    self._log_response(response, started, trace)
+                    body = read_body(response)
             except httpx.TransportError as exc:
                 retry = attempts.after_network(net_failure(exc, self.policy))
             else:
                 if is_answer_status(response.status_code):
-                    return read_answer(content, response.status_code, response.reason_phrase)
-                retry = attempts.after_status(response.status_code, response.headers, content, response.reason_phrase)
+                    return body, response.status_code, response.reason_phrase
+                retry = attempts.after_status(response.status_code, response.headers, body, response.reason_phrase)
             self._log(retry.note)
             self._sleep(retry.delay)
 
+    @contextmanager
+    def _metered(self, body: dict, attempts: Attempts) -> Iterator[Trace]:
+        """One chat request from start to end: the budget is checked before it is sent, and its
+        result, however it ends, is built once (result.build_result) and handed to the meter."""
+        if self.meter is not None:
+            self.meter.before_request()
+        trace = Trace(str(body.get("model")), time.monotonic(), encode_body(body), cache=self.cache)
+        error = None
+        try:
+            yield trace
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.last_result = build_result(
+                self.meter.context if self.meter is not None else UNMETERED,
+                trace,
+                ended=time.monotonic(),
+                now=self._clock(),
+                attempts=attempts.number + 1,
+                error=error,
+            )
+            if self.meter is not None:
+                self.meter.record(self.last_result)
+
     def stream(self, body: dict) -> Iterator[dict]:
-        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body)."""
+        """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
+        The chunks that came before a failure are all yielded before it is raised."""
         attempts = self._attempts(body)
-        headers = {**self._headers, "Accept": "text/event-stream"}
+        with self._metered(body, attempts) as trace:
+            yield from self._stream(body, attempts, trace)
+
+    def _stream(self, body: dict, attempts: Attempts, trace: Trace) -> Iterator[dict]:
+        headers = {**self._post_headers, "Accept": "text/event-stream"}
         while True:
             started = time.monotonic()
             answer = AnswerStream()
             try:
                 with (
+                    self._deadline.watch(attempts),
                     self._http.stream(
-                        "POST", self.url, json=body, headers=headers, timeout=self._timeout(attempts)
+                        "POST", self.url, content=trace.payload, headers=headers, **self._request_options(attempts)
                     ) as response,
-                    deadline_watch(response, attempts),
                 ):
-                    self._log_response(response, started)
+                    self._log_response(response, started, trace)
                     if not is_answer_status(response.status_code):
                         content = read_body(response)
                         retry = attempts.after_status(
@@ -168,34 +229,39 @@ class ApiClient:
                         )
                     elif "json" in response.headers.get("content-type", ""):
                         # Some gateways answer a stream request with one whole JSON object.
-                        yield whole_as_chunk(
-                            read_answer(read_body(response), response.status_code, response.reason_phrase)
-                        )
+                        data = read_answer(read_body(response), response.status_code, response.reason_phrase)
+                        trace.note_answer(data)
+                        yield whole_as_chunk(data)
                         return
                     else:
                         for data in response.iter_bytes():  # decoded: a gzip bomb counts at its inflated size
                             yield from answer.feed(data)
-                            if answer.done:
-                                break  # whatever follows [DONE] is not read
+                            if answer.ended:
+                                break  # whatever follows [DONE] (or a bad event) is not read
                         yield from answer.close()
+                        trace.usage, trace.finish_reason = answer.usage, answer.finish_reason
+                        trace.tool_calls = answer.finish_reason == "tool_calls"
                         return
             except (httpx.TransportError, StreamTruncated) as exc:
                 failure = net_failure(exc, self.policy)
                 if answer.emitted:
-                    attempts.time_left()  # cut by --max-time: its error, not a broken stream
-                    raise StreamError(
-                        f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
-                    ) from None
+                    broke = f"the stream broke: {describe_network_failure(failure, self.policy.target)}"
+                    if failure.kind == "read_timeout":  # a timeout is exit 4 at every stage, as before output
+                        raise NetworkError(broke, code="timeout") from None
+                    raise StreamError(broke) from None
                 retry = attempts.after_network(failure)
             self._log(retry.note)
             self._sleep(retry.delay)
 
-    def _log_response(self, response: httpx.Response, started: float) -> None:
-        """-v: the status and request id, when the headers have come."""
-        request_id = request_id_of(response.headers) or "-"
+    def _log_response(self, response: httpx.Response, started: float, trace: Trace | None = None) -> None:
+        """-v: the status and request id, when the headers have come; the id is noted for the result."""
+        request_id = request_id_of(response.headers)
+        if trace is not None:
+            trace.request_id = request_id
         elapsed = time.monotonic() - started
         self._log(
-            f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, request id {request_id}"
+            f"{response.status_code} {header_text(response.reason_phrase)} in {elapsed:.3f} s, "
+            f"request id {request_id or '-'}"
         )
 
 
@@ -210,34 +276,70 @@ def read_body(response: httpx.Response) -> bytearray:
     return body.content
 
 
-@contextmanager
-def deadline_watch(response: httpx.Response, attempts: Attempts):
-    """--max-time while a body is read. httpx bounds each read, not a whole request, so a
-    server sending a byte a second would never time out: at the deadline a timer shuts the
-    connection's socket down, which ends the read in progress; the failure that follows is
-    then the --max-time error (Attempts), and so is a body that merely seemed to end there.
-    Connecting and the headers are bounded by the attempt's timeouts (Attempts.timeouts)."""
-    left = attempts.time_left()
-    stream = response.extensions.get("network_stream") if left is not None else None
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if sock is None:  # no --max-time, or a transport without a socket (tests' MockTransport)
-        yield
-        return
-    fired = threading.Event()
+# httpx's trace events that hand over a connection's network stream: TCP, then TLS (which
+# takes the TCP socket over), to the server or to a proxy.
+OPENED_EVENTS = ("connect_tcp.complete", "start_tls.complete")
 
-    def shut_down() -> None:
-        fired.set()
+
+class Deadline:
+    """--max-time over each attempt, from before it connects to the end of its body.
+
+    httpx bounds each read, never a whole request: a server that drips its status line,
+    its headers or its body a byte at a time would never time out. So a timer, at the
+    deadline, shuts down the sockets of this client's connections, which ends whatever read
+    the attempt is blocked in. httpx's `trace` extension hands over each socket as its
+    connection opens (`trace`); one client sends one request at a time, so these are the
+    attempt's own and at most an idle kept-alive one, which the pool drops (it checks idle
+    connections before reusing them). Once the timer has struck, the attempt's failure,
+    whatever it looks like (a read error, a body cut short, a partial body that seemed
+    whole or not an event stream), is the --max-time error: a partial body is never judged."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._struck = threading.Event()  # the attempt in progress's (each attempt has its own)
+
+    def trace(self, name: str, info: dict) -> None:
+        stream = info.get("return_value") if name.endswith(OPENED_EVENTS) else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:  # another event, or a transport without sockets
+            return
+        self._sockets = [s for s in self._sockets if s.fileno() != -1] + [sock]  # closed ones dropped
+        if self._struck.is_set():  # opened just as the deadline struck
+            _shut_down(sock)
+
+    def _strike(self, struck: threading.Event) -> None:
+        struck.set()
+        for sock in list(self._sockets):
+            _shut_down(sock)
+
+    def options(self, attempts: Attempts) -> dict:
+        """The request extensions an attempt needs: the trace, when there is a deadline."""
+        return {} if attempts.max_time is None else {"trace": self.trace}
+
+    @contextmanager
+    def watch(self, attempts: Attempts):
+        left = attempts.time_left()  # out of time already: the --max-time error
+        if left is None:
+            yield
+            return
+        struck = self._struck = threading.Event()
+        timer = threading.Timer(left, self._strike, (struck,))
+        timer.daemon = True
+        timer.start()
         try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
-        except OSError:
-            pass  # already closed
+            yield
+        except Exception:
+            if struck.is_set():
+                raise attempts.out_of_time() from None
+            raise
+        finally:
+            timer.cancel()
+        if struck.is_set():  # a body without a length ends at a shut-down socket as if whole
+            raise attempts.out_of_time()
 
-    timer = threading.Timer(left, shut_down)
-    timer.daemon = True
-    timer.start()
+
+def _shut_down(sock: socket.socket) -> None:
     try:
-        yield
-    finally:
-        timer.cancel()
-    if fired.is_set():  # a body without a length ends at a shut-down socket as if whole
-        raise attempts.out_of_time()
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under any TLS layer
+    except OSError:
+        pass  # already closed

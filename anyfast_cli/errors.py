@@ -49,7 +49,7 @@ class ExitCode(IntEnum):
         "answer not valid for --schema",
         (
             "--schema: the answer is not valid JSON for the schema (after the repair attempts), "
-            "or was cut short, filtered or refused."
+            "was cut short, filtered or refused, or could not be checked in time."
         ),
     )
     TOOL_CALLS = (
@@ -57,11 +57,34 @@ class ExitCode(IntEnum):
         "tool calls",
         "The model answered with tool calls (printed on stdout, one JSON line each), not a final answer.",
     )
+    BUDGET = (
+        9,
+        "budget reached",
+        "A budget (--budget, --budget-tokens) was reached: nothing more was sent.",
+    )
+    NOT_IN_CACHE = (
+        10,
+        "not in the cache",
+        "--cache-mode replay: an answer was not in the cache, so nothing was sent (batch: some records were not).",
+    )
+    # Ended by a signal: 128 + its number, as a shell reports a process the signal killed.
+    HANGUP = (
+        129,
+        "hung up (SIGHUP)",
+        "Ended by SIGHUP (its terminal closed), as Ctrl-C ends it: the line in progress is ended, "
+        "batch prints its summary and leaves whole lines only.",
+    )
     INTERRUPTED = 130, "interrupted", "Interrupted (Ctrl-C)."
     BROKEN_PIPE = (
         141,
         "stdout closed",
         "Standard output was closed by the reader (as a C tool killed by SIGPIPE), as in anyfast complete ... | head -1.",
+    )
+    TERMINATED = (
+        143,
+        "terminated (SIGTERM)",
+        "Ended by SIGTERM (timeout(1), a CI job cancelled, kill), as Ctrl-C ends it: the line in "
+        "progress is ended, batch prints its summary and leaves whole lines only.",
     )
 
     def __new__(cls, value: int, summary: str, description: str):
@@ -135,9 +158,27 @@ class OutputError(AnyfastError):
 
 class SchemaMismatchError(AnyfastError):
     """--schema: the answer is not valid for the schema (code: invalid_json, schema_mismatch,
-    truncated or refused)."""
+    schema_timeout, truncated or refused)."""
 
     exit_code = ExitCode.SCHEMA_MISMATCH
+
+
+class BudgetError(AnyfastError):
+    """--budget or --budget-tokens is reached: nothing more is sent."""
+
+    exit_code = ExitCode.BUDGET
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="budget")
+
+
+class NotInCacheError(AnyfastError):
+    """--cache-mode replay: the cache holds no answer for a request, and replay sends nothing."""
+
+    exit_code = ExitCode.NOT_IN_CACHE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, code="not_in_cache")
 
 
 class StreamError(AnyfastError):
@@ -165,8 +206,16 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised wherever the program stands, so that it ends as Ctrl-C does:
     every `except KeyboardInterrupt` and `finally` on the way runs (the line in progress is
-    ended, batch prints its summary, temporary files are removed); the status is 128 + signum."""
+    ended, batch prints its summary, temporary files are removed)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """128 + the signal's number, as a shell reports it: HANGUP (129) or TERMINATED (143)."""
+        return ExitCode(SIGNAL_STATUS + self.signum)
+
+
+SIGNAL_STATUS = 128  # a process ended by signal N exits 128 + N (130 for Ctrl-C's SIGINT)

@@ -17,14 +17,23 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from anyfast_cli.errors import MESSAGE_LIMIT, ApiError, NetworkError, StreamError, api_error_for_status, one_line
+from anyfast_cli.errors import (
+    MESSAGE_LIMIT,
+    AnyfastError,
+    ApiError,
+    NetworkError,
+    StreamError,
+    api_error_for_status,
+    one_line,
+)
 from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.sse import EventTooLarge, SSEDecoder
-from anyfast_cli.text import fix_surrogates, is_high_surrogate
+from anyfast_cli.text import fix_surrogates, is_high_surrogate, parse_whole
 
 NETWORK_HINT = "check the network and the base URL"
 NO_ANSWER_STATUSES = (204, 205)  # success, by definition without a body
@@ -82,11 +91,7 @@ def too_large(what: str, limit: int) -> ApiError:
 
 
 def declared_length(headers: Mapping[str, str]) -> int | None:
-    try:
-        length = int(header_text(headers.get("content-length")) or "")
-    except ValueError:
-        return None
-    return length if length >= 0 else None
+    return parse_whole(header_text(headers.get("content-length")).strip())
 
 
 class Body:
@@ -191,10 +196,10 @@ def is_final(error: ApiError) -> bool:
     return error.code in (MODEL_NOT_FOUND, INSUFFICIENT_QUOTA, "redirect", "invalid_response")
 
 
-def is_rate_limit(status: int, content: bytes) -> bool:
-    """A 429 that asks to slow down (batch paces itself by these), not one that says the
-    account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
-    return status == 429 and error_from_response(status, content).code != INSUFFICIENT_QUOTA
+def is_rate_limit(error: ApiError) -> bool:
+    """A 429 (read by status_failure) that asks to slow down (batch paces itself by these), not
+    one that says the account's credit is gone (OpenAI's `insufficient_quota`), which no waiting mends."""
+    return error.status == 429 and error.code != INSUFFICIENT_QUOTA
 
 
 # --- network failures: one wording for both transports -----------------------------------------
@@ -367,9 +372,13 @@ class Attempts:
     # --- after a failed attempt ---
 
     def after_status(self, status: int, headers: Mapping[str, str], content: bytes, reason: str = "") -> Retry:
-        error = status_failure(status, headers, content, reason, model=self._model)
+        return self.after_error(status_failure(status, headers, content, reason, model=self._model), headers)
+
+    def after_error(self, error: ApiError, headers: Mapping[str, str]) -> Retry:
+        """after_status, for a status whose body the shell has already read (status_failure)."""
         if is_final(error):
             raise error
+        status = error.status
         plan = plan_retry(self.number, self.retries, self._rng, status=status, headers=headers, now=self._clock())
         if plan.delay is None:
             if plan.wait_too_long:  # the wait was why
@@ -416,6 +425,17 @@ def read_answer(content: bytes, status: int = 200, reason: str = "OK") -> dict:
     return data
 
 
+def read_json(content: bytes) -> object:
+    """A whole JSON body that is not a chat completion (`GET /models`)."""
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        raise ApiError("the server's answer is not JSON", code="invalid_response") from None
+    if nested_deeper(data, MAX_NESTING):
+        raise ApiError(f"the server's answer is JSON nested more than {MAX_NESTING} deep", code="invalid_response")
+    return data
+
+
 # How deep a whole answer may nest. A chat completion nests about 6 deep (tool arguments and
 # structured output are strings inside it); an answer that parsed may still be too deep for
 # the writer, which sits deeper in the stack (a batch line wraps the body in two more levels).
@@ -429,17 +449,30 @@ def nested_deeper(data, limit: int) -> bool:
         value, depth = stack.pop()
         if depth > limit:
             return True
-        children = value.values() if isinstance(value, dict) else value
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
 
 
 def whole_as_chunk(data: dict) -> dict:
-    """A whole response shaped as one stream chunk (some gateways answer a stream request so)."""
-    choices = [
-        {"index": c.get("index", 0), "delta": c.get("message") or {}, "finish_reason": c.get("finish_reason")}
-        for c in data.get("choices") or []
-    ]
+    """A whole response shaped as one stream chunk (some gateways answer a stream request so;
+    a cache hit is replayed so). What a whole answer tells by position, a stream must say by
+    index: each choice keeps its place, and each tool call gets the `index` that keeps it
+    apart from the others (pieces without one are joined to the call before them)."""
+    choices = []
+    for position, choice in enumerate(data.get("choices") or []):
+        delta = choice.get("message") or {}
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta = {
+                **delta,
+                "tool_calls": [
+                    {**call, "index": number} if isinstance(call, dict) else call for number, call in enumerate(calls)
+                ],
+            }
+        choices.append(
+            {"index": choice.get("index", position), "delta": delta, "finish_reason": choice.get("finish_reason")}
+        )
     return {**data, "choices": choices}
 
 
@@ -474,7 +507,9 @@ def answer_problem(data, *, chunk: bool = False) -> ApiError | None:
             if error is not None:
                 return error
         part = "delta" if chunk else "message"
-        choices = data.get("choices", [] if chunk else None)
+        choices = data.get("choices")
+        if choices is None and chunk:  # none: absent, or null (Go servers such as new-api write null for [])
+            return None
         if isinstance(choices, list) and (chunk or choices):  # a whole answer has at least one choice
             for choice in choices:
                 if not isinstance(choice, dict) or not isinstance(choice.get(part) or {}, dict):
@@ -500,9 +535,14 @@ MAX_CHOICES = 128  # choice indexes a stream may open: OpenAI's largest `n`
 class AnswerStream:
     """A streamed answer, bytes in, chunk objects out. Opening role-only chunks are held
     back until something is said, so a failure before then can still be retried
-    (`emitted` tells the shell whether anything has gone out). The shell stops reading at
-    `done`. Past `limit` bytes (MAX_STREAM_BYTES, decoded) or an event past the SSE
-    decoder's limit, the stream is an ApiError: its memory stays bounded, whatever it sends."""
+    (`emitted` tells the shell whether anything has gone out). Past `limit` bytes
+    (MAX_STREAM_BYTES, decoded) or an event past the SSE decoder's limit, the stream is an
+    ApiError: its memory stays bounded, whatever it sends.
+
+    What a user sees must not depend on where TCP split the bytes: when a read holds good
+    chunks and then a bad event (an error event, a chunk that is not a chat completion, the
+    size limit), feed() returns the good ones and holds the failure in `failure`; the shell
+    stops reading at `ended` and close() raises it, after the caller has shown the rest."""
 
     def __init__(self, limit: int | None = None) -> None:
         self._decoder = SSEDecoder()
@@ -512,21 +552,37 @@ class AnswerStream:
         self.head = b""
         self.emitted = False
         self.done = False  # [DONE] arrived
+        self.failure: AnyfastError | None = None  # found after the chunks feed() last returned
         self._open_choices: set = set()  # choice indexes seen without a finish_reason yet
         self._finished_any = False
         self._closing = False
+        self.usage = None  # the last usage object the stream carried (for the request's result)
+        self.finish_reason: str | None = None  # the first finish_reason sent
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more need be read: [DONE] arrived, or a failure waits for close()."""
+        return self.done or self.failure is not None
 
     def feed(self, data: bytes) -> list[dict]:
+        if self.failure is not None:
+            raise self.failure
+        failure = None
         self.received += len(data)
         if self.received > self._limit:
-            raise too_large("streamed answer", self._limit)
+            failure = too_large("streamed answer", self._limit)
+            data = data[: len(data) - (self.received - self._limit)]  # the bytes within the limit still count
         if len(self.head) < HEAD_SIZE:
             self.head += data[: HEAD_SIZE - len(self.head)]
         try:
             events = self._decoder.feed(data)
         except EventTooLarge as exc:
-            raise too_large("stream event", exc.limit) from None
-        return self._chunks(events)
+            events, failure = exc.events, too_large("stream event", exc.limit)
+        out = self._chunks(events)
+        # A bad event before it comes first; after [DONE] nothing counts, as in a later read.
+        if failure is not None and self.failure is None and not self.done:
+            self.failure = failure
+        return out
 
     @property
     def finished(self) -> bool:
@@ -534,12 +590,18 @@ class AnswerStream:
         return self._finished_any and not self._open_choices
 
     def close(self) -> list[dict]:
-        """The body has ended: the last chunks, or StreamTruncated / ApiError if it ended badly."""
+        """The body has ended (or `ended` stopped the reading): the last chunks, or the
+        failure held, StreamTruncated or an ApiError if it ended badly."""
+        if self.failure is not None:
+            raise self.failure
         self._closing = True  # an event left open at the end may have been cut in the middle
         try:
+            # The decoder's last event, if any: it is one event, so a failure in it loses nothing.
             out = [] if self.done else self._chunks(self._decoder.close())
         except EventTooLarge as exc:
             raise too_large("stream event", exc.limit) from None
+        if self.failure is not None:
+            raise self.failure
         if not (self.done or self.finished):
             if not self.emitted and not self._held and not _looks_like_sse(self.head):
                 raise _not_a_stream(self.head)  # text, but not SSE at all: retrying won't help
@@ -549,33 +611,41 @@ class AnswerStream:
         return out
 
     def _chunks(self, events) -> list[dict]:
+        """The chunks these events make; a bad one ends them, and is held in `failure`."""
         out: list[dict] = []
-        for event in events:
-            if self.done:
-                break
-            if event.data == "[DONE]":
-                self.done = True
-                break
-            chunk = self._chunk(event.data)
-            if chunk is None:
-                continue
-            self._note_choices(chunk)
-            if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
-                self._held.append(chunk)
-                continue
-            if self._held:
-                out += self._held
-                self._held = []
-            self.emitted = True
-            out.append(chunk)
+        try:
+            for event in events:
+                if self.done:
+                    break
+                if event.data == "[DONE]":
+                    self.done = True
+                    break
+                chunk = self._chunk(event.data)
+                if chunk is None:
+                    continue
+                self._note_choices(chunk)
+                if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
+                    self._held.append(chunk)
+                    continue
+                if self._held:
+                    out += self._held
+                    self._held = []
+                self.emitted = True
+                out.append(chunk)
+        except AnyfastError as failure:
+            self.failure = failure
         return out
 
     def _note_choices(self, chunk: dict) -> None:
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             if not isinstance(index, (int, str)):
                 index = None  # a list or an object cannot be a set member; one odd index stands for all
             if choice.get("finish_reason"):
+                if self.finish_reason is None:
+                    self.finish_reason = str(choice["finish_reason"])
                 self._open_choices.discard(index)
                 self._finished_any = True
             else:
@@ -733,9 +803,15 @@ class Reply:
         return any(calls.calls for calls in self.tool_calls.values())
 
     def calls(self, index: int = 0) -> list[dict]:
-        """A choice's tool calls, OpenAI-shaped, in the order they opened."""
+        """A choice's tool calls, OpenAI-shaped, in the order they opened; with `mask`, the
+        key masked in them, as in the text (chat --save keeps them)."""
         calls = self.tool_calls.get(index)
-        return calls.shaped() if calls else []
+        shaped = calls.shaped() if calls else []
+        if self.mask:
+            for call in shaped:
+                call["id"] = self.mask(call["id"])
+                call["function"] = {name: self.mask(text) for name, text in call["function"].items()}
+        return shaped
 
     @property
     def choice_count(self) -> int:
@@ -794,26 +870,35 @@ def choice_index(choice: dict, default: int = 0) -> int:
         return default
     if isinstance(index, int):
         return index
-    if isinstance(index, str) and index.strip().isdigit():
-        return int(index)
-    return default
+    number = parse_whole(index.strip()) if isinstance(index, str) else None
+    return default if number is None else number
 
 
 MAX_TOOL_CALLS = 1024  # calls one choice may open: far past any model's parallel calls
 MAX_ODD_PIECES = 100  # characters of a non-string name or id kept
 
 
+def make_call_id() -> str:
+    """An id for a call the server sent without one: a call without an id can never be
+    answered (a `tool` message names the id it answers). Shaped like OpenAI's ids: "call_"
+    and 24 characters (random hex, so two made in one conversation never collide)."""
+    return "call_" + secrets.token_hex(12)
+
+
 @dataclass
 class ToolCall:
-    id: str | None = None
+    id: str | None = None  # as the server sent it; None until a piece carries one
     type: str | None = None
     name_parts: list = field(default_factory=list)
     argument_parts: list = field(default_factory=list)
+    made_id: str | None = None  # made once, when shaped without an id: stdout and --save show the same
 
     def shaped(self) -> dict:
         """OpenAI's shape: id, type, function {name, arguments}; arguments byte-exact as sent."""
+        if self.id is None and self.made_id is None:
+            self.made_id = make_call_id()
         return {
-            "id": self.id,
+            "id": self.id or self.made_id,
             "type": self.type or "function",
             "function": {"name": "".join(self.name_parts), "arguments": "".join(self.argument_parts)},
         }
@@ -822,14 +907,19 @@ class ToolCall:
 class ToolCalls:
     """One choice's tool calls, from whole messages or streamed pieces. A streamed piece
     carries `index` (the call's place), and its first piece `id`, `type` and the function's
-    name; `function.arguments` arrive in pieces to be joined. Gateways differ: indexes may be
-    missing, repeated or all 0, so a piece with an `id` not seen yet opens a new call, and a
-    piece without one continues the call its index last opened (else the latest call)."""
+    name; `function.arguments` arrive in pieces to be joined.
+
+    Pieces are merged by index; the id only splits. Ids are not unique on every gateway (two
+    calls may share one, and they are kept as sent), so an id never joins pieces of different
+    indexes. But some gateways number every call 0: a piece whose id differs from the one its
+    index's call already has opens a new call. A piece with an id for a call that has none yet
+    (its arguments came first) fills that call in. A piece without an index continues the
+    call its id names, else the latest call."""
 
     def __init__(self) -> None:
         self.calls: list[ToolCall] = []
-        self._by_id: dict = {}
-        self._by_index: dict = {}
+        self._by_id: dict = {}  # id -> the latest call that has it (for pieces without an index)
+        self._by_index: dict = {}  # index -> the call it last opened
 
     def absorb(self, pieces, *, whole: bool = False) -> None:
         if isinstance(pieces, dict):
@@ -839,38 +929,38 @@ class ToolCalls:
         for piece in pieces:
             if not isinstance(piece, dict):
                 continue
-            if whole:
-                self._add(ToolCall(), piece)
-                continue
             call_id = _piece_text(piece.get("id"))
-            index = piece.get("index")
-            index = index if isinstance(index, (int, str)) and not isinstance(index, bool) else None
-            if call_id and call_id in self._by_id:
-                call = self._by_id[call_id]
-            elif call_id or not self.calls:
-                call = None
-            elif index is not None and index in self._by_index:
-                call = self._by_index[index]
+            if whole:  # each call of a whole message is whole: no merging
+                call = self._open(call_id)
             else:
-                call = self.calls[-1]
-            if call is None:
-                call = ToolCall()
-                self._open(call, call_id)
-            if index is not None:
-                self._by_index[index] = call
+                call = self._call_for(call_id, _call_index(piece.get("index")))
             self._extend(call, piece)
 
-    def _add(self, call: ToolCall, piece: dict) -> None:
-        self._open(call, _piece_text(piece.get("id")))
-        self._extend(call, piece)
+    def _call_for(self, call_id: str | None, index: int | None) -> ToolCall:
+        """The call a streamed piece belongs to, opened or filled in as the piece says."""
+        if index is not None:
+            call = self._by_index.get(index)
+        elif call_id is not None and call_id in self._by_id:
+            call = self._by_id[call_id]
+        else:
+            call = self.calls[-1] if self.calls else None
+        if call is None or (call_id is not None and call.id is not None and call_id != call.id):
+            call = self._open(call_id)
+        elif call_id is not None and call.id is None:
+            call.id = call_id
+            self._by_id[call_id] = call
+        if index is not None:
+            self._by_index[index] = call
+        return call
 
-    def _open(self, call: ToolCall, call_id: str | None) -> None:
+    def _open(self, call_id: str | None) -> ToolCall:
         if len(self.calls) >= MAX_TOOL_CALLS:
             raise ApiError(f"the server's answer holds more than {MAX_TOOL_CALLS} tool calls", code="invalid_response")
-        call.id = call_id
+        call = ToolCall(id=call_id)
         self.calls.append(call)
-        if call_id:
+        if call_id is not None:
             self._by_id[call_id] = call
+        return call
 
     @staticmethod
     def _extend(call: ToolCall, piece: dict) -> None:
@@ -894,6 +984,15 @@ class ToolCalls:
         return [call.shaped() for call in self.calls]
 
 
+def _call_index(value) -> int | None:
+    """A streamed piece's index as a number (0 and "0" are one call); missing or odd, None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return parse_whole(value.strip()) if isinstance(value, str) else None
+
+
 def _piece_text(value) -> str | None:
     if value is None or value == "":
         return None
@@ -902,7 +1001,8 @@ def _piece_text(value) -> str | None:
 
 @dataclass
 class Choice:
-    """A choice other than the first (n > 1): its text kept whole, to be printed at the end."""
+    """One choice's text kept whole: a choice other than the first (n > 1), printed at the end,
+    or any choice of a stream assembled into a whole response (assembly.py)."""
 
     index: int
     content_parts: list = field(default_factory=list)

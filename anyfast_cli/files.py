@@ -42,33 +42,70 @@ def write_atomic_lines(path: str, chunks: Iterable[bytes], *, hold: bool = False
     locked before it takes the name, so no other process ever finds it unlocked there
     (batch --resume). Raises OSError; for a target that is not a regular file, before
     anything is written."""
+    with replacing(path) as replacement:
+        with open(replacement.fd, "wb", closefd=False) as handle:
+            handle.writelines(chunks)
+        return replacement.commit(hold=hold)
+
+
+class Replacement:
+    """A temporary file beside the file it is to replace (`target`), open as `fd`, until
+    commit() renames it over the target; see `replacing`."""
+
+    def __init__(self, fd: int, temporary: str, target: str, existing: os.stat_result | None) -> None:
+        self.fd = fd
+        self.temporary = temporary
+        self.target = target
+        self._existing = existing
+        self.committed = False
+
+    def commit(self, *, hold: bool = False) -> int | None:
+        """Flush it to disk, give it the target's mode and owner, and rename it over the target.
+        With hold=True it stays open, locked and appending, and its descriptor is returned."""
+        os.fsync(self.fd)
+        _take_mode_and_owner(self.fd, self._existing)
+        if hold:
+            lock_file(self.fd)  # a fresh file: nobody else can hold it yet
+            _append_only(self.fd)
+        os.replace(self.temporary, self.target)
+        self.committed = True
+        if hold:
+            return self.fd
+        os.close(self.fd)
+        return None
+
+    def discard(self) -> None:
+        """Close and remove the temporary file; the target was never touched."""
+        with _signals_deferred():  # a second Ctrl-C must not leave the file behind
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            try:
+                os.unlink(self.temporary)
+            except FileNotFoundError:
+                pass
+
+
+@contextmanager
+def replacing(path: str) -> Iterator[Replacement]:
+    """A Replacement for the file `path` names (a symlink's target): written through its `fd`,
+    it replaces that file only when commit() is called; leaving the block otherwise, by an
+    exception or a signal included, removes it. Raises OSError; for a target that is not a
+    regular file, before anything is created."""
     target = resolve_target(path)
     existing = _stat_or_none(target)
     if existing is not None and not stat.S_ISREG(existing.st_mode):
         raise OSError(errno.EINVAL, not_regular(existing.st_mode))
     with _signals_deferred() as release:
         fd, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX, dir=os.path.dirname(target))
+        replacement = Replacement(fd, temporary, target, existing)
         try:
             release()  # a signal held back until now is raised here, where the file is removed
-            with open(fd, "wb", closefd=False) as handle:
-                handle.writelines(chunks)
-            os.fsync(fd)
-            _take_mode_and_owner(fd, existing)
-            if hold:
-                lock_file(fd)  # a fresh file: nobody else can hold it yet
-                _append_only(fd)
-            os.replace(temporary, target)
-        except BaseException:
-            os.close(fd)
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            raise
-    if hold:
-        return fd
-    os.close(fd)
-    return None
+            yield replacement
+        finally:
+            if not replacement.committed:
+                replacement.discard()
 
 
 def replacement_problem(path: str, *, euid: int | None = None) -> str | None:

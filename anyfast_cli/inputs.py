@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from anyfast_cli.documents import dump_yaml, load_structured
 from anyfast_cli.errors import UsageError
 from anyfast_cli.request import with_media
-from anyfast_cli.settings import load_yaml
-from anyfast_cli.structured import JsonSyntaxError, ValueProblem, line_of, parse_json, text_problem
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json
+from anyfast_cli.template import NAME as PLACEHOLDER_NAME
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 SHORTHAND_ROLES = ("user", "assistant", "system")
@@ -21,10 +22,6 @@ SHORTHAND_ROLES = ("user", "assistant", "system")
 def build_prompt(args: list[str], stdin_text: str | None) -> str:
     """The arguments joined by spaces, then stdin after a blank line; `-` is stdin alone."""
     piped = stdin_text.removeprefix("\ufeff").rstrip("\r\n") if stdin_text and stdin_text.strip() else ""
-    for arg in args:
-        problem = text_problem(arg)
-        if problem:
-            raise UsageError(f"the prompt argument {ascii(arg)[:60]} {problem}")
     if "-" in args:
         if args != ["-"]:
             raise UsageError(
@@ -52,9 +49,6 @@ def parse_param(text: str) -> tuple[str, object]:
     key = key.strip()
     if not eq or not key:
         raise UsageError(f"--param expects KEY=VALUE, got {text!r}")
-    problem = text_problem(text)
-    if problem:
-        raise UsageError(f"-p/--param {key}: the argument {problem}")
     try:
         return key, parse_json(raw)
     except JsonSyntaxError:
@@ -74,21 +68,15 @@ class Conversation:
     params: dict = field(default_factory=dict)
     tools: list | None = None  # tool definitions, sent with every request (and kept by --save)
     tool_choice: object = None
+    description: str | None = None  # one line, for `anyfast prompts`
+    # A prompt file's variables and their defaults (None: no default). None when the file has no
+    # `vars:` key, and so is not a template: it is sent as it is, braces and all.
+    vars: dict | None = None
+    schema: object = None  # a SPEC, as --schema takes it, or a JSON Schema mapping
 
-
-def load_structured(text: str, source: str):
-    """YAML or JSON text (JSON is tried first: it is faster and its errors are clearer), as
-    values any request may carry (structured.check_value); errors name the file and line."""
-    stripped = text.lstrip()
-    if stripped[:1] in ("[", "{"):
-        try:
-            return parse_json(text)
-        except JsonSyntaxError:
-            pass  # maybe YAML flow style; let YAML judge
-        except ValueProblem as exc:  # JSON, but NaN, nested too deep, …: YAML would not read it better
-            line = line_of(text, exc.pos)
-            raise UsageError(f"{source}{f':{line}' if line else ''}: {exc.describe()}") from None
-    return load_yaml(text, source, "YAML or JSON")
+    @property
+    def is_template(self) -> bool:
+        return self.vars is not None
 
 
 def parse_conversation(text: str, source: str) -> Conversation:
@@ -99,11 +87,10 @@ def parse_conversation(text: str, source: str) -> Conversation:
         return Conversation(messages=parse_messages(data, source))
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a list of messages or a mapping with 'messages'")
-    unknown = set(data) - {"model", "system", "params", "messages", "tools", "tool_choice"}
+    unknown = set(data) - set(FILE_KEYS)
     if unknown:
         raise UsageError(
-            f"{source}: unknown key(s) {', '.join(sorted(unknown))}"
-            " (expected model, system, params, tools, tool_choice, messages)"
+            f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected {', '.join(FILE_KEYS)})"
         )
     tools = data.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
@@ -114,9 +101,12 @@ def parse_conversation(text: str, source: str) -> Conversation:
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise UsageError(f"{source}: 'params' must be a mapping of body fields")
-    for key in ("model", "system"):
+    for key in ("model", "system", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise UsageError(f"{source}: '{key}' must be a string")
+    schema = data.get("schema")
+    if schema is not None and not isinstance(schema, (str, dict)):
+        raise UsageError(f"{source}: 'schema' must be a SPEC as --schema takes it, or a JSON Schema mapping")
     return Conversation(
         messages=parse_messages(data.get("messages") or [], source),
         model=data.get("model"),
@@ -124,7 +114,34 @@ def parse_conversation(text: str, source: str) -> Conversation:
         params=params,
         tools=tools or None,
         tool_choice=tool_choice,
+        description=data.get("description"),
+        vars=parse_vars(data["vars"], source) if "vars" in data else None,
+        schema=schema,
     )
+
+
+# The keys of a conversation file's mapping form, in the order --save writes them.
+FILE_KEYS = ("description", "vars", "schema", "model", "system", "params", "tools", "tool_choice", "messages")
+INPUT_VAR = "input"  # {input}: the prompt from the arguments and stdin, never a file's default
+
+
+def parse_vars(data, source: str) -> dict:
+    """A prompt file's `vars:`: names -> default text (None: no default). An empty `vars:` is a
+    prompt file without defaults. Numbers and true/false are text, as in a batch record's fields."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: 'vars' must be a mapping of names to default values")
+    defaults = {}
+    for name, value in data.items():
+        if not isinstance(name, str) or not PLACEHOLDER_NAME.fullmatch(name):
+            raise UsageError(f"{source}: vars: {name!r} is not a placeholder name (letters, digits, _ and -)")
+        if name == INPUT_VAR:
+            raise UsageError(f"{source}: vars: {{input}} is the prompt (arguments and stdin); it takes no default")
+        if isinstance(value, (list, dict)):
+            raise UsageError(f"{source}: vars: {name}'s default must be text, not a {type(value).__name__}")
+        defaults[name] = value if value is None or isinstance(value, str) else json.dumps(value)
+    return defaults
 
 
 def parse_messages(items, source: str) -> list[dict]:
@@ -152,7 +169,7 @@ def parse_message(item, source: str, number: int) -> dict:
         raise UsageError(f"{where}: has no content")
     if content is not None and not isinstance(content, (str, list)):
         message["content"] = str(content)  # a YAML number or date is meant as text
-    for key in ("images", "videos"):
+    for key in ("images", "videos", "attach"):
         refs = message.get(key, [])
         if isinstance(refs, str):
             refs = [refs]
@@ -176,7 +193,7 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
 
 
 # Keys a conversation file may carry on a message that are ours, not the API's.
-LOCAL_KEYS = ("images", "videos", "fps", "cut")
+LOCAL_KEYS = ("images", "videos", "attach", "fps", "cut")
 
 
 def to_api_message(message: dict, image_urls: list[str], video_parts: list[dict] = ()) -> dict:
@@ -187,6 +204,12 @@ def to_api_message(message: dict, image_urls: list[str], video_parts: list[dict]
 def render_conversation(conversation: Conversation, *, as_json: bool = False) -> str:
     """The form `chat -f` reads and `--save` writes: YAML, or JSON for a .json file."""
     data: dict = {}
+    if conversation.description:
+        data["description"] = conversation.description
+    if conversation.vars is not None:
+        data["vars"] = conversation.vars
+    if conversation.schema is not None:
+        data["schema"] = conversation.schema
     if conversation.model:
         data["model"] = conversation.model
     if conversation.system:
@@ -200,6 +223,4 @@ def render_conversation(conversation: Conversation, *, as_json: bool = False) ->
     data["messages"] = [{"role": m["role"], **m} for m in conversation.messages]  # role first
     if as_json:
         return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    import yaml
-
-    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)
+    return dump_yaml(data)

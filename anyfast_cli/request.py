@@ -3,13 +3,14 @@ its URL and its headers."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
 from anyfast_cli import __version__
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.settings import DEFAULT_MODEL
-from anyfast_cli.structured import ValueProblem, check_value
+from anyfast_cli.structured import ValueProblem, check_value, json_writer
 
 # field -> (low, high), both inclusive (§1)
 RANGES = {
@@ -71,12 +72,14 @@ def check_fields(fields: dict, model: str) -> None:
                 or not low <= value <= high
             ):
                 raise UsageError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-    if "max_tokens" in fields:
-        value = fields["max_tokens"]
+    for name in ("max_tokens", "max_completion_tokens"):  # the newer name for the same bound
+        if name not in fields:
+            continue
+        value = fields[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"max_tokens must be a whole number, 1 or more, got {value!r}")
+            raise UsageError(f"{name} must be a whole number, 1 or more, got {value!r}")
         if model == DEFAULT_MODEL and value > DEFAULT_MODEL_MAX_TOKENS:
-            raise UsageError(f"max_tokens must be at most {DEFAULT_MODEL_MAX_TOKENS} for {model}, got {value}")
+            raise UsageError(f"{name} must be at most {DEFAULT_MODEL_MAX_TOKENS} for {model}, got {value}")
     if "stop" in fields:
         stop = fields["stop"]
         if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
@@ -113,6 +116,16 @@ def build_body(
     except ValueProblem as exc:
         raise UsageError(f"the request cannot be sent: {exc.describe()}") from None
     return body
+
+
+# json.dumps(ensure_ascii=False, separators=(",", ":")) from a writer made once (structured.json_writer):
+# a batch writes one body per record.
+_write_json = json_writer()
+
+
+def encode_body(body: dict) -> bytes:
+    """The body's bytes as both transports send them (and as the usage log's body_sha256 hashes them)."""
+    return _write_json(body).encode("utf-8")
 
 
 def with_media(message: dict, image_urls=(), video_parts=()) -> dict:
@@ -194,7 +207,6 @@ BODY_FIELDS = frozenset(
 
 def estimate_tokens(body: dict) -> int:
     """A rough token count for client-side --tpm pacing: ~4 characters a token, plus max_tokens."""
-    import json
 
     prompt = len(json.dumps(body.get("messages", ()), ensure_ascii=False)) // 4 + 1
     return prompt + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)

@@ -7,13 +7,15 @@ module that knows environment variable names.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from anyfast_cli.errors import UsageError
-from anyfast_cli.structured import MAX_INT_DIGITS, MAX_NESTING, ValueProblem, check_value, number_problem, text_problem
+from anyfast_cli.documents import load_yaml
+from anyfast_cli.errors import UsageError, one_line
+from anyfast_cli.prices import NO_PRICES, PriceTable, non_negative, parse_prices
+from anyfast_cli.structured import text_problem
+from anyfast_cli.text import parse_whole
 
 DEFAULT_BASE_URL = "https://www.anyfast.ai/v1"
 DEFAULT_MODEL = "doubao-seed-1-6-vision-250815"
@@ -28,6 +30,22 @@ ENV_MODEL = "ANYFAST_MODEL"
 ENV_PROFILE = "ANYFAST_PROFILE"
 ENV_CONFIG = "ANYFAST_CONFIG"
 ENV_DEBUG = "ANYFAST_DEBUG"
+ENV_USAGE_LOG = "ANYFAST_USAGE_LOG"
+ENV_CACHE = "ANYFAST_CACHE"
+ENV_PROMPTS_PATH = "ANYFAST_PROMPTS_PATH"
+
+# Where `-f NAME` looks for prompt files, after ANYFAST_PROMPTS_PATH: a project's own folder
+# (relative to the current directory), then the user's, beside the config file.
+PROJECT_PROMPTS_DIR = os.path.join(".anyfast", "prompts")
+CONFIG_PROMPTS_DIR = "prompts"
+
+ENV_COLUMNS = "COLUMNS"  # the width to render Markdown at when stdout is no terminal (as rich and less read it)
+
+# Other programs' variables that anyfast reads.
+ENV_NO_COLOR = "NO_COLOR"  # no-color.org
+ENV_TERM = "TERM"
+ENV_XDG_CONFIG_HOME = "XDG_CONFIG_HOME"
+ENV_HOME = "HOME"
 
 # The network's own variables, as curl, pip and requests read them (transport.py applies them).
 ENV_CA_FILE = "SSL_CERT_FILE"
@@ -43,8 +61,18 @@ SHARD_SCHEDULERS = (
     ("CircleCI", "CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", False),
     ("Buildkite", "BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", False),
 )
-SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
+# A Slurm array task: its index, then the array's lowest and highest index, step and size.
+SLURM_ARRAY_VARS = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_ARRAY_TASK_COUNT",
+)
 K8S_INDEX_VAR = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs export no count: --shard auto/N
+
+
+PROXY_SCHEMES = ("https", "http", "no")  # each scheme's proxy variables, and NO_PROXY's
 
 
 def proxy_env_names(scheme: str) -> tuple[str, ...]:
@@ -65,7 +93,18 @@ SETTING_KEYS = (
     "max_time",
     "retries",
     "schema_mode",
+    "usage_log",
+    "prices",
+    "budget",
+    "budget_tokens",
+    "cache",
+    "cache_mode",
+    "markdown",
 )
+# --cache-mode: rw uses a hit and stores a miss; refresh never uses, always stores; replay: hits only.
+CACHE_MODES = ("rw", "refresh", "replay")
+DEFAULT_CACHE_MODE = "rw"
+MARKDOWN_MODES = ("auto", "always", "never")  # config `markdown`: render answers at a terminal, always, never
 
 
 @dataclass(frozen=True)
@@ -80,6 +119,23 @@ class SettingFlags:
     timeout: float | None = None
     max_time: float | None = None
     retries: int | None = None
+    usage_log: str | None = None
+    prices: str | None = None  # --prices FILE; its data reaches resolve_settings as `prices_file`
+    budget: float | None = None
+    budget_tokens: int | None = None
+    cache: str | None = None  # --cache DIR
+    cache_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """--budget (money, in the prices' currency) and --budget-tokens; None: no cap."""
+
+    money: float | None = None
+    tokens: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.money is not None or self.tokens is not None
 
 
 @dataclass(frozen=True)
@@ -104,6 +160,12 @@ class Settings:
     origins: dict = field(default_factory=dict)  # setting name -> flag/environment/file/profile/default
     max_time: float | None = None  # seconds for the whole request, every attempt included (None: no bound)
     schema_mode: str | None = None  # --schema's response_format mode from the profile (None: auto)
+    usage_log: str | None = None
+    prices: PriceTable = NO_PRICES
+    budget: BudgetLimits = BudgetLimits()
+    cache: str | None = None  # the response cache's directory (None: no cache)
+    cache_mode: str = DEFAULT_CACHE_MODE
+    markdown: str = "auto"  # one of MARKDOWN_MODES
 
 
 def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -113,8 +175,16 @@ def config_path(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
         return flag, "flag"
     if env.get(ENV_CONFIG):
         return env[ENV_CONFIG], "environment"
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    base = env.get(ENV_XDG_CONFIG_HOME) or os.path.join(env.get(ENV_HOME) or os.path.expanduser("~"), ".config")
     return os.path.join(base, "anyfast", "config.yaml"), "default"
+
+
+def prompt_dirs(config_flag: str | None, env: Mapping[str, str]) -> list[str]:
+    """The directories `-f NAME` searches, in order: each of ANYFAST_PROMPTS_PATH (colon-separated,
+    empty entries skipped, as PATH's), ./.anyfast/prompts, then prompts/ beside the config file."""
+    listed = [entry for entry in (env.get(ENV_PROMPTS_PATH) or "").split(os.pathsep) if entry]
+    config_file, _ = config_path(config_flag, env)
+    return [*listed, PROJECT_PROMPTS_DIR, os.path.join(os.path.dirname(config_file), CONFIG_PROMPTS_DIR)]
 
 
 def parse_config(text: str, path: str) -> dict:
@@ -124,7 +194,7 @@ def parse_config(text: str, path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config must be a mapping of keys, not {type(data).__name__}")
-    unknown = sorted(set(data) - {"profile", "profiles"}, key=str)
+    unknown = sorted(set(data) - {"profile", "profiles", "prices"}, key=str)
     if unknown:
         raise UsageError(
             f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}",
@@ -143,175 +213,6 @@ def parse_config(text: str, path: str) -> dict:
     if "profile" in data and not isinstance(data["profile"], str):
         raise UsageError(f"{path}: 'profile' must be a profile name")
     return data
-
-
-def load_yaml(text: str, source: str, kind: str = "YAML"):
-    """Parse YAML into JSON's values; a syntax error, or a value no request may carry, becomes
-    a UsageError naming `source` and the line (structured.check_value's rules, and no alias bomb)."""
-    import yaml  # loaded only when there is YAML to read
-
-    loader = _bounded_loader()(text)
-    try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        invalid = "" if getattr(exc, "refused", False) else f"invalid {kind}: "  # valid YAML, but not a value we take
-        raise UsageError(f"{where}: {invalid}{problem}") from None
-    finally:
-        loader.dispose()
-    try:
-        check_value(data)  # what the loader cannot see by line: a key that is neither text nor a number
-    except ValueProblem as exc:
-        raise UsageError(f"{source}: {exc.describe()}") from None
-    return data
-
-
-# Alias expansion, as Go's yaml.v3 bounds it (decode.go, allowedAliasRatio): a document may add
-# through aliases up to 99% of its expanded nodes while it is small, falling to 10% past 4 million,
-# so what aliases expand to stays proportional to what was written; a billion laughs stops at once.
-ALIAS_FREE_NODES = 100  # expanded nodes any document may owe to aliases
-ALIAS_FREE_TOTAL = 1000  # a document this small (expanded) is never refused
-ALIAS_RATIO_LOW, ALIAS_RATIO_HIGH = 400_000, 4_000_000
-# Values (nodes) in one YAML document. PyYAML holds some 500 bytes and 10 µs for each while it
-# composes, so 16 MiB of `[1,1,1,…]` would take 4 GB; 250,000 (~130 MB, ~3 s) is some 50,000
-# messages of a saved conversation (5 a message), past any context. JSON has no such cost.
-MAX_YAML_NODES = 250_000
-
-
-def allowed_alias_ratio(expanded: int) -> float:
-    """The share of a document's expanded nodes that aliases may supply (yaml.v3's rule)."""
-    if expanded <= ALIAS_RATIO_LOW:
-        return 0.99
-    if expanded >= ALIAS_RATIO_HIGH:
-        return 0.10
-    return 0.99 - 0.89 * (expanded - ALIAS_RATIO_LOW) / (ALIAS_RATIO_HIGH - ALIAS_RATIO_LOW)
-
-
-@functools.lru_cache(maxsize=None)
-def _bounded_loader():
-    """A safe YAML loader that, while it composes (before anything is built), refuses nesting
-    past MAX_NESTING, excessive or recursive aliasing, NaN and infinities, integers too long
-    to read, lone surrogates, and tags beyond plain data; each with its line. Dates stay text."""
-    import yaml
-    from yaml.composer import ComposerError
-
-    class Refused(ComposerError):
-        refused = True
-
-    plain_tags = {
-        f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")
-    }
-
-    try:  # libyaml's parser (iterative, ~100x faster) with Python composing, so that the checks below run
-        from yaml.composer import Composer
-        from yaml.constructor import SafeConstructor
-        from yaml.cyaml import CParser
-        from yaml.resolver import Resolver
-
-        class Base(Composer, CParser, SafeConstructor, Resolver):
-            def __init__(self, stream) -> None:
-                CParser.__init__(self, stream)
-                Composer.__init__(self)
-                SafeConstructor.__init__(self)
-                Resolver.__init__(self)
-    except ImportError:  # PyYAML built without libyaml
-        Base = yaml.SafeLoader
-
-    class BoundedLoader(Base):
-        # An unquoted 2024-01-01 is the text the user wrote, not a date JSON cannot carry.
-        yaml_implicit_resolvers = {
-            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-        }
-
-        def __init__(self, stream) -> None:
-            Base.__init__(self, stream)
-            self._shapes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, levels) once expanded
-            self._open = 0  # lists and mappings being composed around the current node
-            self._written = 0  # nodes in the text
-            self._aliased = 0  # nodes that aliases add when expanded
-
-        def compose_node(self, parent, index):
-            event = self.peek_event()
-            if isinstance(event, yaml.AliasEvent):
-                node = super().compose_node(parent, index)
-                shape = self._shapes.get(id(node))
-                if shape is None:  # its anchor's node is still being composed: it contains itself
-                    raise Refused(None, None, f"the alias *{event.anchor} is inside its own anchor", event.start_mark)
-                self._aliased += shape[0]
-                expanded = self._written + self._aliased
-                if (
-                    self._aliased > ALIAS_FREE_NODES
-                    and expanded > ALIAS_FREE_TOTAL
-                    and self._aliased / expanded > allowed_alias_ratio(expanded)
-                ):
-                    raise Refused(
-                        None,
-                        None,
-                        f"excessive aliasing: aliases expand {self._written:,} written nodes "
-                        f"to {expanded:,} (an alias bomb?)",
-                        event.start_mark,
-                    )
-                self._check_levels(self._open + shape[1], event.start_mark)
-                return node
-            collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
-            self._open += collection
-            self._check_levels(self._open, event.start_mark)
-            node = super().compose_node(parent, index)
-            self._open -= collection
-            if isinstance(node, yaml.ScalarNode):
-                children = ()
-                self._check_scalar(node)
-            else:
-                children = (
-                    node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
-                )
-            if node.tag not in plain_tags:
-                raise Refused(
-                    None,
-                    None,
-                    f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed here "
-                    "(only text, numbers, true/false, null, lists and mappings)",
-                    node.start_mark,
-                )
-            shapes = [self._shapes[id(child)] for child in children]
-            self._shapes[id(node)] = (
-                1 + sum(s[0] for s in shapes),
-                collection + max((s[1] for s in shapes), default=0),
-            )
-            self._written += 1
-            if self._written > MAX_YAML_NODES:
-                raise Refused(
-                    None,
-                    None,
-                    f"more than {MAX_YAML_NODES:,} values in one YAML document "
-                    "(write it as JSON, which has no such limit)",
-                    node.start_mark,
-                )
-            return node
-
-        def _check_levels(self, levels: int, mark) -> None:
-            if levels > MAX_NESTING:
-                raise Refused(None, None, f"nested deeper than {MAX_NESTING} levels", mark)
-
-        def _check_scalar(self, node) -> None:
-            problem = None
-            try:
-                if node.tag == "tag:yaml.org,2002:float":
-                    problem = number_problem(self.construct_yaml_float(node))
-                elif node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
-                    problem = f"a number of {len(node.value):,} digits is too long"
-                elif node.tag == "tag:yaml.org,2002:str":
-                    problem = text_problem(node.value)
-                    problem = f"the text {problem}" if problem else None
-            except ValueError as exc:
-                problem = f"cannot read {node.value[:40]!r}: {exc}"
-            if problem:
-                raise Refused(None, None, problem, node.start_mark)
-
-    return BoundedLoader
 
 
 def profile_label(name: str, path: str) -> str:
@@ -344,6 +245,7 @@ def resolve_settings(
     path: str = "",
     default_retries: int = 2,
     file_model: str | None = None,
+    prices_file: tuple | None = None,
 ) -> Settings:
     """Combine flags, environment, the chosen profile and defaults into Settings."""
     profile_name, profile_origin, profile = _choose_profile(flags, env, config, path)
@@ -379,6 +281,20 @@ def resolve_settings(
     max_time = checked("max_time", _max_time, pick("max_time", flags.max_time, None, None))
     retries = checked("retries", _retry_count, pick("retries", flags.retries, None, default_retries))
     schema_mode = checked("schema_mode", _schema_mode, pick("schema_mode", None, None, None))
+    usage_log = checked("usage_log", _file_name, pick("usage_log", flags.usage_log, ENV_USAGE_LOG, None))
+    budget = BudgetLimits(
+        checked("budget", _budget, pick("budget", flags.budget, None, None)),
+        checked("budget_tokens", _budget_tokens, pick("budget_tokens", flags.budget_tokens, None, None)),
+    )
+    cache = checked("cache", _cache_dir, pick("cache", flags.cache, ENV_CACHE, None))
+    cache_mode = checked("cache_mode", _cache_mode, pick("cache_mode", flags.cache_mode, None, None))
+    if cache_mode is not None and cache is None:
+        raise UsageError(
+            f"--cache-mode {cache_mode} (cache_mode, from the {origins['cache_mode']}) needs a cache directory",
+            hint=f"give --cache DIR, set {ENV_CACHE}, or cache: in the profile",
+        )
+    markdown = checked("markdown", _markdown_mode, pick("markdown", None, None, "auto"))
+    prices = _prices(prices_file, profile, config, profile_label(profile_name, path), path)
     body_defaults = {k: v for k, v in profile.items() if k not in SETTING_KEYS}
     return Settings(
         base_url=base_url.rstrip("/"),
@@ -387,6 +303,12 @@ def resolve_settings(
         retries=retries,
         max_time=max_time,
         schema_mode=schema_mode,
+        usage_log=usage_log,
+        prices=prices,
+        budget=budget,
+        cache=cache,
+        cache_mode=cache_mode or DEFAULT_CACHE_MODE,
+        markdown=markdown,
         key=_key_source(flags, env, profile),
         body_defaults=body_defaults,
         profile=profile_name,
@@ -490,6 +412,67 @@ def _schema_mode(value) -> str | None:
     return check_mode(value if isinstance(value, str) else repr(value), "schema_mode")
 
 
+def _prices(prices_file: tuple | None, profile: Mapping, config: Mapping, label: str, path: str) -> PriceTable:
+    """--prices FILE, else the profile's prices, else the config's top-level prices."""
+    if prices_file is not None:
+        data, source = prices_file
+        return parse_prices(data, source)
+    if "prices" in profile:
+        return parse_prices(profile["prices"], label)
+    return parse_prices(config.get("prices"), path or "config")
+
+
+def _markdown_mode(value) -> str:
+    """The config key markdown: auto, always or never (YAML reads a bare never/always as text)."""
+    if value not in MARKDOWN_MODES:
+        raise UsageError(f"markdown must be one of {', '.join(MARKDOWN_MODES)}, got {value!r}")
+    return value
+
+
+def columns_from_env(env: Mapping[str, str]) -> int | None:
+    """COLUMNS as a width, when it is a sensible one."""
+    text = env.get(ENV_COLUMNS, "")
+    return int(text) if text.isdigit() and 0 < int(text) < 10_000 else None
+
+
+def _file_name(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or text_problem(value):
+        raise UsageError(f"usage_log must be a file name, got {value!r}")
+    return value
+
+
+def _cache_dir(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or text_problem(value):
+        raise UsageError(f"--cache (cache) must be a directory name, got {value!r}")
+    return value
+
+
+def _cache_mode(value) -> str | None:
+    if value is None:
+        return None
+    if value not in CACHE_MODES:
+        raise UsageError(f"--cache-mode (cache_mode) must be one of {', '.join(CACHE_MODES)}, got {value!r}")
+    return value
+
+
+def _budget(value) -> float | None:
+    return None if value is None else non_negative(value, "--budget (budget)")
+
+
+def _budget_tokens(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"--budget-tokens (budget_tokens) must be a whole number, 0 or more, got {value!r}")
+    return value
+
+
 def _max_time(value) -> float | None:
     """--max-time (config key max_time): seconds, checked as --timeout is."""
     try:
@@ -501,11 +484,10 @@ def _max_time(value) -> float | None:
 
 
 def _retry_count(value) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UsageError(f"retries must be a whole number, 0 or more, got {value!r}")
-    return value
+    number = parse_whole(value.strip()) if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise UsageError(f"retries must be a whole number, 0 or more, got {one_line(repr(value), 60)}")
+    return number
 
 
 def timeouts(timeout: float | None) -> tuple[float, float]:
@@ -520,4 +502,4 @@ def debug_enabled(env: Mapping[str, str]) -> bool:
 
 def color_allowed(env: Mapping[str, str]) -> bool:
     """NO_COLOR (non-empty) or TERM=dumb forbid every escape sequence."""
-    return not env.get("NO_COLOR") and env.get("TERM") != "dumb"
+    return not env.get(ENV_NO_COLOR) and env.get(ENV_TERM) != "dumb"

@@ -8,7 +8,9 @@ are left alone (httpx's iter_lines would split on them).
 A line that spans many feeds is kept as a list of pieces and joined once, when it
 ends, so assembling it costs time in proportion to its length (joining the buffer
 at every feed made a 64 MB line take 37 s). A line, or an event's data lines
-together, longer than MAX_EVENT_BYTES raises EventTooLarge.
+together, longer than MAX_EVENT_BYTES raises EventTooLarge, which carries the events
+completed before it in the same feed: what a feed returns never depends on where the
+bytes were split.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
 class EventTooLarge(ValueError):
-    """A line, or one event's data, longer than the decoder's limit."""
+    """A line, or one event's data, longer than the decoder's limit. `events` holds the
+    events the same feed completed before it, so that none is lost to where a read ended."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"an event longer than {limit} bytes")
         self.limit = limit
+        self.events: list[Event] = []
 
 
 class Event(NamedTuple):
@@ -72,24 +76,29 @@ class SSEDecoder:
             if chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM) :]
         lines = chunk.splitlines(keepends=True)  # bytes: splits on CR, LF, CRLF only
-        if lines and not lines[-1].endswith((b"\n", b"\r")):
-            self._hold(lines.pop())
+        tail = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else None
         if chunk.endswith(b"\r"):  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
         check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
         events: list[Event] = []
-        for line in lines:
-            if check and len(line) > self._limit + 2:
-                raise EventTooLarge(self._limit)
-            raw = line.rstrip(b"\r\n")
-            if raw[:5] == b"data:":  # nearly every line: the fast path for it (_add_data, inlined)
-                value = (raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace")
-                self._data_size += len(value) + 1
-                if self._data_size > self._limit:
+        try:
+            for line in lines:
+                if check and len(line) > self._limit + 2:
                     raise EventTooLarge(self._limit)
-                self._data.append(value)
-            else:
-                self._process_line(raw, events)
+                raw = line.rstrip(b"\r\n")
+                if raw[:5] == b"data:":  # nearly every line: the fast path for it (_add_data, inlined)
+                    value = (raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace")
+                    self._data_size += len(value) + 1
+                    if self._data_size > self._limit:
+                        raise EventTooLarge(self._limit)
+                    self._data.append(value)
+                else:
+                    self._process_line(raw, events)
+            if tail is not None:  # held after the whole lines: a tail too long must not cost them
+                self._hold(tail)
+        except EventTooLarge as exc:
+            exc.events = events
+            raise
         return events
 
     def close(self) -> list[Event]:

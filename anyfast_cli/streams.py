@@ -60,6 +60,56 @@ class Redactor:
                 text = text.replace(form, MASK)
         return text
 
+    def holds_part(self, text: str) -> bool:
+        """Whether `text` holds a secret, or ends in what may be the start of one: a piece that
+        mask_pieces must see. Cheap when it does not (a few searches per form, in C)."""
+        for form in self._forms:
+            if form in text:
+                return True
+            start = text.find(form[0], max(0, len(text) - len(form) + 1))
+            while start != -1:
+                if form.startswith(text[start:]):
+                    return True
+                start = text.find(form[0], start + 1)
+        return False
+
+    def mask_pieces(self, pieces: list[str]) -> tuple[list[str], int]:
+        """Pieces of one text that arrive apart (a streamed field in successive chunk objects,
+        each written as a line of its own), masked as their joined text would be: a secret is
+        replaced where it starts and taken out of the pieces it runs on into, so the pieces
+        still join to the masked text. Also returns how many leading pieces are settled: the
+        rest end in what may be the start of a secret and must wait for the next piece."""
+        text = "".join(pieces)
+        spans = []  # (start, end) of each secret in `text`, left to right
+        position = 0
+        while True:
+            hits = [(at, -len(form)) for form in self._forms if (at := text.find(form, position)) != -1]
+            if not hits:
+                break
+            at, minus_length = min(hits)  # the leftmost, and of those the longest form
+            spans.append((at, at - minus_length))
+            position = at - minus_length
+        open_at = position + len(self.split_tail(text[position:])[0])  # where a possible secret begins
+        masked, settled, start = [], len(pieces), 0
+        for number, piece in enumerate(pieces):
+            end = start + len(piece)
+            if end > open_at and settled == len(pieces):
+                settled = number
+            if spans:
+                kept, cursor = [], start
+                for at, stop in spans:
+                    if stop <= cursor or at >= end:
+                        continue
+                    kept.append(text[cursor:at])  # empty when the secret began in an earlier piece
+                    if at >= start:
+                        kept.append(MASK)
+                    cursor = min(stop, end)
+                kept.append(text[cursor:end])
+                piece = "".join(kept)
+            masked.append(piece)
+            start = end
+        return masked, settled
+
     def split_tail(self, text: str) -> tuple[str, str]:
         """(what may be written now, the end of `text` that could be the start of a secret).
         A streamed answer that echoes the key brings it in pieces; the tail waits for the next."""
@@ -130,6 +180,7 @@ class Streams:
     stderr_isatty: bool
     env: Mapping[str, str]
     redactor: Redactor = field(default_factory=Redactor)
+    stdout_is_file: bool = False  # -o FILE holds stdout: raw text always, whatever --markdown says
 
     @classmethod
     def from_sys(cls) -> "Streams":
@@ -172,15 +223,19 @@ class Streams:
     def read_stdin(self, limit: int = STDIN_PROMPT_MAX_BYTES, what: str = "a prompt") -> str | None:
         """All of stdin when it is piped; None for a terminal or a closed stdin (never blocks on a tty).
         Past `limit` bytes (`< /dev/zero`, an endless pipe) a UsageError, without reading the rest."""
+        data = self.read_stdin_bytes(limit, what)
+        return data.decode("utf-8", "replace") if data else None
+
+    def read_stdin_bytes(self, limit: int, what: str) -> bytes | None:
+        """read_stdin's bytes, as they came (for `-a -`, which types them by content); b"" when empty."""
         if self.stdin is None or self.stdin_isatty:
             return None
         try:
-            data = read_limited(self.stdin, limit)
+            return read_limited(self.stdin, limit)
         except TooLarge:
             raise UsageError(f"standard input is over the {size_text(limit)} limit for {what}") from None
         except (OSError, ValueError):  # closed (`<&-`) or unreadable
             return None
-        return data.decode("utf-8", "replace") if data else None
 
     def note(self, text: str) -> None:
         """Diagnostic text on stderr, the one way it gets there: control characters made

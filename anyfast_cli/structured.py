@@ -162,9 +162,13 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+# json.loads hooks that refuse what JSON itself does not allow: NaN, Infinity, a number too large
+# for a float (1e400 would read as inf) or an integer too long for Python to read or write.
+STRICT_NUMBERS = {"parse_constant": _refuse_constant, "parse_float": _finite_float, "parse_int": _bounded_int}
+
 # One decoder for every parse: json.loads with hooks builds a new one each call, which costs
 # as much as decoding a short batch line.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+_DECODER = json.JSONDecoder(**STRICT_NUMBERS)
 
 
 def parse_json(text: str, *, check: bool = True):
@@ -174,13 +178,10 @@ def parse_json(text: str, *, check: bool = True):
     for a caller that compares what it builds with something that was checked."""
     try:
         value = _DECODER.decode(text)
-    except ValueProblem as exc:  # from a hook, called before the parser has seen the rest of the text
-        try:
-            json.loads(text, parse_int=len)  # `NaNa` or `1e999 x` is no JSON at all, rather than bad JSON
-        except json.JSONDecodeError as syntax:
-            raise JsonSyntaxError(syntax.msg, syntax.pos, syntax.colno) from None
-        except (ValueError, RecursionError):
-            pass
+    except ValueProblem as exc:
+        syntax = syntax_error(text)
+        if syntax is not None:
+            raise syntax from None
         exc.pos = _first_problem_offset(text)
         raise
     except RecursionError:
@@ -208,6 +209,19 @@ def json_writer(*, sort_keys: bool = False) -> Callable[[object], str]:
         return encoder.encode
     write = c_make_encoder(None, encoder.default, encode_basestring, None, ":", ",", sort_keys, False, True)
     return lambda value: "".join(write(value, 0))
+
+
+def syntax_error(text: str) -> JsonSyntaxError | None:
+    """The JsonSyntaxError of text that STRICT_NUMBERS refused: a hook is called before the
+    parser has seen the rest of the text, and `NaNa` or `1e999 x` is no JSON at all, rather
+    than JSON holding a number it does not allow."""
+    try:
+        json.loads(text, parse_int=len)  # len: no digit limit, and no work
+    except json.JSONDecodeError as syntax:
+        return JsonSyntaxError(syntax.msg, syntax.pos, syntax.colno)
+    except (ValueError, RecursionError):
+        pass
+    return None
 
 
 # One JSON token a scan cares about: a string (skipped whole), a bracket, or a bare word/number.

@@ -7,6 +7,10 @@ Text from a server is hostile until shown otherwise:
 - Control characters drive a terminal: OSC 52 writes the clipboard, OSC 0 sets the
   title, CSI 2 J clears the screen, and C1 controls (U+0080-U+009F) do the same in one
   character on some terminals.
+- Bidirectional controls (Unicode's Bidi_Control class: embeddings and overrides
+  U+202A-U+202E, isolates U+2066-U+2069, marks U+200E, U+200F and U+061C) reorder what a
+  terminal shows, so that shown text reads otherwise than it is ("Trojan Source"). An
+  override left open also reorders what is printed after it, our own words included.
 - Standard output may not hold every character (PYTHONIOENCODING=ascii, a Latin-1 terminal).
 """
 
@@ -16,11 +20,29 @@ import codecs
 import re
 
 SURROGATE = re.compile("[\ud800-\udfff]")  # also structured.text_problem
-# C0 controls but tab and newline (a CR only when no newline follows it), DEL, and C1 controls.
-_CONTROL = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Unicode's Bidi_Control characters, the whole class (see above).
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# C0 controls but tab and newline (a CR only when no newline follows it), DEL, C1 controls,
+# and the bidirectional controls.
+_CONTROL = re.compile(f"\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{BIDI_CONTROLS}]")
 # What json.dumps(ensure_ascii=False) leaves raw but must not reach a terminal or a UTF-8 encoder.
-_JSON_RAW_ON_TERMINAL = re.compile("[\x7f-\x9f\ud800-\udfff]")
+_JSON_RAW_ON_TERMINAL = re.compile(f"[\x7f-\x9f\ud800-\udfff{BIDI_CONTROLS}]")
 ESCAPE_ERRORS = "anyfast.escape"  # the codec error handler `escape_unencodable` uses
+
+
+# Digits a whole number read from text may have: more than any count, index, port or size we
+# read, and far under what int() takes (4,300 by default; PYTHONINTMAXSTRDIGITS may lower it).
+MAX_WHOLE_DIGITS = 100
+
+
+def parse_whole(text: str) -> int | None:
+    """A whole number written in ASCII digits, nothing else, else None. Text from
+    users and servers goes through here rather than `isdigit()` then `int()`: isdigit() also
+    takes "²", which int() refuses, and int() refuses a long number with advice for Python
+    programmers (sys.set_int_max_str_digits) that would reach the user as an internal error."""
+    if not text.isdigit() or not text.isascii() or len(text) > MAX_WHOLE_DIGITS:
+        return None
+    return int(text)
 
 
 def is_high_surrogate(char: str) -> bool:
@@ -37,7 +59,8 @@ def fix_surrogates(text: str) -> str:
 def neutralise(text: str) -> str:
     """Control characters made visible, as gh and git show them, so that text cannot drive
     a terminal: C0 controls and DEL in caret notation (ESC as `^[`, BEL as `^G`), C1 controls
-    as an octal escape (U+009B as `\\233`). Newlines and tabs are kept, and a CR before a newline."""
+    as an octal escape (U+009B as `\\233`), bidirectional controls as less(1) shows them
+    (U+202E as `<U+202E>`). Newlines and tabs are kept, and a CR before a newline."""
     if _CONTROL.search(text) is None:
         return text
     return _CONTROL.sub(_visible, text)
@@ -49,14 +72,17 @@ def _visible(match: re.Match) -> str:
         return "^" + chr(code + 0x40)
     if code == 0x7F:
         return "^?"
-    return f"\\{code:03o}"
+    if code <= 0x9F:
+        return f"\\{code:03o}"
+    return f"<U+{code:04X}>"
 
 
 def escape_json_text(text: str, *, terminal: bool = False) -> str:
     """JSON text (from json.dumps with ensure_ascii=False) that any UTF-8 writer takes: each
     lone surrogate half becomes its `\\uXXXX` escape, which says exactly what the server sent
-    (a reader can still join the halves of --json --stream chunks). With `terminal`, DEL and C1
-    controls are escaped too (json.dumps escapes only C0), so the output cannot drive a terminal.
+    (a reader can still join the halves of --json --stream chunks). With `terminal`, DEL, C1
+    and bidirectional controls are escaped too (json.dumps escapes only C0), so the output
+    cannot drive or reorder a terminal.
     Such characters can stand only inside JSON strings, where the escape means the same."""
     pattern = _JSON_RAW_ON_TERMINAL if terminal else SURROGATE
     if (not terminal and text.isascii()) or pattern.search(text) is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from anyfast_cli.errors import UsageError
 from anyfast_cli.settings import CA_ENV_NAMES, ENV_CA_DIR, proxy_env_names, timeouts
+from anyfast_cli.text import parse_whole
 
 # The largest response head either path accepts. httpx's HTTP/1.1 parser (h11, as httpcore
 # sets it up) refuses a head past 100 KiB; aiohttp is given the same bound per line and field.
@@ -134,10 +136,10 @@ def bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
 def _split_port(entry: str) -> tuple[str, int | None]:
     if entry.startswith("["):  # [::1]:8080
         address, _, rest = entry[1:].partition("]")
-        return address, int(rest[1:]) if rest[1:].isdigit() else None
+        return address, parse_whole(rest[1:])
     if entry.count(":") == 1:
         name, _, port = entry.partition(":")
-        return name, int(port) if port.isdigit() else None
+        return name, parse_whole(port)
     return entry, None
 
 
@@ -179,5 +181,12 @@ def build_ssl_context(env: Mapping[str, str]) -> ssl.SSLContext:
             else:
                 context.load_verify_locations(cafile=path)
         except (ssl.SSLError, OSError, ValueError) as exc:
-            raise UsageError(f"{name} names {path}, which holds no usable certificate: {exc}") from None
+            raise UsageError(f"{name} names {path}, which holds no usable certificate: {ssl_words(exc)}") from None
     return context
+
+
+def ssl_words(exc: Exception) -> str:
+    """OpenSSL's words for a failure, without where in Python's source it was raised
+    ("[X509] PEM lib (_ssl.c:4154)" -> "X509: PEM lib")."""
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc))
+    return re.sub(r"^\[([^]]*)\]\s*", r"\1: ", text)

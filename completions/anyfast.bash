@@ -6,37 +6,46 @@
 # _anyfast_spec PATH: describe the command PATH ('' for anyfast itself, 'config show' for a
 # subcommand) in the caller's local variables, which bash's dynamic scoping lets us set:
 # subcommands, options (every spelling), value_opts (options followed by a value),
-# file_opts (options whose value is a file), file_args (1 when arguments are files).
+# file_opts (options whose value is a file), file_args (1 when arguments are files),
+# prompt_opts and prompt_args (the same, for a prompt file's name or a file).
 _anyfast_spec() {
-    subcommands='' options='' value_opts='' file_opts='' file_args=0
+    subcommands='' options='' value_opts='' file_opts='' file_args=0 prompt_opts='' prompt_args=0
     case $1 in
         '')
-            subcommands='complete chat batch schema config'
+            subcommands='complete chat batch schema usage models prompts config cache'
             options='--version -h --help'
             value_opts=''
             file_opts=''
             file_args='0'
+            prompt_opts=''
+            prompt_args='0'
             ;;
         'complete')
             subcommands=''
-            options='-n --no-stdin --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
-            file_opts='--config -i --image --video --tools'
+            options='-n --no-stdin -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-a --attach -o --output --config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
+            prompt_opts=''
+            prompt_args='0'
             ;;
         'chat')
             subcommands=''
-            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
-            file_opts='-f --messages --save --tool-result --config -i --image --video --tools'
+            options='-f --messages --save -n --no-stdin -I --interactive --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --stream --no-stream --json --reasoning --usage -v --verbose --dry-run --markdown --raw --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-f --messages --save --tool-result --var -a --attach -o --output --config --usage-log --prices --cache -i --image --video --tools'
             file_args='0'
+            prompt_opts='-f --messages'
+            prompt_args='0'
             ;;
         'batch')
             subcommands=''
-            options='-o --output --lines --template --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
-            value_opts='-o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
-            file_opts='-o --output --config -i --image --video --tools'
+            options='-o --output --lines --template -f --messages --var --ordered -j --concurrency --rpm --tpm --resume --shard --no-progress --dry-run -v --verbose --fail-on-tool-calls --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair -h --help'
+            value_opts='-o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair'
+            file_opts='-o --output -f --messages --var --config --usage-log --prices --cache -i --image --video --tools'
             file_args='1'
+            prompt_opts='-f --messages'
+            prompt_args='0'
             ;;
         'schema')
             subcommands=''
@@ -44,6 +53,44 @@ _anyfast_spec() {
             value_opts=''
             file_opts=''
             file_args='0'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'usage')
+            subcommands=''
+            options='--by --since --json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
+            file_args='1'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'models')
+            subcommands=''
+            options='--check --json -v --verbose --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
+            file_args='0'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'prompts')
+            subcommands='show'
+            options='--json --config -h --help'
+            value_opts='--config'
+            file_opts='--config'
+            file_args='0'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'prompts show')
+            subcommands=''
+            options='--config -h --help'
+            value_opts='--config'
+            file_opts='--config'
+            file_args='1'
+            prompt_opts=''
+            prompt_args='1'
             ;;
         'config')
             subcommands='path show'
@@ -51,20 +98,53 @@ _anyfast_spec() {
             value_opts=''
             file_opts=''
             file_args='0'
+            prompt_opts=''
+            prompt_args='0'
             ;;
         'config path')
             subcommands=''
-            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries'
-            file_opts='--config'
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
             file_args='0'
+            prompt_opts=''
+            prompt_args='0'
             ;;
         'config show')
             subcommands=''
-            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries -h --help'
-            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries'
-            file_opts='--config'
+            options='--json --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
             file_args='0'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'cache')
+            subcommands='stats prune'
+            options='-h --help'
+            value_opts=''
+            file_opts=''
+            file_args='0'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'cache stats')
+            subcommands=''
+            options='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
+            file_args='1'
+            prompt_opts=''
+            prompt_args='0'
+            ;;
+        'cache prune')
+            subcommands=''
+            options='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -h --help'
+            value_opts='--older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode'
+            file_opts='--config --usage-log --prices --cache'
+            file_args='1'
+            prompt_opts=''
+            prompt_args='0'
             ;;
     esac
 }
@@ -89,9 +169,44 @@ _anyfast_files() {
     _anyfast_reply < <(compgen -f -- "$cur")
 }
 
+# __anyfast_prompt_names: the names of the prompt files `-f NAME` finds, one a line: NAME.yaml,
+# NAME.yml or NAME.json in each directory of ANYFAST_PROMPTS_PATH, then .anyfast/prompts, then
+# prompts/ beside the config file (settings.prompt_dirs; a --config on the line is not seen).
+__anyfast_prompt_names() {
+    local dir file name config=${ANYFAST_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/anyfast/config.yaml}
+    local -a dirs=()
+    [[ -n $ANYFAST_PROMPTS_PATH ]] && IFS=: read -ra dirs <<< "$ANYFAST_PROMPTS_PATH"
+    dirs+=(.anyfast/prompts "${config%/*}/prompts")
+    for dir in "${dirs[@]}"; do
+        [[ -n $dir && -d $dir ]] || continue
+        for file in "$dir"/*.yaml "$dir"/*.yml "$dir"/*.json; do
+            [[ -f $file ]] || continue
+            name=${file##*/}
+            name=${name%.*}
+            [[ $name == *.* ]] || printf '%s\n' "$name"
+        done
+    done
+}
+
+# __anyfast_prompt_refs: prompt names starting with $cur, then file names (a name also a file: once).
+__anyfast_prompt_refs() {
+    local name
+    local -A seen=()
+    COMPREPLY=()
+    while IFS= read -r name; do
+        [[ $name == "$cur"* && -z ${seen[$name]} ]] || continue
+        seen[$name]=1
+        COMPREPLY+=("$name")
+    done < <(__anyfast_prompt_names)
+    compopt -o filenames 2>/dev/null
+    while IFS= read -r name; do
+        [[ -z ${seen[$name]} ]] && COMPREPLY+=("$name")
+    done < <(compgen -f -- "$cur")
+}
+
 _anyfast() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local subcommands options value_opts file_opts file_args
+    local subcommands options value_opts file_opts file_args prompt_opts prompt_args
     local path='' word i skip=0
     # With the default COMP_WORDBREAKS, "--save=FILE" arrives as three words: --save = FILE.
     if [[ $cur == '=' ]]; then
@@ -120,7 +235,9 @@ _anyfast() {
         fi
     done
     if [[ -n $prev && " $value_opts " == *" $prev "* ]]; then
-        if [[ " $file_opts " == *" $prev "* ]]; then
+        if [[ " $prompt_opts " == *" $prev "* ]]; then
+            __anyfast_prompt_refs
+        elif [[ " $file_opts " == *" $prev "* ]]; then
             _anyfast_files
         else
             _anyfast_reply < <(compgen -W "$(_anyfast_choices "$path $prev")" -- "$cur")
@@ -129,6 +246,8 @@ _anyfast() {
         _anyfast_reply < <(compgen -W "$options" -- "$cur")
     elif [[ -n $subcommands ]]; then
         _anyfast_reply < <(compgen -W "$subcommands" -- "$cur")
+    elif ((prompt_args)); then
+        __anyfast_prompt_refs
     elif ((file_args)); then
         _anyfast_files
     else

@@ -6,9 +6,13 @@
 function __anyfast_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' complete chat batch schema config
+            printf '%s\n' complete chat batch schema usage models prompts config cache
+        case prompts
+            printf '%s\n' show
         case config
             printf '%s\n' path show
+        case cache
+            printf '%s\n' stats prune
     end
 end
 
@@ -16,15 +20,27 @@ end
 function __anyfast_value_options
     switch "$argv"
         case complete
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case chat
-            printf '%s\n' -f --messages --save --tool-result --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -f --messages --save --tool-result --var -a --attach -o --output --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
         case batch
-            printf '%s\n' -o --output --template -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+            printf '%s\n' -o --output --template -f --messages --var -j --concurrency --rpm --tpm --shard --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode -s --system --max-tokens -t --temperature --top-p --frequency-penalty --presence-penalty --stop -p --param -i --image --video --fps --tools --tool-choice --schema --schema-multi --schema-mode --repair
+        case usage
+            printf '%s\n' --by --since --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+        case models
+            printf '%s\n' --check --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+        case prompts
+            printf '%s\n' --config
+        case 'prompts show'
+            printf '%s\n' --config
         case 'config path'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
         case 'config show'
-            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+        case 'cache stats'
+            printf '%s\n' --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
+        case 'cache prune'
+            printf '%s\n' --older-than --api-key --base-url -m --model --profile --config --timeout --max-time --retries --usage-log --prices --budget --budget-tokens --cache --cache-mode
     end
 end
 
@@ -57,16 +73,37 @@ function __anyfast_using
     test "$path" = "$argv"
 end
 
+# The names of the prompt files `-f NAME` finds, one a line: NAME.yaml, NAME.yml or NAME.json in
+# each directory of ANYFAST_PROMPTS_PATH, then .anyfast/prompts, then prompts/ beside the config.
+function __anyfast_prompt_names
+    set -l base $XDG_CONFIG_HOME
+    test -n "$base"; or set base $HOME/.config
+    set -l config $ANYFAST_CONFIG
+    test -n "$config"; or set config $base/anyfast/config.yaml
+    set -l dirs (string split -n : -- "$ANYFAST_PROMPTS_PATH") .anyfast/prompts (string replace -r '/[^/]*$' '' -- $config)/prompts
+    for file in $dirs/*.yaml $dirs/*.yml $dirs/*.json
+        test -f $file; or continue
+        set -l name (string replace -r '\.[^.]*$' '' -- (string replace -r '.*/' '' -- $file))
+        string match -q -- '*.*' $name; or echo $name
+    end
+end
+
 # File names only where a value is a file.
 complete -c anyfast -f
 complete -c anyfast -n __anyfast_using -a complete -d 'One prompt, one answer on stdout.'
 complete -c anyfast -n __anyfast_using -a chat -d 'A conversation: messages from a file, the reply appended and saved.'
 complete -c anyfast -n __anyfast_using -a batch -d 'Many requests from JSONL, concurrently, resumably; one result line per record.'
 complete -c anyfast -n __anyfast_using -a schema -d 'Print the JSON Schema a --schema SPEC makes (types: str, int, float, bool, list of them).'
+complete -c anyfast -n __anyfast_using -a usage -d 'Total what the usage log says was spent: requests, tokens, cost (per currency).'
+complete -c anyfast -n __anyfast_using -a models -d 'List the models the gateway serves to this key (GET /models), one id per line.'
+complete -c anyfast -n __anyfast_using -a prompts -d 'List the prompt files that -f NAME finds (NAME, then its description).'
 complete -c anyfast -n __anyfast_using -a config -d 'Show which config file and settings are in force.'
+complete -c anyfast -n __anyfast_using -a cache -d 'Look after a response cache (--cache DIR): its size, and removing old entries.'
 complete -c anyfast -n __anyfast_using -l version -d 'Print the version and exit.'
 complete -c anyfast -n __anyfast_using -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using complete' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
+complete -c anyfast -n '__anyfast_using complete' -s a -l attach -r -F -d 'Attach a file, an http(s) URL (fetched first) or stdin (-), typed by its content: text as a named block before the prompt, an image or video as a part; anything else is exit 2 (repeatable).'
+complete -c anyfast -n '__anyfast_using complete' -s o -l output -r -F -d 'Write what stdout would get to FILE, replacing it only on exit status 0 or 8; on any other status FILE is left as it was.'
 complete -c anyfast -n '__anyfast_using complete' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using complete' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using complete' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
@@ -75,6 +112,12 @@ complete -c anyfast -n '__anyfast_using complete' -l config -r -F -d 'Config fil
 complete -c anyfast -n '__anyfast_using complete' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using complete' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using complete' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using complete' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using complete' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using complete' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using complete' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using complete' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using complete' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using complete' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using complete' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using complete' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -94,16 +137,20 @@ complete -c anyfast -n '__anyfast_using complete' -l reasoning -d 'Show the mode
 complete -c anyfast -n '__anyfast_using complete' -l usage -d 'Show token usage on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using complete' -l dry-run -d 'Print the request that would be sent; send nothing.'
-complete -c anyfast -n '__anyfast_using complete' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.'
+complete -c anyfast -n '__anyfast_using complete' -l markdown -l raw -d 'Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].'
+complete -c anyfast -n '__anyfast_using complete' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using complete' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using complete' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
 complete -c anyfast -n '__anyfast_using complete' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
 complete -c anyfast -n '__anyfast_using complete' -s h -l help -d 'Show this message and exit.'
-complete -c anyfast -n '__anyfast_using chat' -s f -l messages -r -F -d 'Conversation file, YAML or JSON (\'-\' for stdin).'
+complete -c anyfast -n '__anyfast_using chat' -s f -l messages -r -F -a '(__anyfast_prompt_names)' -d 'Conversation or prompt file, YAML or JSON (\'-\' for stdin); a NAME is looked up in the prompt directories (see anyfast prompts).'
 complete -c anyfast -n '__anyfast_using chat' -l save -r -F -d 'Write the conversation with the reply to FILE (atomically).'
 complete -c anyfast -n '__anyfast_using chat' -s n -l no-stdin -d 'Never read standard input. Without -n, a stdin that is not a terminal is read to its end before anything is sent: a pipe that never closes keeps the command waiting.'
 complete -c anyfast -n '__anyfast_using chat' -s I -l interactive -d 'Start an interactive session, seeded by -f FILE if given.'
 complete -c anyfast -n '__anyfast_using chat' -l tool-result -r -F -d 'Answer the tool call ID (from the file\'s last reply) with TEXT or FILE\'s content (repeatable).'
+complete -c anyfast -n '__anyfast_using chat' -l var -r -F -d 'Set a prompt file\'s {NAME} to VALUE or FILE\'s text (repeatable); one no placeholder uses is exit 2.'
+complete -c anyfast -n '__anyfast_using chat' -s a -l attach -r -F -d 'Attach a file, an http(s) URL (fetched first) or stdin (-), typed by its content: text as a named block before the prompt, an image or video as a part; anything else is exit 2 (repeatable).'
+complete -c anyfast -n '__anyfast_using chat' -s o -l output -r -F -d 'Write what stdout would get to FILE, replacing it only on exit status 0 or 8; on any other status FILE is left as it was.'
 complete -c anyfast -n '__anyfast_using chat' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
 complete -c anyfast -n '__anyfast_using chat' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
 complete -c anyfast -n '__anyfast_using chat' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
@@ -112,6 +159,12 @@ complete -c anyfast -n '__anyfast_using chat' -l config -r -F -d 'Config file [e
 complete -c anyfast -n '__anyfast_using chat' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using chat' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using chat' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using chat' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using chat' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using chat' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using chat' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using chat' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using chat' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using chat' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using chat' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using chat' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -131,7 +184,8 @@ complete -c anyfast -n '__anyfast_using chat' -l reasoning -d 'Show the model\'s
 complete -c anyfast -n '__anyfast_using chat' -l usage -d 'Show token usage on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -s v -l verbose -d 'Show URL, status, request id, timings and retries on stderr.'
 complete -c anyfast -n '__anyfast_using chat' -l dry-run -d 'Print the request that would be sent; send nothing.'
-complete -c anyfast -n '__anyfast_using chat' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.'
+complete -c anyfast -n '__anyfast_using chat' -l markdown -l raw -d 'Render the answer as Markdown even when stdout is no terminal (for less -R), or print it raw at a terminal [config markdown: auto|always|never; default: render at a terminal; never with NO_COLOR or TERM=dumb].'
+complete -c anyfast -n '__anyfast_using chat' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using chat' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using chat' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
 complete -c anyfast -n '__anyfast_using chat' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
@@ -139,6 +193,8 @@ complete -c anyfast -n '__anyfast_using chat' -s h -l help -d 'Show this message
 complete -c anyfast -n '__anyfast_using batch' -s o -l output -r -F -d 'Write results to FILE instead of stdout.'
 complete -c anyfast -n '__anyfast_using batch' -l lines -d 'Read each line as a plain-text prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l template -x -d 'Build each prompt from the record\'s fields: \'Summarise: {text}\' ({text}: the whole line; {{ and }}: literal braces; nothing else in braces).'
+complete -c anyfast -n '__anyfast_using batch' -s f -l messages -r -F -a '(__anyfast_prompt_names)' -d 'Render every record through this prompt file: an object\'s fields are its variables (its prompt is {input}); a JSON string or a --lines line is {input}.'
+complete -c anyfast -n '__anyfast_using batch' -l var -r -F -d 'Set a prompt file\'s {NAME} to VALUE or FILE\'s text (repeatable); one no placeholder uses is exit 2.'
 complete -c anyfast -n '__anyfast_using batch' -l ordered -d 'Write results in input order (default: as they complete).'
 complete -c anyfast -n '__anyfast_using batch' -s j -l concurrency -x -d 'Requests in flight at once.'
 complete -c anyfast -n '__anyfast_using batch' -l rpm -x -d 'At most N requests a minute, spread evenly.'
@@ -157,6 +213,12 @@ complete -c anyfast -n '__anyfast_using batch' -l config -r -F -d 'Config file [
 complete -c anyfast -n '__anyfast_using batch' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using batch' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using batch' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using batch' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using batch' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using batch' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using batch' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using batch' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using batch' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using batch' -s s -l system -x -d 'System prompt.'
 complete -c anyfast -n '__anyfast_using batch' -l max-tokens -x -d 'Most tokens to generate (1..8192 for the default model).'
 complete -c anyfast -n '__anyfast_using batch' -s t -l temperature -x -d 'Sampling temperature, 0..2.'
@@ -170,7 +232,7 @@ complete -c anyfast -n '__anyfast_using batch' -l video -r -F -d 'Attach a video
 complete -c anyfast -n '__anyfast_using batch' -l fps -x -d 'Frames a second to sample from --video.'
 complete -c anyfast -n '__anyfast_using batch' -l tools -r -F -d 'Declare tools: a JSON or YAML list of tool definitions. An answer that ends in tool calls prints one JSON line per call on stdout (its text on stderr) and exits 8.'
 complete -c anyfast -n '__anyfast_using batch' -l tool-choice -x -d 'Whether (or which declared function) to call.'
-complete -c anyfast -n '__anyfast_using batch' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE; prints it as one line; exit 7 if invalid.'
+complete -c anyfast -n '__anyfast_using batch' -l schema -x -d 'Ask for JSON valid for SPEC and check it: a field list \'name, year int\', JSON Schema text, or @FILE (or a path with / or an extension); prints it as one line; exit 7 if invalid.'
 complete -c anyfast -n '__anyfast_using batch' -l schema-multi -x -d 'As --schema, for a list of such objects: {"items": [...]}.'
 complete -c anyfast -n '__anyfast_using batch' -l schema-mode -x -d 'How to ask for JSON: auto (json_schema, then json_object, then prompt, on each 400), json_schema, json_object, prompt [config schema_mode].'
 complete -c anyfast -n '__anyfast_using batch' -l repair -x -d 'Re-ask N times when the answer is not valid [default 1].'
@@ -178,6 +240,50 @@ complete -c anyfast -n '__anyfast_using batch' -s h -l help -d 'Show this messag
 complete -c anyfast -n '__anyfast_using batch' -F
 complete -c anyfast -n '__anyfast_using schema' -l multi -d 'The schema --schema-multi makes: {"items": [objects of SPEC]}.'
 complete -c anyfast -n '__anyfast_using schema' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using usage' -l by -x -d 'One row per model, UTC day, command or profile.'
+complete -c anyfast -n '__anyfast_using usage' -l since -x -d 'Only requests since then: 7d, 12h, 30m, 2026-12-01.'
+complete -c anyfast -n '__anyfast_using usage' -l json -d 'Print the rows as a JSON array.'
+complete -c anyfast -n '__anyfast_using usage' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using usage' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using usage' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using usage' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using usage' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using usage' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using usage' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using usage' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using usage' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using usage' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using usage' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using usage' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using usage' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using usage' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using usage' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using usage' -F
+complete -c anyfast -n '__anyfast_using models' -l check -x -d 'Exit 1, naming each, unless every MODEL is served (repeatable).'
+complete -c anyfast -n '__anyfast_using models' -l json -d 'Print the response object as received.'
+complete -c anyfast -n '__anyfast_using models' -s v -l verbose -d 'Show URL, status and request id on stderr.'
+complete -c anyfast -n '__anyfast_using models' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using models' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using models' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using models' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using models' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using models' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using models' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using models' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using models' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using models' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using models' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using models' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using models' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using models' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using models' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using prompts' -a show -d 'Print the prompt file that -f NAME would read.'
+complete -c anyfast -n '__anyfast_using prompts' -l json -d 'Print a JSON array of {name, path, description}.'
+complete -c anyfast -n '__anyfast_using prompts' -l config -r -F -d 'The config file beside which prompts/ is searched [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using prompts' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using prompts show' -l config -r -F -d 'The config file beside which prompts/ is searched [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using prompts show' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using prompts show' -F -a '(__anyfast_prompt_names)'
 complete -c anyfast -n '__anyfast_using config' -a path -d 'Print the config file in use (it need not exist).'
 complete -c anyfast -n '__anyfast_using config' -a show -d 'Print the effective settings and their sources (key redacted).'
 complete -c anyfast -n '__anyfast_using config' -s h -l help -d 'Show this message and exit.'
@@ -189,6 +295,12 @@ complete -c anyfast -n '__anyfast_using config path' -l config -r -F -d 'Config 
 complete -c anyfast -n '__anyfast_using config path' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using config path' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using config path' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using config path' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using config path' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using config path' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using config path' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config path' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using config path' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using config path' -s h -l help -d 'Show this message and exit.'
 complete -c anyfast -n '__anyfast_using config show' -l json -d 'Print the settings as a JSON object.'
 complete -c anyfast -n '__anyfast_using config show' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
@@ -199,4 +311,46 @@ complete -c anyfast -n '__anyfast_using config show' -l config -r -F -d 'Config 
 complete -c anyfast -n '__anyfast_using config show' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
 complete -c anyfast -n '__anyfast_using config show' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
 complete -c anyfast -n '__anyfast_using config show' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using config show' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using config show' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using config show' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using config show' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using config show' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using config show' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
 complete -c anyfast -n '__anyfast_using config show' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache' -a stats -d 'Print the entries, their bytes, and the oldest and newest entry\'s time (name<TAB>value lines).'
+complete -c anyfast -n '__anyfast_using cache' -a prune -d 'Remove the entries older than DURATION (by modification time); print how many were removed.'
+complete -c anyfast -n '__anyfast_using cache' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache stats' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using cache stats' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using cache stats' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using cache stats' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using cache stats' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using cache stats' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using cache stats' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using cache stats' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using cache stats' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using cache stats' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using cache stats' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using cache stats' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using cache stats' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using cache stats' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache stats' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache stats' -F
+complete -c anyfast -n '__anyfast_using cache prune' -l older-than -x -d 'Remove the entries last written longer ago than this: 30d, 12h, 30m, 2w, 0s (all).'
+complete -c anyfast -n '__anyfast_using cache prune' -l api-key -x -d 'API key (visible in `ps`: prefer ANYFAST_API_KEY).'
+complete -c anyfast -n '__anyfast_using cache prune' -l base-url -x -d 'API base URL [env ANYFAST_BASE_URL; default https://www.anyfast.ai/v1].'
+complete -c anyfast -n '__anyfast_using cache prune' -s m -l model -x -d 'Model [env ANYFAST_MODEL; default doubao-seed-1-6-vision-250815].'
+complete -c anyfast -n '__anyfast_using cache prune' -l profile -x -d 'Config profile [env ANYFAST_PROFILE].'
+complete -c anyfast -n '__anyfast_using cache prune' -l config -r -F -d 'Config file [env ANYFAST_CONFIG; default $XDG_CONFIG_HOME/anyfast/config.yaml, else ~/.config/anyfast/config.yaml].'
+complete -c anyfast -n '__anyfast_using cache prune' -l timeout -x -d 'Seconds to wait for the server to connect or send more [default 600; connect 10].'
+complete -c anyfast -n '__anyfast_using cache prune' -l max-time -x -d 'Give up on a request (in batch: a record) after this long, every attempt and wait included; exit 4.'
+complete -c anyfast -n '__anyfast_using cache prune' -l retries -x -d 'Retries for 408/409/429/5xx and network failures [default 2; batch 5].'
+complete -c anyfast -n '__anyfast_using cache prune' -l usage-log -r -F -d 'Append one JSON line per request (model, tokens, cost; never text) [env ANYFAST_USAGE_LOG].'
+complete -c anyfast -n '__anyfast_using cache prune' -l prices -r -F -d 'Prices per million tokens by model or glob (YAML or JSON) [config prices].'
+complete -c anyfast -n '__anyfast_using cache prune' -l budget -x -d 'Send nothing more once this run and the usage log have cost AMOUNT; exit 9 [config budget].'
+complete -c anyfast -n '__anyfast_using cache prune' -l budget-tokens -x -d 'Send nothing more once this run and the usage log have used N tokens; exit 9 [config budget_tokens].'
+complete -c anyfast -n '__anyfast_using cache prune' -l cache -r -F -d 'Keep complete answers in DIR and answer a repeated request from it, sending nothing [env ANYFAST_CACHE].'
+complete -c anyfast -n '__anyfast_using cache prune' -l cache-mode -x -d 'rw: use a hit, store a miss; refresh: always ask, store; replay: hits only, no key, a miss is exit 10 [default rw; config cache_mode].'
+complete -c anyfast -n '__anyfast_using cache prune' -s h -l help -d 'Show this message and exit.'
+complete -c anyfast -n '__anyfast_using cache prune' -F

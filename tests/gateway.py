@@ -8,7 +8,8 @@ asked, with reasoning for doubao models); tests queue scripted replies with
 
 Wire-level replies: `Json(..., reason=b"OK \xff", send=20)` (a raw reason phrase; a body
 cut short), header values given as bytes go out as they are (a 200 KiB header, non-UTF-8
-bytes), a header whose value is None is not sent, `Raw(bytes)` writes anything.
+bytes), a header whose value is None is not sent, `Raw(bytes)` writes anything,
+`Drip(bytes, head=)` writes it a byte at a time (headers, or a body with no length).
 Helpers: `redirect`, `no_content`, `big_header`; what new-api (QuantumNous/new-api,
 the gateway AnyFast runs) sends: `newapi_error`, `model_not_found`, `cpu_overloaded`,
 `newapi_rate_limited`, `hidden_cut`, `with_request_id`, and `gateway.aliases` (a model
@@ -128,6 +129,18 @@ class Raw:
 
     data: bytes
     keep_alive: bool = False
+
+
+@dataclass
+class Drip:
+    """Write `head` at once, then `data` `size` bytes at a time, `delay` apart, then close: a
+    server dripping its status line and headers (in `data`), or a body with no length that
+    ends when the connection does (headers in `head`, body in `data`)."""
+
+    data: bytes
+    head: bytes = b""
+    delay: float = 0.05
+    size: int = 1
 
 
 @dataclass
@@ -280,7 +293,9 @@ def hidden_cut(*texts: str, usage: dict | None = None) -> Sse:
 # --- hostile servers ----------------------------------------------------------------------
 
 MIB = 1024 * 1024
-ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\x1b[2J\x1b[31m\x9b1;1H\x07\x08\x7f"  # clipboard, title, clear, colour, C1 CSI, BEL, BS, DEL
+# clipboard, title, clear, colour, C1 CSI, BEL, BS, DEL; then bidirectional controls (an override
+# that reverses what follows, an isolate, a right-to-left mark) that reorder what a terminal shows
+ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\x1b[2J\x1b[31m\x9b1;1H\x07\x08\x7f" + "\u202egnp.exe\u2066x\u200f"
 HOSTILE_MODES = (
     "surrogates",
     "deep_json",
@@ -477,6 +492,8 @@ class Gateway:
         self.chunks = 3  # pieces a default streamed answer is cut into
         self.aliases: dict[str, str] = {}  # model sent -> model named in the answer (new-api's aliases)
         self.limiter = None  # a rate limiter from gateway_limits.py, asked before each default answer
+        # The models this key is served (GET /v1/models); a chat request for another is new-api's 503.
+        self.served: list[str] | None = None
         self.ssl_context = ssl_context  # serve HTTPS with this context
         self.handshakes = 0  # TLS handshakes attempted (failed ones included)
         self.handshake_errors: list[str] = []
@@ -539,6 +556,7 @@ class Gateway:
         self.latency = 0.0
         self.chunks = 3
         self.aliases = {}
+        self.served = None
         self.limiter = None
         self.handshakes = 0
         self.handshake_errors = []
@@ -625,6 +643,15 @@ class Gateway:
         if isinstance(reply, Stall):
             await asyncio.sleep(reply.seconds)
             return False
+        if isinstance(reply, Drip):
+            writer.write(reply.head)
+            for start in range(0, len(reply.data), reply.size):
+                await writer.drain()
+                await asyncio.sleep(reply.delay)
+                writer.write(reply.data[start : start + reply.size])
+            await writer.drain()
+            writer.close()
+            return False
         if isinstance(reply, Raw):
             writer.write(reply.data)
             await writer.drain()
@@ -693,8 +720,13 @@ class Gateway:
         if self.latency:
             await asyncio.sleep(self.latency)
         body = request.body or {}
+        if request.method == "GET" and request.path.rstrip("/") == "/v1/models":
+            served = self.served if self.served is not None else ["doubao-seed-1-6-vision-250815", "m"]
+            return Json({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "x"} for m in served]})
         if request.path.rstrip("/") != "/v1/chat/completions":
             return Json(error_body(f"no route {request.path}"), status=404)
+        if self.served is not None and body.get("model") not in self.served:
+            return model_not_found(str(body.get("model")), event_stream=bool(body.get("stream")))
         if (
             not request.headers.get("authorization", "").startswith("Bearer ")
             or request.headers["authorization"] == "Bearer "

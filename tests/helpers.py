@@ -63,3 +63,26 @@ def parse_lines(data: str | bytes) -> list:
 def whole_lines(path) -> list:
     """Every line of a JSON Lines file, each of which must be whole JSON (the file ends with a newline)."""
     return parse_lines(Path(path).read_bytes())
+
+
+LOG_KEYS = [  # the usage log's line, §3, in the contract's order
+    "ts",
+    "command",
+    "profile",
+    "model",
+    "request_id",
+    "status",
+    "exit",
+    "attempts",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "cost",
+    "currency",
+    "cache",
+    "custom_id",
+    "body_sha256",
+]

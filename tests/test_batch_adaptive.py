@@ -135,6 +135,29 @@ def test_the_rate_does_not_grow_while_it_holds_nothing_back():
     assert control.rate == cut
 
 
+def test_achieved_is_what_got_through_under_the_limit_not_the_pace_set():
+    control = controller(initial_rate=0)
+    assert control.achieved() is None  # no 429 yet: nothing to report
+    times = send_at(control, rate=300, start=0.0, seconds=1.0)
+    control.on_rate_limited(1.0, times[-1], None)
+    control.on_answer(1.5, times[-2])
+    assert control.achieved() is None  # half a second says too little
+    for i in range(100):  # -j bounds the sends: 10 a second, far under the pace it set
+        t = 2.0 + i / 10
+        control.on_send(control.next_start(t))
+        control.on_answer(t + 0.1, t)
+    assert control.rate > 200 and control.achieved() == pytest.approx(101 / (11.9 + 0.1 - 1.0))  # 1.0 to 12.0
+
+
+def test_achieved_under_a_quota_is_the_quota():
+    quota = FixedWindow(600, 60.0, retry="seconds")  # 10 a second, in minutes
+    control = simulate(quota, records=2000, concurrency=64).clients[0].controller
+    assert control.achieved() == pytest.approx(10, rel=0.1)  # the pace set had grown past 10^7 a second
+    assert simulate(bucket("seconds"), records=2000, concurrency=64).clients[0].controller.achieved() == (
+        pytest.approx(LIMIT, rel=0.05)
+    )
+
+
 def test_retry_after_is_honoured_for_that_record_and_the_rest_go_on():
     control = controller(initial_rate=0)
     times = send_at(control, rate=300, start=0.0, seconds=1.0)

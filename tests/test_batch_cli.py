@@ -627,6 +627,47 @@ def test_429_retry_after_holds_that_record_only_and_uses_no_retries(env, gateway
     assert "requests answered 429" in summary_of(result.stderr)
 
 
+@pytest.mark.parametrize(
+    "reply, code",
+    [
+        (Json(error_body("credit gone", "insufficient_quota", "insufficient_quota"), status=429), "insufficient_quota"),
+        (Json(error_body("overloaded", "server_error"), status=503), "server_error"),
+    ],
+    ids=["429 for credit", "503"],
+)
+def test_an_error_body_is_read_once(env, gateway, monkeypatch, reply, code):
+    """The rate limit and the retry decide from the one error status_failure reads."""
+    import anyfast_cli.exchange
+
+    reads = []
+    original = anyfast_cli.exchange.error_from_response
+    monkeypatch.setattr(
+        anyfast_cli.exchange,
+        "error_from_response",
+        lambda *args, **kwargs: reads.append(1) or original(*args, **kwargs),
+    )
+    gateway.script(reply)
+    result = invoke("--retries", "0", input=jsonl("a"))
+    assert parse_lines(result.stdout)[0]["error"]["code"] == code
+    assert len(reads) == 1
+
+
+def test_the_summary_reports_the_rate_achieved_under_the_limit(env, gateway, behave):
+    """One early 429 sets a pace far above what -j 2 and 0.1 s answers allow (20 a second):
+    the summary says what the batch achieved, not the pace it was allowed."""
+
+    def fn(prompt, n):
+        if prompt == "p0" and n == 0:
+            return Json(error_body("slow down", "rate_limit_error"), status=429, headers={"retry-after-ms": "10"})
+        return 0.1
+
+    behave(fn)
+    result = invoke("-j", "2", "--no-progress", input=jsonl(*[f"p{i}" for i in range(30)]))
+    assert result.exit_code == 0, result.stderr
+    settled = re.search(r"settled at ([\d.]+) requests/s", summary_of(result.stderr))
+    assert settled and 10 <= float(settled.group(1)) <= 21, result.stderr
+
+
 def test_a_limit_that_lets_nothing_through_for_long_fails_records_with_exit_5(env, gateway, monkeypatch):
     from anyfast_cli.batch import limiter
 

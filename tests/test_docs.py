@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -113,17 +114,57 @@ def test_man_page_documents_every_command_and_option(commands, man_text):
 
 
 def test_man_page_has_every_exit_status_and_environment_variable(man_text):
-    from anyfast_cli import settings
     from anyfast_cli.errors import ExitCode
 
     exit_section = man_text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
     environment = man_text.split(".SH ENVIRONMENT", 1)[1].split(".SH ", 1)[0]
     assert [int(line) for line in re.findall(r"^(\d+)$", exit_section, re.M)] == [int(code) for code in ExitCode]
-    names = [value for name, value in vars(settings).items() if name.startswith("ENV_")] + [
-        "NO_COLOR",
-        "XDG_CONFIG_HOME",
+    # (the lowercase proxy names are documented beside their uppercase ones)
+    assert [name for name in environment_names() if not _mentions(environment, name.upper())] == []
+
+
+def environment_names() -> set[str]:
+    """Every environment variable anyfast reads, as settings.py (the one place they live) names them."""
+    from anyfast_cli import settings
+
+    names = {value for name, value in vars(settings).items() if name.startswith("ENV_")}
+    names |= {name for scheme in settings.PROXY_SCHEMES for name in settings.proxy_env_names(scheme)}
+    names |= {name for _, index, count, _ in settings.SHARD_SCHEDULERS for name in (index, count)}
+    return names | set(settings.SLURM_ARRAY_VARS) | {settings.K8S_INDEX_VAR}
+
+
+def test_environment_names_are_written_only_in_settings():
+    """No other module, and not tools/gen_docs.py, spells a variable's name as a value of its own:
+    a list made by hand there would drift from what settings reads."""
+    import ast
+
+    names = environment_names()
+    sources = [*(ROOT / "anyfast_cli").rglob("*.py"), ROOT / "tools" / "gen_docs.py"]
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}"
+        for path in sources
+        if path.name != "settings.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names
     ]
-    assert [name for name in names if not _mentions(environment, name)] == []
+    assert spelled == []
+
+
+def test_every_status_the_program_ends_with_is_an_exit_code_and_documented(man_text):
+    """The statuses signals end with (§5: 129, 143) are ExitCode members, so the man page, the
+    README and every --help list them (they are rendered from ExitCode)."""
+    import signal
+
+    from anyfast_cli.cli import ENDING_SIGNALS, render_exit_statuses
+    from anyfast_cli.errors import ExitCode, Terminated
+
+    codes = [Terminated(getattr(signal, name)).exit_code for name in ENDING_SIGNALS]
+    assert sorted(codes) == [ExitCode.HANGUP, ExitCode.TERMINATED] == [129, 143]
+    exit_section = man_text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
+    for code in codes:
+        assert str(int(code)) in re.findall(r"^(\d+)$", exit_section, re.M)
+        assert f" {int(code)} " in render_exit_statuses()
+        assert f"| {int(code)} |" in (ROOT / "README.md").read_text()
 
 
 def test_help_epilog_examples_use_existing_commands_and_options(tree):
@@ -193,8 +234,9 @@ printf '%s\n' "${COMPREPLY[@]}"
 """
 
 
-def bash_complete(line: str, cwd: Path = ROOT) -> list[str]:
-    """What a real bash offers for TAB at the end of `line`, with the generated script."""
+def bash_complete(line: str, cwd: Path = ROOT, env: dict | None = None) -> list[str]:
+    """What a real bash offers for TAB at the end of `line`, with the generated script (and
+    `env` besides PATH)."""
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("bash is not installed")
@@ -204,7 +246,7 @@ def bash_complete(line: str, cwd: Path = ROOT) -> list[str]:
         text=True,
         cwd=cwd,
         timeout=30,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return [word for word in result.stdout.splitlines() if word]
@@ -315,3 +357,88 @@ def test_fish_script(commands):
                 f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}" if len(name) == 2 else f"-o {name[1:]}"
             )
             assert any(_mentions(line, flag) for line in mine), f"{command.full_name} {name}"
+
+
+# --- (g) prompt names for -f, in bash, zsh and fish ---------------------------------------------
+
+
+@pytest.fixture
+def prompt_places(tmp_path):
+    """Prompt files in each place -f NAME looks (settings.prompt_dirs), a file of the current
+    directory, and names that are no prompt's (another extension, a dot inside)."""
+    team, config_dir = tmp_path / "team", tmp_path / "xdg" / "anyfast"
+    for folder, names in (
+        (team, ["review.yaml", "release.yml", "notes.txt", "v1.2.yaml"]),
+        (tmp_path / "work" / ".anyfast" / "prompts", ["review.json", "report.json"]),
+        (config_dir / "prompts", ["daily.yaml"]),
+    ):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_text("vars: {}\nmessages: []\n")
+    (tmp_path / "work" / "talk.yaml").write_text("[]\n")
+    env = {"ANYFAST_PROMPTS_PATH": f"{team}:{tmp_path / 'missing'}", "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    return tmp_path / "work", env
+
+
+PROMPT_NAMES = ["daily", "release", "report", "review"]
+
+
+def test_bash_completes_prompt_names_and_files_for_f(prompt_places):
+    cwd, env = prompt_places
+    for line in ("anyfast chat -f ", "anyfast chat --messages ", "anyfast batch -f ", "anyfast prompts show "):
+        offered = bash_complete(line, cwd=cwd, env=env)
+        assert sorted(offered) == sorted(PROMPT_NAMES + [".anyfast", "talk.yaml"]), line  # files as before
+    assert sorted(bash_complete("anyfast chat -f re", cwd=cwd, env=env)) == ["release", "report", "review"]
+    assert bash_complete("anyfast chat -f t", cwd=cwd, env=env) == ["talk.yaml"]
+    assert sorted(bash_complete("anyfast chat --save ", cwd=cwd, env=env)) == [".anyfast", "talk.yaml"]  # a file only
+    config = cwd / "conf.yaml"  # ANYFAST_CONFIG moves the directory beside the config
+    (cwd / "prompts").mkdir()
+    (cwd / "prompts" / "moved.yaml").write_text("[]")
+    moved = bash_complete("anyfast chat -f ", cwd=cwd, env={**env, "ANYFAST_CONFIG": str(config)})
+    assert "moved" in moved and "daily" not in moved
+
+
+def shell_names(shell: str, script: Path, function: str, cwd: Path, env: dict) -> list[str]:
+    """What the completion script's own prompt-name function lists, run by `shell`."""
+    program = shutil.which(shell)
+    if program is None:
+        pytest.skip(f"{shell} is not installed")
+    if shell == "zsh":
+        code = f"autoload -U compinit; compinit -u -D; source {script}; {function}"
+        command = [program, "-f", "-c", code]
+    else:
+        command = [program, "--no-config", "-c", f"source {script}; {function}"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, timeout=30, env={"PATH": os.environ["PATH"], **env}
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return sorted(set(result.stdout.split()))
+
+
+def test_zsh_and_fish_list_the_same_prompt_names(prompt_places):
+    cwd, env = prompt_places
+    assert shell_names("zsh", ZSH_SCRIPT, "__anyfast_prompt_names", cwd, env) == PROMPT_NAMES
+    assert shell_names("fish", FISH_SCRIPT, "__anyfast_prompt_names", cwd, env) == PROMPT_NAMES
+
+
+def test_fish_offers_prompt_names_for_f(prompt_places):
+    cwd, env = prompt_places
+    fish = shutil.which("fish")
+    if fish is None:
+        pytest.skip("fish is not installed")
+
+    def offered(line: str) -> list[str]:
+        result = subprocess.run(
+            [fish, "--no-config", "-c", f"source {FISH_SCRIPT}; complete -C {shlex.quote(line)}"],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=30,
+            env={"PATH": os.environ["PATH"], "HOME": str(cwd), **env},
+        )
+        assert result.returncode == 0, result.stderr
+        return sorted(line.split("\t")[0] for line in result.stdout.splitlines())
+
+    assert set(PROMPT_NAMES + ["talk.yaml"]) <= set(offered("anyfast chat -f "))
+    assert offered("anyfast prompts show re") == ["release", "report", "review"]
+    assert "review" not in offered("anyfast chat --save ")

@@ -302,6 +302,7 @@ def test_every_yaml_example_in_the_readme_is_valid(tmp_path):
     import yaml
 
     from anyfast_cli.inputs import parse_conversation
+    from anyfast_cli.prices import parse_prices
     from anyfast_cli.settings import parse_config
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
@@ -309,12 +310,20 @@ def test_every_yaml_example_in_the_readme_is_valid(tmp_path):
     assert len(blocks) >= 2
     for block in blocks:
         data = yaml.safe_load(block)
-        if "apiVersion" in data:
-            continue  # a Kubernetes manifest (--shard auto), not a file anyfast reads
+        if "apiVersion" in data or "jobs" in data:
+            continue  # a Kubernetes manifest (--shard auto) or a CI workflow (the cache), not a file anyfast reads
         if "messages" in data:
-            assert parse_conversation(block, "README").messages
+            conversation = parse_conversation(block, "README")
+            assert conversation.messages
+            if conversation.is_template:  # a prompt file: its placeholders are well formed
+                from anyfast_cli.templating import compile_template
+
+                assert compile_template(conversation, "README", block).names
+        elif "prices" in data:  # a config's top-level price table
+            assert parse_prices(parse_config(block, "README")["prices"], "README")
         else:
-            assert parse_config(block, "README")["profiles"]
+            config = parse_config(block, "README")
+            assert config.get("profiles") or config.get("prices")  # prices may be top-level (§2)
 
 
 @pytest.mark.parametrize("model", ["", "   "])

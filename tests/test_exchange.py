@@ -34,6 +34,7 @@ from anyfast_cli.exchange import (
     NetFailure,
     Reply,
     StreamTruncated,
+    declared_length,
     describe_network_failure,
     error_from_response,
     failure_kind_from_chain,
@@ -916,56 +917,84 @@ def sse(*events, newline: bytes = b"\n") -> bytes:
 
 
 DONE = "[DONE]"
+NULL_CHOICES = {"id": "", "choices": None, "usage": USAGE["usage"]}  # Go servers (new-api) write null for []
+EOF_ERROR = b"data: " + json.dumps(ERROR).encode()  # the last event, without its blank line
 
-# (id, body, chunks it yields, or the exception close()/feed() raise and words its message holds)
+
+# (id, body, the chunks it yields, then None or the failure close() raises: a class, or the
+# class and words its message holds). The chunks come out, all of them, before the failure.
 STREAMS = [
-    ("done", sse(ROLE, HI, END, USAGE, DONE), [ROLE, HI, END, USAGE]),
-    ("crlf", sse(ROLE, HI, END, DONE, newline=b"\r\n"), [ROLE, HI, END]),
-    ("bom and comments", b"\xef\xbb\xbf: keep-alive\n\n" + sse(ROLE, HI, END, DONE), [ROLE, HI, END]),
-    ("done without blank line", sse(ROLE, HI, END) + b"data: [DONE]", [ROLE, HI, END]),
-    ("finish without done", sse(ROLE, HI, END), [ROLE, HI, END]),
-    ("finish at eof without blank line", sse(ROLE, HI) + b"data: " + json.dumps(END).encode(), [ROLE, HI, END]),
-    ("usage after finish without done", sse(HI, END, USAGE), [HI, END, USAGE]),
-    ("reasoning first", sse(ROLE, THINK, HI, END, DONE), [ROLE, THINK, HI, END]),
-    ("tool call", sse(ROLE, TOOL, END, DONE), [ROLE, TOOL, END]),
-    ("several role-only chunks", sse(ROLE, ROLE_EMPTY, HI, DONE), [ROLE, ROLE_EMPTY, HI]),
-    ("role only then done", sse(ROLE, DONE), [ROLE]),
-    ("role only then finish", sse(ROLE, END), [ROLE, END]),
-    ("usage-only stream", sse(USAGE, DONE), [USAGE]),
-    ("only done", sse(DONE), []),
-    ("events after done are ignored", sse(HI, DONE, "not json", ERROR), [HI]),
-    ("event and id fields", b"id: 1\nevent: message\n" + sse(HI, END), [HI, END]),
-    ("truncated after content", sse(ROLE, HI), StreamTruncated),
-    ("truncated role only", sse(ROLE), StreamTruncated),
-    ("empty body", b"", StreamTruncated),
-    ("blank lines only", b"\n\n\r\n", StreamTruncated),
-    ("comment only", b": keep-alive\n\n", StreamTruncated),
+    ("done", sse(ROLE, HI, END, USAGE, DONE), [ROLE, HI, END, USAGE], None),
+    ("crlf", sse(ROLE, HI, END, DONE, newline=b"\r\n"), [ROLE, HI, END], None),
+    ("bom and comments", b"\xef\xbb\xbf: keep-alive\n\n" + sse(ROLE, HI, END, DONE), [ROLE, HI, END], None),
+    ("done without blank line", sse(ROLE, HI, END) + b"data: [DONE]", [ROLE, HI, END], None),
+    ("finish without done", sse(ROLE, HI, END), [ROLE, HI, END], None),
+    ("finish at eof without blank line", sse(ROLE, HI) + b"data: " + json.dumps(END).encode(), [ROLE, HI, END], None),
+    ("usage after finish without done", sse(HI, END, USAGE), [HI, END, USAGE], None),
+    ("reasoning first", sse(ROLE, THINK, HI, END, DONE), [ROLE, THINK, HI, END], None),
+    ("tool call", sse(ROLE, TOOL, END, DONE), [ROLE, TOOL, END], None),
+    ("several role-only chunks", sse(ROLE, ROLE_EMPTY, HI, DONE), [ROLE, ROLE_EMPTY, HI], None),
+    ("role only then done", sse(ROLE, DONE), [ROLE], None),
+    ("role only then finish", sse(ROLE, END), [ROLE, END], None),
+    ("usage-only stream", sse(USAGE, DONE), [USAGE], None),
+    ("only done", sse(DONE), [], None),
+    ("events after done are ignored", sse(HI, DONE, "not json", ERROR), [HI], None),
+    ("event and id fields", b"id: 1\nevent: message\n" + sse(HI, END), [HI, END], None),
+    ("null choices after finish", sse(HI, END, NULL_CHOICES, DONE), [HI, END, NULL_CHOICES], None),
+    ("null choices, then finish", sse(HI, NULL_CHOICES, END, DONE), [HI, NULL_CHOICES, END], None),
+    ("null choices only", sse(NULL_CHOICES, DONE), [NULL_CHOICES], None),
+    ("truncated after content", sse(ROLE, HI), [ROLE, HI], StreamTruncated),
+    ("truncated after null choices", sse(HI, NULL_CHOICES), [HI, NULL_CHOICES], StreamTruncated),
+    ("truncated role only", sse(ROLE), [], StreamTruncated),
+    ("empty body", b"", [], StreamTruncated),
+    ("blank lines only", b"\n\n\r\n", [], StreamTruncated),
+    ("comment only", b": keep-alive\n\n", [], StreamTruncated),
     (
         "html",
         b"<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n",
+        [],
         (ApiError, "not an event stream: <!DOCTYPE html>"),
     ),
-    ("whole json", json.dumps(ERROR).encode(), (ApiError, 'not an event stream: {"error"')),
-    ("plain text", b"Bad gateway\n", (ApiError, "not an event stream: Bad gateway")),
-    ("error before anything", sse(ERROR), (ApiError, "the server reported an error: upstream overloaded")),
-    ("error after role only", sse(ROLE, ERROR), (ApiError, "the server reported an error: upstream overloaded")),
-    ("error after content", sse(ROLE, HI, ERROR), (StreamError, "the server reported an error: upstream overloaded")),
-    ("chunk without choices is tolerated", sse({"id": "x"}, HI, END), [{"id": "x"}, HI, END]),
-    ("not a chunk before anything", sse({"choices": "x"}), (ApiError, "stream event is not a chat completion")),
-    ("a list event before anything", sse([1]), (ApiError, "stream event is not a chat completion")),
+    ("whole json", json.dumps(ERROR).encode(), [], (ApiError, 'not an event stream: {"error"')),
+    ("plain text", b"Bad gateway\n", [], (ApiError, "not an event stream: Bad gateway")),
+    ("error before anything", sse(ERROR), [], (ApiError, "the server reported an error: upstream overloaded")),
+    ("error after role only", sse(ROLE, ERROR), [], (ApiError, "the server reported an error: upstream overloaded")),
+    (
+        "error after content",
+        sse(ROLE, HI, ERROR),
+        [ROLE, HI],
+        (StreamError, "the server reported an error: upstream overloaded"),
+    ),
+    ("error after contents", sse(HI, HI, HI, ERROR), [HI, HI, HI], (StreamError, "upstream overloaded")),
+    ("error after reasoning", sse(THINK, ERROR), [THINK], (StreamError, "upstream overloaded")),
+    ("error after a tool call", sse(TOOL, ERROR), [TOOL], (StreamError, "upstream overloaded")),
+    ("nothing after an error is read", sse(HI, ERROR, HI, END, DONE), [HI], (StreamError, "upstream overloaded")),
+    ("error at eof without blank line", sse(HI) + EOF_ERROR, [HI], (StreamError, "upstream overloaded")),
+    ("error after finish", sse(HI, END, ERROR), [HI, END], (StreamError, "upstream overloaded")),
+    ("chunk without choices is tolerated", sse({"id": "x"}, HI, END), [{"id": "x"}, HI, END], None),
+    ("not a chunk before anything", sse({"choices": "x"}), [], (ApiError, "stream event is not a chat completion")),
+    ("a list event before anything", sse([1]), [], (ApiError, "stream event is not a chat completion")),
     (
         "delta not an object",
         sse(ROLE, {"choices": [{"delta": "Hi"}]}),
+        [],
         (ApiError, "stream event is not a chat completion"),
     ),
-    ("not a chunk after content", sse(HI, {"choices": [1]}), (StreamError, "stream event is not a chat completion")),
-    ("not json", sse(ROLE, "{oops"), (StreamError, "not JSON: '{oops'")),
+    (
+        "not a chunk after content",
+        sse(HI, {"choices": [1]}),
+        [HI],
+        (StreamError, "stream event is not a chat completion"),
+    ),
+    ("not json", sse(ROLE, "{oops"), [], (StreamError, "not JSON: '{oops'")),
+    ("not json after content", sse(HI, "{oops", END), [HI], (StreamError, "not JSON: '{oops'")),
 ]
 STREAM_IDS = [case[0] for case in STREAMS]
 
 
 def run_stream(pieces) -> tuple[list[list[dict]], list[dict] | BaseException, AnswerStream]:
-    """What each feed() gave, and what close() gave (or the exception either raised)."""
+    """What each feed() gave, and what close() gave (or the exception either raised), read
+    as the shell reads: it stops feeding once the stream has `ended`."""
     answer = AnswerStream()
     fed: list[list[dict]] = []
     try:
@@ -973,19 +1002,24 @@ def run_stream(pieces) -> tuple[list[list[dict]], list[dict] | BaseException, An
             fed.append(answer.feed(piece))
             # nothing has gone out until something was said, and then emitted says so
             assert answer.emitted == any(fed)
+            if answer.ended:
+                break
         closed = answer.close()
     except (StreamTruncated, ApiError, StreamError) as exc:
         return fed, exc, answer
     return fed, closed, answer
 
 
-def check_stream(pieces, expected):
+def check_stream(pieces, chunks, failure):
+    """Wherever the bytes were split: these chunks, all of them, then this failure."""
     fed, closed, _ = run_stream(pieces)
-    if isinstance(expected, list):
+    got = [chunk for out in fed for chunk in out]
+    if failure is None:
         assert not isinstance(closed, BaseException), f"{pieces!r}: {closed!r}"
-        assert [chunk for out in fed for chunk in out] + closed == expected, pieces
+        assert got + closed == chunks, pieces
         return
-    cls, words = expected if isinstance(expected, tuple) else (expected, "")
+    assert got == chunks, pieces
+    cls, words = failure if isinstance(failure, tuple) else (failure, "")
     assert type(closed) is cls, f"{pieces!r}: {closed!r}"
     assert words in str(closed)
     if isinstance(closed, (ApiError, StreamError)):
@@ -993,20 +1027,43 @@ def check_stream(pieces, expected):
         assert "\n" not in closed.message
 
 
-@pytest.mark.parametrize("name, body, expected", STREAMS, ids=STREAM_IDS)
-def test_stream_whole(name, body, expected):
-    check_stream([body], expected)
+@pytest.mark.parametrize("name, body, chunks, failure", STREAMS, ids=STREAM_IDS)
+def test_stream_whole(name, body, chunks, failure):
+    check_stream([body], chunks, failure)
 
 
-@pytest.mark.parametrize("name, body, expected", STREAMS, ids=STREAM_IDS)
-def test_stream_at_every_split_point(name, body, expected):
+@pytest.mark.parametrize("name, body, chunks, failure", STREAMS, ids=STREAM_IDS)
+def test_stream_at_every_split_point(name, body, chunks, failure):
     for index in range(len(body) + 1):
-        check_stream([body[:index], body[index:]], expected)
+        check_stream([body[:index], body[index:]], chunks, failure)
 
 
-@pytest.mark.parametrize("name, body, expected", STREAMS, ids=STREAM_IDS)
-def test_stream_byte_by_byte(name, body, expected):
-    check_stream([body[i : i + 1] for i in range(len(body))], expected)
+@pytest.mark.parametrize("name, body, chunks, failure", STREAMS, ids=STREAM_IDS)
+def test_stream_at_every_pair_of_split_points(name, body, chunks, failure):
+    step = max(1, len(body) // 20)  # ~230 ways to cut a body in three: a bad event in a middle read too
+    for first in range(0, len(body) + 1, step):
+        for second in range(first, len(body) + 1, step):
+            check_stream([body[:first], body[first:second], body[second:]], chunks, failure)
+
+
+@pytest.mark.parametrize("name, body, chunks, failure", STREAMS, ids=STREAM_IDS)
+def test_stream_byte_by_byte(name, body, chunks, failure):
+    check_stream([body[i : i + 1] for i in range(len(body))], chunks, failure)
+
+
+def test_two_hundred_chunks_then_an_error_in_one_read_are_all_yielded_first():
+    answer = AnswerStream()
+    assert answer.feed(sse(*[HI] * 200, ERROR, HI)) == [HI] * 200
+    assert answer.ended and isinstance(answer.failure, StreamError)
+    with pytest.raises(StreamError, match="upstream overloaded"):
+        answer.close()
+
+
+def test_a_failure_held_is_raised_by_the_next_feed_too():
+    answer = AnswerStream()
+    assert answer.feed(sse(HI, ERROR)) == [HI]
+    with pytest.raises(StreamError):
+        answer.feed(sse(HI))
 
 
 def test_role_only_chunks_are_held_until_something_is_said():
@@ -1062,8 +1119,10 @@ def test_a_finish_on_another_choice_does_not_complete_the_stream():
 
 def test_stream_error_events_never_recurse_out_at_any_depth():
     for depth in range(1, sys.getrecursionlimit() + 50):
+        answer = AnswerStream()
+        assert answer.feed(b'data: {"error": ' + nested(depth) + b"}\n\n") == []
         with pytest.raises((ApiError, StreamError)):
-            AnswerStream().feed(b'data: {"error": ' + nested(depth) + b"}\n\n")
+            answer.close()
 
 
 # --- Reply ---------------------------------------------------------------------------------------
@@ -1181,3 +1240,11 @@ def test_reply_absorb(chunks, returns, content, reasoning, usage, finish, cut):
     assert reply.usage == usage
     assert reply.finish_reason == finish
     assert reply.cut_at_limit is cut
+
+
+@pytest.mark.parametrize("index", ["\u00b2", "1" * 5000, "-1", [1]])
+def test_a_choice_index_that_is_no_whole_number_is_choice_0(index):
+    reply = Reply()
+    reply.absorb({"choices": [{"index": index, "delta": {"content": "x"}}]})
+    assert reply.content == "x" and not reply.others
+    assert declared_length({"content-length": "1" * 5000}) is None

@@ -275,6 +275,7 @@ def test_diagnostics_are_always_neutralised(run, gateway):
     assert result.exit_code == 1
     assert "\x1b" not in result.stderr and "\x9b" not in result.stderr and "\x07" not in result.stderr
     assert "bad request ^[]52;c;cHduZWQ=^G^[]0;pwned^G^[[2J^[[31m\\2331;1H^G^H^?" in result.stderr
+    assert "^?<U+202E>gnp.exe<U+2066>x<U+200F>" in result.stderr
     assert "request id req-^[]0;pwned^G" in result.stderr
 
 
@@ -328,7 +329,7 @@ def test_at_a_terminal_nothing_from_the_server_drives_it(proc_env, gateway, args
     )
     shown = pty_end(child)
     assert child.exitstatus == 0, shown
-    for sequence in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\x08", "\x7f"):
+    for sequence in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\x08", "\x7f", "\u202e", "\u2066", "\u200f"):
         assert sequence not in shown, (sequence, shown)
     assert "]52;c;cHduZWQ=" in shown  # shown, but inert
 
@@ -364,9 +365,75 @@ def test_a_line_whole_in_one_feed_is_bounded_too():
 def test_an_answer_stream_counts_its_bytes():
     answer = AnswerStream(limit=100)
     answer.feed(b": " + b"x" * 90 + b"\n")
+    assert answer.feed(b": more than the limit\n") == [] and answer.ended
     with pytest.raises(ApiError) as caught:
-        answer.feed(b": more than the limit\n")
+        answer.close()
     assert caught.value.code == "too_large"
+
+
+def content_events(*texts: str) -> bytes:
+    return b"".join(b"data: " + json.dumps(chunk(text)).encode() + b"\n\n" for text in texts)
+
+
+def read_split(answer: AnswerStream, pieces) -> tuple[list[str], Exception | None]:
+    """The contents an AnswerStream gives for these pieces, read as the shell reads, and its failure."""
+    got = []
+    try:
+        for piece in pieces:
+            got += answer.feed(piece)
+            if answer.ended:
+                break
+        got += answer.close()
+    except ApiError as failure:
+        return [c["choices"][0]["delta"]["content"] for c in got], failure
+    return [c["choices"][0]["delta"]["content"] for c in got], None
+
+
+def splits(body: bytes):
+    yield [body]
+    for index in range(len(body) + 1):
+        yield [body[:index], body[index:]]
+
+
+def test_what_came_before_the_size_limit_is_given_wherever_the_bytes_were_split():
+    good = content_events("a", "b")
+    body = good + content_events("c", "d")
+    for pieces in splits(body):
+        contents, failure = read_split(AnswerStream(limit=len(good) + 5), pieces)
+        assert contents == ["a", "b"], pieces
+        assert failure is not None and failure.code == "too_large"
+
+
+def test_nothing_after_done_counts_against_the_limits_wherever_the_bytes_were_split(monkeypatch):
+    import anyfast_cli.sse
+
+    monkeypatch.setattr(anyfast_cli.sse, "MAX_EVENT_BYTES", 500)
+    done = content_events("a") + b"data: [DONE]\n\n"
+    for body, limit in ((done + b"data: " + b"x" * 600 + b"\n\n", None), (done + content_events("b"), len(done) + 5)):
+        for pieces in splits(body):
+            assert read_split(AnswerStream(limit=limit), pieces) == (["a"], None), pieces
+
+
+def test_what_came_before_a_giant_event_is_given_wherever_the_bytes_were_split(monkeypatch):
+    import anyfast_cli.sse
+
+    monkeypatch.setattr(anyfast_cli.sse, "MAX_EVENT_BYTES", 500)
+    good = content_events("a", "b")
+    giant = b"data: " + b"x" * 600
+    for body in (good + giant + b"\n\n", good + giant):  # the giant line ended, or still open
+        for pieces in splits(body):
+            contents, failure = read_split(AnswerStream(), pieces)
+            assert contents == ["a", "b"], pieces
+            assert failure is not None and "stream event is larger than" in failure.message
+
+
+@pytest.mark.parametrize(
+    "body", [b"data: a\n\ndata: " + b"x" * 2000 + b"\n\n", b"data: a\n\ndata: " + b"x" * 2000], ids=["ended", "open"]
+)
+def test_an_event_too_large_carries_the_events_before_it(body):
+    with pytest.raises(EventTooLarge) as raised:
+        SSEDecoder(max_event_bytes=1000).feed(body)
+    assert [event.data for event in raised.value.events] == ["a"]
 
 
 def test_silent_chunks_are_held_back_only_so_long():
@@ -378,8 +445,9 @@ def test_silent_chunks_are_held_back_only_so_long():
 def test_too_many_choices_is_an_error():
     answer = AnswerStream()
     events = b"".join(b'data: {"choices":[{"index":%d,"delta":{"content":"x"}}]}\n\n' % i for i in range(200))
-    with pytest.raises(ApiError):
-        answer.feed(events)
+    assert len(answer.feed(events)) == 128  # the choices within the limit
+    with pytest.raises(ApiError, match="more than 128 choices"):
+        answer.close()
 
 
 def test_a_body_past_its_declared_length_is_refused_before_reading():

@@ -17,10 +17,12 @@ PACKAGE = ROOT / "anyfast_cli"
 ALLOWED = {
     "typer": {"cli.py"},
     "click": set(),  # Typer vendors it; it is not even installed
-    "httpx": {"client.py", "batch/"},
+    "httpx": {"client.py", "fetch.py", "batch/"},  # fetch.py: -a URLs, with client.py's policy and deadline
     "aiohttp": {"client.py", "batch/"},  # the batch transport, chosen by measurement
-    "yaml": {"inputs.py", "settings.py"},
+    "yaml": {"documents.py"},  # the one YAML loader, below settings, inputs and schema
     "jsonschema": {"schema.py"},  # only when --schema is used
+    "markdown_it": {"mdrender.py"},  # the Markdown renderer, loaded only when an answer is rendered
+    "pygments": {"mdrender.py"},
     "anyfast_cli.cli": {"__main__.py"},
     "anyfast_cli.commands": {"cli.py", "commands/"},
 }
@@ -72,5 +74,44 @@ def test_importing_the_cli_loads_no_heavy_library():
     loaded = modules | {name.split(".")[0] for name in modules}
     assert "typer" in loaded  # the check itself works
     assert loaded.isdisjoint(
-        {"httpx", "httpcore", "aiohttp", "yaml", "rich", "asyncio", "jsonschema", "anyfast_cli.client"}
+        {
+            "httpx",
+            "httpcore",
+            "aiohttp",
+            "yaml",
+            "rich",
+            "asyncio",
+            "jsonschema",
+            "markdown_it",
+            "pygments",
+            "anyfast_cli.client",
+            "anyfast_cli.mdrender",
+        }
     )
+
+
+def package_module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(("anyfast_cli", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+
+
+def test_no_two_modules_import_each_other_even_lazily():
+    """Arrows point one way (architecture.md): no cycle through the package's own modules,
+    lazy imports included (schema.py and settings.py once imported each other)."""
+    modules = {package_module(path): path for path in FILES}
+    graph = {
+        name: sorted(m for m in imported_modules(path) if m in modules and m != name) for name, path in modules.items()
+    }
+    done: set[str] = set()
+    for start in graph:
+        path, branches = [start], [iter(graph[start])]
+        while branches:
+            following = next(branches[-1], None)
+            if following is None:
+                done.add(path.pop())
+                branches.pop()
+            elif following in path:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(following) :] + [following]))
+            elif following not in done:
+                path.append(following)
+                branches.append(iter(graph[following]))

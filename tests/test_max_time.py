@@ -13,7 +13,7 @@ import random
 import time
 
 import pytest
-from gateway import Json, Sse, Stall, chunk, error_body, sse_events
+from gateway import Drip, Json, Sse, Stall, chunk, completion, error_body, sse_events
 from helpers import parse_lines
 
 from anyfast_cli.errors import ApiError, ExitCode, NetworkError
@@ -251,6 +251,66 @@ def test_an_answer_in_time_is_untouched(run, gateway):
     assert result.stdout == "echo: hi\n"
 
 
+# --- every stage: connecting, the headers, sniffing a stream, a body with no length ----------------------
+# The deadline is armed before the attempt connects and shuts its socket down when it strikes;
+# whatever the attempt then looks like (a read error, a partial body), the failure is --max-time's.
+
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"  # no length: the body ends with the connection
+)
+JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
+STREAM_BODY = b"".join(sse_events(chunk("dripped"), chunk(finish="stop")))
+WHOLE_BODY = json.dumps(completion("dripped")).encode()
+
+
+def dripped_head(head: bytes, body: bytes) -> Drip:
+    """The status line and headers a byte every 0.05 s (padded: 10 s in all), then the body."""
+    padded = head.replace(b"\r\n\r\n", b"\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n")
+    return Drip(padded + body)
+
+
+@pytest.mark.parametrize(
+    "flags, reply",
+    [
+        ([], dripped_head(STREAM_HEAD, STREAM_BODY)),
+        (["--no-stream"], dripped_head(JSON_HEAD, WHOLE_BODY)),
+        ([], Drip(STREAM_BODY, head=STREAM_HEAD, delay=0.1)),  # cut at "data": never "not an event stream"
+        ([], Drip(WHOLE_BODY, head=JSON_HEAD, delay=0.1)),  # a stream answered whole: never "not JSON"
+        (["--no-stream"], Drip(WHOLE_BODY, head=JSON_HEAD, delay=0.1)),
+    ],
+    ids=["stream headers", "whole headers", "stream body", "stream answered whole", "whole body"],
+)
+def test_a_drip_at_any_stage_ends_at_max_time(run, gateway, flags, reply):
+    gateway.script(reply)
+    result, elapsed = timed(run, "complete", "-n", *flags, "--max-time", MAX_TIME, "--retries", "3", "hi")
+    assert result.exit_code == ExitCode.NETWORK, result.stderr
+    assert result.stderr.splitlines()[0] == MAX_TIME_LINE
+    assert result.stdout == ""
+    assert elapsed < 3
+    assert len(gateway.requests) == 1
+
+
+def test_a_kept_alive_connection_is_cut_at_max_time_too(run, gateway):
+    """The second attempt reuses the first one's connection, which opened before its deadline."""
+    connections = gateway.connections
+    gateway.script(Json(error_body("busy"), status=503, headers={"Retry-After": "0"}), dripped_head(STREAM_HEAD, b""))
+    result, elapsed = timed(run, "complete", "-n", "--max-time", MAX_TIME, "--retries", "3", "hi")
+    assert result.exit_code == ExitCode.NETWORK, result.stderr
+    assert result.stderr.splitlines()[0] == MAX_TIME_LINE
+    assert elapsed < 3
+    assert len(gateway.requests) == 2 and gateway.connections == connections + 1
+
+
+def test_silence_after_output_began_is_a_timeout_with_what_was_printed_kept(run, gateway):
+    first = b"".join(sse_events(chunk("Hello"), done=False))
+    gateway.script(Drip(b"".join(sse_events(chunk(finish="stop"))), head=STREAM_HEAD + first, delay=5))
+    result, elapsed = timed(run, "complete", "-n", "--timeout", "0.3", "hi")
+    assert result.exit_code == ExitCode.NETWORK, result.stderr
+    assert result.stdout == "Hello\n"
+    assert result.stderr.startswith(f"anyfast: error: the stream broke: timed out waiting for {gateway.origin}")
+    assert elapsed < 3
+
+
 # --- batch (aiohttp): each record has its own --max-time -----------------------------------------------
 
 
@@ -283,6 +343,21 @@ def test_a_dripping_record_fails_at_max_time_and_the_others_are_answered(run, ga
     assert lines["slow"]["error"] == {"code": "timeout", "message": MAX_TIME_LINE.removeprefix("anyfast: error: ")}
     assert sum(1 for r in gateway.requests if r.body["messages"][-1]["content"] == "slow") == 1
     assert elapsed < DRIP_SECONDS / 3
+
+
+@pytest.mark.parametrize(
+    "reply", [dripped_head(JSON_HEAD, WHOLE_BODY), Drip(WHOLE_BODY, head=JSON_HEAD, delay=0.1)], ids=["headers", "body"]
+)
+def test_a_batch_record_dripping_at_any_stage_fails_at_max_time(run, gateway, tmp_path, behave, reply):
+    behave(lambda prompt: reply if prompt == "slow" else None)
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"id": name, "prompt": name}) + "\n" for name in ["a", "slow"]))
+    result, elapsed = timed(run, "batch", data, "--max-time", MAX_TIME, "--retries", "3", "-j", "2")
+    assert result.exit_code == ExitCode.BATCH_PARTIAL, result.stderr
+    lines = {line["custom_id"]: line for line in parse_lines(result.stdout)}
+    assert lines["a"]["error"] is None
+    assert lines["slow"]["error"] == {"code": "timeout", "message": MAX_TIME_LINE.removeprefix("anyfast: error: ")}
+    assert elapsed < 3
 
 
 def test_a_batch_whose_first_outcome_is_max_time_goes_on(run, gateway, tmp_path, behave):

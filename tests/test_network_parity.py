@@ -18,12 +18,14 @@ import base64
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from gateway import (
     REASONS,
+    Drip,
     Gateway,
     Json,
     Reset,
@@ -728,6 +730,23 @@ def test_a_stream_cut_before_any_text(anyfast, gateway):
     gateway.script(Sse([b": keep-alive\n\n"], cut=True))
     run = anyfast("stream", "--retries", 0)
     assert_stopped(run, 4, f"anyfast: error: {gateway.origin} closed the connection before the answer was complete")
+
+
+@pytest.mark.parametrize("route", ["tls", "tls through a proxy"])
+@pytest.mark.parametrize("path", ALL)
+def test_max_time_cuts_a_server_dripping_its_headers(anyfast, tls_gateway, proxy, pki, path, route):
+    """The deadline reaches the socket an attempt reads, under TLS and through a CONNECT tunnel."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
+    tls_gateway.script(Drip(head + json.dumps(completion("late")).encode()))  # a byte every 0.05 s: 10 s
+    variables = {"SSL_CERT_FILE": pki.ca_pem, **({"HTTPS_PROXY": proxy.url} if "proxy" in route else {})}
+    started = time.monotonic()
+    run = anyfast(path, "--retries", 0, "--max-time", 0.3, base_url=tls_gateway.url, **variables)
+    assert time.monotonic() - started < 3, run
+    message = "the request took longer than --max-time 0.3 s"
+    if path == "batch" and run.returncode == 6:  # running out may be the record's own failure (the batch goes on)
+        assert_record_failed(run, "timeout", message)
+    else:
+        assert_stopped(run, 4, f"anyfast: error: {message}")
 
 
 @pytest.mark.parametrize("failure", ["HTTP 503", "reset"])

@@ -147,3 +147,156 @@ def test_a_base_url_with_a_password_is_refused(run, gateway, args):
     assert result.exit_code == 2
     assert PASSWORD not in result.stdout + result.stderr
     assert not gateway.requests
+
+
+# --- a key split across --json --stream chunk objects (issue 15, class 7) -------------------------
+
+
+def key_redactor() -> Redactor:
+    redactor = Redactor()
+    redactor.hide(KEY)
+    return redactor
+
+
+# (id, pieces of one streamed text, the masked pieces, how many are settled)
+PIECES = [
+    ("no key", ["yes ", "no"], ["yes ", "no"], 2),
+    ("a whole key", [f"a {KEY} b"], ["a *** b"], 1),
+    ("in two", ["is " + KEY[:5], KEY[5:] + "."], ["is ***", "."], 2),
+    ("one character a piece", ["is ", *KEY, "."], ["is ", MASK, *[""] * (len(KEY) - 1), "."], len(KEY) + 2),
+    ("a possible start waits", ["is " + KEY[:5]], ["is " + KEY[:5]], 0),
+    ("a start that was not the key", ["is " + KEY[:5], "x"], ["is " + KEY[:5], "x"], 2),
+    ("the start of the next piece", ["ok", "sk"], ["ok", "sk"], 1),
+    ("two keys and a start", [KEY[:3], KEY[3:] + KEY, KEY[:2]], ["***", "***", KEY[:2]], 2),
+    ("empty pieces", ["", KEY[:4], "", KEY[4:], ""], ["", "***", "", "", ""], 5),
+    ("as JSON writes it", ['"' + KEY.replace("-", "\\-")], ['"' + KEY.replace("-", "\\-")], 1),
+]
+
+
+@pytest.mark.parametrize("pieces,masked,settled", [c[1:] for c in PIECES], ids=[c[0] for c in PIECES])
+def test_mask_pieces(pieces, masked, settled):
+    assert key_redactor().mask_pieces(pieces) == (masked, settled)
+    assert "".join(masked) == key_redactor().mask("".join(pieces)) or settled < len(pieces)
+
+
+@pytest.mark.parametrize("text", sorted({p for case in PIECES for p in case[1]} | {"dogs ", "s", "task sk-x"}))
+def test_holds_part_says_when_mask_pieces_has_work(text):
+    assert key_redactor().holds_part(text) == (key_redactor().mask_pieces([text]) != ([text], 1))
+
+
+def content(text, index=0) -> dict:
+    return {"id": "c", "choices": [{"index": index, "delta": {"content": text}, "finish_reason": None}]}
+
+
+def arguments(text) -> dict:
+    call = {"index": 0, "function": {"arguments": text}}
+    return {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+
+
+def fed_lines(chunks, redactor) -> list[dict]:
+    from anyfast_cli.output import ChunkLines
+
+    out = io.StringIO()
+    lines = ChunkLines(out, redactor, terminal=False)
+    for chunk in chunks:
+        lines.feed(chunk)
+    lines.finish()
+    return parse_lines(out.getvalue())
+
+
+def joined(lines, pick) -> str:
+    return "".join(pick(line) for line in lines if pick(line) is not None)
+
+
+def delta_text(index=0, field="content"):
+    def pick(line):
+        for choice in line["choices"]:
+            if choice["index"] == index:
+                return choice["delta"].get(field)
+        return None
+
+    return pick
+
+
+def call_arguments(line):
+    calls = line["choices"][0]["delta"].get("tool_calls")
+    return calls[0]["function"]["arguments"] if calls else None
+
+
+def split(text: str, size: int) -> list[str]:
+    return [text[k : k + size] for k in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize("size", [1, 3, len(KEY) // 2, len(KEY)])
+def test_chunk_lines_mask_a_key_across_chunks_and_keep_every_line(size):
+    text = f"your key is {KEY}. task skip {KEY}"
+    alone = [content(piece) for piece in split(text, size)]
+    other = [content(piece, index=1) for piece in split(f"one sees {KEY[:6]}", 2)]  # n=2, interleaved
+    mixed = [c for k, own in enumerate(alone) for c in ([own, other[k]] if k < len(other) else [own])]
+    mixed += other[len(alone) :]
+    for chunks in (alone, mixed):
+        lines = fed_lines([json_copy(c) for c in chunks], key_redactor())
+        assert len(lines) == len(chunks)  # no line lost, none made up
+        assert KEY not in joined(lines, delta_text(0)) and KEY[:8] not in json_text(lines)
+        assert joined(lines, delta_text(0)) == "your key is ***. task skip ***"
+    assert joined(lines, delta_text(1)) == f"one sees {KEY[:6]}"  # a start that never completed: as sent
+
+
+def test_chunk_lines_mask_tool_call_arguments_and_reasoning():
+    pieces = split(f'{{"k":"{KEY}"}}', 4)
+    lines = fed_lines([arguments(p) for p in pieces], key_redactor())
+    assert joined(lines, call_arguments) == '{"k":"***"}'
+    reasoning = [{"choices": [{"index": 0, "delta": {"reasoning_content": p}}]} for p in split(KEY, 5)]
+    assert joined(fed_lines(reasoning, key_redactor()), delta_text(0, "reasoning_content")) == MASK
+
+
+def test_chunk_lines_without_a_key_are_written_as_they_came():
+    chunks = [content(p) for p in ("task s", "k", "ip", "s")]
+    out = fed_lines([json_copy(c) for c in chunks], key_redactor())
+    assert out == chunks
+    assert fed_lines([content(KEY)], Redactor()) == [content(KEY)]  # no key known: nothing to mask
+
+
+def json_copy(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def json_text(lines) -> str:
+    import json
+
+    return "".join(json.dumps(line) for line in lines)
+
+
+@pytest.mark.parametrize("pieces", [2, 5, len(KEY)])
+def test_json_stream_masks_a_key_split_across_chunk_objects(run, gateway, tmp_path, pieces):
+    from gateway import Sse, chunk, sse_events
+
+    size = -(-len(KEY) // pieces)
+    deltas = ["your key is ", *split(KEY, size), "."]
+    gateway.script(Sse(sse_events(*[chunk(d) for d in deltas], chunk(finish="stop"))))
+    talk = tmp_path / "t.yaml"
+    result = run("chat", "-n", "--json", "--stream", "--save", talk, "hi")
+    assert result.exit_code == 0, result.stderr
+    lines = parse_lines(result.stdout)
+    assert len(lines) == len(deltas) + 1
+    assert joined(lines, lambda line: line["choices"][0]["delta"].get("content")) == "your key is ***."
+    assert KEY[:8] not in result.stdout and KEY[-8:] not in result.stdout
+    assert yaml.safe_load(talk.read_text())["messages"][-1]["content"] == "your key is ***."
+
+
+def test_chat_save_masks_a_key_in_tool_call_arguments(run, gateway, tmp_path):
+    from gateway import Sse, sse_events
+
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}]
+    chunks += [arguments(p) for p in split(f'{{"k":"{KEY}"}}', 5)]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    gateway.script(Sse(sse_events(*chunks)))
+    talk = tmp_path / "t.yaml"
+    result = run("chat", "-n", "--save", talk, "hi")
+    assert result.exit_code == 8, result.stderr
+    assert KEY not in result.stdout + talk.read_text()
+    saved = yaml.safe_load(talk.read_text())["messages"][-1]["tool_calls"][0]
+    assert saved["function"]["arguments"] == '{"k":"***"}' and saved["id"] == "call_1"

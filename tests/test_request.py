@@ -138,6 +138,9 @@ def test_values_in_range_pass(fields):
         ({"max_tokens": 1.5}, OTHER_MODEL, "max_tokens"),
         ({"max_tokens": "100"}, OTHER_MODEL, "max_tokens"),
         ({"max_tokens": 8193}, DEFAULT_MODEL, "8192"),
+        ({"max_completion_tokens": "lots"}, OTHER_MODEL, "max_completion_tokens"),  # was int()'s ValueError in --tpm
+        ({"max_completion_tokens": 1e300}, OTHER_MODEL, "max_completion_tokens"),
+        ({"max_completion_tokens": 8193}, DEFAULT_MODEL, "8192"),
         ({"stop": 5}, DEFAULT_MODEL, "stop"),
         ({"stop": ["a", 1]}, DEFAULT_MODEL, "stop"),
         ({"stream": False}, DEFAULT_MODEL, "stream"),

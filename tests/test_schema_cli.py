@@ -4,11 +4,14 @@ asking for JSON, the json_schema -> json_object -> prompt step-down, validation,
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
-from gateway import Json, completion, error_body
+from gateway import Json, Sse, completion, error_body
+from helpers import WAIT
 
 SPEC = "title, year int, rating float, tags list: keywords"
 GOOD = '{"title":"Dune","year":1965,"rating":4.5,"tags":["sf"]}'
@@ -394,3 +397,254 @@ def test_complete_without_schema_never_imports_jsonschema(proc_env, gateway):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=proc_env, timeout=60)
     assert "echo: hi" in done.stdout
     assert "JSONSCHEMA=False" in done.stderr
+
+
+# --- checks that always end (issue 15, class 3) ---------------------------------------------------
+
+BACKTRACKS = json.dumps({"type": "object", "properties": {"w": {"type": "string", "pattern": "^(a|a)+$"}}})
+SLOW_ANSWER = json.dumps({"w": "a" * 40 + "!"})  # Python's re would match this for ever
+QUICK_ANSWER = json.dumps({"w": "aaa"})
+
+
+def test_a_pattern_that_backtracks_is_exit_7_when_max_time_runs_out(run, gateway):
+    gateway.script(Json(completion(SLOW_ANSWER)))
+    started = time.monotonic()
+    result = run("complete", "--max-time", "1", "--schema", BACKTRACKS, "x")
+    assert result.exit_code == 7
+    assert time.monotonic() - started < WAIT
+    assert result.stdout == ""
+    assert "could not be checked" in error_lines(result)[0]
+    assert len(gateway.requests) == 1  # not re-asked: the schema, not the answer, is the trouble
+
+
+def test_a_check_is_bounded_without_max_time_too(run, gateway, monkeypatch):
+    from anyfast_cli import schema
+
+    monkeypatch.setattr(schema, "CHECK_SECONDS", 0.5)
+    gateway.script(Json(completion(SLOW_ANSWER)))
+    result = run("complete", "--schema", BACKTRACKS, "x")
+    assert result.exit_code == 7
+    assert "in 0.5 s" in error_lines(result)[0]
+
+
+def spawn(env, *args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "anyfast_cli", *map(str, args)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(condition, process) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_complete_while_it_checks(proc_env, gateway, signum, status):
+    gateway.script(Json(completion(SLOW_ANSWER)))
+    process = spawn(proc_env, "complete", "--schema", BACKTRACKS, "x")  # the check may take 5 s
+    try:
+        wait_until(lambda: gateway.requests, process)
+        time.sleep(0.5)  # the answer is in, the check has begun
+        signalled = time.monotonic()
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=WAIT)
+        assert process.returncode == status, stderr
+        assert time.monotonic() - signalled < 2.0  # not after the 5 s the check could take
+        assert stdout == "" and "Traceback" not in stderr
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_sigterm_ends_a_batch_stuck_in_a_check_with_every_answered_record_written(proc_env, gateway, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": "p"}) + "\n" for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    gateway.script(*[Json(completion(answer)) for answer in (QUICK_ANSWER, SLOW_ANSWER, QUICK_ANSWER)])
+    process = spawn(
+        proc_env, "batch", source, "-o", out, "-j", "2", "--schema", BACKTRACKS, "--schema-mode", "json_schema"
+    )
+    try:
+        # one worker waits on the slow check (5 s); the other answers the rest meanwhile
+        wait_until(lambda: out.exists() and out.read_text().count("\n") == 2, process)
+        assert len(gateway.requests) == 3
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=WAIT)
+        assert process.returncode == 143, stderr
+        assert time.monotonic() - signalled < 2.0  # not when the check would have ended
+    finally:
+        process.kill()
+        process.communicate()
+    lines = batch_lines(out)
+    assert len(lines) == 2 and all(line["parsed"] == {"w": "aaa"} for line in lines)
+    assert "2 ok" in stderr  # the summary
+
+
+def test_batch_a_record_whose_check_runs_out_of_time_fails_alone(run, gateway, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": "p"}) + "\n" for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    gateway.script(*[Json(completion(answer)) for answer in (QUICK_ANSWER, SLOW_ANSWER, QUICK_ANSWER)])
+    result = run("batch", source, "-o", out, "-j", "1", "--max-time", "1", "--schema", BACKTRACKS)
+    assert result.exit_code == 6, result.stderr
+    by_id = {line["custom_id"]: line for line in batch_lines(out)}
+    assert by_id["r1"]["error"]["code"] == "schema_timeout" and "parsed" not in by_id["r1"]
+    assert by_id["r0"]["parsed"] == by_id["r2"]["parsed"] == {"w": "aaa"}
+    assert len(gateway.requests) == 3  # the record that could not be checked is not re-asked
+
+
+# --- schemas that cannot be used are refused before anything is sent (class 5) -----------------
+
+
+def unusable_schemas(gateway) -> list[tuple[str, str]]:
+    return [
+        (json.dumps({"$ref": f"{gateway.url}/schema.json"}), "remote schemas are not fetched"),
+        (
+            json.dumps({"properties": {"a": {"$ref": "#/$defs/a"}}}),
+            "$.properties.a: $ref '#/$defs/a' cannot be resolved",
+        ),
+        (json.dumps({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}), "leads back"),
+    ]
+
+
+def test_complete_and_batch_refuse_an_unusable_schema_before_sending(run, gateway, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps("hi") + "\n")
+    connections = gateway.connections
+    for spec, words in unusable_schemas(gateway):
+        for args in (["complete", "--schema", spec, "x"], ["batch", source, "--schema", spec], ["schema", spec]):
+            result = run(*args)
+            assert result.exit_code == 2, (args, result.stderr)
+            assert words in error_lines(result)[0] and "internal error" not in result.stderr
+    assert gateway.requests == [] and gateway.connections == connections  # no POST, and no GET either
+
+
+def test_a_record_with_an_unusable_schema_is_reported_by_its_line(run, gateway, tmp_path):
+    source = tmp_path / "in.jsonl"
+    schemas = [json.loads(spec) for spec, _ in unusable_schemas(gateway)]
+    source.write_text("".join(json.dumps({"prompt": "p", "schema": s}) + "\n" for s in [{}, *schemas]))
+    connections = gateway.connections
+    result = run("batch", source)
+    assert result.exit_code == 2
+    lines = error_lines(result)[:3]
+    assert [line.split(":")[2].strip() for line in lines] == ["line 2", "line 3", "line 4"]
+    for line, (_, words) in zip(lines, unusable_schemas(gateway)):
+        assert words in line
+    assert gateway.requests == [] and gateway.connections == connections
+
+
+# --- what the contract promises on stdout (class 6) ----------------------------------------------
+
+
+def test_an_out_of_range_number_is_exit_7_never_infinity(run, gateway):
+    gateway.script(Json(completion('{"n": 1e400}')), Json(completion('{"n": 1e400}')))
+    result = run("complete", "--schema", "n float", "x")
+    assert result.exit_code == 7
+    assert result.stdout == ""
+    assert "1e400 is too large" in error_lines(result)[0]
+    assert "1e400" in gateway.requests[1].body["messages"][-1]["content"]  # the re-ask says why
+
+
+def test_batch_an_out_of_range_number_is_a_failed_record(run, gateway, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps("hi") + "\n")
+    out = tmp_path / "out.jsonl"
+    gateway.script(Json(completion('{"n": 1e400}')), Json(completion('{"n": -Infinity}')))
+    result = run("batch", source, "-o", out, "--schema", "n float")
+    assert result.exit_code == 6
+    (line,) = batch_lines(out)
+    assert line["error"]["code"] == "invalid_json" and "parsed" not in line
+    assert "-Infinity is not a number JSON allows" in line["error"]["message"]
+
+    def not_json(name):
+        raise AssertionError(f"{name} written as a value")
+
+    json.loads(out.read_text(), parse_constant=not_json)  # the answers' text holds them; no value does
+
+
+def several(*contents: str) -> Json:
+    data = completion(contents[0])
+    data["choices"] = [
+        {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+        for i, c in enumerate(contents)
+    ]
+    return Json(data)
+
+
+BOOK2 = GOOD.replace("Dune", "Emma")
+
+
+def test_every_choice_is_checked_and_printed(run, gateway):
+    gateway.script(several(GOOD, BOOK2))
+    result = run("complete", "-p", "n=2", "--schema", SPEC, "two books")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == GOOD + "\n" + BOOK2 + "\n"
+    gateway.reset()
+    gateway.script(several(GOOD, WRONG), several(BOOK2, GOOD))
+    result = run("complete", "-p", "n=2", "--schema", SPEC, "two books")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == BOOK2 + "\n" + GOOD + "\n"
+    assert len(gateway.requests) == 2 and gateway.requests[1].body["n"] == 2
+    assert gateway.requests[1].body["messages"][-2] == {"role": "assistant", "content": WRONG}
+    gateway.reset()
+    gateway.script(several(GOOD, WRONG), several(GOOD, WRONG))
+    result = run("complete", "-p", "n=2", "--schema", SPEC, "two books")
+    assert result.exit_code == 7 and result.stdout == ""
+    assert "choice 1: $.year" in error_lines(result)[0]
+
+
+def test_batch_parsed_holds_every_choice(run, gateway, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"prompt": "two", "n": 2}) + "\n" + json.dumps({"prompt": "one"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    gateway.script(several(GOOD, BOOK2), Json(completion(GOOD)))
+    result = run("batch", source, "-o", out, "-j", "1", "--ordered", "--schema", SPEC)
+    assert result.exit_code == 0, result.stderr
+    first, second = batch_lines(out)
+    assert [book["title"] for book in first["parsed"]] == ["Dune", "Emma"]
+    assert second["parsed"]["title"] == "Dune"
+
+
+def test_a_bare_word_spec_never_reads_a_file_of_that_name(run, gateway, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "title").write_text("type: object\n")  # read as a schema, it would accept anything
+    gateway.script(Json(completion('{"title": "Dune"}')))
+    result = run("complete", "--schema", "title", "x")
+    assert result.exit_code == 0, result.stderr
+    assert gateway.requests[0].body["response_format"]["json_schema"]["schema"]["required"] == ["title"]
+    assert run("complete", "--schema", "./nope.json", "x").exit_code == 2  # a path: read, not a field list
+
+
+def delivered(data: dict, split: str):
+    """The same response bytes, whole or cut into HTTP chunks at different places."""
+    body = json.dumps(data).encode()
+    if split == "whole":
+        return Json(data)
+    if split == "bytes":
+        pieces = [body[i : i + 1] for i in range(len(body))]
+    else:  # at the number, each piece its own TCP write
+        cut = body.index(b"1e400") + 2 if b"1e400" in body else len(body) // 2
+        return Sse([body[:cut], body[cut:]], delay=0.01, headers={"Content-Type": "application/json"})
+    return Sse(pieces, headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes", "two writes"])
+def test_what_is_checked_does_not_depend_on_how_the_bytes_came(run, gateway, split):
+    gateway.script(delivered(several(GOOD, BOOK2).body, split))
+    result = run("complete", "-p", "n=2", "--schema", SPEC, "two books")
+    assert (result.exit_code, result.stdout) == (0, GOOD + "\n" + BOOK2 + "\n"), result.stderr
+    gateway.reset()
+    out_of_range = completion('{"title": "Dune", "year": 1965, "rating": 1e400, "tags": []}')
+    gateway.script(delivered(out_of_range, split), delivered(out_of_range, split))
+    result = run("complete", "--schema", SPEC, "a book")
+    assert (result.exit_code, result.stdout) == (7, "")
+    assert "1e400 is too large" in error_lines(result)[0]

@@ -99,6 +99,24 @@ def test_error_turn_prints_one_line_and_is_not_kept(gateway, term_env):
     assert user_contents(gateway.requests[-1]) == ["second try"]
 
 
+def test_content_and_an_error_event_in_one_read_show_the_content_then_the_error(gateway, term_env):
+    body = b"".join(sse_events(chunk("the part that came"), {"error": {"message": "upstream broke"}}, done=False))
+    gateway.script(Sse([body]))  # one write: one read
+    child = spawn(term_env, "chat")
+    child.expect("> ")
+    child.sendline("doomed")
+    child.expect_exact("the part that came")
+    child.expect_exact("anyfast: error: the server reported an error: upstream broke")
+    child.expect("> ")
+    child.sendline("again")
+    child.expect("echo: again")
+    child.expect("> ")
+    child.sendeof()
+    finish(child)
+    assert child.exitstatus == 0
+    assert user_contents(gateway.requests[-1]) == ["again"]  # the failed turn is not kept
+
+
 def test_ctrl_c_cuts_the_reply_keeps_it_marked_and_the_session_goes_on(gateway, term_env, tmp_path):
     pieces = sse_events(chunk("partial answer "), *[chunk("more ") for _ in range(200)], chunk(finish="stop"))
     gateway.script(Sse(pieces, delay=0.05))  # 10 s in all: cut long before its end

@@ -5,6 +5,7 @@ chat --save and --tool-result; n > 1 printed in full; batch's --fail-on-tool-cal
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from gateway import Json, Sse, sse_events
@@ -299,3 +300,159 @@ def test_schema_and_tools_an_answer_of_tool_calls_is_exit_8_not_a_schema_failure
     assert "Checking." in result.stderr and "anyfast: error" not in result.stderr
     assert len(gateway.requests) == 1  # not re-asked as a wrong answer
     assert gateway.requests[0].body["tools"] == TOOLS and "response_format" in gateway.requests[0].body
+
+
+# --- streamed pieces -> calls (issue 15, class 6): merged by index, split by id -----------------
+
+MADE_ID = r"call_[0-9a-f]{24}"
+
+
+def opening(index, call_id, name, arguments="") -> dict:
+    piece = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return piece if index is None else {"index": index, **piece}
+
+
+def more(index, arguments) -> dict:
+    piece = {"function": {"arguments": arguments}}
+    return piece if index is None else {"index": index, **piece}
+
+
+def call(call_id, name, arguments) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+# (id, streamed pieces in order, the calls they make; None as an id: one anyfast made)
+PIECES = [
+    (
+        "one id shared by two indexes",
+        [opening(0, "call_1", "get_weather"), more(0, "{}"), opening(1, "call_1", "get_time"), more(1, "[]")],
+        [call("call_1", "get_weather", "{}"), call("call_1", "get_time", "[]")],
+    ),
+    (
+        "one id shared, interleaved",
+        [opening(0, "x", "f"), opening(1, "x", "g"), more(1, "[1"), more(0, "{"), more(0, "}"), more(1, "]")],
+        [call("x", "f", "{}"), call("x", "g", "[1]")],
+    ),
+    (
+        "every call at index 0: a new id splits",
+        [opening(0, "a", "f", "{"), more(0, "}"), opening(0, "b", "g", "["), more(0, "]")],
+        [call("a", "f", "{}"), call("b", "g", "[]")],
+    ),
+    (
+        "the id repeated in every piece",
+        [opening(0, "a", "f", "{"), {"index": 0, "id": "a", "function": {"arguments": "}"}}],
+        [call("a", "f", "{}")],
+    ),
+    (
+        "the name repeated in every piece is kept once",
+        [opening(0, "a", "f", "{"), {"index": 0, "function": {"name": "f", "arguments": "}"}}],
+        [call("a", "f", "{}")],
+    ),
+    (
+        "arguments before the id and name",
+        [more(0, '{"a"'), opening(0, "a", "f", ":1}"), opening(1, "b", "g"), more(1, "{}")],
+        [call("a", "f", '{"a":1}'), call("b", "g", "{}")],
+    ),
+    (
+        "arguments before the id, no indexes",
+        [more(None, "{"), opening(None, "a", "f", "}"), opening(None, "b", "g", "[]")],
+        [call("a", "f", "{}"), call("b", "g", "[]")],
+    ),
+    (
+        "no indexes: a known id continues its call",
+        [opening(None, "a", "f"), opening(None, "b", "g"), {"id": "a", "function": {"arguments": "{}"}}],
+        [call("a", "f", "{}"), call("b", "g", "")],
+    ),
+    (
+        "an index as a string is the same index",
+        [opening("1", "a", "f", "{"), more(1, "}")],
+        [call("a", "f", "{}")],
+    ),
+    (
+        "an index that is no number a piece continues the latest call",
+        [opening(0, "a", "f", "{"), more("\u00b2", "}"), more("1" * 5000, "")],
+        [call("a", "f", "{}")],
+    ),
+    (
+        "an id that is not a string, as text",
+        [opening(0, 7, "f", "{}")],
+        [call("7", "f", "{}")],
+    ),
+    (
+        "no id at all: one is made for each call",
+        [opening(0, None, "f", "{"), more(0, "}"), opening(1, "", "g", "[]")],
+        [call(None, "f", "{}"), call(None, "g", "[]")],
+    ),
+]
+
+
+@pytest.mark.parametrize("pieces,expected", [case[1:] for case in PIECES], ids=[case[0] for case in PIECES])
+def test_streamed_pieces_make_these_calls(pieces, expected):
+    reply = Reply()
+    for piece in pieces:
+        reply.absorb(delta_chunk({"tool_calls": [piece]}))
+    calls = reply.calls()
+    made = [c["id"] for c, e in zip(calls, expected) if e["id"] is None]
+    assert all(re.fullmatch(MADE_ID, i) for i in made) and len(set(made)) == len(made)
+    assert [c | {"id": None} if e["id"] is None else c for c, e in zip(calls, expected)] == expected
+    assert len(calls) == len(expected)
+    assert reply.calls() == calls  # a made id is made once: stdout and --save show the same
+
+
+def test_whole_calls_keep_duplicate_ids_and_get_made_ids():
+    reply = Reply()
+    reply.absorb(whole({"content": None, "tool_calls": [CALL_A, {**CALL_B, "id": "call_a"}, {**CALL_B, "id": None}]}))
+    calls = reply.calls()
+    assert calls[:2] == [CALL_A, {**CALL_B, "id": "call_a"}]
+    assert re.fullmatch(MADE_ID, calls[2]["id"]) and calls[2]["function"] == CALL_B["function"]
+
+
+def pieces_of(body: bytes, how: str) -> list[bytes]:
+    if how == "one write":
+        return [body]
+    if how == "each event":
+        return [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    return [body[k : k + 3] for k in range(0, len(body), 3)]  # every event torn, ids and names included
+
+
+@pytest.mark.parametrize("how", ["one write", "each event", "3 bytes"])
+def test_streamed_calls_sharing_an_id_or_without_one_print_save_and_answer(run, gateway, tmp_path, how):
+    """Two calls that share an id at indexes 0 and 1 (the second's arguments before its name),
+    and one without an id: three calls, ids as sent or made, the same on stdout and in --save,
+    and each answered by --tool-result."""
+    pieces = [
+        opening(0, "call_1", "get_weather", '{"city":'),
+        more(1, '{"tz":"UTC"}'),
+        opening(1, "call_1", "get_time"),
+        more(0, '"Oslo"}'),
+        opening(2, None, "search", "{}"),
+    ]
+    chunks = [delta_chunk({"role": "assistant"})] + [delta_chunk({"tool_calls": [p]}) for p in pieces]
+    body = b"".join(sse_events(*chunks, delta_chunk({}, finish="tool_calls")))
+    gateway.script(Sse(pieces_of(body, how)))
+    talk = tmp_path / "t.yaml"
+    result = run("chat", "-n", "--save", talk, "weather and time?")
+    assert result.exit_code == 8, result.stderr
+    printed = call_lines(result.stdout)
+    made = printed[2]["id"]
+    assert re.fullmatch(MADE_ID, made)
+    assert printed == [
+        call("call_1", "get_weather", '{"city":"Oslo"}'),
+        call("call_1", "get_time", '{"tz":"UTC"}'),
+        call(made, "search", "{}"),
+    ]
+    import yaml
+
+    assert yaml.safe_load(talk.read_text())["messages"][-1]["tool_calls"] == printed
+
+    gateway.script(Json(whole({"content": "Sunny at noon."}, "stop")))
+    args = ["chat", "-n", "-f", talk, "--tool-result", "call_1=sunny", "--tool-result", f"{made}=none"]
+    assert run(*args).exit_code == 2  # one call_1 still waits
+    result = run(*args, "--tool-result", "call_1=12:00")
+    assert result.exit_code == 0, result.stderr
+    sent = gateway.requests[-1].body["messages"]
+    assert [(m.get("tool_call_id"), m["content"]) for m in sent[2:]] == [
+        ("call_1", "sunny"),
+        (made, "none"),
+        ("call_1", "12:00"),
+    ]

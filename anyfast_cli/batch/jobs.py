@@ -7,21 +7,24 @@ text. Body fields on a record override the command's settings for that record.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import re
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from anyfast_cli.errors import UsageError
-from anyfast_cli.inputs import parse_messages, with_system
+from anyfast_cli.attachments import with_attachments
+from anyfast_cli.errors import UsageError, one_line
+from anyfast_cli.inputs import INPUT_VAR, Conversation, parse_messages, to_api_message, with_system
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
-from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message
+from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message, with_media
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, check_value, json_writer, parse_json, text_problem
+from anyfast_cli.template import RULES, MissingValue, Template, TemplateSyntaxError
+from anyfast_cli.template import parse_template as parse_engine_template
+from anyfast_cli.templating import PromptTemplate, render
+from anyfast_cli.text import parse_whole
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REPORTED_ERRORS = 20
@@ -30,6 +33,18 @@ MAX_REPORTED_ERRORS = 20
 # it is parsed, so the lines in flight stay well inside batch's memory bound. `< /dev/zero`
 # (one endless line) stops here. A prompt made by --template is bounded by the same number.
 LINE_MAX_BYTES = 32 * MIB
+
+
+@dataclass(frozen=True)
+class PromptFileJob:
+    """batch -f: the file every record is rendered through. Its attachments are read once, by
+    the command, into `media`: for each of its messages, (image URLs, video parts, -a-style
+    attachments)."""
+
+    conversation: Conversation  # the file's, --system applied
+    template: PromptTemplate | None = None  # None: a conversation file without vars:, sent as it is
+    defaults: Mapping = field(default_factory=dict)  # the file's vars: defaults, then --var
+    media: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class JobOptions:
     image_urls: tuple = ()
     video_parts: tuple = ()
     schema: dict | None = None  # --schema: every record's answer is checked against it
+    prompt_file: PromptFileJob | None = None  # -f
 
     def __post_init__(self) -> None:
         # Checked once here, so that a record's body, made of these and of its line's own
@@ -97,41 +113,33 @@ def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple
     if text is None:
         return None, None
     head, slash, count = text.partition("/")
+    k, n = parse_whole(head), parse_whole(count)
     if head == "auto":
-        if slash and not (count.isdigit() and int(count) >= 1):
-            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {text!r}")
-        return shard_from_scheduler(env or {}, int(count) if slash else None)
-    if not slash or not head.isdigit() or not count.isdigit() or not 1 <= int(head) <= int(count):
-        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {text!r}")
-    return Shard(int(head), int(count)), None
+        if slash and not (n is not None and n >= 1):
+            raise UsageError(f"--shard auto/N expects a count N ≥ 1, got {_shown(text)}")
+        return shard_from_scheduler(env or {}, n if slash else None)
+    if not slash or k is None or n is None or not 1 <= k <= n:
+        raise UsageError(f"--shard expects K/N with 1 ≤ K ≤ N, or auto, got {_shown(text)}")
+    return Shard(k, n), None
 
 
 def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Shard, str]:
     """K/N from CI parallel jobs (GitLab, CircleCI, Buildkite), a Slurm job array (stepped
     arrays too: K = (ID - MIN) / STEP + 1) or a Kubernetes Indexed Job (N from auto/N)."""
     found = None
+    half_set = []  # (index variable set, count variable missing): named if nothing else is found
     for name, index_var, count_var, from_one in SHARD_SCHEDULERS:
-        if env.get(index_var) is not None and env.get(count_var) is not None:
-            index, total = _whole(env, index_var), _whole(env, count_var)
-            found = (index if from_one else index + 1, total, f"{name} ({index_var}={index}, {count_var}={total})")
-            break
-    task, low, step, total_var = SLURM_ARRAY_VARS
-    if found is None and env.get(task) is not None and env.get(total_var) is not None:
-        index, first, every, total = (
-            _whole(env, task),
-            _whole(env, low, 0),
-            _whole(env, step, 1),
-            _whole(env, total_var),
-        )
-        if every < 1 or (index - first) % every:
-            raise UsageError(
-                f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step}={every})"
-            )
-        found = (
-            (index - first) // every + 1,
-            total,
-            f"a Slurm job array ({task}={index}, {low}={first}, {step}={every}, {total_var}={total})",
-        )
+        if env.get(index_var) is None:
+            continue
+        if env.get(count_var) is None:
+            half_set.append((index_var, count_var))
+            continue
+        index, total = _whole(env, index_var), _whole(env, count_var)
+        found = (index if from_one else index + 1, total, f"{name} ({index_var}={index}, {count_var}={total})")
+        break
+    task = SLURM_ARRAY_VARS[0]
+    if found is None and env.get(task) is not None:
+        found = _slurm_array_task(env)
     if found is None and env.get(K8S_INDEX_VAR) is not None:
         if count is None:
             raise UsageError(
@@ -140,6 +148,12 @@ def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Sha
             )
         index = _whole(env, K8S_INDEX_VAR)
         found = (index + 1, count, f"a Kubernetes Indexed Job ({K8S_INDEX_VAR}={index})")
+    if found is None and half_set:
+        index_var, count_var = half_set[0]
+        raise UsageError(
+            f"--shard auto: {index_var} is set, but {count_var} (how many jobs there are) is not",
+            hint="give the shard yourself: --shard K/N",
+        )
     if found is None:
         names = ", ".join([v for _, v, _, _ in SHARD_SCHEDULERS] + [task, K8S_INDEX_VAR])
         raise UsageError(
@@ -154,81 +168,111 @@ def shard_from_scheduler(env: Mapping[str, str], count: int | None) -> tuple[Sha
     return Shard(k, n), origin
 
 
-def _whole(env: Mapping[str, str], name: str, default: int | None = None) -> int:
-    value = env.get(name)
-    if value is None and default is not None:
-        return default
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"--shard auto: {name}={value!r} is not a whole number") from None
+def _slurm_array_task(env: Mapping[str, str]) -> tuple[int, int, str]:
+    """K, N and where they came from, for a Slurm array task. The array's indexes are MIN,
+    MIN+STEP, ..., MAX, COUNT of them; one of these missing is worked out from the others,
+    never assumed (a MIN taken as 0 would shift a 1-based array by one: job 1 never runs).
+    Only STEP has a default, 1, as `--array=A-B` has. Arrays that are not evenly spaced
+    (`--array=1,2,5`) cannot be split so and are refused."""
+    task, low, high, step_var, count_var = SLURM_ARRAY_VARS
+    index = _whole(env, task)
+    first, last, step, count = (
+        _whole(env, name) if env.get(name) is not None else None for name in SLURM_ARRAY_VARS[1:]
+    )
+    for name, value in ((step_var, step), (count_var, count)):
+        if value is not None and value < 1:
+            raise UsageError(f"--shard auto: {name}={value} is not a whole number ≥ 1")
+    worked_out = []
+    if step is None:
+        step = 1
+        if first is not None and last is not None and count is not None and count > 1:
+            step = max((last - first) // (count - 1), 1)  # checked against the others below
+            worked_out.append(step_var)
+    if count is None:
+        if first is None or last is None:
+            raise UsageError(
+                f"--shard auto: {task} is set, but {count_var} (how many jobs there are) is not",
+                hint="give the shard yourself: --shard K/N",
+            )
+        count = (last - first) // step + 1
+        worked_out.append(count_var)
+    if first is None:
+        if last is None:
+            raise UsageError(
+                f"--shard auto: {task} is set, but neither {low} nor {high}, so where the array starts is unknown",
+                hint="give the shard yourself: --shard K/N",
+            )
+        first = last - (count - 1) * step
+        worked_out.append(low)
+    values = f"{task}={index}, {low}={first}" + (f", {high}={last}" if last is not None else "")
+    values += f", {step_var}={step}, {count_var}={count}"
+    if worked_out:
+        values += f"; {' and '.join(worked_out)} worked out from the others"
+    if count < 1 or (last is not None and last != first + (count - 1) * step):
+        raise UsageError(
+            f"--shard auto: the Slurm array's indexes are not evenly spaced ({values})",
+            hint="submit it as --array=MIN-MAX[:STEP], or give the shard yourself: --shard K/N",
+        )
+    if (index - first) % step:
+        raise UsageError(f"--shard auto: {task}={index} is not on the array's steps ({low}={first}, {step_var}={step})")
+    return (index - first) // step + 1, count, f"a Slurm job array ({values})"
 
 
-# --- --template: plain substitution --------------------------------------------------------
-# Only {name} is replaced, by a field of the record ({text} for a plain line); {{ and }} are
-# literal braces. Anything else in braces is refused, never evaluated: no attribute access, no
-# indexing, no format spec (str.format would fill in {text.__class__} and write a gigabyte
-# for {text:>999999999}).
-
-_TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_FIELD_NAME = re.compile(r"[\w-]+(?: [\w-]+)*")  # letters, digits, _ and -, with single inner spaces
-TEMPLATE_RULES = (
-    "only {name} is replaced (a field of the record; {text} for a plain line), and {{ and }} are literal braces"
-)
+def _whole(env: Mapping[str, str], name: str) -> int:
+    number = parse_whole((env.get(name) or "").strip())
+    if number is None:
+        raise UsageError(f"--shard auto: {name}={_shown(env.get(name))} is not a whole number")
+    return number
 
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
+def _shown(value) -> str:
+    """A value as an error shows it: quoted, and cut short (one may hold thousands of digits)."""
+    return one_line(repr(value), 60)
 
 
-@functools.lru_cache(maxsize=16)
-def parse_template(template: str) -> tuple:
-    """The template as literal strings and _Field pieces; UsageError for anything else in braces."""
+# --- --template: plain substitution (template.py, the engine prompt files share) -------------
+
+TEMPLATE_RULES = f"{RULES} (a field of the record; {{text}} for a plain line)"
+
+
+def parse_template(template: str) -> Template:
+    """--template as a Template; UsageError naming the character for anything else in braces."""
     problem = text_problem(template)
     if problem:
         raise UsageError(f"--template {problem}")
-    pieces: list = []
-    literal: list[str] = []
-    position = 0
-    for token in _TEMPLATE_TOKEN.finditer(template):
-        literal.append(template[position : token.start()])
-        position = token.end()
-        text, name = token.group(), token.group(1)
-        if text in ("{{", "}}"):
-            literal.append(text[0])
-        elif name is not None and _FIELD_NAME.fullmatch(name):
-            pieces += ["".join(literal), _Field(name)]
-            literal = []
-        elif name is not None:
-            raise UsageError(f"--template: {text} (at character {token.start() + 1}) is not a field; {TEMPLATE_RULES}")
-        else:
-            raise UsageError(f"--template: a lone '{text}' at character {token.start() + 1}; {TEMPLATE_RULES}")
-    pieces.append("".join(literal) + template[position:])
-    return tuple(piece for piece in pieces if piece != "")
+    try:
+        return parse_engine_template(template)
+    except TemplateSyntaxError as exc:
+        where = f"at character {exc.offset + 1}"
+        raise UsageError(f"--template: {exc.describe('field', where)}; {TEMPLATE_RULES}") from None
 
 
 def check_template(template: str | None) -> None:
     if template is None:
         return
-    if not any(isinstance(piece, _Field) for piece in parse_template(template)):
+    if not parse_template(template).names:
         raise UsageError("--template has no {field}; every record would get the same prompt")
+
+
+def template_values(names, data: Mapping, what: str = "--template") -> dict[str, str]:
+    """The record's fields that `names` use, as text (text as it is, anything else as JSON)."""
+    values: dict[str, str] = {}
+    for name in names:
+        if name not in data:
+            raise RecordError(f"{what} needs field {name!r}, which this record lacks")
+        value = data[name]
+        values[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return values
 
 
 def fill_template(template: str, data: Mapping) -> str:
     """The prompt: each {name} replaced by that field (text as it is, anything else as JSON)."""
-    pieces = parse_template(template)
-    values: dict[str, str] = {}
-    for piece in pieces:
-        if isinstance(piece, _Field) and piece.name not in values:
-            if piece.name not in data:
-                raise RecordError(f"--template needs field {piece.name!r}, which this record lacks")
-            value = data[piece.name]
-            values[piece.name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    size = sum(len(values[p.name]) if isinstance(p, _Field) else len(p) for p in pieces)
+    parsed = parse_template(template)
+    values = template_values(parsed.names, data)
+    size = parsed.size(values)
     if size > LINE_MAX_BYTES:
         raise RecordError(f"the prompt --template makes is {size:,} characters, over the limit of {LINE_MAX_BYTES:,}")
-    return "".join(values[p.name] if isinstance(p, _Field) else p for p in pieces)
+    return parsed.fill(values)
 
 
 def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, *, check: bool = True) -> Record:
@@ -246,27 +290,35 @@ def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, *, c
 
 
 def record_schema(value, check: bool = True) -> dict:
-    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int')."""
-    from anyfast_cli.schema import fields_schema
+    """A record's own `schema`: a JSON Schema object, or a field list ('name, age int').
+    Records that carry the same schema share one checked object (and so one validator), so
+    each distinct schema is checked once. `check=False` (a line checked before, byte for byte)
+    leaves check_schema out even for a schema no longer remembered."""
+    from anyfast_cli.schema import check_schema, fields_schema
 
+    if not isinstance(value, (dict, str)):
+        raise RecordError("'schema' must be a JSON Schema object or a field list string")
+    key = value if isinstance(value, str) else _CANONICAL(value)
+    known = _RECORD_SCHEMAS.get(key)
+    if known is not None:
+        return known
     try:
         if isinstance(value, dict):
             if check:
-                _check_record_schema(_CANONICAL(value))
-            return value
-        if isinstance(value, str):
-            return fields_schema(value)
+                check_schema(value, "'schema'")
+            schema = value
+        else:
+            schema = fields_schema(value)
     except UsageError as exc:
         raise RecordError(exc.message.replace("--schema: ", "'schema': ")) from None
-    raise RecordError("'schema' must be a JSON Schema object or a field list string")
+    if len(_RECORD_SCHEMAS) >= MAX_RECORD_SCHEMAS:
+        _RECORD_SCHEMAS.clear()
+    _RECORD_SCHEMAS[key] = schema
+    return schema
 
 
-@functools.lru_cache(maxsize=64)
-def _check_record_schema(canonical: str) -> None:
-    """check_schema, once for each schema: records usually repeat one, and a check takes ms."""
-    from anyfast_cli.schema import check_schema
-
-    check_schema(json.loads(canonical), "'schema'")
+_RECORD_SCHEMAS: dict[str, dict] = {}  # a record's schema (its text, keys sorted) -> the schema, checked
+MAX_RECORD_SCHEMAS = 64
 
 
 def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, check: bool) -> tuple[Record, object]:
@@ -277,7 +329,10 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, che
     except UnicodeDecodeError:
         raise RecordError("not valid UTF-8") from None
     if options.plain_lines:
-        messages = _prompt_messages({"text": text}, text, options)
+        if options.prompt_file is not None:
+            messages = _rendered_messages(None, text, options)
+        else:
+            messages = _prompt_messages({"text": text}, text, options)
         return _record(str(line_no), line_no, index, messages, {}, options, check), None
     try:
         data = parse_json(text, check=check)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
@@ -286,11 +341,17 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, che
     except ValueProblem as exc:
         raise RecordError(exc.describe()) from None
     if isinstance(data, str):
-        messages = _prompt_messages({"text": data}, data, options)
+        messages = (
+            _rendered_messages(None, data, options)
+            if options.prompt_file is not None
+            else _prompt_messages({"text": data}, data, options)
+        )
         return _record(str(line_no), line_no, index, messages, {}, options, check), data
     if not isinstance(data, dict):
         raise RecordError("expected a JSON string or object")
     record_id = _record_id(data, line_no)
+    if options.prompt_file is not None:
+        return _prompt_file_record(data, record_id, line_no, index, options, check), data
     if "body" in data and "custom_id" in data:
         return _openai_batch_record(data, record_id, line_no, index, options, check), data
     overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
@@ -311,6 +372,58 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, che
     else:
         raise RecordError("an object needs 'prompt', 'messages', or custom_id+body (or use --template)")
     return _record(record_id, line_no, index, messages, overrides, options, check), data
+
+
+def _prompt_file_record(
+    data: dict, record_id: str, line_no: int, index: int, options: JobOptions, check: bool
+) -> Record:
+    """-f: the record's fields fill the file's placeholders; its `prompt` is {input}."""
+    if "messages" in data or "body" in data:
+        raise RecordError("with -f, a record gives fields for the prompt file, not its own 'messages' or 'body'")
+    prompt = _string(data, "prompt") if "prompt" in data else None
+    messages = _rendered_messages(data, prompt, options)
+    if "system" in data:
+        messages = with_system(messages, _string(data, "system"))
+    overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
+    return _record(record_id, line_no, index, messages, overrides, options, check)
+
+
+def _rendered_messages(data: dict | None, prompt: str | None, options: JobOptions) -> list[dict]:
+    """The prompt file rendered for one record: defaults and --var under the record's fields,
+    the prompt in {input} (or, in a file without it, a user message of its own after the
+    file's); -i/--video join the last user message."""
+    job = options.prompt_file
+    conversation = job.conversation
+    if prompt is not None and not prompt.strip():
+        raise RecordError("the prompt is empty")
+    if job.template is not None:
+        used = [name for name in job.template.names if name != INPUT_VAR and data is not None and name in data]
+        values = {**job.defaults, **template_values(used, data or {})}
+        if prompt is not None and job.template.uses_input:
+            values[INPUT_VAR] = prompt
+            prompt = None
+        try:
+            conversation = render(job.template, values)
+        except MissingValue as missing:
+            if missing.name == INPUT_VAR:
+                raise RecordError("the prompt file uses {input}, and this record has no prompt") from None
+            raise RecordError(
+                f"no value for {{{missing.name}}}: not a field of this record, a --var, or a default in vars:"
+            ) from None
+        except UsageError as exc:
+            raise RecordError(exc.message) from None
+    messages = [
+        with_attachments(to_api_message(message, images, videos), attached, message.get("fps"))
+        for message, (images, videos, attached) in zip(conversation.messages, job.media)
+    ]
+    if prompt is not None:
+        messages.append({"role": "user", "content": prompt})
+    if options.image_urls or options.video_parts:
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        if last is None:
+            raise RecordError("-i/--image and --video need a user message to attach to")
+        messages[last] = with_media(messages[last], list(options.image_urls), list(options.video_parts))
+    return with_system(messages, conversation.system)
 
 
 def _openai_batch_record(
@@ -348,8 +461,10 @@ def _record(
     try:
         if check:
             check_fields(fields, model)
-        # check=False: its values were checked already, the line's as it was parsed, the options' once
-        body = build_body(model, messages, fields, stream=False, check=False)
+        # Its values were checked already, the line's as it was parsed, the options' once; a body
+        # rendered through a prompt file (-f) holds the file's text too, so it is checked whole,
+        # the first time its line is read (the second pass rebuilds the same bytes).
+        body = build_body(model, messages, fields, stream=False, check=check and options.prompt_file is not None)
     except UsageError as exc:
         raise RecordError(exc.message) from None
     return Record(index, line_no, record_id, body)
@@ -435,6 +550,7 @@ class Scan:
     error_count: int = 0
     ids: Mapping = field(default_factory=dict)  # id -> fingerprint of the records this shard runs
     digests: array = field(default_factory=lambda: array("Q"))  # line_digest of each record's line, by index
+    models: set = field(default_factory=set)  # the models the records name (a budget prices each)
     _first_errors: list = field(default_factory=list)  # (line, message): the first few by line
 
     def add_error(self, line_no: int, message: str) -> None:
@@ -466,6 +582,8 @@ def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None 
             duplicates.setdefault(record.id, []).append(line_no)
             continue
         seen[record.id] = record.fingerprint
+        if shard is None or index in shard:
+            scan.models.add(record.body.get("model"))
         if shard is not None and index in shard:
             shard_ids[record.id] = record.fingerprint
     if duplicates:
@@ -499,6 +617,18 @@ def batch_input_line(record: Record, schema_mode: str = "json_schema") -> dict:
 
         body = apply_mode(body, record.schema, schema_mode)
     return {"custom_id": record.id, "method": "POST", "url": BATCH_URL, "body": body}
+
+
+TOOL_CALLS_ERROR = "the model answered with tool calls, not a final answer"  # --fail-on-tool-calls
+
+
+def parsed_value(record: Record, parsed: list):
+    """A result line's `parsed` (--schema): the answer's value, or with n > 1 (asked for, or
+    answered) every choice's value. `parsed` is schema.parse_reply's (value, text) per choice."""
+    values = [value for value, _ in parsed]
+    asked = record.body.get("n")
+    several = len(values) > 1 or (isinstance(asked, int) and not isinstance(asked, bool) and asked > 1)
+    return values if several else values[0]
 
 
 def result_line(record: Record, *, status: int | None, request_id: str | None, body, error: dict | None) -> dict:

@@ -141,6 +141,8 @@ class RateController:
         initial_rate = INITIAL_RATE if initial_rate is None else initial_rate  # 0: no ramp, -j alone bounds the start
         self.rate: float | None = None  # requests per second; None: not limited yet (only -j bounds it)
         self.limited = 0  # 429 answers seen
+        self._limited_from: float | None = None  # the first 429: from then on, the limit decides
+        self._through_since = 0  # answers (not 429) since then
         self.hold_until = float("-inf")  # no new send before this (the server said nothing gets through)
         self._rng = rng or random.Random()
         self._log = log
@@ -198,6 +200,8 @@ class RateController:
     def on_answer(self, now: float, sent: float, headers: Mapping[str, str] | None = None) -> None:
         """A request started at `sent` was answered (not 429)."""
         self._last_through = now
+        if self._limited_from is not None:
+            self._through_since += 1
         if self._streak is not None and sent >= self._streak:
             self._end_streak()
         if headers is not None:
@@ -212,6 +216,8 @@ class RateController:
         (None: it did not say). Returns when that record may be sent again, or None when the
         limit has let nothing through for longer than LIMITED_GIVE_UP: the record fails."""
         self.limited += 1
+        if self._limited_from is None:
+            self._limited_from = now
         if sent > now - WINDOW:
             self._refused.append(sent)
         self._refusal_rtt += 0.2 * (now - sent - self._refusal_rtt)
@@ -232,6 +238,16 @@ class RateController:
             if sent == self._probe_sent or self._refusals >= max(HOLD_AFTER, self._unrefused(now)):
                 self._nothing_through(now, sent, retry_after)
         return now + wait
+
+    def achieved(self) -> float | None:
+        """Requests per second that got through (answered, not 429) from the first 429 to the
+        last answer: the rate the batch ran at under the limit, for the summary. Not `rate`,
+        the pace set for sends, which may be far above it (-j, latency or a hold bound what is
+        sent). None before any 429, or when that span is too short to say (under WINDOW)."""
+        if self._limited_from is None or self._last_through is None:
+            return None
+        span = self._last_through - self._limited_from
+        return self._through_since / span if span >= WINDOW else None
 
     # --- the policy ---------------------------------------------------------------------------
 

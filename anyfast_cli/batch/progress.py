@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from anyfast_cli.meter import RunTotals
+
 
 @dataclass
 class Tally:
@@ -14,34 +16,50 @@ class Tally:
     ok: int = 0
     failed: int = 0
     rate_limited: int = 0  # of the failed: on 429, the limit letting nothing through for long
-    tokens: int = 0
+    cached: int = 0  # of the ok: answered from the cache (--cache), nothing sent
+    not_in_cache: int = 0  # of the failed: --cache-mode replay had no answer for them
     started: float = field(default_factory=time.monotonic)
+    spent: RunTotals = field(default_factory=RunTotals)  # every request's result, added up by the meter
+
+    @property
+    def tokens(self) -> int:
+        return self.spent.tokens
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
 
-    def add(self, ok: bool, tokens: int, rate_limited: bool = False) -> None:
+    def add(self, ok: bool, rate_limited: bool = False) -> None:
         if ok:
             self.ok += 1
         else:
             self.failed += 1
             self.rate_limited += rate_limited
-        self.tokens += tokens
 
 
 def render_summary(
     tally: Tally, elapsed: float, *, interrupted: bool = False, rate: float | None = None, answered_429: int = 0
 ) -> str:
     done_rate = tally.done / elapsed if elapsed > 0 else 0.0
-    text = f"batch: {tally.ok:,} ok, {tally.failed:,} failed"
+    text = f"batch: {tally.ok:,} ok"
+    if tally.cached:
+        text += f" ({tally.cached:,} from the cache)"
+    text += f", {tally.failed:,} failed"
+    if tally.not_in_cache:
+        text += f" ({tally.not_in_cache:,} not in the cache)"
     if tally.done < tally.total:
         text += f", {tally.total - tally.done:,} not run" + (" (interrupted)" if interrupted else "")
     if tally.skipped:
         text += f", {tally.skipped:,} already answered"
     seconds = f"{elapsed:.2f}" if elapsed < 10 else f"{elapsed:.1f}"
-    text += f"; {tally.tokens:,} tokens, {seconds} s, {done_rate:.1f} requests/s"
-    if answered_429:  # the server's limit was met: what batch settled on, and what it cost
+    text += f"; {tally.tokens:,} tokens"
+    spend = tally.spent.describe_spend()
+    if spend:
+        text += f", cost {spend}"
+    if len(tally.spent.models) > 1:  # several models answered (--fallback, or records naming their own)
+        text += " (" + ", ".join(f"{model} {count:,}" for model, count in tally.spent.models.most_common()) + ")"
+    text += f", {seconds} s, {done_rate:.1f} requests/s"
+    if answered_429:  # the server's limit was met: the rate achieved under it, and what it cost
         settled = f"settled at {rate:.1f} requests/s, " if rate else ""
         text += f"; rate limit: {settled}{answered_429:,} requests answered 429"
     return text

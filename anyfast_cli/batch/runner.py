@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from anyfast_cli.batch.jobs import Record, result_line
+from anyfast_cli.batch.jobs import TOOL_CALLS_ERROR, Record, parsed_value, result_line
 from anyfast_cli.batch.limiter import LIMITED_GIVE_UP, Limiter
-from anyfast_cli.errors import AnyfastError, ApiAuthError, ExitCode, NetworkError
+from anyfast_cli.errors import AnyfastError, ApiAuthError, BudgetError, ExitCode, NetworkError
 from anyfast_cli.exchange import (
     Attempts,
     Body,
@@ -34,22 +35,27 @@ from anyfast_cli.exchange import (
     status_failure,
     tool_calls_in,
 )
-from anyfast_cli.request import auth_headers, endpoint_url, estimate_tokens
+from anyfast_cli.meter import Meter
+from anyfast_cli.request import auth_headers, encode_body, endpoint_url, estimate_tokens
+from anyfast_cli.result import Trace, build_result
 from anyfast_cli.retry import parse_retry_after
 from anyfast_cli.schema import DEFAULT_REPAIR
-from anyfast_cli.structured import json_writer
 from anyfast_cli.transport import NetworkPolicy, network_policy
 
-_write_json = json_writer()
 REORDER_WINDOW_PER_WORKER = 8  # --ordered: how far past the oldest unwritten record work may run
+# --schema: how long an answer is checked on the event loop before its check moves to a thread of
+# its own. Real answers take well under a millisecond; a check still running past this is one that
+# may run to its deadline (a backtracking pattern), which must not stall the batch or its signals.
+INLINE_CHECK_SECONDS = 0.05
 
 
 @dataclass
 class Outcome:
     line: dict  # the OpenAI Batch output line
     ok: bool
-    tokens: int = 0
     rate_limited: bool = False  # failed on 429
+    error: AnyfastError | None = None  # why it failed (for the request's result)
+    answer: dict | None = None  # the response object, when one was read (for the request's result)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class RunConfig:
     schema_mode: str = "auto"  # --schema: how to ask for JSON (auto steps down on a 400, per model)
     repair: int = DEFAULT_REPAIR  # --schema: re-asks of an answer that is not valid
     fail_on_tool_calls: bool = False  # --fail-on-tool-calls: an answer that asks for tool calls fails its record
+    meter: Meter | None = None  # usage log, run totals and budget: every request's result goes to it
 
 
 class BatchRunner:
@@ -92,6 +99,7 @@ class BatchRunner:
         self.policy = network_policy(self._url, config.env, config.timeout)
         self._log = log or (lambda message: None)
         self._answered = 0
+        self.stopped: BudgetError | None = None  # the budget was reached: no more records are started
 
     async def run(self, records: Iterator[Record]) -> None:
         """Send every record; returns when all are written. Stops at once on 401/403
@@ -108,10 +116,22 @@ class BatchRunner:
         async with open_session(self.policy, concurrency) as session:
 
             async def work() -> None:
-                for seq, record in numbered:
+                while self.stopped is None:  # a budget reached: the records not taken stay for --resume
+                    try:
+                        seq, record = next(numbered)
+                    except StopIteration:
+                        return
                     if output is not None:
                         await output.wait_for_room(seq)
-                    outcome = await self._send(session, record)
+                    try:
+                        outcome = None if self.stopped is not None else await self._send(session, record)
+                    except BudgetError as reached:  # requests in flight go on; no new one starts
+                        self.stopped = self.stopped or reached
+                        outcome = None
+                    if outcome is None:  # not run (not written): --resume runs it
+                        if output is not None:
+                            output.put(seq, None)
+                        return
                     if output is not None:
                         output.put(seq, outcome)
                     else:
@@ -124,6 +144,8 @@ class BatchRunner:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+        if self.stopped is not None:
+            raise self.stopped
 
     async def _send(self, session: aiohttp.ClientSession, record: Record) -> Outcome:
         if record.schema is not None:
@@ -137,11 +159,11 @@ class BatchRunner:
         a 400 to a mode no answer has shown to work steps the model down and the record goes
         again; records that were in flight in that mode go again in the new one."""
         from anyfast_cli.schema import (
+            REPAIRABLE,
             AnswerMismatch,
-            answer_parts,
             apply_mode,
+            check_deadline,
             mode_ladder,
-            parse_reply,
             repair_turns,
             step_down_note,
         )
@@ -156,6 +178,7 @@ class BatchRunner:
         while True:
             level = state.level
             mode = state.ladder[level]
+            sent = time.monotonic()
             outcome = await self._request(
                 session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode)
             )
@@ -176,24 +199,57 @@ class BatchRunner:
                 return outcome
             body = response.get("body") or {}
             try:
-                value, _ = parse_reply(body, record.schema)
+                parsed = await check_answer(body, record.schema, check_deadline(sent, self.config.max_time))
             except AnswerMismatch as mismatch:
-                if mismatch.code in ("invalid_json", "schema_mismatch") and repairs > 0:
+                if mismatch.code in REPAIRABLE and repairs > 0:
                     repairs -= 1
                     self._log(f"record {record.id}: not valid for the schema ({mismatch.message}); asking again")
-                    messages = messages + repair_turns(answer_parts(body)[0], mismatch)
+                    messages = messages + repair_turns(mismatch)
                     continue
                 outcome.line["error"] = {"code": mismatch.code, "message": mismatch.message}
                 outcome.ok = False
                 return outcome
-            outcome.line["parsed"] = value
+            outcome.line["parsed"] = parsed_value(record, parsed)
             return outcome
 
     async def _request(self, session: aiohttp.ClientSession, record: Record, request_body: dict) -> Outcome:
-        payload = _write_json(request_body).encode("utf-8")
-        tokens = estimate_tokens(request_body) if self.limiter.pacer.counts_tokens else 0
+        """One request of a record, metered: the budget is checked before it is sent (BudgetError:
+        not sent), and its result, however it ends, is built once and handed to the meter."""
+        meter = self.config.meter
+        if meter is not None:
+            meter.before_request()
+        payload = encode_body(request_body)
+        attempts = self._attempts(record)
+        trace = Trace(str(request_body.get("model")), time.monotonic(), payload, custom_id=record.id)
+        outcome = error = None
+        try:
+            outcome = await self._exchange(session, record, request_body, payload, attempts)
+            return outcome
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if meter is not None:
+                if outcome is not None:
+                    error = outcome.error
+                    response = outcome.line.get("response") or {}
+                    trace.request_id = response.get("request_id")
+                    if outcome.answer is not None:
+                        trace.note_answer(outcome.answer)
+                meter.record(
+                    build_result(
+                        meter.context,
+                        trace,
+                        ended=time.monotonic(),
+                        now=self._clock(),
+                        attempts=attempts.number + 1,
+                        error=error,
+                    )
+                )
+
+    def _attempts(self, record: Record) -> Attempts:
         policy = self.policy
-        attempts = Attempts(
+        return Attempts(
             retries=self.config.retries,
             target=policy.target,
             model=record.body.get("model"),
@@ -203,6 +259,14 @@ class BatchRunner:
             clock=self._clock,
             max_time=self.config.max_time,
         )
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, record: Record, request_body: dict, payload: bytes, attempts: Attempts
+    ) -> Outcome:
+        """Send until an answer, a final failure or --max-time (retries and 429 waits included)."""
+        tokens = estimate_tokens(request_body) if self.limiter.pacer.counts_tokens else 0  # only --tpm counts them
+        policy = self.policy
+        model = record.body.get("model")
         controller = self.limiter.controller
         while True:
             sent = await self.limiter.acquire(tokens)
@@ -235,7 +299,11 @@ class BatchRunner:
                 return self._failed(record, error, status=status, request_id=request_id_of(headers))
             else:
                 request_id = request_id_of(headers)
-                if controller is not None and is_rate_limit(status, content):
+                # A status that is not an answer: its body read once, for the rate limit and the retry.
+                error = (
+                    None if is_answer_status(status) else status_failure(status, headers, content, reason, model=model)
+                )
+                if controller is not None and error is not None and is_rate_limit(error):
                     # The adaptive rate's signal: the record waits its Retry-After and goes again,
                     # without using up --retries, until the limit has let nothing through for long.
                     retry_at = controller.on_rate_limited(
@@ -244,7 +312,6 @@ class BatchRunner:
                     if retry_at is not None and attempts.leaves_time_for(retry_at - self.limiter.clock()):
                         await self._sleep(max(0.0, retry_at - self.limiter.clock()))
                         continue
-                    error = status_failure(status, headers, content, reason)
                     error.message += (
                         f" (the rate limit let nothing through for {LIMITED_GIVE_UP / 60:.0f} minutes)"
                         if retry_at is None
@@ -255,10 +322,10 @@ class BatchRunner:
                     )
                 if controller is not None:
                     controller.on_answer(self.limiter.clock(), sent, headers)
-                if is_answer_status(status):
+                if error is None:
                     return self._answer(record, content, status, reason, request_id)
                 try:
-                    retry = attempts.after_status(status, headers, content, reason)
+                    retry = attempts.after_error(error, headers)
                 except ApiAuthError:
                     raise  # every other record would fail the same way
                 except AnyfastError as error:
@@ -290,7 +357,8 @@ class BatchRunner:
         line = result_line(
             record, status=status, request_id=request_id, body=body, error={"code": code, "message": error.message}
         )
-        return Outcome(line, ok=False, rate_limited=rate_limited)
+        answer = body if isinstance(body, dict) and "choices" in body else None
+        return Outcome(line, ok=False, rate_limited=rate_limited, error=error, answer=answer)
 
     def _answer(self, record: Record, content: bytes, status: int, reason: str, request_id: str | None) -> Outcome:
         try:
@@ -300,14 +368,11 @@ class BatchRunner:
                 record, problem, status=status, request_id=request_id, body=getattr(problem, "body", None)
             )
         if self.config.fail_on_tool_calls and tool_calls_in(body):
-            error = AnyfastError("the model answered with tool calls, not a final answer", code="tool_calls")
+            error = AnyfastError(TOOL_CALLS_ERROR, code="tool_calls")
             return self._failed(record, error, status=status, request_id=request_id or body.get("id"), body=body)
         self._answered += 1
-        usage = body.get("usage")
-        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
-        tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
         line = result_line(record, status=status, request_id=request_id or body.get("id"), body=body, error=None)
-        return Outcome(line, ok=True, tokens=tokens)
+        return Outcome(line, ok=True, answer=body)
 
 
 class _ModeState:
@@ -345,12 +410,67 @@ class _Reorderer:
             self._moved.clear()
             await self._moved.wait()
 
-    def put(self, seq: int, outcome: Outcome) -> None:
+    def put(self, seq: int, outcome: Outcome | None) -> None:
+        """`outcome` None: the record was not run (a budget stopped the batch): nothing to write."""
         self._pending[seq] = outcome
         while self._next in self._pending:
-            self._emit(self._pending.pop(self._next))
+            outcome = self._pending.pop(self._next)
+            if outcome is not None:
+                self._emit(outcome)
             self._next += 1
         self._moved.set()
+
+
+async def check_answer(body: dict, schema: dict, deadline: float) -> list:
+    """schema.parse_reply, without holding up the batch: on the event loop for the first
+    INLINE_CHECK_SECONDS, then (a check that may run to its deadline) on a daemon thread,
+    awaited until the deadline by the wall clock (see schema.check_reply), so that other
+    records go on meanwhile and SIGTERM or Ctrl-C ends the run at once, as §5 says."""
+    from anyfast_cli.schema import AnswerMismatch, parse_reply, timed_out
+
+    started = time.monotonic()
+    inline_until = started + INLINE_CHECK_SECONDS
+    try:
+        return parse_reply(body, schema, min(deadline, inline_until))
+    except AnswerMismatch as mismatch:
+        if mismatch.code != "schema_timeout" or inline_until >= deadline:
+            raise
+    try:
+        return await asyncio.wait_for(
+            on_daemon_thread(parse_reply, body, schema, deadline), deadline - time.monotonic()
+        )
+    except asyncio.TimeoutError:
+        raise timed_out(deadline - started) from None
+
+
+async def on_daemon_thread(function, *args):
+    """function(*args) on a new daemon thread. Unlike asyncio.to_thread, nothing waits for it:
+    a run cancelled by a signal (or a check given up at its deadline) ends while it goes on to
+    its own end, and exit ends it."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if future.done():  # cancelled
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        result = error = None
+        try:
+            result = function(*args)
+        except Exception as exc:  # raised where it is awaited
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop has closed: the run ended while this went on
+
+    threading.Thread(target=run, name="anyfast-check", daemon=True).start()
+    return await future
 
 
 async def read_body(response: aiohttp.ClientResponse) -> bytearray:
@@ -374,8 +494,8 @@ def attempt_timeout(policy: NetworkPolicy, attempts: Attempts) -> aiohttp.Client
 
 def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSession:
     """One session for the whole batch, on the shared network policy. trust_env stays off:
-    the proxy is given per request, and ~/.netrc must not add Basic auth beside the key."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
+    the proxy is given per request, and ~/.netrc must not add Basic auth beside the key.
+    It has no timeouts of its own: each request brings its attempt's (attempt_timeout)."""
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=concurrency,
@@ -383,7 +503,6 @@ def open_session(policy: NetworkPolicy, concurrency: int) -> aiohttp.ClientSessi
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=timeout,
         trust_env=False,
         max_line_size=policy.max_header_bytes,
         max_field_size=policy.max_header_bytes,

@@ -13,7 +13,7 @@ import signal
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,7 +35,13 @@ from anyfast_cli.batch.jobs import (
     spool_lines,
 )
 from anyfast_cli.batch.progress import ProgressBar, Tally, render_summary
-from anyfast_cli.commands.common import body_fields, load_settings, resolve_api_key
+from anyfast_cli.commands.batch_prompt import (
+    prompt_file_job,
+    prompt_file_schema,
+    read_batch_prompt_file,
+    refuse_output_as_prompt_file,
+)
+from anyfast_cli.commands.common import body_fields, load_settings, open_meter, resolve_api_key
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags
@@ -50,6 +56,8 @@ class BatchFlags:
     output: str | None = None
     plain_lines: bool = False
     template: str | None = None
+    messages_file: str | None = None  # -f FILE|NAME: the prompt file each record is rendered through
+    variables: tuple = ()  # --var NAME=VALUE|NAME=@FILE: defaults under each record's fields
     ordered: bool = False
     concurrency: int = 8
     rpm: float | None = None
@@ -73,17 +81,32 @@ def run_batch(
     if shard_origin and flags.verbose:
         streams.say(f"shard {shard.k}/{shard.n} from {shard_origin}")
     check_flags(flags)
-    settings = load_settings(settings_flags, streams, default_retries=5)
+    prompt_file = None
+    if flags.messages_file is not None:
+        prompt_file = read_batch_prompt_file(
+            flags.messages_file, input_path=flags.input, settings_flags=settings_flags, streams=streams
+        )
+        refuse_output_as_prompt_file(flags.output, prompt_file)
+        if schema is None:
+            schema = prompt_file_schema(prompt_file)
+    settings = load_settings(
+        settings_flags, streams, default_retries=5, file_model=prompt_file.model if prompt_file else None
+    )
     image_urls, video_parts = load_attachments(request.images, request.videos, request.fps)
     options = JobOptions(
         model=settings.model,
-        fields=body_fields(settings, request),
-        system=request.system,
+        fields=body_fields(settings, request, prompt_file.params if prompt_file else None),
+        system=request.system if prompt_file is None else None,  # -f: it replaces the file's system
         template=flags.template,
         plain_lines=flags.plain_lines,
         image_urls=tuple(image_urls),
         video_parts=tuple(video_parts),
         schema=schema,
+        prompt_file=prompt_file_job(
+            prompt_file, flags.variables, system=request.system, settings=settings, streams=streams
+        )
+        if prompt_file
+        else None,
     )
     mode = schema_mode(schema_flags, settings)
     repair = DEFAULT_REPAIR if schema_flags is None or schema_flags.repair is None else schema_flags.repair
@@ -95,11 +118,18 @@ def run_batch(
         if not scan.records:
             streams.warn("the input holds no records; nothing to do")
         checked = CheckedRecords(scan, lines.name)  # the ids, fingerprints and lines of what was validated
+        models = scan.models
         del scan
         if flags.dry_run:
             return dry_run(checked, lines, options, shard, flags, streams, schema_mode=mode)
-        api_key = resolve_api_key(settings.key, streams.env)
-        streams.hide(api_key)  # masked in every line and message from here on (the sink shares stdout's redactor)
+        # Before anything is sent or the output touched: a log that cannot be written, or a money
+        # budget with a model that has no price, is exit 2; a budget already reached is exit 9.
+        meter = open_meter(settings, streams, "batch", models)
+        cache = open_cache(settings, streams)
+        # With a cache that may answer every record, the key is resolved only once one must be sent.
+        key = KeyOnDemand(settings, streams)
+        if cache is None or cache.mode == "refresh":
+            key.get()  # before the output file is touched
         from anyfast_cli.batch.journal import ResultSink
 
         sink = ResultSink(flags.output, streams.stdout, append=flags.resume)  # locked from here to the end
@@ -109,16 +139,21 @@ def run_batch(
                 resumed = sink.resume(checked.pending)
                 report_dropped(resumed, flags.output, streams)
                 answered = checked.mark_answered(resumed.kept)
-            tally = Tally(total=checked.to_send, skipped=answered)
+            tally = Tally(total=checked.to_send, skipped=answered, spent=meter.totals)
             try:
-                send_all(
-                    checked.records(lines, options, shard),
+                run_records(
+                    checked,
+                    lines,
+                    options,
+                    shard,
                     sink,
                     flags,
                     settings,
-                    api_key,
+                    key,
                     tally,
                     streams,
+                    cache=cache,
+                    meter=meter,
                     schema_mode=mode,
                     repair=repair,
                 )
@@ -126,14 +161,18 @@ def run_batch(
                 checked.report(streams, resumable=flags.output is not None)
         finally:
             sink.close()
+            meter.close()
     return batch_exit_code(tally, checked.unchecked)
 
 
 def batch_exit_code(tally: Tally, unchecked: int = 0) -> ExitCode:
     """0 when every record was answered (none failed, none left unrun, the input unchanged);
-    5 when none was and the rate limit is why; else 6."""
+    10 when --cache-mode replay had no answer for some; 5 when none was answered and the rate
+    limit is why; else 6. (2 and 3 end a batch as errors, before this is asked.)"""
     if tally.failed == 0 and tally.done >= tally.total and not unchecked:
         return ExitCode.OK
+    if tally.not_in_cache:
+        return ExitCode.NOT_IN_CACHE
     if tally.ok == 0 and tally.failed and tally.rate_limited == tally.failed:
         return ExitCode.RATE_LIMITED
     return ExitCode.BATCH_PARTIAL
@@ -191,6 +230,10 @@ def report_dropped(resumed, path: str, streams: Streams, *, dry_run: bool = Fals
 
 def check_flags(flags: BatchFlags) -> None:
     check_template(flags.template)
+    if flags.messages_file is not None and flags.template is not None:
+        raise UsageError("-f and --template both say how to build each prompt; give one")
+    if flags.variables and flags.messages_file is None:
+        raise UsageError("--var sets a prompt file's placeholders; give the prompt file with -f")
     if not 1 <= flags.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {flags.concurrency}")
     for name, value in (("--rpm", flags.rpm), ("--tpm", flags.tpm)):
@@ -282,6 +325,7 @@ def _stat_of(handle) -> os.stat_result | None:
 
 
 _MISSING = object()
+_MET = object()  # answer_first(): answered, and its line met in this pass
 
 
 class CheckedRecords:
@@ -314,20 +358,60 @@ class CheckedRecords:
         for index, line_no, raw in numbered_lines(lines):
             if shard is not None and index not in shard:
                 continue
-            record = None
-            if index < len(self._digests) and line_digest(raw) == self._digests[index]:
-                # The very line the first pass checked: its checks and fingerprint are not repeated.
-                record = parse_record(raw, line_no, index, options, check=False)
+            record = self._as_checked(index, line_no, raw, options)
             expected = _MISSING if record is None else self.pending.pop(record.id, _MISSING)
             if expected is None:
                 continue  # answered already (--resume)
             if expected is _MISSING:
-                self.unchecked += 1
-                if len(self._first_lines) < MAX_REPORTED_ERRORS:
-                    self._first_lines.append(line_no)
+                self._unchecked_line(line_no)
                 continue
             record.fingerprint = expected
             yield record
+
+    def _as_checked(self, index: int, line_no: int, raw: bytes, options: JobOptions) -> Record | None:
+        """The record of a line byte for byte as the first pass checked it (by its digest),
+        built without repeating its checks or its fingerprint; None for any other line."""
+        if index < len(self._digests) and line_digest(raw) == self._digests[index]:
+            return parse_record(raw, line_no, index, options, check=False)
+        return None
+
+    def _unchecked_line(self, line_no: int) -> None:
+        self.unchecked += 1
+        if len(self._first_lines) < MAX_REPORTED_ERRORS:
+            self._first_lines.append(line_no)
+
+    def forget_unchecked(self) -> None:
+        """records() is about to read every line again, and count them itself."""
+        self.unchecked = 0
+        self._first_lines = []
+
+    def answer_first(
+        self, lines: Iterable[bytes], options: JobOptions, shard: Shard | None, answer: Callable[[Record], bool]
+    ) -> None:
+        """Offer each validated record not answered yet, exactly as checked, to `answer` (the
+        cache), which says whether it answered it (wrote its line); those are not sent. Lines
+        that changed since validation (a duplicated one included) are counted as records()
+        counts them, so that when nothing is left to send the input need not be read again
+        (when something is, records() reads every line again: forget_unchecked)."""
+        try:
+            for index, line_no, raw in numbered_lines(lines):
+                if shard is not None and index not in shard:
+                    continue
+                record = self._as_checked(index, line_no, raw, options)
+                expected = _MISSING if record is None else self.pending.get(record.id, _MISSING)
+                if expected is None:  # answered already (--resume): met now
+                    self.pending[record.id] = _MET
+                elif not isinstance(expected, str):  # missing, or met before (_MET or a tuple)
+                    self._unchecked_line(line_no)
+                else:  # met now: answered, or still to send (its fingerprint, wrapped until the end)
+                    record.fingerprint = expected
+                    self.pending[record.id] = _MET if answer(record) else (expected,)
+        finally:
+            for record_id, state in self.pending.items():
+                if state is _MET:
+                    self.pending[record_id] = None
+                elif type(state) is tuple:
+                    self.pending[record_id] = state[0]
 
     def report(self, streams: Streams, *, resumable: bool) -> None:
         if not self.unchecked:
@@ -347,55 +431,111 @@ class CheckedRecords:
         )
 
 
-def send_all(
-    records,
+class KeyOnDemand:
+    """The API key, resolved (and masked in every line and message from then on: the sink
+    shares stdout's redactor) the first time it is asked for."""
+
+    def __init__(self, settings, streams: Streams) -> None:
+        self._settings = settings
+        self._streams = streams
+        self._key: str | None = None
+
+    def get(self) -> str:
+        if self._key is None:
+            self._key = resolve_api_key(self._settings.key, self._streams.env)
+            self._streams.hide(self._key)
+        return self._key
+
+
+def open_cache(settings, streams: Streams):
+    """The response cache, when one is configured (nothing cache-related is imported otherwise)."""
+    if settings.cache is None:
+        return None
+    from anyfast_cli.cache import ResponseCache
+
+    return ResponseCache.open(settings.cache, settings.cache_mode, warn=streams.warn)
+
+
+def run_records(
+    checked: CheckedRecords,
+    lines,
+    options: JobOptions,
+    shard: Shard | None,
     sink,
     flags: BatchFlags,
     settings,
-    api_key: str,
+    key: KeyOnDemand,
     tally: Tally,
     streams: Streams,
     *,
+    cache=None,
+    meter=None,
     schema_mode: str = "auto",
     repair: int,
 ) -> None:
-    import asyncio
-
-    from anyfast_cli.batch.limiter import Limiter, Pacer, RateController
-    from anyfast_cli.batch.runner import BatchRunner, RunConfig
-
+    """Answer the records: from the cache first (when there is one), then by sending the rest;
+    a progress bar meanwhile, and the summary line at the end, however it ends."""
     bar = ProgressBar(
         tally, streams.stderr, enabled=flags.progress and streams.stderr_isatty, color=streams.stderr_color
     )
 
-    def emit(outcome) -> None:
-        sink.write(outcome.line)
-        tally.add(outcome.ok, outcome.tokens, outcome.rate_limited)
+    def emit(line: dict, ok: bool, *, rate_limited: bool = False, cached: bool = False) -> None:
+        sink.write(line)
+        tally.add(ok, rate_limited)
+        tally.cached += cached and ok
+        tally.not_in_cache += (line.get("error") or {}).get("code") == "not_in_cache"
         bar.update()
 
-    config = RunConfig(
-        base_url=settings.base_url,
-        api_key=api_key,
-        concurrency=max(1, min(flags.concurrency, tally.total)),
-        retries=settings.retries,
-        timeout=settings.timeout,
-        max_time=settings.max_time,
-        ordered=flags.ordered,
-        env=streams.env,
-        fail_on_tool_calls=flags.fail_on_tool_calls,
-        schema_mode=schema_mode,
-        repair=repair,
-    )
-    log = streams.say if flags.verbose else None
-    # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
-    controller = RateController(log=log)
-    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)
+    store = None
+    if cache is not None:
+        from anyfast_cli.batch.cached import AnswerStore, CacheAnswers
+
+        store = AnswerStore(cache, base_url=settings.base_url, schema_mode=schema_mode, mask=streams.redactor.mask)
+    controller = None
     interrupted = False
     tally.started = time.monotonic()  # the summary's rate covers the requests, not imports and set-up
     try:
-        signum = asyncio.run(until_signalled(runner.run(records)))
-        if signum is not None:
-            signal.raise_signal(signum)  # now, outside the loop: its handler raises as Ctrl-C would (cli.py)
+        if cache is not None:  # every hit is written before anything is sent
+            answers = CacheAnswers(
+                cache,
+                base_url=settings.base_url,
+                schema_mode=schema_mode,
+                fail_on_tool_calls=flags.fail_on_tool_calls,
+                max_time=settings.max_time,
+                emit=lambda line, ok, cached: emit(line, ok, cached=cached),
+                meter=meter,
+            )
+            if cache.mode != "refresh":  # refresh looks nothing up
+                checked.answer_first(lines, options, shard, answers)
+            if not checked.to_send:
+                return  # answered whole (its pass counted the lines that changed since validation)
+            checked.forget_unchecked()  # records() reads every line again
+        records = checked.records(lines, options, shard)
+        if store is not None:
+            records = store.track(records)
+
+        def finished(outcome) -> None:
+            emit(outcome.line, outcome.ok, rate_limited=outcome.rate_limited)
+            if store is not None:
+                store.finished(outcome.line, outcome.ok)
+
+        from anyfast_cli.batch.limiter import RateController
+
+        # The adaptive rate finds the server's limit; --rpm/--tpm stay ceilings above it.
+        controller = RateController(log=streams.say if flags.verbose else None)
+        send_all(
+            records,
+            finished,
+            flags,
+            settings,
+            checked.to_send,
+            key.get(),
+            controller,
+            streams,
+            meter=meter,
+            schema_mode=schema_mode,
+            repair=repair,
+        )
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -406,10 +546,53 @@ def send_all(
                 tally,
                 time.monotonic() - tally.started,
                 interrupted=interrupted,
-                rate=controller.rate,
-                answered_429=controller.limited,
+                rate=controller.achieved() if controller is not None else None,
+                answered_429=controller.limited if controller is not None else 0,
             )
         )
+
+
+def send_all(
+    records,
+    emit,
+    flags: BatchFlags,
+    settings,
+    to_send: int,
+    api_key: str,
+    controller,
+    streams: Streams,
+    *,
+    meter=None,
+    schema_mode: str = "auto",
+    repair: int,
+) -> None:
+    """Send the records through the runner (aiohttp), passing each outcome to `emit`, under
+    the adaptive rate of `controller`. Ctrl-C, SIGTERM and SIGHUP end it at an await; a
+    budget reached ends it once the requests in flight are written (BudgetError, exit 9)."""
+    import asyncio
+
+    from anyfast_cli.batch.limiter import Limiter, Pacer
+    from anyfast_cli.batch.runner import BatchRunner, RunConfig
+
+    config = RunConfig(
+        base_url=settings.base_url,
+        api_key=api_key,
+        concurrency=max(1, min(flags.concurrency, to_send)),
+        retries=settings.retries,
+        timeout=settings.timeout,
+        max_time=settings.max_time,
+        ordered=flags.ordered,
+        env=streams.env,
+        fail_on_tool_calls=flags.fail_on_tool_calls,
+        schema_mode=schema_mode,
+        repair=repair,
+        meter=meter,
+    )
+    log = streams.say if flags.verbose else None
+    runner = BatchRunner(config, Limiter(Pacer(flags.rpm, flags.tpm), controller), emit, log=log, warn=streams.warn)
+    signum = asyncio.run(until_signalled(runner.run(records)))
+    if signum is not None:
+        signal.raise_signal(signum)  # now, outside the loop: its handler raises as Ctrl-C would (cli.py)
 
 
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")

@@ -11,13 +11,22 @@ from dataclasses import dataclass
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.exchange import Reply
 from anyfast_cli.inputs import parse_param
-from anyfast_cli.output import TextPrinter, print_json, print_usage, render_json, write_flushed
+from anyfast_cli.meter import Meter
+from anyfast_cli.output import (
+    ChunkLines,
+    TextPrinter,
+    print_json,
+    print_usage,
+    wants_markdown,
+)
 from anyfast_cli.reading import read_document
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
+from anyfast_cli.result import RequestContext
 from anyfast_cli.settings import (
     KeySource,
     SettingFlags,
     Settings,
+    columns_from_env,
     config_holds_key,
     config_path,
     parse_config,
@@ -36,6 +45,7 @@ class OutputFlags:
     usage: bool = False
     verbose: bool = False
     dry_run: bool = False
+    markdown: bool | None = None  # --markdown / --raw; None: the config's `markdown` decides
 
     @property
     def streaming(self) -> bool:
@@ -78,8 +88,25 @@ def load_settings(
 ) -> Settings:
     config, path = read_config(flags, streams)
     return resolve_settings(
-        flags, streams.env, config, path=path, default_retries=default_retries, file_model=file_model
+        flags,
+        streams.env,
+        config,
+        path=path,
+        default_retries=default_retries,
+        file_model=file_model,
+        prices_file=read_prices(flags.prices) if flags.prices else None,
     )
+
+
+def read_prices(path: str) -> tuple:
+    """--prices FILE: its data (YAML or JSON) and its name, for errors."""
+    from anyfast_cli.inputs import load_structured
+
+    try:
+        text, _ = read_document(path, "a prices file")
+    except OSError as exc:
+        raise UsageError(f"cannot read prices file {path}: {exc.strerror or exc}") from None
+    return load_structured(text, path), path
 
 
 def resolve_api_key(source: KeySource | None, env) -> str:
@@ -137,7 +164,7 @@ TOOL_CHOICES = ("auto", "none", "required")
 
 def read_tools(path: str) -> list[dict]:
     """--tools FILE: a JSON or YAML list of OpenAI tool definitions (or a mapping with `tools`)."""
-    from anyfast_cli.inputs import load_structured
+    from anyfast_cli.documents import load_structured
 
     try:
         text, _ = read_document(path, "a tools file")
@@ -196,15 +223,27 @@ def exchange(
     streams: Streams,
     *,
     keep_text: bool = True,
+    command: str = "complete",
 ) -> Reply | None:
     """Send one request and render its answer; None for --dry-run. The reply keeps its text
     only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer."""
-    body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=out.usage)
+    body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=asks_usage(settings, out))
     if out.dry_run:
         print_request(settings, body, streams)
         return None
-    with open_client(settings, out, streams) as client:
-        return render_answer(client, body, out, streams, Reply(keep_text=keep_text))
+    with open_client(settings, out, streams, command=command) as client:
+        return render_answer(
+            client, body, out, streams, Reply(keep_text=keep_text), markdown=answers_in_markdown(settings, out, streams)
+        )
+
+
+def answers_in_markdown(settings: Settings, out: OutputFlags, streams: Streams) -> bool:
+    """Decided once per command: text output rendered as Markdown (never --json, never into -o FILE)."""
+    return (
+        not out.json
+        and not streams.stdout_is_file
+        and wants_markdown(out.markdown, settings.markdown, stdout_isatty=streams.stdout_isatty, env=streams.env)
+    )
 
 
 def print_request(settings: Settings, body: dict, streams: Streams) -> None:
@@ -217,30 +256,75 @@ def print_request(settings: Settings, body: dict, streams: Streams) -> None:
     )
 
 
-@contextmanager
-def open_client(settings: Settings, out: OutputFlags, streams: Streams):
-    """An ApiClient for these settings; the key is resolved here, once, and masked in
-    everything written from then on."""
-    api_key = resolve_api_key(settings.key, streams.env)
-    streams.hide(api_key)
-    from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
+def asks_usage(settings: Settings, out: OutputFlags) -> bool:
+    """Whether a streamed request asks the server for usage: for --usage, a usage log or a budget."""
+    return out.usage or bool(settings.usage_log) or bool(settings.budget)
 
+
+def open_meter(settings: Settings, streams: Streams, command: str, models=()) -> Meter:
+    """The command's meter, before anything is sent: a usage log that cannot be written, or a
+    money budget with a model that has no price, is exit 2 now."""
+    meter = Meter(
+        RequestContext(command, settings.profile, settings.prices),
+        log_path=settings.usage_log,
+        limits=settings.budget,
+        warn=streams.warn,
+    )
+    meter.check_models([settings.model, *models])
+    return meter
+
+
+@contextmanager
+def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, command: str | None = None):
+    """A client for these settings. With a `command`, its requests are metered (usage log,
+    budget) and, with a cache configured, answered from it when they can be (cached.py);
+    without one (`anyfast models`), neither. The key is resolved once, only when a request
+    must really be sent, and masked in everything written from then on."""
+    meter = open_meter(settings, streams, command) if command else None
     log = None
     if out.verbose:
         log = streams.say
-        log(
-            f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {settings.key.origin}"
+        key_origin = settings.key.origin if settings.key is not None else "nowhere (none set)"
+        log(f"settings: profile {settings.profile}, model from {settings.origins.get('model')}, key from {key_origin}")
+
+    def connect(cache: str | None = None):
+        api_key = resolve_api_key(settings.key, streams.env)
+        streams.hide(api_key)
+        from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
+
+        return ApiClient(
+            base_url=settings.base_url,
+            api_key=api_key,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            max_time=settings.max_time,
+            env=streams.env,
+            log=log,
+            meter=meter,
+            cache=cache,
         )
-    with ApiClient(
-        base_url=settings.base_url,
-        api_key=api_key,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        max_time=settings.max_time,
-        env=streams.env,
-        log=log,
-    ) as client:
-        yield client
+
+    try:
+        if settings.cache is not None and command:
+            from anyfast_cli.cache import ResponseCache
+            from anyfast_cli.cached import CachedClient
+
+            cache = ResponseCache.open(settings.cache, settings.cache_mode, warn=streams.warn)
+            client = CachedClient(
+                cache,
+                settings.base_url,
+                lambda: connect(cache="miss"),
+                meter=meter,
+                log=log,
+                mask=streams.redactor.mask,
+            )
+        else:
+            client = connect()
+        with client:
+            yield client
+    finally:
+        if meter is not None:
+            meter.close()
 
 
 def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Streams) -> None:
@@ -253,7 +337,20 @@ def show_whole(data: dict, printer: TextPrinter, out: OutputFlags, streams: Stre
         print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
 
 
-def answer_printer(reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool) -> TextPrinter:
+def answer_printer(
+    reply: Reply, out: OutputFlags, streams: Streams, *, hold: bool, markdown: bool = False
+) -> TextPrinter:
+    opener = None
+    if markdown and not out.json:
+        from anyfast_cli.markdown import writer_opener  # only when rendering: the raw path never loads it
+
+        opener = writer_opener(
+            streams.stdout,
+            terminal=streams.stdout_isatty,
+            env=streams.env,
+            mask=streams.redactor.mask,
+            columns=columns_from_env(streams.env),
+        )
     return TextPrinter(
         streams.stdout,
         streams.stderr,
@@ -264,30 +361,38 @@ def answer_printer(reply: Reply, out: OutputFlags, streams: Streams, *, hold: bo
         out_terminal=streams.stdout_isatty,
         err_terminal=streams.stderr_isatty,
         hold=hold,
+        markdown=opener,
     )
 
 
-def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None) -> Reply:
+def render_answer(
+    client, body: dict, out: OutputFlags, streams: Streams, reply: Reply | None = None, *, markdown: bool = False
+) -> Reply:
     """Send `body` and render the answer, collecting it into `reply`, which keeps what
-    arrived even when the stream is cut or interrupted."""
+    arrived even when the stream is cut or interrupted; with `markdown`, its text rendered."""
     reply = reply if reply is not None else Reply()
     reply.mask = streams.redactor.mask  # the text kept for --save, should the answer echo the key
     # A whole answer is known at once; a streamed one is held only when tools were declared, as it
     # may end in tool calls, and then its text belongs on stderr (printed when the answer ends).
     hold = not out.streaming or bool(body.get("tools"))
     # With --json the objects are the output: the printer only collects the text (and shows reasoning).
-    printer = answer_printer(reply, out, streams, hold=hold)
+    printer = answer_printer(reply, out, streams, hold=hold, markdown=markdown)
     if out.streaming:
+        lines = ChunkLines(streams.stdout, streams.redactor, terminal=streams.stdout_isatty) if out.json else None
         try:
             for chunk in client.stream(body):
-                if out.json:
-                    write_flushed(streams.stdout, render_json(chunk, terminal=streams.stdout_isatty) + "\n")
                 printer.feed_chunk(chunk)
+                if lines:
+                    lines.feed(chunk)
         except BrokenPipeError:
             raise
         except BaseException:
+            if lines:
+                lines.finish()
             printer.end_lines(complete=False)  # keep what was printed, and end its line
             raise
+        if lines:
+            lines.finish()
         printer.end_lines()
         printer.end_choices()
         if reply.finish_reason is None:  # new-api ends a stream cut upstream with [DONE], hiding the cut
@@ -297,5 +402,5 @@ def render_answer(client, body: dict, out: OutputFlags, streams: Streams, reply:
     if reply.cut_at_limit and not out.json:  # --json shows finish_reason itself
         streams.warn("the answer stopped at the token limit (finish_reason: length); raise --max-tokens for more")
     if out.usage:
-        print_usage(reply.usage, streams.note)
+        print_usage(reply.usage, streams.note, client.last_result)
     return reply

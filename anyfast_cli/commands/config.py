@@ -61,6 +61,9 @@ def describe_settings(settings, *, exists: bool) -> list[tuple[str, object, str]
         ),
         ("max_time", settings.max_time, origins.get("max_time") or "default; no bound on the whole request"),
         ("retries", settings.retries, origins["retries"]),
+        ("cache", settings.cache, origins.get("cache") or "default; no cache"),
+        ("cache_mode", settings.cache_mode, origins.get("cache_mode") or "default"),
+        ("markdown", settings.markdown, origins["markdown"]),
     ]
     rows += [(name, value, "profile") for name, value in settings.body_defaults.items()]
     return rows

@@ -2,10 +2,15 @@
 
 The request is sent whole (never streamed), so nothing reaches stdout until the answer
 is validated; then stdout gets the value as one compact JSON line (or, with --json, the
-response as received). A failure is exit 7 (SchemaMismatchError), stdout empty.
+response as received). With `n` > 1 every choice must be valid and each gets its line, in
+choice order; one invalid choice re-asks the whole request. A failure is exit 7
+(SchemaMismatchError), stdout empty. The check ends by its deadline (schema.check_deadline)
+and, run on a thread of its own, leaves this (the main) thread free to take Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
+
+import time
 
 from anyfast_cli.commands.common import OutputFlags, answer_printer, open_client, print_request, show_whole
 from anyfast_cli.errors import ApiError, SchemaMismatchError
@@ -15,14 +20,15 @@ from anyfast_cli.reading import read_document
 from anyfast_cli.request import build_body
 from anyfast_cli.schema import (
     DEFAULT_REPAIR,
+    REPAIRABLE,
     AnswerMismatch,
     SchemaFlags,
-    answer_parts,
     apply_mode,
+    check_deadline,
     check_mode,
+    check_reply,
     load_schema,
     mode_ladder,
-    parse_reply,
     repair_turns,
     step_down_note,
 )
@@ -60,6 +66,7 @@ def exchange_structured(
     *,
     schema: dict,
     flags: SchemaFlags,
+    command: str = "complete",
 ) -> Reply | None:
     """Send until an answer is valid for `schema` (stepping down the response_format ladder on
     a 400, re-asking `--repair` times); print it; the Reply holds the answer's text for --save."""
@@ -71,11 +78,34 @@ def exchange_structured(
         return None
     level = 0
     conversation = list(base["messages"])
-    with open_client(settings, out, streams) as client:
+    with open_client(settings, out, streams, command=command) as client:
+        # With a cache, the command's answer is looked up and stored by its first request;
+        # the step-downs and repairs on the way are sent whatever the cache holds (§3 "Cache").
+        first = apply_mode(base, schema, ladder[0])
+        cached = settings.cache is not None
+        if cached:
+            checked: dict = {}
+
+            def still_valid(response: dict) -> bool:  # a hit that is not (a schema file changed) is a miss
+                if tool_calls_in(response):
+                    return False
+                try:
+                    checked["parsed"] = check_reply(
+                        response, schema, check_deadline(time.monotonic(), settings.max_time)
+                    )
+                except AnswerMismatch:
+                    return False
+                return True
+
+            data = client.recall(first, accept=still_valid, prompt=base)
+            if data is not None:
+                return _answer(data, checked["parsed"], out, streams, result=client.last_result)
+        send = client.send_uncached if cached else client.send
         while True:
             body = apply_mode({**base, "messages": conversation}, schema, ladder[level])
+            sent = time.monotonic()
             try:
-                data = client.send(body)
+                data = send(body)
             except ApiError as error:
                 if error.status == 400 and level + 1 < len(ladder):
                     streams.warn(step_down_note(ladder[level], ladder[level + 1], settings.model, error.message))
@@ -87,22 +117,29 @@ def exchange_structured(
                 show_whole(data, answer_printer(reply, out, streams, hold=True), out, streams)
                 return reply
             try:
-                value, text = parse_reply(data, schema)
+                parsed = check_reply(data, schema, check_deadline(sent, settings.max_time))
             except AnswerMismatch as mismatch:
-                repairable = mismatch.code in ("invalid_json", "schema_mismatch")
-                if repairable and repairs > 0:
+                if mismatch.code in REPAIRABLE and repairs > 0:
                     repairs -= 1
                     if out.verbose:
                         streams.say(f"the answer is not valid for the schema ({mismatch.message}); asking again")
-                    conversation = conversation + repair_turns(answer_parts(data)[0], mismatch)
+                    conversation = conversation + repair_turns(mismatch)
                     continue
-                _show(data, out, streams, valid=False)
+                _show(data, out, streams, result=client.last_result)
                 raise SchemaMismatchError(_failure_text(mismatch), code=mismatch.code) from None
-            _show(data, out, streams, valid=True, value=value)
-            reply = _kept_reply(streams)
-            reply.absorb(data)
-            reply.content_parts = [text]  # what the model said, as said (fenced or not)
-            return reply
+            if cached:
+                client.keep(first, data)  # only an answer valid for the schema is stored
+            return _answer(data, parsed, out, streams, result=client.last_result)
+
+
+def _answer(data: dict, parsed: list, out: OutputFlags, streams: Streams, *, result) -> Reply:
+    """Print an answer whose every choice is valid (`parsed`: each one's value and text);
+    the Reply holds the first one's text for --save."""
+    _show(data, out, streams, values=[value for value, _ in parsed], result=result)
+    reply = _kept_reply(streams)
+    reply.absorb(data)
+    reply.content_parts = [parsed[0][1]]  # what the model said, as said (fenced or not)
+    return reply
 
 
 def _kept_reply(streams: Streams) -> Reply:
@@ -113,14 +150,15 @@ def _kept_reply(streams: Streams) -> Reply:
 
 
 def _failure_text(mismatch: AnswerMismatch) -> str:
-    if mismatch.code in ("truncated", "refused"):
+    if mismatch.code not in REPAIRABLE:  # cut short, refused, or not checkable in time
         return f"--schema: {mismatch.message}"
     return f"the answer is not valid for --schema: {mismatch.message}"
 
 
-def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=None) -> None:
-    """--json: the response as received (whatever validation says); else the valid value as
-    one compact line, and nothing at all when it is not valid. Reasoning and usage on stderr."""
+def _show(data: dict, out: OutputFlags, streams: Streams, *, values: list | None = None, result=None) -> None:
+    """--json: the response as received (whatever validation says); else each choice's valid
+    value as one compact line, and nothing at all when not all are valid (values None).
+    Reasoning and usage (with the cost, from the request's `result`) on stderr."""
     if out.reasoning:
         choices = data.get("choices") or [{}]
         message = (choices[0].get("message") or {}) if isinstance(choices[0], dict) else {}
@@ -129,10 +167,10 @@ def _show(data: dict, out: OutputFlags, streams: Streams, *, valid: bool, value=
             streams.note(reasoning.rstrip("\n") + "\n")
     if out.json:
         print_json(data, streams.stdout, terminal=streams.stdout_isatty, color=streams.stdout_color)
-    elif valid:
-        write_flushed(streams.stdout, render_json(value, terminal=streams.stdout_isatty) + "\n")
+    elif values is not None:
+        write_flushed(streams.stdout, "".join(render_json(v, terminal=streams.stdout_isatty) + "\n" for v in values))
     if out.usage:
-        print_usage(data.get("usage"), streams.note)
+        print_usage(data.get("usage"), streams.note, result)
 
 
 def run_schema(spec: str, *, multi: bool, streams: Streams):

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, open_client, render_answer
+from anyfast_cli.commands.attach import attachment_reader
+from anyfast_cli.commands.common import (
+    OutputFlags,
+    answers_in_markdown,
+    body_fields,
+    load_settings,
+    open_client,
+    render_answer,
+)
 from anyfast_cli.commands.conversation import api_message, new_turn, save_conversation, set_system
 from anyfast_cli.errors import AnyfastError, ExitCode, Terminated
 from anyfast_cli.exchange import Reply
@@ -33,13 +41,14 @@ class History:
     """The conversation as saved, and beside it each message as the API takes it, so
     attachments are read and encoded once, not again at every turn."""
 
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, conversation: Conversation, reader=None) -> None:
         self.conversation = conversation
-        self.api = [api_message(m) for m in conversation.messages]
+        self.reader = reader  # reads a seeding file's `attach:` references
+        self.api = [api_message(m, reader) for m in conversation.messages]
 
     def add(self, *messages: dict) -> None:
         self.conversation.messages.extend(messages)
-        self.api.extend(api_message(m) for m in messages)
+        self.api.extend(api_message(m, self.reader) for m in messages)
 
     def set_system(self, text: str) -> None:
         if self.conversation.messages and self.conversation.messages[0]["role"] == "system":
@@ -68,10 +77,11 @@ def run_session(
     if request.system is not None:
         set_system(conversation, request.system)
     out = dataclasses.replace(out, stream=True, json=False, dry_run=False)
-    history = History(conversation)
+    markdown = answers_in_markdown(settings, out, streams)  # replies render as complete's answers do
+    history = History(conversation, attachment_reader(settings, streams))
     attachments = request  # -i/--video attach to the first message typed
     line_editor = _enable_line_editing()
-    with open_client(settings, out, streams) as client:
+    with open_client(settings, out, streams, command="chat") as client:
         streams.say(f"chatting with {settings.model}; /help lists commands, Ctrl-D leaves")
         while True:
             try:
@@ -105,7 +115,7 @@ def run_session(
             attachments = RequestFlags()
             reply = Reply()
             try:
-                render_answer(client, body, out, streams, reply)
+                render_answer(client, body, out, streams, reply, markdown=markdown)
             except Terminated:
                 raise
             except KeyboardInterrupt:
