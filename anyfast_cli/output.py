@@ -24,6 +24,7 @@ from anyfast_cli.errors import OutputError
 from anyfast_cli.exchange import Reply, choice_index
 from anyfast_cli.prices import render_cost
 from anyfast_cli.settings import color_allowed
+from anyfast_cli.structured import json_writer
 from anyfast_cli.text import escape_json_text, neutralise
 
 # With n > 1, text output prints the first choice (streamed live), then each other choice in
@@ -66,6 +67,9 @@ def wants_markdown(flag: bool | None, mode: str, *, stdout_isatty: bool, env: Ma
     return stdout_isatty
 
 
+_compact = json_writer()
+
+
 def render_json(obj, *, pretty: bool = False, terminal: bool = False) -> str:
     """JSON text that any writer takes: lone surrogate halves as `\\uXXXX` escapes (what the
     server sent, still valid JSON); with `terminal`, DEL and C1 controls escaped too."""
@@ -73,7 +77,7 @@ def render_json(obj, *, pretty: bool = False, terminal: bool = False) -> str:
         if pretty:
             text = json.dumps(obj, ensure_ascii=False, indent=2)
         else:
-            text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+            text = _compact(obj)
     except RecursionError:  # parsed, but our own writer goes one level deeper than the parser did
         raise OutputError("the answer is JSON nested too deep to write out") from None
     return escape_json_text(text, terminal=terminal)

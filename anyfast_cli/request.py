@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from anyfast_cli import __version__
 from anyfast_cli.errors import AuthError, UsageError
 from anyfast_cli.settings import DEFAULT_MODEL
-from anyfast_cli.structured import ValueProblem, check_value
+from anyfast_cli.structured import ValueProblem, check_value, json_writer
 
 # field -> (low, high), both inclusive (§1)
 RANGES = {
@@ -96,15 +96,21 @@ def check_fields(fields: dict, model: str) -> None:
         raise UsageError(f'thinking must look like {{"type": "enabled"}} or {{"type": "disabled"}}, got {thinking!r}')
 
 
-def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False) -> dict:
+def build_body(
+    model: str, messages: list[dict], fields: dict, *, stream: bool, include_usage: bool = False, check: bool = True
+) -> dict:
     """The JSON body: model, messages, the fields the user set, and stream. Every body passes
     here, so here is where anything JSON cannot carry is refused, whatever input it came from:
-    NaN, text that is not UTF-8 (an argument's stray bytes), nesting too deep (exit 2)."""
+    NaN, text that is not UTF-8 (an argument's stray bytes), nesting too deep (exit 2).
+    `check=False` is for batch records, whose values are checked as each line is parsed
+    (and the command's options once, batch/jobs.JobOptions)."""
     if not messages:
         raise UsageError("nothing to send: the conversation has no messages")
     body = {"model": model, "messages": messages, **fields, "stream": stream}
     if stream and include_usage:
         body["stream_options"] = {**fields.get("stream_options", {}), "include_usage": True}
+    if not check:
+        return body
     try:
         check_value(body)
     except ValueProblem as exc:
@@ -112,9 +118,14 @@ def build_body(model: str, messages: list[dict], fields: dict, *, stream: bool, 
     return body
 
 
+# json.dumps(ensure_ascii=False, separators=(",", ":")) from a writer made once (structured.json_writer):
+# a batch writes one body per record.
+_write_json = json_writer()
+
+
 def encode_body(body: dict) -> bytes:
     """The body's bytes as both transports send them (and as the usage log's body_sha256 hashes them)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _write_json(body).encode("utf-8")
 
 
 def with_media(message: dict, image_urls=(), video_parts=()) -> dict:

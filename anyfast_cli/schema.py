@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from anyfast_cli.errors import UsageError
-from anyfast_cli.structured import STRICT_NUMBERS, ValueProblem, line_of, syntax_error
+from anyfast_cli.structured import _DECODER, ValueProblem, line_of, syntax_error
 
 SCALARS = {
     "str": "string",
@@ -384,7 +384,7 @@ def parse_answer(text: str, schema: dict, deadline: float | None = None):
 
 def _answer_value(body: str):
     try:
-        return json.loads(body, **STRICT_NUMBERS)
+        return _DECODER.decode(body)  # the STRICT_NUMBERS decoder parse_json uses, made once
     except ValueProblem as exc:  # NaN, 1e400, 5,000 digits: no JSON we can print or pass on
         syntax = syntax_error(body)
         reason = f"{syntax.msg}: line {line_of(body, syntax.pos)} column {syntax.colno}" if syntax else exc.problem

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring
 
 from anyfast_cli.text import SURROGATE
 
@@ -164,12 +166,18 @@ def _bounded_int(text: str) -> int:
 # for a float (1e400 would read as inf) or an integer too long for Python to read or write.
 STRICT_NUMBERS = {"parse_constant": _refuse_constant, "parse_float": _finite_float, "parse_int": _bounded_int}
 
+# One decoder for every parse: json.loads with hooks builds a new one each call, which costs
+# as much as decoding a short batch line.
+_DECODER = json.JSONDecoder(**STRICT_NUMBERS)
 
-def parse_json(text: str):
+
+def parse_json(text: str, *, check: bool = True):
     """A JSON value, checked with check_value. JsonSyntaxError when the text is not JSON;
-    ValueProblem when it is JSON that no request may carry (NaN, nested too deep, …)."""
+    ValueProblem when it is JSON that no request may carry (NaN, nested too deep, …).
+    `check=False` leaves check_value out (the numbers are still refused as they are read),
+    for a caller that compares what it builds with something that was checked."""
     try:
-        value = json.loads(text, **STRICT_NUMBERS)
+        value = _DECODER.decode(text)
     except ValueProblem as exc:
         syntax = syntax_error(text)
         if syntax is not None:
@@ -180,6 +188,8 @@ def parse_json(text: str):
         raise ValueProblem(f"nested deeper than {MAX_NESTING} levels", pos=_first_problem_offset(text)) from None
     except json.JSONDecodeError as exc:
         raise JsonSyntaxError(exc.msg, exc.pos, exc.colno) from None
+    if not check:
+        return value
     try:
         check_value(value)
     except ValueProblem as exc:
@@ -187,6 +197,18 @@ def parse_json(text: str):
             exc.pos = _first_problem_offset(text)
         raise
     return value
+
+
+def json_writer(*, sort_keys: bool = False) -> Callable[[object], str]:
+    """Compact JSON text, as json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+    sort_keys=sort_keys) writes it, from a writer made once: json.dumps makes CPython's C
+    encoder anew on every call, which is a third of the cost of writing a batch line. No
+    check for cycles: what it writes was read from JSON (a cycle would end in RecursionError)."""
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    if c_make_encoder is None:  # a Python without the C encoder
+        return encoder.encode
+    write = c_make_encoder(None, encoder.default, encode_basestring, None, ":", ",", sort_keys, False, True)
+    return lambda value: "".join(write(value, 0))
 
 
 def syntax_error(text: str) -> JsonSyntaxError | None:

@@ -14,12 +14,12 @@ from anyfast_cli.batch.jobs import (
     Shard,
     batch_input_line,
     check_template,
-    iter_records,
     parse_record,
     parse_shard,
     result_line,
     scan_input,
 )
+from anyfast_cli.commands.batch import CheckedRecords
 from anyfast_cli.errors import ExitCode, UsageError
 
 MODEL = "doubao-seed-1-6-251015"
@@ -317,35 +317,70 @@ def test_scan_checks_lines_outside_the_shard_too():
     assert scan_input(lines, opts(), Shard(1, 2)).error_count == 1
 
 
-# --- iterating and shards -----------------------------------------------------------------
+# --- the second pass: iterating and shards (commands/batch.py's CheckedRecords) -----------------
 
 
-def test_iter_records_indexes_skip_blank_lines():
+def second_pass(lines, shard=None, answered=(), scanned=None) -> list:
+    """The records the run sends: those the first pass checked (`scanned`, else `lines`)."""
+    scan = scan_input(scanned if scanned is not None else lines, opts(), shard)
+    checked = CheckedRecords(scan, "in.jsonl")
+    checked.mark_answered(answered)
+    return checked.records(lines, opts(), shard)
+
+
+def test_records_indexes_skip_blank_lines():
     lines = lines_of('"a"', "", "   ", '"b"', '"c"')
-    records = list(iter_records(lines, opts()))
+    records = list(second_pass(lines))
     assert [(r.index, r.line_no, r.id) for r in records] == [(0, 1, "1"), (1, 4, "4"), (2, 5, "5")]
 
 
-def test_iter_records_shard_and_skip():
+def test_records_shard_and_skip():
     lines = lines_of(*(f'"p{i}"' for i in range(10)))
-    picked = [r.index for r in iter_records(lines, opts(), Shard(1, 4))]
+    picked = [r.index for r in second_pass(lines, Shard(1, 4))]
     assert picked == [0, 4, 8]
-    picked = [r.index for r in iter_records(lines, opts(), Shard(4, 4))]
+    picked = [r.index for r in second_pass(lines, Shard(4, 4))]
     assert picked == [3, 7]
-    skipped = [r.id for r in iter_records(lines, opts(), None, skip={"1", "3"})]
+    skipped = [r.id for r in second_pass(lines, answered={"1", "3"})]
     assert skipped == [str(n) for n in range(2, 11) if n != 3]
 
 
-def test_iter_records_is_lazy():
+def test_records_are_read_lazily():
     def endless():
         n = 0
         while True:
             n += 1
             yield f'"p{n}"\n'.encode()
 
-    records = iter_records(endless(), opts())
+    records = second_pass(endless(), scanned=lines_of('"p1"', '"p2"'))
     assert next(records).id == "1"
     assert next(records).id == "2"
+
+
+def test_the_second_pass_builds_the_records_the_first_checked():
+    # It leaves the checks and fingerprints out (check=False); what it builds must be the same.
+    lines = lines_of(
+        '"hello"',
+        {"id": "a", "prompt": "p", "system": "s", "temperature": 0.5},
+        {
+            "custom_id": "b",
+            "method": "POST",
+            "url": BATCH_URL,
+            "body": {"messages": [{"role": "user", "content": "q"}]},
+        },
+        {"id": "c", "messages": [{"role": "user", "content": [{"type": "text", "text": "t"}]}]},
+        {"id": "d", "prompt": "p", "schema": "name, year int"},
+        {"id": "e", "prompt": "p", "schema": {"type": "object"}},
+    )
+    checked = [parse_record(raw, n, n - 1, opts()) for n, raw in enumerate(lines, 1)]
+    assert list(second_pass(lines)) == checked
+
+
+def test_a_line_not_byte_for_byte_as_checked_is_not_sent():
+    first = lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"})
+    spaced = [first[0], b'{"id": "b",  "prompt": "two"}\n']  # the same request, other bytes
+    assert [r.id for r in second_pass(spaced, scanned=first)] == ["a"]
+    swapped = [first[1], first[0]]
+    assert list(second_pass(swapped, scanned=first)) == []
 
 
 def test_shards_partition_the_input():
@@ -416,3 +451,33 @@ def test_result_line_failed_without_response():
     assert line["response"] is None
     assert line["error"] == {"code": "network_error", "message": "m"}
     assert line["custom_id"] == "x" and line["id"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"system": "\udcff"},
+        {"fields": {"seed": float("nan")}},
+        {"fields": {"user": "\ud800"}},
+        {"image_urls": ("data:image/png;base64,\udcff",)},
+        {"schema": {"type": "object", "description": float("inf")}},
+    ],
+    ids=["system", "NaN field", "surrogate field", "image", "schema"],
+)
+def test_the_options_every_record_takes_are_checked_once_up_front(options):
+    # A record's body is not checked as a whole: its line's values are, and these once.
+    with pytest.raises(UsageError, match="the request cannot be sent"):
+        opts(**options)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b'{"id": "q1", "prompt": "caf\\u00e9 \\ud83d\\ude00", "temperature": 0.5}\n', "9a2243a0595e477b"),
+        (b'"hello"\n', "6df1e4a1c6972b8e"),
+        (b'{"id": 3, "prompt": "x", "schema": "name, year int"}\n', "67f50cfb9a2da5f0"),
+    ],
+)
+def test_fingerprints_stay_what_earlier_versions_wrote(raw, expected):
+    # --resume keeps an answer in an output file only when its id carries the same fingerprint.
+    assert parse_record(raw, 1, 0, JobOptions(model="m")).fingerprint == expected

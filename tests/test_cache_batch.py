@@ -153,9 +153,9 @@ def test_the_cache_pass_offers_each_validated_record_once_and_counts_changed_lin
 
     options = JobOptions(model="m")
     first = lines([{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}])
-    sending_pass = CheckedRecords(dict(scan_input(first, options).ids), "in.jsonl")
+    sending_pass = CheckedRecords(scan_input(first, options), "in.jsonl")
     expected = [record.id for record in sending_pass.records(lines(second), options, None)]
-    checked = CheckedRecords(dict(scan_input(first, options).ids), "in.jsonl")
+    checked = CheckedRecords(scan_input(first, options), "in.jsonl")
     offered = []
     checked.answer_first(lines(second), options, None, lambda r: offered.append(r.id) or r.id in answered)
     assert sorted(set(offered)) == offered == sorted(expected)  # each once, and only as validated

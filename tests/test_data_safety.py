@@ -274,7 +274,7 @@ def lines_of(*items) -> list[bytes]:
 def checked(first: list[bytes], second: list[bytes]) -> tuple[list[str], CheckedRecords]:
     options = JobOptions(model="m")
     scan = scan_input(first, options)
-    records = CheckedRecords(dict(scan.ids), "in.jsonl")
+    records = CheckedRecords(scan, "in.jsonl")
     return [record.id for record in records.records(second, options, None)], records
 
 
@@ -283,7 +283,7 @@ def test_a_line_changed_after_validation_is_not_sent():
     second = lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "EDITED"}, {"id": "c", "prompt": "three"})
     sent, records = checked(first, second)
     assert sent == ["a", "c"]
-    assert records.unchecked == 1 and records.pending == {}  # b's checked request was not run
+    assert records.unchecked == 1 and list(records.pending) == ["b"]  # b's checked request was not run
 
 
 @pytest.mark.parametrize(
@@ -301,6 +301,31 @@ def test_a_line_changed_after_validation_is_not_sent():
 def test_lines_added_after_validation_are_never_sent(second):
     sent, records = checked(lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}), second)
     assert sent == ["a", "b"]
+    assert records.unchecked == 1
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        b'{"id": "b", "prompt": "\\ud800"}\n',  # a lone surrogate
+        b'{"id": "b", "prompt": "two", "seed": NaN}\n',
+        b'{"id": "b", "prompt": "two", "seed": 1e999}\n',
+        b'{"id": "b", "prompt": "two", "seed": ' + b"1" * 5000 + b"}\n",
+        b'{"id": "b", "prompt": "two", "user": ' + DEEP.encode() + b"}\n",
+        b'{"id": "b", "messages": [{"role": "user", "content": ' + DEEP.encode() + b"}]}\n",
+        b'{"id": "b", "prompt": "two", "schema": {"type": 5}}\n',
+        b'{"id": "\\udc00", "prompt": "two"}\n',
+    ],
+    ids=["surrogate", "NaN", "1e999", "5000 digits", "deep field", "deep content", "bad schema", "surrogate id"],
+)
+def test_a_line_changed_into_what_validation_refuses_is_never_sent(changed):
+    # The second pass does not repeat the value checks: the fingerprint is what stops these.
+    first = lines_of({"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"})
+    sent, records = checked(first, [first[0], changed])
+    assert sent == ["a"]
     assert records.unchecked == 1
 
 

@@ -936,3 +936,20 @@ def test_template_values_are_never_evaluated():
 
 def test_exit_codes_are_what_the_contract_says():
     assert ExitCode.USAGE == 2 and ExitCode.AUTH == 3
+
+
+@pytest.mark.parametrize("sort_keys", [False, True])
+def test_json_writer_writes_what_json_dumps_does(sort_keys):
+    # batch writes its lines, requests and fingerprints with it: the same text as json.dumps
+    from anyfast_cli.structured import json_writer
+
+    values = [
+        "plain",
+        'caf\u00e9 \u2028 \U0001f600 \ud800 \x00\x1f"\\',
+        {"b": 1, "a": [1.5, -0.0, 1e300, 12345678901234567890, True, None, float("nan")], "c": {"z": {}, "y": []}},
+        [{"role": "user", "content": "x"}, {"\u00e9": "\ud83d"}],
+        {1: "int key", "": ""} if not sort_keys else {"1": "", "": ""},  # int keys cannot be sorted among str
+    ]
+    write = json_writer(sort_keys=sort_keys)
+    for value in values:
+        assert write(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)

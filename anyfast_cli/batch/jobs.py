@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -19,7 +20,7 @@ from anyfast_cli.inputs import INPUT_VAR, Conversation, parse_messages, to_api_m
 from anyfast_cli.reading import CHUNK_BYTES, MIB, size_text
 from anyfast_cli.request import BODY_FIELDS, build_body, check_fields, user_message, with_media
 from anyfast_cli.settings import K8S_INDEX_VAR, SHARD_SCHEDULERS, SLURM_ARRAY_VARS
-from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json, text_problem
+from anyfast_cli.structured import JsonSyntaxError, ValueProblem, check_value, json_writer, parse_json, text_problem
 from anyfast_cli.template import RULES, MissingValue, Template, TemplateSyntaxError
 from anyfast_cli.template import parse_template as parse_engine_template
 from anyfast_cli.templating import PromptTemplate, render
@@ -58,22 +59,37 @@ class JobOptions:
     schema: dict | None = None  # --schema: every record's answer is checked against it
     prompt_file: PromptFileJob | None = None  # -f
 
+    def __post_init__(self) -> None:
+        # Checked once here, so that a record's body, made of these and of its line's own
+        # values (checked as the line is parsed), needs no check of its own.
+        try:
+            check_value([self.model, self.fields, self.system, self.image_urls, self.video_parts, self.schema])
+        except ValueProblem as exc:
+            raise UsageError(f"the request cannot be sent: {exc.problem}") from None
 
-@dataclass(frozen=True)
+
+@dataclass
 class Record:
     index: int  # 0-based among the input's records (blank lines are not records)
     line_no: int
     id: str
     body: dict
-    fingerprint: str = ""  # of id and body: --resume keeps an answer only for the same request
+    fingerprint: str = ""  # of id, body and schema: --resume keeps an answer only for the same request
     schema: dict | None = None  # --schema, or the record's own `schema`: the answer must be valid for it
+
+
+_CANONICAL = json_writer(sort_keys=True)
 
 
 def fingerprint(record_id: str, body: dict, schema: dict | None = None) -> str:
     """16 hex digits naming this exact request, so a changed input line is not taken as answered."""
     parts = [record_id, body] if schema is None else [record_id, body, schema]
-    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
+    return hashlib.blake2b(_CANONICAL(parts).encode("utf-8"), digest_size=8).hexdigest()
+
+
+def line_digest(raw: bytes) -> int:
+    """8 bytes naming an input line exactly, as a number (an array of them costs 8 bytes a line)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
 class RecordError(ValueError):
@@ -259,32 +275,37 @@ def fill_template(template: str, data: Mapping) -> str:
     return parsed.fill(values)
 
 
-def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> Record:
-    """One input line -> Record; a RecordError says what is wrong with it."""
-    record, data = _parse_record(raw, line_no, index, options)
+def parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, *, check: bool = True) -> Record:
+    """One input line -> Record; a RecordError says what is wrong with it.
+
+    `check=False` is for a line known to be byte for byte one that was checked (batch's second
+    pass): the checks of its values (NaN, surrogates, depth, ranges, a record's own schema) and
+    its fingerprint, which cost more than building the record, are left to that first time."""
+    record, data = _parse_record(raw, line_no, index, options, check)
     own = data.get("schema") if isinstance(data, dict) and not options.plain_lines else None
-    schema = record_schema(own) if own is not None else options.schema
-    if schema is None:
-        return record
-    return Record(
-        record.index, record.line_no, record.id, record.body, fingerprint(record.id, record.body, schema), schema
-    )
+    record.schema = record_schema(own, check) if own is not None else options.schema
+    if check:
+        record.fingerprint = fingerprint(record.id, record.body, record.schema)
+    return record
 
 
-def record_schema(value) -> dict:
+def record_schema(value, check: bool = True) -> dict:
     """A record's own `schema`: a JSON Schema object, or a field list ('name, age int').
-    Records that carry the same schema share one checked object (and so one validator)."""
+    Records that carry the same schema share one checked object (and so one validator), so
+    each distinct schema is checked once. `check=False` (a line checked before, byte for byte)
+    leaves check_schema out even for a schema no longer remembered."""
     from anyfast_cli.schema import check_schema, fields_schema
 
     if not isinstance(value, (dict, str)):
         raise RecordError("'schema' must be a JSON Schema object or a field list string")
-    key = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    key = value if isinstance(value, str) else _CANONICAL(value)
     known = _RECORD_SCHEMAS.get(key)
     if known is not None:
         return known
     try:
         if isinstance(value, dict):
-            check_schema(value, "'schema'")
+            if check:
+                check_schema(value, "'schema'")
             schema = value
         else:
             schema = fields_schema(value)
@@ -300,7 +321,7 @@ _RECORD_SCHEMAS: dict[str, dict] = {}  # a record's schema (its text, keys sorte
 MAX_RECORD_SCHEMAS = 64
 
 
-def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> tuple[Record, object]:
+def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions, check: bool) -> tuple[Record, object]:
     try:
         text = raw.decode("utf-8").rstrip("\r\n")
         if line_no == 1:
@@ -309,10 +330,12 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
         raise RecordError("not valid UTF-8") from None
     if options.plain_lines:
         if options.prompt_file is not None:
-            return _record(str(line_no), line_no, index, _rendered_messages(None, text, options), {}, options), None
-        return _record(str(line_no), line_no, index, _prompt_messages({"text": text}, text, options), {}, options), None
+            messages = _rendered_messages(None, text, options)
+        else:
+            messages = _prompt_messages({"text": text}, text, options)
+        return _record(str(line_no), line_no, index, messages, {}, options, check), None
     try:
-        data = parse_json(text)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
+        data = parse_json(text, check=check)  # refuses NaN and Infinity (json.loads would send them), deep nesting, …
     except JsonSyntaxError as exc:
         raise RecordError(f"not valid JSON: {exc.msg}, column {exc.colno}") from None
     except ValueProblem as exc:
@@ -323,14 +346,14 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
             if options.prompt_file is not None
             else _prompt_messages({"text": data}, data, options)
         )
-        return _record(str(line_no), line_no, index, messages, {}, options), data
+        return _record(str(line_no), line_no, index, messages, {}, options, check), data
     if not isinstance(data, dict):
         raise RecordError("expected a JSON string or object")
     record_id = _record_id(data, line_no)
     if options.prompt_file is not None:
-        return _prompt_file_record(data, record_id, line_no, index, options), data
+        return _prompt_file_record(data, record_id, line_no, index, options, check), data
     if "body" in data and "custom_id" in data:
-        return _openai_batch_record(data, record_id, line_no, index, options), data
+        return _openai_batch_record(data, record_id, line_no, index, options, check), data
     overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
     if options.template is not None:
         messages = _prompt_messages(data, None, options)
@@ -348,10 +371,12 @@ def _parse_record(raw: bytes, line_no: int, index: int, options: JobOptions) -> 
             messages = with_system(messages, _string(data, "system"))
     else:
         raise RecordError("an object needs 'prompt', 'messages', or custom_id+body (or use --template)")
-    return _record(record_id, line_no, index, messages, overrides, options), data
+    return _record(record_id, line_no, index, messages, overrides, options, check), data
 
 
-def _prompt_file_record(data: dict, record_id: str, line_no: int, index: int, options: JobOptions) -> Record:
+def _prompt_file_record(
+    data: dict, record_id: str, line_no: int, index: int, options: JobOptions, check: bool
+) -> Record:
     """-f: the record's fields fill the file's placeholders; its `prompt` is {input}."""
     if "messages" in data or "body" in data:
         raise RecordError("with -f, a record gives fields for the prompt file, not its own 'messages' or 'body'")
@@ -360,7 +385,7 @@ def _prompt_file_record(data: dict, record_id: str, line_no: int, index: int, op
     if "system" in data:
         messages = with_system(messages, _string(data, "system"))
     overrides = {k: v for k, v in data.items() if k in BODY_FIELDS}
-    return _record(record_id, line_no, index, messages, overrides, options)
+    return _record(record_id, line_no, index, messages, overrides, options, check)
 
 
 def _rendered_messages(data: dict | None, prompt: str | None, options: JobOptions) -> list[dict]:
@@ -401,14 +426,16 @@ def _rendered_messages(data: dict | None, prompt: str | None, options: JobOption
     return with_system(messages, conversation.system)
 
 
-def _openai_batch_record(data: dict, record_id: str, line_no: int, index: int, options: JobOptions) -> Record:
+def _openai_batch_record(
+    data: dict, record_id: str, line_no: int, index: int, options: JobOptions, check: bool
+) -> Record:
     body = data["body"]
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         raise RecordError("'body' must be a request body with a non-empty 'messages' list")
     if data.get("method", "POST") != "POST" or not str(data.get("url", BATCH_URL)).endswith("/chat/completions"):
         raise RecordError("only POST /v1/chat/completions lines are supported")
     overrides = {k: v for k, v in body.items() if k not in ("messages", "stream", "stream_options")}
-    return _record(record_id, line_no, index, _messages(body["messages"]), overrides, options)
+    return _record(record_id, line_no, index, _messages(body["messages"]), overrides, options, check)
 
 
 def _messages(items) -> list[dict]:
@@ -422,7 +449,9 @@ def _messages(items) -> list[dict]:
     return messages
 
 
-def _record(record_id: str, line_no: int, index: int, messages: list, overrides: dict, options: JobOptions) -> Record:
+def _record(
+    record_id: str, line_no: int, index: int, messages: list, overrides: dict, options: JobOptions, check: bool = True
+) -> Record:
     model = overrides.pop("model", None) or options.model
     if not isinstance(model, str):
         raise RecordError("'model' must be a string")
@@ -430,11 +459,15 @@ def _record(record_id: str, line_no: int, index: int, messages: list, overrides:
     if options.system is not None and not any(m.get("role") == "system" for m in messages):
         messages = with_system(messages, options.system)
     try:
-        check_fields(fields, model)
-        body = build_body(model, messages, fields, stream=False)
+        if check:
+            check_fields(fields, model)
+        # Its values were checked already, the line's as it was parsed, the options' once; a body
+        # rendered through a prompt file (-f) holds the file's text too, so it is checked whole,
+        # the first time its line is read (the second pass rebuilds the same bytes).
+        body = build_body(model, messages, fields, stream=False, check=check and options.prompt_file is not None)
     except UsageError as exc:
         raise RecordError(exc.message) from None
-    return Record(index, line_no, record_id, body, fingerprint(record_id, body))
+    return Record(index, line_no, record_id, body)
 
 
 def _prompt_messages(data: dict, prompt: str | None, options: JobOptions) -> list[dict]:
@@ -516,6 +549,7 @@ class Scan:
     records: int = 0
     error_count: int = 0
     ids: Mapping = field(default_factory=dict)  # id -> fingerprint of the records this shard runs
+    digests: array = field(default_factory=lambda: array("Q"))  # line_digest of each record's line, by index
     models: set = field(default_factory=set)  # the models the records name (a budget prices each)
     _first_errors: list = field(default_factory=list)  # (line, message): the first few by line
 
@@ -538,6 +572,7 @@ def scan_input(lines: Iterable[bytes], options: JobOptions, shard: Shard | None 
     shard_ids: dict[str, str] = {}
     for index, line_no, raw in numbered_lines(lines):
         scan.records += 1
+        scan.digests.append(line_digest(raw))
         try:
             record = parse_record(raw, line_no, index, options)
         except RecordError as exc:
@@ -571,18 +606,6 @@ def _first_lines(lines: Iterable[bytes], options: JobOptions, ids: set) -> dict[
         if record_id in ids and record_id not in first:
             first[record_id] = line_no
     return first
-
-
-def iter_records(
-    lines: Iterable[bytes], options: JobOptions, shard: Shard | None = None, skip: set = frozenset()
-) -> Iterator[Record]:
-    """The records to run, lazily (the input was validated by scan_input first)."""
-    for index, line_no, raw in numbered_lines(lines):
-        if shard is not None and index not in shard:
-            continue
-        record = parse_record(raw, line_no, index, options)
-        if record.id not in skip:
-            yield record
 
 
 def batch_input_line(record: Record, schema_mode: str = "json_schema") -> dict:

@@ -108,6 +108,11 @@ class Pacer:
         self._next_request = float("-inf")
         self._tokens_free_at = float("-inf")
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether reserve() needs each request's tokens (--tpm): estimating them costs a copy of the body."""
+        return bool(self._seconds_per_token)
+
     def earliest(self, now: float) -> float:
         """When the next request may start, without taking the slot."""
         return max(now, self._next_request, self._tokens_free_at)

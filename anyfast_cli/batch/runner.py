@@ -4,8 +4,9 @@ aiohttp rather than httpx here, by measurement on these machines (200 ms per
 request, 2,000 requests): httpx.AsyncClient reached 5% of the concurrency limit at
 200 in flight, httpx with the aiohttp transport 78%, plain aiohttp 90% (96% at 50).
 
-Records are read lazily and at most a bounded number are in flight or waiting to
-be written, so memory stays flat however long the input is.
+Records are read lazily, each by the worker that will send it, and at most a bounded
+number are in flight or waiting to be written, so memory stays flat however long the
+input is.
 """
 
 from __future__ import annotations
@@ -111,24 +112,21 @@ class BatchRunner:
         # The key goes with each request, never in the session's defaults: aiohttp copies those
         # into a plain-HTTP proxy's request too, as Proxy-Authorization.
         self._headers = {**auth_headers(self.config.api_key), "Content-Type": "application/json"}
-        queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
         output = _Reorderer(self._emit, concurrency * REORDER_WINDOW_PER_WORKER) if self.config.ordered else None
+        # One iterator shared by the workers: each takes the next record when it is free. Taking
+        # one never awaits, so no two workers are ever inside it at once.
+        numbered = enumerate(records)
 
         async with open_session(self.policy, concurrency) as session:
 
-            async def produce() -> None:
-                for seq, record in enumerate(records):
-                    if self.stopped is not None:
-                        break  # the records not taken stay for --resume
+            async def work() -> None:
+                while self.stopped is None:  # a budget reached: the records not taken stay for --resume
+                    try:
+                        seq, record = next(numbered)
+                    except StopIteration:
+                        return
                     if output is not None:
                         await output.wait_for_room(seq)
-                    await queue.put((seq, record))
-                for _ in range(concurrency):
-                    await queue.put(None)
-
-            async def work() -> None:
-                while (item := await queue.get()) is not None:
-                    seq, record = item
                     try:
                         outcome = None if self.stopped is not None else await self._send(session, record)
                     except BudgetError as reached:  # requests in flight go on; no new one starts
@@ -137,13 +135,13 @@ class BatchRunner:
                     if outcome is None:  # not run (not written): --resume runs it
                         if output is not None:
                             output.put(seq, None)
-                        continue
+                        return
                     if output is not None:
                         output.put(seq, outcome)
                     else:
                         self._emit(outcome)
 
-            tasks = [asyncio.ensure_future(produce())] + [asyncio.ensure_future(work()) for _ in range(concurrency)]
+            tasks = [asyncio.ensure_future(work()) for _ in range(concurrency)]
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -183,51 +181,49 @@ class BatchRunner:
     async def _send_structured(
         self, session: aiohttp.ClientSession, record: Record, deadline: float | None = None
     ) -> Outcome:
-        """The first record of a model finds the mode its server takes (stepping down on each
-        400) while the model's other records wait; they then go straight to that mode."""
-        from anyfast_cli.schema import mode_ladder
-
-        model = record.body.get("model")
-        state = self._modes.get(model)
-        if state is None:
-            state = self._modes[model] = _ModeState(mode_ladder(self.config.schema_mode))
-        if not state.settled:
-            async with state.lock:
-                if not state.settled:
-                    return await self._structured(session, record, state, deadline)
-        return await self._structured(session, record, state, deadline)
-
-    async def _structured(
-        self, session: aiohttp.ClientSession, record: Record, state: "_ModeState", deadline: float | None = None
-    ) -> Outcome:
+        """Ask in the mode the record's model is on now. Learning that mode holds no record back:
+        a 400 to a mode no answer has shown to work steps the model down and the record goes
+        again; records that were in flight in that mode go again in the new one. `deadline`:
+        a fallback's keeps the record's first one."""
         from anyfast_cli.schema import (
             REPAIRABLE,
             AnswerMismatch,
             apply_mode,
             check_deadline,
+            mode_ladder,
             repair_turns,
             step_down_note,
         )
 
+        model = record.body.get("model")
+        state = self._modes.get(model)
+        if state is None:
+            state = self._modes[model] = _ModeState(mode_ladder(self.config.schema_mode))
         repairs = self.config.repair
         messages = list(record.body["messages"])
+        tried: set[int] = set()  # levels this record was refused at: never asked twice in one mode
         while True:
-            mode = state.ladder[state.level]
+            level = state.level
+            mode = state.ladder[level]
             sent = time.monotonic()
             outcome = await self._request(
                 session, record, apply_mode({**record.body, "messages": messages}, record.schema, mode), deadline
             )
             response = outcome.line.get("response") or {}
-            if not outcome.ok:
-                if response.get("status_code") == 400 and not state.settled and state.level + 1 < len(state.ladder):
+            status = response.get("status_code")
+            if status == 400 and not outcome.ok:
+                tried.add(level)
+                if level == state.level and not state.works and level + 1 < len(state.ladder):
                     message = (outcome.line.get("error") or {}).get("message", "HTTP 400")
-                    self._warn(step_down_note(mode, state.ladder[state.level + 1], record.body.get("model"), message))
-                    state.level += 1
-                    continue
-                if response.get("status_code") is not None:
-                    state.settled = True  # the server answered: this mode is as good as it gets
+                    self._warn(step_down_note(mode, state.ladder[level + 1], model, message))
+                    state.level = level + 1
+                if state.level not in tried:
+                    continue  # the model is on another mode now: this record goes again in it
+                return outcome  # the mode works for other records (or none is left): the 400 is this record's
+            if status is not None and is_answer_status(status):
+                state.took(level, self._log, model)
+            if not outcome.ok:
                 return outcome
-            state.settled = True
             body = response.get("body") or {}
             try:
                 parsed = await check_answer(body, record.schema, check_deadline(sent, self.config.max_time))
@@ -300,7 +296,7 @@ class BatchRunner:
         self, session: aiohttp.ClientSession, record: Record, request_body: dict, payload: bytes, attempts: Attempts
     ) -> Outcome:
         """Send until an answer, a final failure or --max-time (retries and 429 waits included)."""
-        tokens = estimate_tokens(request_body)
+        tokens = estimate_tokens(request_body) if self.limiter.pacer.counts_tokens else 0  # only --tpm counts them
         policy = self.policy
         model = record.body.get("model")
         controller = self.limiter.controller
@@ -325,7 +321,10 @@ class BatchRunner:
                 try:
                     retry = attempts.after_network(net_failure(exc, policy))
                 except AnyfastError as error:
-                    if isinstance(error, NetworkError) and not self._answered:
+                    # --max-time is each record's own: a record that needs longer says nothing of
+                    # the server, so it fails alone (code timeout) and the rest of the batch runs.
+                    out_of_time = not attempts.leaves_time_for(0)
+                    if isinstance(error, NetworkError) and not self._answered and not out_of_time:
                         raise  # nothing has worked yet: every record would wait out its retries the same way
                     return self._failed(record, error, status=None, request_id=None)
             except AnyfastError as error:  # an answer past its size limit: this record fails, not retried
@@ -409,13 +408,22 @@ class BatchRunner:
 
 
 class _ModeState:
-    """--schema, for one model: the modes to try, the one reached, and whether it is known."""
+    """--schema, for one model: the response_format modes to try (best first), the one records
+    go out in now, and whether an answer has shown that it works."""
 
     def __init__(self, ladder: tuple) -> None:
         self.ladder = ladder
         self.level = 0
-        self.settled = len(ladder) == 1  # a pinned mode has nothing to learn
-        self.lock = asyncio.Lock()
+        self.works = len(ladder) == 1  # a pinned mode has nothing to learn
+
+    def took(self, level: int, log: Callable[[str], None], model) -> None:
+        """The server answered a request in the mode at `level`: it works. A 400 that stepped
+        down from it was that record's own, so the model goes back up to it."""
+        if level < self.level:
+            log(f"{model}: response_format {self.ladder[level]} was answered after all; asking in it again")
+        if level <= self.level:
+            self.level = level
+            self.works = True
 
 
 class _Reorderer:

@@ -22,10 +22,11 @@ from anyfast_cli.batch.jobs import (
     MAX_REPORTED_ERRORS,
     JobOptions,
     Record,
-    RecordError,
+    Scan,
     Shard,
     batch_input_line,
     check_template,
+    line_digest,
     numbered_lines,
     parse_record,
     parse_shard,
@@ -116,7 +117,7 @@ def run_batch(
             report_invalid(scan, streams)
         if not scan.records:
             streams.warn("the input holds no records; nothing to do")
-        checked = CheckedRecords(scan.ids, lines.name)  # the ids and fingerprints of what was validated
+        checked = CheckedRecords(scan, lines.name)  # the ids, fingerprints and lines of what was validated
         models = scan.models
         del scan
         if flags.dry_run:
@@ -329,13 +330,16 @@ _MET = object()  # answer_first(): answered, and its line met in this pass
 
 class CheckedRecords:
     """The records to send, read in a second pass over the input, sending only what the
-    first pass validated: each record exactly as it was checked (the same id and the same
-    request, by fingerprint), each once. A file can change in between (edited, appended to,
-    rewritten): a line that is not as checked is not sent but counted, and so are the
-    validated records it replaced, which are then not run, so the batch cannot exit 0."""
+    first pass validated: each record from a line byte for byte as it was checked (by its
+    digest), each once. A file can change in between (edited, appended to, rewritten): a
+    line that is not as checked is not sent but counted, and so are the validated records
+    it replaced, which are then not run, so the batch cannot exit 0."""
 
-    def __init__(self, ids: dict, name: str) -> None:
-        self.pending = ids  # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+    def __init__(self, scan: Scan, name: str) -> None:
+        self.pending = (
+            scan.ids
+        )  # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+        self._digests = scan.digests  # line_digest of each record's line, by index
         self._name = name
         self.unchecked = 0  # lines met in the second pass that the first did not validate
         self._first_lines: list[int] = []
@@ -354,17 +358,22 @@ class CheckedRecords:
         for index, line_no, raw in numbered_lines(lines):
             if shard is not None and index not in shard:
                 continue
-            try:
-                record = parse_record(raw, line_no, index, options)
-            except RecordError:
-                record = None
+            record = self._as_checked(index, line_no, raw, options)
             expected = _MISSING if record is None else self.pending.pop(record.id, _MISSING)
             if expected is None:
                 continue  # answered already (--resume)
-            if expected is _MISSING or expected != record.fingerprint:
+            if expected is _MISSING:
                 self._unchecked_line(line_no)
                 continue
+            record.fingerprint = expected
             yield record
+
+    def _as_checked(self, index: int, line_no: int, raw: bytes, options: JobOptions) -> Record | None:
+        """The record of a line byte for byte as the first pass checked it (by its digest),
+        built without repeating its checks or its fingerprint; None for any other line."""
+        if index < len(self._digests) and line_digest(raw) == self._digests[index]:
+            return parse_record(raw, line_no, index, options, check=False)
+        return None
 
     def _unchecked_line(self, line_no: int) -> None:
         self.unchecked += 1
@@ -388,16 +397,14 @@ class CheckedRecords:
             for index, line_no, raw in numbered_lines(lines):
                 if shard is not None and index not in shard:
                     continue
-                try:
-                    record = parse_record(raw, line_no, index, options)
-                except RecordError:
-                    record = None
+                record = self._as_checked(index, line_no, raw, options)
                 expected = _MISSING if record is None else self.pending.get(record.id, _MISSING)
                 if expected is None:  # answered already (--resume): met now
                     self.pending[record.id] = _MET
-                elif expected is _MISSING or expected != record.fingerprint:  # _MET or a tuple: met before
+                elif not isinstance(expected, str):  # missing, or met before (_MET or a tuple)
                     self._unchecked_line(line_no)
                 else:  # met now: answered, or still to send (its fingerprint, wrapped until the end)
+                    record.fingerprint = expected
                     self.pending[record.id] = _MET if answer(record) else (expected,)
         finally:
             for record_id, state in self.pending.items():

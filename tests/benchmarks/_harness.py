@@ -10,7 +10,9 @@ a child's ru_maxrss from os.wait4 keeps the high-water mark of the forking paren
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -158,3 +160,111 @@ def parse_args(default_rounds: int) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=default_rounds, help="measured rounds (after 2 warm-up rounds)")
     return parser.parse_args()
+
+
+# --- batch benchmarks: the gateway in its own process, the input, the summary line ---------------
+
+SUMMARY = re.compile(rb"anyfast: batch: ([\d,]+) ok, ([\d,]+) failed.*?, ([\d.]+) s, ([\d.]+) requests/s")
+
+# tests/gateway.py in a child process, so it shares no GIL with anything measured. It keeps no
+# received requests (a 200,000-record run would hold them all). Each line on its stdin asks what
+# it did since the last ask: "answered refused span cpu" (answers written other than 429s, 429s,
+# seconds from the first request's arrival to the last answer written, its CPU seconds). A line
+# "kind retry headers rate burst" also puts a fresh limiter (tests/gateway_limits.py) in front of
+# its answers for the next run.
+LAUNCHER = r"""import sys, time
+sys.path.insert(0, sys.argv[2])
+from gateway import Gateway
+
+class Span:
+    first = last = None
+    written = refused = 0
+
+class Forget(list):  # keeps no requests; notes when the first one arrived
+    def append(self, request):
+        if Span.first is None:
+            Span.first = request.at
+
+class Counting:  # a limiter that counts its refusals
+    def __init__(self, limiter):
+        self.limiter = limiter
+    def gate(self, now):
+        result = self.limiter.gate(now)
+        Span.refused += result[0] is not None
+        return result
+
+gateway = Gateway()
+gateway.latency = float(sys.argv[1])
+gateway.requests = Forget()
+respond = gateway._respond
+
+async def timed(request, writer):
+    keep_alive = await respond(request, writer)
+    Span.last = time.monotonic()
+    Span.written += 1
+    return keep_alive
+
+gateway._respond = timed
+gateway.start()
+print(gateway.url, flush=True)
+cpu = time.process_time()
+for line in sys.stdin:
+    print(Span.written - Span.refused, Span.refused, (Span.last or 0.0) - (Span.first or 0.0), time.process_time() - cpu, flush=True)
+    Span.first = Span.last = None
+    Span.written = Span.refused = 0
+    cpu = time.process_time()
+    if line.split():
+        from gateway_limits import make_limiter
+        kind, retry, headers, rate, burst = line.split()
+        gateway.limiter = Counting(make_limiter(kind, float(rate), burst=int(burst), retry=retry, ratelimit_headers=headers == "1"))
+"""
+
+
+@dataclass(frozen=True)
+class GatewaySpan:
+    answered: int  # answers written, 429s not counted
+    refused: int  # 429s from the limiter
+    seconds: float  # first request's arrival -> last answer written
+    cpu_seconds: float
+
+
+class GatewayProcess:
+    """The loopback gateway in its own process, each answer after `latency` seconds."""
+
+    def __init__(self, latency: float) -> None:
+        python = PYTHON if os.path.exists(PYTHON) else sys.executable
+        self.process = subprocess.Popen(
+            [python, "-c", LAUNCHER, str(latency), os.path.join(ROOT, "tests")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = self.process.stdout.readline().strip()
+
+    def span(self, limiter: str = "") -> GatewaySpan:
+        """What the gateway did since the last call; `limiter` ("kind retry headers rate burst")
+        installs a fresh limiter for the next run."""
+        self.process.stdin.write(limiter + "\n")
+        self.process.stdin.flush()
+        answered, refused, seconds, cpu = self.process.stdout.readline().split()
+        return GatewaySpan(int(answered), int(refused), float(seconds), float(cpu))
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+def write_records(path: str, count: int) -> str:
+    """`count` batch records {"id": "q<i>", "prompt": "question <i>"}."""
+    with open(path, "w") as handle:
+        for i in range(count):
+            handle.write(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n")
+    return path
+
+
+def summary(stderr: bytes) -> tuple[int, int, float]:
+    """(ok, failed, run-phase seconds) from anyfast's summary line."""
+    match = SUMMARY.search(stderr)
+    if match is None:
+        raise SystemExit(f"no summary line in: {stderr.decode(errors='replace')[-500:]}")
+    return int(match[1].replace(b",", b"")), int(match[2].replace(b",", b"")), float(match[3])

@@ -24,59 +24,24 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 
-from _harness import ANYFAST, PYTHON, ROOT, TIME, clean_env, run_once
+from _harness import ANYFAST, PYTHON, TIME, GatewayProcess, clean_env, run_once, summary, write_records
 
 REQUESTS = 2_000
 LATENCY = 0.2
 THROUGHPUT = [(200, 0.90), (50, 0.95)]  # (-j, target share of the concurrency limit)
+WALL_TARGET = 1.1  # -j 200: whole-process wall time against the floor's, in the same run
+COST_RECORDS = 5_000
+COST_J = 64
+COST_TARGET = 1.2  # CPU seconds against FLOOR_LINES (issue 15; the goal is 1.1x)
 MEMORY_SIZES = (1_000, 50_000, 200_000)
 MEMORY_TARGET_MIB = 120
 # "Flat apart from one id per record" (cli-contract §3): validation keeps each id to find duplicates.
 # A short id costs ~106 B in a set, ~172 B at the scan's peak (set + first-line dict, tracemalloc);
 # more than this per extra record means something else grows with the input.
 ID_BYTES = 256
-SUMMARY = re.compile(rb"anyfast: batch: ([\d,]+) ok, ([\d,]+) failed.*?, ([\d.]+) s, ([\d.]+) requests/s")
-
-# The gateway in a child process. Each line on its stdin asks for "answered seconds cpu" since the
-# last ask: how many answers it wrote, first request arrived -> last answer written, and its CPU seconds.
-LAUNCHER = r"""import sys, time
-sys.path.insert(0, sys.argv[2])
-from gateway import Gateway
-
-class Span:
-    first = last = None
-    count = 0
-
-class Forget(list):  # keeps no requests; notes when the first one arrived
-    def append(self, request):
-        if Span.first is None:
-            Span.first = request.at
-
-gateway = Gateway()
-gateway.latency = float(sys.argv[1])
-gateway.requests = Forget()
-respond = gateway._respond
-
-async def timed(request, writer):
-    keep_alive = await respond(request, writer)
-    Span.last = time.monotonic()
-    Span.count += 1
-    return keep_alive
-
-gateway._respond = timed
-gateway.start()
-print(gateway.url, flush=True)
-cpu = time.process_time()
-for _ in sys.stdin:
-    print(Span.count, (Span.last or 0.0) - (Span.first or 0.0), time.process_time() - cpu, flush=True)
-    Span.first = Span.last = None
-    Span.count = 0
-    cpu = time.process_time()
-"""
 
 # The floor: what anyone would write with aiohttp for the same load. Prints the run phase
 # (session opened -> every answer read and parsed) the way anyfast's summary does.
@@ -105,42 +70,41 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
-class GatewayProcess:
-    def __init__(self, latency: float) -> None:
-        self.process = subprocess.Popen(
-            [PYTHON, "-c", LAUNCHER, str(latency), os.path.join(ROOT, "tests")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.url = self.process.stdout.readline().strip()
+# The floor for the per-record cost: the same POSTs, and the same result lines (the OpenAI Batch
+# output form, with the id anyfast derives from each request) written to a file as each answer
+# comes. What it does not do is anyfast's checking: validating the input first, value checks,
+# size bounds, the key masked in what is written.
+FLOOR_LINES = r"""import asyncio, hashlib, json, os, sys, time
+import aiohttp
 
-    def span(self) -> tuple[int, float, float]:
-        """Since the last call: (answers written, seconds from the first request's arrival to the
-        last answer, the gateway's CPU seconds)."""
-        self.process.stdin.write("?\n")
-        self.process.stdin.flush()
-        count, seconds, cpu = self.process.stdout.readline().split()
-        return int(count), float(seconds), float(cpu)
+async def main(path, out, limit):
+    url = os.environ["ANYFAST_BASE_URL"] + "/chat/completions"
+    headers = {"Authorization": "Bearer " + os.environ["ANYFAST_API_KEY"], "Content-Type": "application/json"}
+    with open(path, "rb") as handle:
+        records = [json.loads(line) for line in handle]
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+    gate = asyncio.Semaphore(limit)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as session:
+        async def one(record):
+            body = {"model": "doubao-seed-1-6-vision-250815",
+                    "messages": [{"role": "user", "content": record["prompt"]}], "stream": False}
+            request = json.dumps([record["id"], body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            fingerprint = hashlib.blake2b(request.encode(), digest_size=8).hexdigest()
+            async with gate:
+                async with session.post(url, data=json.dumps(body, ensure_ascii=False).encode(), headers=headers) as response:
+                    answer = json.loads(await response.read())
+                    line = {"id": "batch_req_" + fingerprint, "custom_id": record["id"],
+                            "response": {"status_code": response.status, "request_id": response.headers.get("x-request-id"),
+                                         "body": answer},
+                            "error": None}
+                    os.write(fd, (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        await asyncio.gather(*(one(record) for record in records))
+    elapsed = time.monotonic() - started
+    print(f"anyfast: batch: {len(records):,} ok, 0 failed; 0 tokens, {elapsed:.3f} s, {len(records) / elapsed:.1f} requests/s", file=sys.stderr)
 
-    def stop(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(10)
-
-
-def write_records(path: str, count: int) -> str:
-    with open(path, "w") as handle:
-        for i in range(count):
-            handle.write(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n")
-    return path
-
-
-def summary(stderr: bytes) -> tuple[int, int, float]:
-    """(ok, failed, run-phase seconds) from the summary line."""
-    match = SUMMARY.search(stderr)
-    if match is None:
-        raise SystemExit(f"no summary line in: {stderr.decode(errors='replace')[-500:]}")
-    return int(match[1].replace(b",", b"")), int(match[2].replace(b",", b"")), float(match[3])
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
 
 
 def check_output(path: str, count: int) -> None:
@@ -169,16 +133,61 @@ def throughput(tmp: str, env: dict, rounds: int) -> list:
                 run = run_once(kinds[kind], env)
                 stderr = run.stderr
                 ok, failed, phase = summary(stderr)
-                answered, span, gateway_cpu = gateway.span()
-                assert ok == REQUESTS and failed == 0 and answered == REQUESTS, (kind, ok, failed, answered)
+                seen = gateway.span()
+                assert ok == REQUESTS and failed == 0 and seen.answered == REQUESTS, (kind, ok, failed, seen)
                 if kind == "ours":
                     check_output(out, REQUESTS)
                 if index:
-                    runs[kind].append((phase, run.seconds, span, run.cpu_seconds, gateway_cpu))
+                    runs[kind].append((phase, run.seconds, seen.seconds, run.cpu_seconds, seen.cpu_seconds))
         rows.append((limit, target, runs))
         print_throughput_row(limit, target, runs, partial=True)
     gateway.stop()
     return rows
+
+
+def cost(tmp: str, env: dict, rounds: int) -> bool:
+    """CPU and wall of ours against FLOOR_LINES: COST_RECORDS records, zero latency, -j COST_J."""
+    gateway = GatewayProcess(0.0)
+    env = {**env, "ANYFAST_BASE_URL": gateway.url}
+    source = write_records(os.path.join(tmp, "cost.jsonl"), COST_RECORDS)
+    outs = {"ours": os.path.join(tmp, "cost-ours.jsonl"), "floor": os.path.join(tmp, "cost-floor.jsonl")}
+    kinds = {
+        "ours": [ANYFAST, "batch", source, "-j", str(COST_J), "-o", outs["ours"]],
+        "floor": [PYTHON, "-c", FLOOR_LINES, source, outs["floor"], str(COST_J)],
+    }
+    runs = {kind: [] for kind in kinds}
+    for index in range(1 + rounds):  # one warm-up round, then alternate which goes first
+        for kind in list(kinds) if index % 2 == 0 else list(reversed(kinds)):
+            gateway.span()  # reset
+            run = run_once(kinds[kind], env)
+            ok, failed, _ = summary(run.stderr)
+            assert ok == COST_RECORDS and failed == 0 and gateway.span().answered == COST_RECORDS, (kind, ok, failed)
+            if index:
+                runs[kind].append(run)
+        if not index:  # both wrote the same lines, in their own order (the gateway numbers its request ids)
+            lines = {}
+            for kind, path in outs.items():
+                with open(path, "rb") as handle:
+                    lines[kind] = sorted(re.sub(rb'"request_id":"req-\d+"', b"", line) for line in handle)
+            assert lines["ours"] == lines["floor"], (
+                "ours and the floor wrote different lines",
+                lines["ours"][0],
+                lines["floor"][0],
+            )
+    gateway.stop()
+    ours, floor = runs["ours"], runs["floor"]
+    cpu = statistics.median(r.cpu_seconds for r in ours), statistics.median(r.cpu_seconds for r in floor)
+    wall = statistics.median(r.seconds for r in ours), statistics.median(r.seconds for r in floor)
+    per_round = statistics.median(o.cpu_seconds / f.cpu_seconds for o, f in zip(ours, floor))
+    met = cpu[0] / cpu[1] <= COST_TARGET
+    print(
+        f"CPU  ours {cpu[0]:5.2f} s  floor {cpu[1]:5.2f} s  ratio {cpu[0] / cpu[1]:4.2f}x (per round {per_round:4.2f}x)"
+        f"  target <= {COST_TARGET:.2f}x: {'yes' if met else 'NO'}   per round ours {[round(r.cpu_seconds, 2) for r in ours]}"
+        f" floor {[round(r.cpu_seconds, 2) for r in floor]}\n"
+        f"wall ours {wall[0]:5.2f} s  floor {wall[1]:5.2f} s  ratio {wall[0] / wall[1]:4.2f}x"
+        f"\n(median of {rounds} rounds, interleaved; whole processes; load average {os.getloadavg()[0]:.2f} at the end)"
+    )
+    return met
 
 
 def median(runs: list, column: int) -> float:
@@ -245,11 +254,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="measured throughput rounds (after 1 warm-up round)")
     parser.add_argument("--memory-runs", type=int, default=1, help="runs per memory measurement (the peak is the max)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-cost", action="store_true")
     parser.add_argument("--no-throughput", action="store_true")
     args = parser.parse_args()
     env = clean_env(ANYFAST_API_KEY="x")
     met = True
     with tempfile.TemporaryDirectory(prefix="anyfast-bench-batch-") as tmp:
+        if not args.no_cost:
+            print(
+                f"per-record cost: {COST_RECORDS:,} records, zero latency, -j {COST_J}, -o FILE; floor writes the same lines"
+            )
+            met &= cost(tmp, env, args.rounds)
         if not args.no_throughput:
             print(f"throughput: {REQUESTS:,} requests, {LATENCY * 1000:.0f} ms each, gateway in its own process")
             rows = throughput(tmp, env, args.rounds)

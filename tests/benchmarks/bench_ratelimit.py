@@ -26,103 +26,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from _harness import ANYFAST, ROOT, clean_env
+from _harness import ANYFAST, SUMMARY, GatewayProcess, clean_env, write_records
 
 ANYFAST_BIN = ANYFAST if os.path.exists(ANYFAST) else os.path.join(os.path.dirname(sys.executable), "anyfast")
 LATENCY = 0.1
 RATE = 200.0
 BURST = 20
-SUMMARY = re.compile(rb"batch: ([\d,]+) ok, ([\d,]+) failed.*?, ([\d.]+) s, ([\d.]+) requests/s")
 RUNS = {"j8": [8], "j64": [64], "j200": [200], "shards": [64, 64]}  # -j of each process run at once
 
-# The gateway in a child process, with a fresh limiter for each run. Each line on its stdin
-# ("kind retry headers") installs a new limiter and answers, for the run before it:
-# "answered refused span cpu" (200s, 429s, first request -> last answer in seconds, CPU seconds).
-LAUNCHER = r"""import sys, time
-sys.path.insert(0, sys.argv[2])
-from gateway import Gateway
-from gateway_limits import make_limiter
 
-class Span:
-    first = last = None
-    answered = refused = 0
-
-class Forget(list):  # keeps no requests; notes when the first one arrived
-    def append(self, request):
-        if Span.first is None:
-            Span.first = request.at
-
-gateway = Gateway()
-gateway.latency = float(sys.argv[1])
-gateway.requests = Forget()
-respond = gateway._respond
-
-async def counted(request, writer):
-    keep_alive = await respond(request, writer)
-    Span.last = time.monotonic()
-    return keep_alive
-
-def count(result):
-    if result[0] is None:
-        Span.answered += 1
-    else:
-        Span.refused += 1
-    return result
-
-class Counting:
-    def __init__(self, limiter):
-        self.limiter = limiter
-    def gate(self, now):
-        return count(self.limiter.gate(now))
-
-gateway._respond = counted
-gateway.start()
-print(gateway.url, flush=True)
-cpu = time.process_time()
-for line in sys.stdin:
-    print(Span.answered, Span.refused, (Span.last or 0.0) - (Span.first or 0.0), time.process_time() - cpu, flush=True)
-    Span.first = Span.last = None
-    Span.answered = Span.refused = 0
-    cpu = time.process_time()
-    kind, retry, headers, rate, burst = line.split()
-    gateway.limiter = Counting(make_limiter(kind, float(rate), burst=int(burst), retry=retry, ratelimit_headers=headers == "1"))
-"""
-
-
-class GatewayProcess:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, str(LATENCY), os.path.join(ROOT, "tests")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.url = self.process.stdout.readline().strip()
-
-    def next_run(self, kind: str, retry: str, headers: bool) -> tuple[int, int, float, float]:
-        """Install a fresh limiter; return what the gateway saw since the last call."""
-        self.process.stdin.write(f"{kind} {retry} {int(headers)} {RATE} {BURST}\n")
-        self.process.stdin.flush()
-        answered, refused, span, cpu = self.process.stdout.readline().split()
-        return int(answered), int(refused), float(span), float(cpu)
-
-    def stop(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(10)
-
-
-def write_records(path: str, count: int) -> str:
-    with open(path, "w") as handle:
-        for i in range(count):
-            handle.write(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n")
-    return path
+def limiter(kind: str, retry: str, headers: bool) -> str:
+    """The gateway's limiter for the next run, as GatewayProcess.span takes it."""
+    return f"{kind} {retry} {int(headers)} {RATE} {BURST}"
 
 
 def run_batch(source: str, out_dir: str, concurrencies: list, env: dict, timeout: float) -> dict:
@@ -196,7 +117,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds before a run is stopped")
     args = parser.parse_args()
     env = clean_env(ANYFAST_API_KEY="x")
-    gateway = GatewayProcess()
+    gateway = GatewayProcess(LATENCY)
     env["ANYFAST_BASE_URL"] = gateway.url
     met = True
     print(
@@ -213,11 +134,12 @@ def main() -> int:
             for retry in args.retry.split(","):
                 label = f"{kind}, {'Retry-After s' if retry == 'seconds' else 'retry-after-ms' if retry == 'ms' else 'no header'}"
                 label += " +x-rl" if args.headers else ""
-                gateway.next_run(kind, retry, args.headers)  # a fresh limiter for the first run
+                gateway.span(limiter(kind, retry, args.headers))  # a fresh limiter for the first run
                 for name in args.runs.split(","):
                     concurrencies = RUNS[name]
                     result = run_batch(source, tmp, concurrencies, env, args.timeout)
-                    answered, refused, span, _ = gateway.next_run(kind, retry, args.headers)
+                    seen = gateway.span(limiter(kind, retry, args.headers))
+                    answered, refused, span = seen.answered, seen.refused, seen.seconds
                     rate = RATE
                     used = answered / span / rate if span > 0 else 0.0
                     refused_share = refused / (answered + refused) if answered + refused else 0.0
