@@ -70,6 +70,16 @@ def read_document(path: str, what: str, limit: int = DOCUMENT_MAX_BYTES) -> tupl
     return decode_document(data, path), info
 
 
+def read_text_file(path: str, what: str, label: str = "") -> str:
+    """A file a flag names (`@FILE`, --prices, --tools, …), as read_document reads it; one
+    that cannot be opened is a UsageError, "{label}cannot read {path}: {why}"."""
+    try:
+        text, _ = read_document(path, what)
+    except OSError as exc:
+        raise UsageError(f"{label}cannot read {path}: {exc.strerror or exc}") from None
+    return text
+
+
 def decode_document(data: bytes, source: str) -> str:
     """UTF-8 text; bytes that are not UTF-8 are a UsageError naming the line."""
     try:

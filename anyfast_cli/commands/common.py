@@ -20,7 +20,7 @@ from anyfast_cli.output import (
     print_usage,
     wants_markdown,
 )
-from anyfast_cli.reading import read_document
+from anyfast_cli.reading import read_document, read_text_file
 from anyfast_cli.request import RequestFlags, build_body, check_fields, describe_request, flag_fields
 from anyfast_cli.result import RequestContext
 from anyfast_cli.settings import (
@@ -147,11 +147,7 @@ def read_prices(path: str) -> tuple:
     """--prices FILE: its data (YAML or JSON) and its name, for errors."""
     from anyfast_cli.inputs import load_structured
 
-    try:
-        text, _ = read_document(path, "a prices file")
-    except OSError as exc:
-        raise UsageError(f"cannot read prices file {path}: {exc.strerror or exc}") from None
-    return load_structured(text, path), path
+    return load_structured(read_text_file(path, "a prices file", "--prices: "), path), path
 
 
 def resolve_api_key(source: KeySource | None, env) -> str:
@@ -211,11 +207,7 @@ def read_tools(path: str) -> list[dict]:
     """--tools FILE: a JSON or YAML list of OpenAI tool definitions (or a mapping with `tools`)."""
     from anyfast_cli.documents import load_structured
 
-    try:
-        text, _ = read_document(path, "a tools file")
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return check_tools(load_structured(text, path), path)
+    return check_tools(load_structured(read_text_file(path, "a tools file"), path), path)
 
 
 def check_tools(data, source: str) -> list[dict]:

@@ -11,7 +11,7 @@ from anyfast_cli.attachments import AttachmentReader, is_url, load_attachments, 
 from anyfast_cli.errors import UsageError
 from anyfast_cli.files import replacement_problem, write_atomic
 from anyfast_cli.inputs import Conversation, parse_conversation, render_conversation, to_api_message, with_system
-from anyfast_cli.reading import DOCUMENT_MAX_BYTES, read_document
+from anyfast_cli.reading import DOCUMENT_MAX_BYTES, read_document, read_text_file
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.sniff import VIDEO
 from anyfast_cli.streams import Streams
@@ -102,11 +102,7 @@ def file_schema(spec, path: str | None) -> dict:
 
 def read_var_file(path: str) -> str:
     """--var NAME=@FILE: the file's text, as it is."""
-    try:
-        text, _ = read_document(path, "a --var file")
-    except OSError as exc:
-        raise UsageError(f"--var: cannot read {path}: {exc.strerror or exc}") from None
-    return text
+    return read_text_file(path, "a --var file", "--var: ")
 
 
 def check_writable(path: str) -> None:
@@ -160,10 +156,7 @@ def parse_tool_result(text: str) -> tuple[str, str]:
         raise UsageError(f"--tool-result expects ID=TEXT or ID=@FILE, got {text[:60]!r}")
     if value.startswith("@"):
         path = value[1:]
-        try:
-            value, _ = read_document(path, "a tool result file")
-        except OSError as exc:
-            raise UsageError(f"--tool-result {call_id}: cannot read {path}: {exc.strerror or exc}") from None
+        value = read_text_file(path, "a tool result file", f"--tool-result {call_id}: ")
     return call_id, value
 
 

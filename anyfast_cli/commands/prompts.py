@@ -7,7 +7,7 @@ import json
 from anyfast_cli.errors import ExitCode, UsageError
 from anyfast_cli.output import write_flushed
 from anyfast_cli.prompt_lookup import PromptEntry, list_prompts, resolve_prompt_ref
-from anyfast_cli.reading import read_document
+from anyfast_cli.reading import read_text_file
 from anyfast_cli.settings import prompt_dirs
 from anyfast_cli.streams import Streams
 from anyfast_cli.text import neutralise
@@ -44,9 +44,6 @@ def run_prompts_show(name: str, *, config: str | None, streams: Streams) -> Exit
     path = resolve_prompt_ref(name, prompt_dirs(config, streams.env))
     if path == "-":
         raise UsageError("anyfast prompts show takes a prompt's name or file, not '-'")
-    try:
-        text, _ = read_document(path, "a prompt file")
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = read_text_file(path, "a prompt file")
     write_flushed(streams.stdout, neutralise(text) if streams.stdout_isatty else text)
     return ExitCode.OK

@@ -16,7 +16,7 @@ from anyfast_cli.commands.common import OutputFlags, answer_printer, open_client
 from anyfast_cli.errors import ApiError, SchemaMismatchError
 from anyfast_cli.exchange import Reply, tool_calls_in
 from anyfast_cli.output import print_json, print_usage, render_json, write_flushed
-from anyfast_cli.reading import read_document
+from anyfast_cli.reading import read_text_file
 from anyfast_cli.request import build_body
 from anyfast_cli.schema import (
     DEFAULT_REPAIR,
@@ -37,13 +37,7 @@ from anyfast_cli.streams import Streams
 
 
 def read_schema_file(path: str) -> str:
-    from anyfast_cli.errors import UsageError
-
-    try:
-        text, _ = read_document(path, "a schema file")
-    except OSError as exc:
-        raise UsageError(f"cannot read schema file {path}: {exc.strerror or exc}") from None
-    return text
+    return read_text_file(path, "a schema file", "--schema: ")
 
 
 def schema_of(flags: SchemaFlags | None) -> dict | None:
