@@ -71,23 +71,25 @@ class SSEDecoder:
             self._at_start = False
             if chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM) :]
-        lines = chunk.splitlines(keepends=True)  # bytes: splits on CR, LF, CRLF only
-        if lines and not lines[-1].endswith((b"\n", b"\r")):
+        lines = chunk.splitlines()  # bytes: splits on CR, LF, CRLF only, and drops them
+        ending = chunk[-1:]
+        if lines and ending != b"\n" and ending != b"\r":  # the last line goes on in the next feed
             self._hold(lines.pop())
-        if chunk.endswith(b"\r"):  # only a CR that ends the feed may pair with the next LF
+        if ending == b"\r":  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
         check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
         events: list[Event] = []
-        for line in lines:
-            if check and len(line) > self._limit + 2:
+        for raw in lines:
+            if check and len(raw) > self._limit:
                 raise EventTooLarge(self._limit)
-            raw = line.rstrip(b"\r\n")
             if raw[:5] == b"data:":  # nearly every line: the fast path for it (_add_data, inlined)
                 value = (raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace")
                 self._data_size += len(value) + 1
                 if self._data_size > self._limit:
                     raise EventTooLarge(self._limit)
                 self._data.append(value)
+            elif not raw:  # the blank line that ends an event, next most often
+                self._dispatch(events)
             else:
                 self._process_line(raw, events)
         return events
