@@ -33,6 +33,7 @@ from anyfast_cli.errors import (
 )
 from anyfast_cli.retry import MAX_RETRY_AFTER, plan_retry
 from anyfast_cli.sse import EventTooLarge, SSEDecoder
+from anyfast_cli.structured import load_json
 from anyfast_cli.text import fix_surrogates, is_high_surrogate, parse_whole
 
 NETWORK_HINT = "check the network and the base URL"
@@ -692,7 +693,7 @@ class AnswerStream:
 
     def _chunk(self, data: str) -> dict | None:
         try:
-            chunk = json.loads(data)
+            chunk = load_json(data)
         except (ValueError, RecursionError):
             if self._closing:  # the last event, cut short: the connection broke (or a finished answer's tail)
                 if self.finished:
@@ -760,8 +761,10 @@ class Reply:
         """Take in a stream chunk (or a whole response); returns the first choice's new
         (reasoning, content) text, for the printer. Tool calls and other choices are collected."""
         text = _plain_delta(chunk)
-        if text is not None and not self._halves:  # nearly every chunk of a stream: the fast path
-            self._keep(None, text)
+        if text is not None and not self._halves:  # nearly every chunk of a stream: the fast path (_keep, inlined)
+            self.said = True
+            if self.keep_text:
+                self.content_parts.append(text)
             return None, text
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):

@@ -75,29 +75,33 @@ class SSEDecoder:
             self._at_start = False
             if chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM) :]
-        lines = chunk.splitlines(keepends=True)  # bytes: splits on CR, LF, CRLF only
-        tail = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else None
-        if chunk.endswith(b"\r"):  # only a CR that ends the feed may pair with the next LF
+        lines = chunk.splitlines()  # bytes: splits on CR, LF, CRLF only, and drops them
+        ending = chunk[-1:]
+        # The last line goes on in the next feed; it is held after the whole lines are decoded,
+        # so that a tail too long (EventTooLarge) does not cost the events before it.
+        tail = lines.pop() if lines and ending != b"\n" and ending != b"\r" else None
+        if ending == b"\r":  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
         check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
         events: list[Event] = []
         try:
-            for line in lines:
-                if check and len(line) > self._limit + 2:
+            for raw in lines:
+                if check and len(raw) > self._limit:
                     raise EventTooLarge(self._limit)
-                raw = line.rstrip(b"\r\n")
                 if raw[:5] == b"data:":  # nearly every line: the fast path for it (_add_data, inlined)
                     value = (raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace")
                     self._data_size += len(value) + 1
                     if self._data_size > self._limit:
                         raise EventTooLarge(self._limit)
                     self._data.append(value)
+                elif not raw:  # the blank line that ends an event, next most often
+                    self._dispatch(events)
                 else:
                     self._process_line(raw, events)
-            if tail is not None:  # held after the whole lines: a tail too long must not cost them
+            if tail is not None:
                 self._hold(tail)
         except EventTooLarge as exc:
-            exc.events = events
+            exc.events = events  # the events decoded before it are still the caller's to show
             raise
         return events
 

@@ -42,6 +42,7 @@ class Redactor:
 
     def __init__(self) -> None:
         self._forms: list[str] = []
+        self.firsts = ""  # the characters a form begins with: text holding none of them needs no masking
 
     def hide(self, secret: str | None) -> None:
         secret = (secret or "").strip()
@@ -51,6 +52,15 @@ class Redactor:
             if form not in self._forms:
                 self._forms.append(form)
         self._forms.sort(key=len, reverse=True)
+        self.firsts = "".join(sorted({form[0] for form in self._forms}))
+
+    def may_hold(self, text: str) -> bool:
+        """Whether `text` may hold a form, or the start of one (every form's first character
+        is looked for, once: a streamed delta rarely holds one)."""
+        for first in self.firsts:
+            if first in text:
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self._forms)
@@ -140,10 +150,10 @@ class SafeWriter:
 
     def write(self, text: str) -> int:
         size = len(text)
-        if self.redactor:
+        if self._held or self.redactor.may_hold(text):
             text, self._held = self.redactor.split_tail(self.redactor.mask(self._held + text))
-        if not text:
-            return size
+            if not text:
+                return size
         if text.isascii():
             self.raw.write(text)
             return size

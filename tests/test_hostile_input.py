@@ -953,3 +953,41 @@ def test_json_writer_writes_what_json_dumps_does(sort_keys):
     write = json_writer(sort_keys=sort_keys)
     for value in values:
         assert write(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":[1,2.5,"\\u00e9"],"b":null}',
+        '"text"',
+        "12",
+        ' {"a":1}',
+        '{"a":1} ',
+        '{"a":1} x',
+        '{"a":1}{"b":2}',
+        "\ufeff{}",
+        "",
+        "{",
+        '{"a":}',
+        "NaN",
+        "[" * 5000,
+    ],
+)
+def test_load_json_reads_what_json_loads_does(text):
+    # stream events are read with it: the same value, or the same error
+    from anyfast_cli.structured import load_json
+
+    def outcome(load):
+        try:
+            return "value", load(text)
+        except RecursionError:
+            return "error", "RecursionError"
+        except ValueError as exc:
+            return "error", f"{type(exc).__name__}: {exc}"
+
+    expected = outcome(json.loads)
+    got = outcome(load_json)
+    if expected[0] == "value" and expected[1] != expected[1]:  # NaN
+        assert got[0] == "value" and got[1] != got[1]
+    else:
+        assert got == expected

@@ -6,6 +6,7 @@ echoes the key (in pieces, when streamed), a successful batch line as well as a 
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import typer
@@ -300,3 +301,21 @@ def test_chat_save_masks_a_key_in_tool_call_arguments(run, gateway, tmp_path):
     assert KEY not in result.stdout + talk.read_text()
     saved = yaml.safe_load(talk.read_text())["messages"][-1]["tool_calls"][0]
     assert saved["function"]["arguments"] == '{"k":"***"}' and saved["id"] == "call_1"
+
+
+@pytest.mark.parametrize("key", [KEY, '"quoted-key-1234'])
+def test_the_key_is_masked_however_the_writes_split_it(key):
+    # SafeWriter skips the masking for a write holding none of the forms' first characters
+    # (most deltas); a form cut anywhere, in its plain or its JSON form, is still masked.
+    for form in {key, json.dumps(key)[1:-1]}:
+        text = f"a {form} b"
+        for i in range(1, len(text)):
+            for j in range(i, len(text)):
+                out = io.StringIO()
+                redactor = Redactor()
+                redactor.hide(key)
+                writer = SafeWriter(out, redactor)
+                for piece in (text[:i], text[i:j], text[j:]):
+                    writer.write(piece)
+                writer.finish()
+                assert out.getvalue() == f"a {MASK} b", (i, j)
