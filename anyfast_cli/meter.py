@@ -8,7 +8,6 @@ only what was appended since), and processes sharing one log share one cap.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -19,14 +18,13 @@ from anyfast_cli.settings import BudgetLimits
 from anyfast_cli.usagelog import LogTally, UsageLog
 
 
-@dataclass
+@dataclass(slots=True)
 class RunTotals:
     """This run's requests added up (batch's summary, `--usage`)."""
 
     requests: int = 0
     tokens: int = 0
     cost: dict = field(default_factory=dict)  # currency ("" when none is said) -> amount
-    models: Counter = field(default_factory=Counter)  # model that answered -> requests answered
 
     def add(self, result: RequestResult) -> None:
         self.requests += 1
@@ -34,8 +32,6 @@ class RunTotals:
         if result.cost is not None:
             currency = result.currency or ""
             self.cost[currency] = self.cost.get(currency, 0.0) + result.cost
-        if result.ok:
-            self.models[result.model] += 1
 
     @property
     def money(self) -> float:

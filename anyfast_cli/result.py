@@ -17,7 +17,9 @@ USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "reasoning
 MAX_TOKENS_COUNTED = 10**15  # a count past this is not one a server meant
 
 
-@dataclass(frozen=True)
+# Not frozen, and with slots: batch makes one of each per record, and a frozen dataclass sets
+# each field through object.__setattr__ (a third of the cost of building a result).
+@dataclass(slots=True)
 class Usage:
     """The server's token counts; None where it did not say (or said something that is not a count)."""
 
@@ -56,6 +58,8 @@ NOTHING_USED = Usage(0, 0, 0, 0, 0)  # a cache hit's: no request, so no tokens
 
 
 def _count(value) -> int | None:
+    if type(value) is int:  # nearly every count: the fast path
+        return value if 0 <= value <= MAX_TOKENS_COUNTED else None
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -63,7 +67,7 @@ def _count(value) -> int | None:
     return value if isinstance(value, int) and 0 <= value <= MAX_TOKENS_COUNTED else None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestResult:
     """What one request came to. `model` is the one that answered (the one the request named);
     `status` is "ok" or a name for the failure, never empty; `exit` the status the request
@@ -177,7 +181,7 @@ def exit_of(error: BaseException | None, *, tool_calls: bool = False) -> int:
     return int(getattr(error, "exit_code", ExitCode.API))
 
 
-@dataclass
+@dataclass(slots=True)
 class Trace:
     """What a transport shell notes of one request while it runs, for build_result."""
 
