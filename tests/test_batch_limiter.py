@@ -194,6 +194,24 @@ def test_limiter_without_limits_does_not_sleep():
     assert vt.sleeps == []
 
 
+def test_a_start_due_now_does_not_queue_behind_woken_waiters():
+    # Workers queued behind a pause are woken one loop iteration apart; a worker whose start is
+    # due must not join that line, or at once-answered requests every start stays an iteration
+    # apart for the rest of the batch (a convoy: one answer read per iteration).
+    async def main():
+        limiter = Limiter(Pacer())
+        await limiter._turn.acquire()  # someone waits out a pause
+        waiter = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)  # the waiter is queued
+        limiter._turn.release()  # the pause is over: the waiter is woken, not yet run
+        due = limiter.acquire()
+        with pytest.raises(StopIteration):  # returned at once, without waiting for its turn
+            due.send(None)
+        await waiter
+
+    run(main())
+
+
 # --- the runner tells the limiter about Retry-After ---------------------------------------
 
 

@@ -397,17 +397,33 @@ class Limiter:
     async def acquire(self, tokens: int = 0) -> float:
         """Wait for this request's start time, and return it (the `sent` the controller wants
         back with the answer). One waiter at a time asks, the rest queue in order, so a pause
-        or a change of rate that comes while it sleeps is seen when it wakes."""
+        or a change of rate that comes while it sleeps is seen when it wakes.
+
+        A start that is due now, while no one is waiting out a pause, takes no place in that
+        queue: workers that went through it one at a time each start a loop iteration apart,
+        and at once-answered requests they stay so for the whole batch (a convoy: one answer
+        read per iteration, a third more CPU for 5,000 records at zero latency)."""
+        if not self._turn.locked():
+            now = self.clock()
+            if self._start(now) <= now:
+                return self._take(now, tokens)
         async with self._turn:
             while True:
                 now = self.clock()
-                start = self.pacer.earliest(now)
-                if self.controller is not None:
-                    start = max(start, self.controller.next_start(now))
+                start = self._start(now)
                 if start <= now:
                     break
                 await self._sleep(start - now)
-            self.pacer.reserve(now, tokens)
-            if self.controller is not None:
-                self.controller.on_send(now)
-            return now
+            return self._take(now, tokens)
+
+    def _start(self, now: float) -> float:
+        start = self.pacer.earliest(now)
+        if self.controller is not None:
+            start = max(start, self.controller.next_start(now))
+        return start
+
+    def _take(self, now: float, tokens: int) -> float:
+        self.pacer.reserve(now, tokens)
+        if self.controller is not None:
+            self.controller.on_send(now)
+        return now
