@@ -65,6 +65,8 @@ class Meter:
         self._log = UsageLog(log_path) if log_path else None
         self._tally = LogTally(log_path, context.prices.currency) if log_path and limits else None
         self._skipped_told = 0
+        self._defer = None  # batch's scheduler for appending a turn's lines at once (defer_writes)
+        self._pending: list = []  # log lines waiting for that
         self._foreign_told = 0
 
     @property
@@ -115,6 +117,7 @@ class Meter:
         """Raises BudgetError (exit 9) when the cap is reached: nothing more is sent."""
         if not self.limits:
             return
+        self.flush()  # this process's own lines count too
         money, tokens = self.spent()
         if self.limits.money is not None and money >= self.limits.money:
             currency = f" {self.prices.currency}" if self.prices.currency else ""
@@ -133,9 +136,28 @@ class Meter:
 
     def record(self, result: RequestResult) -> None:
         self.totals.add(result)
-        if self._log is not None:
+        if self._log is None:
+            return
+        if self._defer is None:
             self._log.append(result.log_line())
+            return
+        if not self._pending:
+            self._defer(self.flush)
+        self._pending.append(result.log_line())
+
+    def defer_writes(self, schedule: Callable[[Callable[[], None]], None] | None) -> None:
+        """batch: lines finished in one turn of the event loop are appended together, in one
+        write under one lock, when `schedule` runs `flush` (loop.call_soon); before each request
+        and at the end they are written too, so a budget always reads them."""
+        self.flush()
+        self._defer = schedule
+
+    def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._log.append_all(lines)
 
     def close(self) -> None:
         if self._log is not None:
+            self.flush()
             self._log.close()

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from anyfast_cli.errors import UsageError
+from anyfast_cli.structured import json_writer
 
+_write_json = json_writer()  # made once: json.dumps builds its encoder on every call
 READ_BLOCK = 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024  # a usage line is ~400 bytes; a longer "line" is not one of ours
 MAX_RECORDED = 10**15  # a cost or token count past this is not one anyfast wrote (result.MAX_TOKENS_COUNTED)
@@ -32,6 +34,7 @@ class UsageLog:
         self.path = path
         flags = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         self._readable = True  # to see whether the last line has its newline
+        self._end = -1  # where this process's last write ended
         try:
             try:
                 self._fd = os.open(path, os.O_RDWR | flags, 0o600)
@@ -47,17 +50,22 @@ class UsageLog:
             raise _refuse(path, "is not a regular file")
 
     def append(self, line: dict) -> None:
-        """One line, whole. A line a killed writer left without its newline is ended first,
-        so it spoils only itself, never the line written after it."""
-        data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        self.append_all([line])
+
+    def append_all(self, lines: list) -> None:
+        """Lines, each whole, in one write under the lock. A line a killed writer left without
+        its newline is ended first, so it spoils only itself, never the lines written after it."""
+        data = "".join([_write_json(line) + "\n" for line in lines]).encode("utf-8")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(self._fd).st_size
-            if size and self._readable and os.pread(self._fd, 1, size - 1) != b"\n":
+            # Unless the file still ends where this process's last write did (no one wrote since).
+            if size and size != self._end and self._readable and os.pread(self._fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
             view = memoryview(data)
             while view:  # a regular file takes it in one write; a short write is finished, not lost
                 view = view[os.write(self._fd, view) :]
+            self._end = size + len(data)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 

@@ -141,6 +141,9 @@ class BatchRunner:
                     else:
                         self._emit(outcome)
 
+            meter = self.config.meter
+            if meter is not None:  # a turn's usage lines in one write (meter.defer_writes)
+                meter.defer_writes(asyncio.get_running_loop().call_soon)
             tasks = [asyncio.ensure_future(work()) for _ in range(concurrency)]
             try:
                 await asyncio.gather(*tasks)
@@ -148,6 +151,8 @@ class BatchRunner:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if meter is not None:
+                    meter.defer_writes(None)  # what is still pending is written now
         if self.stopped is not None:
             raise self.stopped
 
