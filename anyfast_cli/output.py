@@ -268,7 +268,8 @@ class TextPrinter:
     def feed_chunk(self, chunk: dict) -> None:
         """A stream chunk, or a whole response: collected into the Reply, its text shown."""
         reasoning, content = self.reply.absorb(chunk)
-        self.write_reasoning(reasoning)
+        if reasoning:  # (a call less for the chunks that carry none: nearly all of them)
+            self.write_reasoning(reasoning)
         self.write_content(content)
 
     def write_reasoning(self, text: str | None) -> None:
@@ -286,7 +287,8 @@ class TextPrinter:
     def write_content(self, text: str | None) -> None:
         if not text:
             return
-        self.end_reasoning()  # the reasoning block ends before the answer starts
+        if not self._err_ends_line:
+            self.end_reasoning()  # the reasoning block ends before the answer starts
         if self._held is not None:
             self._held.append(text)
             return
