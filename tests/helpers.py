@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,3 +112,15 @@ def parse_events(text: str) -> list[dict]:
     assert events[0]["event"] == "start", events[0]
     assert [e["event"] for e in events].count("result") == 1 and events[-1]["event"] == "result", events
     return events
+
+
+def spawn_cli(env, *args) -> subprocess.Popen:
+    """`python -m anyfast_cli ARGS` as a real process (for signals), stdin closed, text pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "anyfast_cli", *map(str, args)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

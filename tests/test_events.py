@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from gateway import Json, Reset, Sse, Stall, chunk, completion, error_body, hidden_cut, sse_events
-from helpers import KEY, ROOT, WAIT, parse_events, whole_lines
+from helpers import KEY, ROOT, WAIT, parse_events, spawn_cli, whole_lines
 
 
 def kinds(events) -> list[str]:
@@ -242,24 +242,13 @@ def test_the_schema_rejects_lines_that_drift():
 # --- signals: a real process, the result still last -------------------------------------------------
 
 
-def spawn(env, *args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "anyfast_cli", *map(str, args)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.parametrize(
     ("signum", "status", "code"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_a_signal_mid_answer_ends_with_one_result(proc_env, gateway, signum, status, code):
     # the first words, then keep-alive comments 0.1 s apart for as long as the test may take
     gateway.script(Sse(sse_events(chunk("first words"), done=False) + [b": keep-alive\n\n"] * (WAIT * 10), delay=0.1))
-    process = spawn(proc_env, "complete", "--events", "hi")
+    process = spawn_cli(proc_env, "complete", "--events", "hi")
     try:
         started = time.monotonic()
         first = process.stdout.readline()
@@ -279,7 +268,7 @@ def test_a_signal_mid_answer_ends_with_one_result(proc_env, gateway, signum, sta
 
 def test_a_signal_while_waiting_for_the_server_ends_with_one_result(proc_env, gateway):
     gateway.script(Stall(WAIT))
-    process = spawn(proc_env, "complete", "--events", "hi")
+    process = spawn_cli(proc_env, "complete", "--events", "hi")
     try:
         first = process.stdout.readline()
         process.send_signal(signal.SIGTERM)

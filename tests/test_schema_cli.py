@@ -11,7 +11,7 @@ import time
 
 import pytest
 from gateway import Json, Sse, completion, error_body
-from helpers import WAIT
+from helpers import WAIT, spawn_cli
 
 SPEC = "title, year int, rating float, tags list: keywords"
 GOOD = '{"title":"Dune","year":1965,"rating":4.5,"tags":["sf"]}'
@@ -427,17 +427,6 @@ def test_a_check_is_bounded_without_max_time_too(run, gateway, monkeypatch):
     assert "in 0.5 s" in error_lines(result)[0]
 
 
-def spawn(env, *args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "anyfast_cli", *map(str, args)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def wait_until(condition, process) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
@@ -449,7 +438,7 @@ def wait_until(condition, process) -> None:
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_complete_while_it_checks(proc_env, gateway, signum, status):
     gateway.script(Json(completion(SLOW_ANSWER)))
-    process = spawn(proc_env, "complete", "--schema", BACKTRACKS, "x")  # the check may take 5 s
+    process = spawn_cli(proc_env, "complete", "--schema", BACKTRACKS, "x")  # the check may take 5 s
     try:
         wait_until(lambda: gateway.requests, process)
         time.sleep(0.5)  # the answer is in, the check has begun
@@ -469,7 +458,7 @@ def test_sigterm_ends_a_batch_stuck_in_a_check_with_every_answered_record_writte
     source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": "p"}) + "\n" for i in range(3)))
     out = tmp_path / "out.jsonl"
     gateway.script(*[Json(completion(answer)) for answer in (QUICK_ANSWER, SLOW_ANSWER, QUICK_ANSWER)])
-    process = spawn(
+    process = spawn_cli(
         proc_env, "batch", source, "-o", out, "-j", "2", "--schema", BACKTRACKS, "--schema-mode", "json_schema"
     )
     try:
