@@ -656,10 +656,13 @@ class AnswerStream:
                 if event.data == "[DONE]":
                     self.done = True
                     break
-                chunk = self._chunk(event.data)
+                chunk, plain = self._chunk(event.data)
                 if chunk is None:
                     continue
-                self._note_choices(chunk)
+                if plain:  # what _note_choices would conclude, without its work
+                    self._open_choices.add(0)
+                else:
+                    self._note_choices(chunk)
                 if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
                     self._held.append(chunk)
                     continue
@@ -691,21 +694,40 @@ class AnswerStream:
                         f"the server's stream opened more than {MAX_CHOICES} choices", code="invalid_response"
                     )
 
-    def _chunk(self, data: str) -> dict | None:
+    def _chunk(self, data: str) -> tuple[dict | None, bool]:
+        """The event's chunk (None: a finished answer's cut tail) and whether it is plain (_is_plain)."""
         try:
             chunk = load_json(data)
         except (ValueError, RecursionError):
             if self._closing:  # the last event, cut short: the connection broke (or a finished answer's tail)
                 if self.finished:
-                    return None
+                    return None, False
                 raise StreamTruncated() from None
             raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
+        if _is_plain(chunk):
+            return chunk, True
         problem = answer_problem(chunk, chunk=True)
         if problem:
             if self.emitted:
                 raise StreamError(problem.message)
             raise problem
-        return chunk
+        return chunk, False
+
+
+def _is_plain(chunk) -> bool:
+    """Nearly every chunk of a stream: choice 0's delta alone, not finished, no usage, no error.
+    Such a chunk is a valid event (answer_problem would find nothing) whose only news for
+    _note_choices is that choice 0 is open; the hot path checks this shape and skips both."""
+    if type(chunk) is not dict or "error" in chunk or chunk.get("usage"):
+        return False
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return False
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason") or type(choice.get("delta")) is not dict:
+        return False
+    index = choice.get("index", 0)
+    return type(index) is int and index == 0
 
 
 def _looks_like_sse(head: bytes) -> bool:
