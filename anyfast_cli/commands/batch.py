@@ -336,9 +336,8 @@ class CheckedRecords:
     it replaced, which are then not run, so the batch cannot exit 0."""
 
     def __init__(self, scan: Scan, name: str) -> None:
-        self.pending = (
-            scan.ids
-        )  # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+        # id -> fingerprint of each validated record not sent yet; None once answered (--resume)
+        self.pending = scan.ids
         self._digests = scan.digests  # line_digest of each record's line, by index
         self._name = name
         self.unchecked = 0  # lines met in the second pass that the first did not validate

@@ -1,6 +1,7 @@
 """A 50,000-chunk SSE stream to /dev/null: `anyfast complete` against a bare httpx loop over
 the same stream (iter_lines, json.loads each data line, write and flush each delta, as a
-streaming CLI must). Target <= 1.5x. Also reports each process's peak RSS.
+streaming CLI must). Target <= 1.25x (issue 15). Also reports each process's peak RSS.
+The key is as long as a real one, so that anyfast pays for masking it, as a user's run does.
 
 The body is built once and served by tests/gateway.py (in a thread of this process)
 in 1 MiB HTTP chunks, so the server is not the bottleneck.
@@ -65,7 +66,7 @@ def main() -> int:
         f"stream: {args.chunks} chunks, {sum(map(len, reply.pieces)) / 1e6:.1f} MB body, {len(reply.pieces)} HTTP chunks"
     )
     gateway = Gateway().start()
-    env = clean_env(ANYFAST_API_KEY="x", ANYFAST_BASE_URL=gateway.url)
+    env = clean_env(ANYFAST_API_KEY="sk-bench-" + "0123456789abcdef" * 2, ANYFAST_BASE_URL=gateway.url)
     ours = [ANYFAST, "complete", "-n", "hi"]
     floor = [PYTHON, "-c", FLOOR]
 
@@ -76,7 +77,7 @@ def main() -> int:
 
     pair = (Series(f"anyfast complete ({args.chunks} chunks)", ours), Series("bare httpx iter_lines loop", floor))
     interleave([pair], env, args.rounds, warmup=1, before_each=lambda series: gateway.script(reply))
-    results = report("streamed answer to /dev/null, loopback gateway", [(pair[0], pair[1], 1.5)])
+    results = report("streamed answer to /dev/null, loopback gateway", [(pair[0], pair[1], 1.25)])
     print(
         f"peak RSS: anyfast {pair[0].peak_rss_mib:.1f} MiB, floor {pair[1].peak_rss_mib:.1f} MiB (max of 3 runs under /usr/bin/time)"
     )
