@@ -22,12 +22,10 @@ from anyfast_cli.usagelog import LogTally, UsageLog
 class RunTotals:
     """This run's requests added up (batch's summary, `--usage`)."""
 
-    requests: int = 0
     tokens: int = 0
     cost: dict = field(default_factory=dict)  # currency ("" when none is said) -> amount
 
     def add(self, result: RequestResult) -> None:
-        self.requests += 1
         self.tokens += result.usage.tokens
         if result.cost is not None:
             currency = result.currency or ""

@@ -93,3 +93,34 @@ def run(cli, gateway):
         return cli(*args, input=input, **{"ANYFAST_BASE_URL": gateway.url, "ANYFAST_API_KEY": key, **env})
 
     return invoke
+
+
+@pytest.fixture
+def serve(gateway, monkeypatch):
+    """serve(fn): the gateway's default answer, per request: fn(request body) -> a reply
+    (Json, Sse, …), a number of seconds to wait before the default echo, or None for the echo
+    at once; fn may be a coroutine function."""
+    import asyncio
+    import inspect
+
+    original = gateway._default_reply
+
+    def install(fn):
+        async def reply(request):
+            result = fn(request.body or {})
+            if inspect.isawaitable(result):
+                result = await result
+            if isinstance(result, (int, float)) and not isinstance(result, bool):
+                await asyncio.sleep(result)
+                result = None
+            return result if result is not None else await original(request)
+
+        monkeypatch.setattr(gateway, "_default_reply", reply)
+
+    return install
+
+
+@pytest.fixture
+def behave(serve):
+    """behave(fn): serve, with fn given the last message's text (the prompt) instead of the body."""
+    return lambda fn: serve(lambda body: fn(((body.get("messages") or [{}])[-1]).get("content")))

@@ -17,7 +17,6 @@ request with `serve`.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 
@@ -32,27 +31,6 @@ SLOW = 5.0  # seconds a slow answer would take: every run below ends long before
 TIMEOUT_MESSAGE = f"the request took longer than --max-time {MAX_TIME} s"
 SPEC = "title, year int"
 GOOD = '{"title":"Dune","year":1965}'
-
-
-@pytest.fixture
-def serve(gateway, monkeypatch):
-    """serve(fn): fn(request body) -> a reply (Json, Sse, …), a number of seconds to wait
-    before the default echo, or None for the echo at once; fn may be a coroutine function."""
-    original = gateway._default_reply
-
-    def install(fn):
-        async def reply(request):
-            result = fn(request.body or {})
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result, (int, float)):
-                await asyncio.sleep(result)
-                result = None
-            return result if result is not None else await original(request)
-
-        monkeypatch.setattr(gateway, "_default_reply", reply)
-
-    return install
 
 
 def records(*names: str) -> str:

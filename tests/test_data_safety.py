@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import inspect
 import itertools
 import json
 import os
@@ -57,28 +56,6 @@ def error_lines(stderr: str) -> list[str]:
 
 def temporary_files(directory) -> list[str]:
     return [name for name in os.listdir(directory) if name.startswith(".anyfast-")]
-
-
-@pytest.fixture
-def behave(gateway, monkeypatch):
-    """behave(fn): fn(prompt) -> None (the default echo), a number (sleep, then echo) or a
-    reply; fn may be a coroutine function."""
-    original = gateway._default_reply
-
-    def install(fn):
-        async def reply(request):
-            messages = (request.body or {}).get("messages") or [{}]
-            result = fn(messages[-1].get("content"))
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result, (int, float)):
-                await asyncio.sleep(result)
-                result = None
-            return result if result is not None else await original(request)
-
-        monkeypatch.setattr(gateway, "_default_reply", reply)
-
-    return install
 
 
 def wait_until(condition, what: str) -> None:

@@ -7,7 +7,6 @@ batch record. A server that drips a byte at a time must end at --max-time, exit 
 
 from __future__ import annotations
 
-import inspect
 import json
 import random
 import time
@@ -312,22 +311,6 @@ def test_silence_after_output_began_is_a_timeout_with_what_was_printed_kept(run,
 
 
 # --- batch (aiohttp): each record has its own --max-time -----------------------------------------------
-
-
-@pytest.fixture
-def behave(gateway, monkeypatch):
-    original = gateway._default_reply
-
-    def install(fn):
-        async def reply(request):
-            result = fn((request.body or {}).get("messages", [{}])[-1].get("content"))
-            if inspect.isawaitable(result):
-                result = await result
-            return result if result is not None else await original(request)
-
-        monkeypatch.setattr(gateway, "_default_reply", reply)
-
-    return install
 
 
 def test_a_dripping_record_fails_at_max_time_and_the_others_are_answered(run, gateway, tmp_path, behave):
