@@ -646,23 +646,30 @@ class AnswerStream:
         self._held = []
         return out
 
-    def _chunks(self, events) -> list[dict]:
-        """The chunks these events make; a bad one ends them, and is held in `failure`."""
+    def _chunks(self, events: list[str]) -> list[dict]:
+        """The chunks these events (their data) make; a bad one ends them, and is held in
+        `failure`. The per-chunk hot path of every stream: a plain chunk (_is_plain) is
+        parsed, shape-checked once and passed on."""
         out: list[dict] = []
+        if self.done:
+            return out
         try:
-            for event in events:
-                if self.done:
-                    break
-                if event.data == "[DONE]":
+            for data in events:
+                if data == "[DONE]":
                     self.done = True
                     break
-                chunk, plain = self._chunk(event.data)
-                if chunk is None:
+                try:
+                    chunk = load_json(data)
+                except (ValueError, RecursionError):
+                    self._unreadable(data)  # raises, unless it is a finished answer's cut tail
                     continue
-                if plain:  # what _note_choices would conclude, without its work
+                if _is_plain(chunk):  # what answer_problem and _note_choices would conclude, without their work
                     self._open_choices.add(0)
+                    if self.emitted:
+                        out.append(chunk)
+                        continue
                 else:
-                    self._note_choices(chunk)
+                    self._check(chunk)
                 if not self.emitted and not _says_something(chunk) and len(self._held) < HELD_CHUNKS:
                     self._held.append(chunk)
                     continue
@@ -674,6 +681,24 @@ class AnswerStream:
         except AnyfastError as failure:
             self.failure = failure
         return out
+
+    def _unreadable(self, data: str) -> None:
+        """An event that is not JSON: the stream's failure, unless it is the last event, cut
+        short after every choice finished (nothing is lost then)."""
+        if self._closing:  # the last event, cut short: the connection broke (or a finished answer's tail)
+            if self.finished:
+                return
+            raise StreamTruncated() from None
+        raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
+
+    def _check(self, chunk) -> None:
+        """A chunk off the plain path: a problem in it ends the stream; its choices are noted."""
+        problem = answer_problem(chunk, chunk=True)
+        if problem:
+            if self.emitted:
+                raise StreamError(problem.message)
+            raise problem
+        self._note_choices(chunk)
 
     def _note_choices(self, chunk: dict) -> None:
         if chunk.get("usage"):
@@ -693,25 +718,6 @@ class AnswerStream:
                     raise ApiError(
                         f"the server's stream opened more than {MAX_CHOICES} choices", code="invalid_response"
                     )
-
-    def _chunk(self, data: str) -> tuple[dict | None, bool]:
-        """The event's chunk (None: a finished answer's cut tail) and whether it is plain (_is_plain)."""
-        try:
-            chunk = load_json(data)
-        except (ValueError, RecursionError):
-            if self._closing:  # the last event, cut short: the connection broke (or a finished answer's tail)
-                if self.finished:
-                    return None, False
-                raise StreamTruncated() from None
-            raise StreamError(f"the stream carried an event that is not JSON: {data[:80]!r}") from None
-        if _is_plain(chunk):
-            return chunk, True
-        problem = answer_problem(chunk, chunk=True)
-        if problem:
-            if self.emitted:
-                raise StreamError(problem.message)
-            raise problem
-        return chunk, False
 
 
 def _is_plain(chunk) -> bool:

@@ -1,4 +1,10 @@
-"""Server-Sent Events, bytes in, events out (sans-I/O).
+"""Server-Sent Events, bytes in, each event's data out (sans-I/O).
+
+A chat-completion stream says everything in its events' data (OpenAI's streams and
+new-api's name no event types, and an `error` event carries its error in the data too),
+so the decoder gives each event's data, a str, and nothing else: `event:`, `id:` and
+`retry:` lines are read past, as comments are. It is the per-chunk hot path of every
+streamed answer, hence the inlined fast paths below.
 
 Lines end in CR, LF or CRLF; a CRLF split across two feeds is still one line
 ending. Bytes are split into lines *before* decoding, so a multi-byte character
@@ -16,7 +22,6 @@ bytes were split.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -28,22 +33,17 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 class EventTooLarge(ValueError):
     """A line, or one event's data, longer than the decoder's limit. `events` holds the
-    events the same feed completed before it, so that none is lost to where a read ended."""
+    events (their data) the same feed completed before it, so that none is lost to where a
+    read ended."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"an event longer than {limit} bytes")
         self.limit = limit
-        self.events: list[Event] = []
-
-
-class Event(NamedTuple):
-    data: str
-    event: str = "message"
-    id: str | None = None
+        self.events: list[str] = []
 
 
 class SSEDecoder:
-    """Feed it bytes as they arrive; it returns the events they complete."""
+    """Feed it bytes as they arrive; it returns the data of the events they complete."""
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._limit = max_event_bytes if max_event_bytes is not None else MAX_EVENT_BYTES
@@ -51,12 +51,10 @@ class SSEDecoder:
         self._pending_size = 0
         self._at_start = True  # a UTF-8 BOM may open the stream
         self._skip_lf = False  # the last feed ended in CR: a leading LF belongs to it
-        self._data: list[str] = []
+        self._data: list[str] = []  # the data lines of the event not ended yet
         self._data_size = 0
-        self._event = ""
-        self._last_id: str | None = None
 
-    def feed(self, chunk: bytes) -> list[Event]:
+    def feed(self, chunk: bytes) -> list[str]:
         if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -83,11 +81,19 @@ class SSEDecoder:
         if ending == b"\r":  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
         check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
-        events: list[Event] = []
+        events: list[str] = []
         try:
             for raw in lines:
-                if not raw:  # the blank line that ends an event: half the lines
-                    self._dispatch(events)
+                if not raw:  # the blank line that ends an event: half the lines (_dispatch, inlined)
+                    data = self._data
+                    if data:
+                        if len(data) == 1:
+                            if data[0]:  # the spec drops events whose data is empty
+                                events.append(data[0])
+                        else:
+                            events.append("\n".join(data))
+                        self._data = []
+                        self._data_size = 0
                     continue
                 if check and len(raw) > self._limit:
                     raise EventTooLarge(self._limit)
@@ -106,9 +112,9 @@ class SSEDecoder:
             raise
         return events
 
-    def close(self) -> list[Event]:
+    def close(self) -> list[str]:
         """End of stream: a last line or event without its blank line still counts."""
-        events: list[Event] = []
+        events: list[str] = []
         if self._pending:
             self._process_line(b"".join(self._pending), events)
             self._pending = []
@@ -128,7 +134,7 @@ class SSEDecoder:
             raise EventTooLarge(self._limit)
         self._data.append(value)
 
-    def _process_line(self, raw: bytes, events: list[Event]) -> None:
+    def _process_line(self, raw: bytes, events: list[str]) -> None:
         if not raw:
             self._dispatch(events)
             return
@@ -136,28 +142,20 @@ class SSEDecoder:
             return  # a comment, e.g. ": keep-alive"
         line = raw.decode("utf-8", "replace")
         name, colon, value = line.partition(":")
-        if colon and value[:1] == " ":
-            value = value[1:]
         if name == "data":
-            self._add_data(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            if "\0" not in value:
-                self._last_id = value
-        # "retry" and unknown fields are ignored, as the SSE spec says
+            self._add_data(value[1:] if value[:1] == " " else value)
+        # "event", "id", "retry" and unknown fields: nothing a chat stream reads
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[str]) -> None:
         data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
         if data:  # the spec drops events whose data is empty
-            events.append(Event(data, self._event or "message", self._last_id))
+            events.append(data)
         self._data = []
         self._data_size = 0
-        self._event = ""
 
 
-def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
-    """Every event in a sequence of byte chunks, including one left open at the end."""
+def iter_events(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The data of every event in a sequence of byte chunks, including one left open at the end."""
     decoder = SSEDecoder()
     for chunk in chunks:
         yield from decoder.feed(chunk)

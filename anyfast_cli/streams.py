@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,13 +37,17 @@ MASK = "***"
 MIN_SECRET_CHARS = 8
 
 
+def _holds_nothing(text: str) -> bool:
+    return False
+
+
 class Redactor:
     """The secrets masked in everything written out (the API key, as it is and as it
     appears inside JSON text). Empty until the key is known."""
 
     def __init__(self) -> None:
         self._forms: list[str] = []
-        self.firsts = ""  # the characters a form begins with: text holding none of them needs no masking
+        self.may_hold = _holds_nothing
 
     def hide(self, secret: str | None) -> None:
         secret = (secret or "").strip()
@@ -52,15 +57,10 @@ class Redactor:
             if form not in self._forms:
                 self._forms.append(form)
         self._forms.sort(key=len, reverse=True)
-        self.firsts = "".join(sorted({form[0] for form in self._forms}))
-
-    def may_hold(self, text: str) -> bool:
-        """Whether `text` may hold a form, or the start of one (every form's first character
-        is looked for, once: a streamed delta rarely holds one)."""
-        for first in self.firsts:
-            if first in text:
-                return True
-        return False
+        # may_hold(text): whether `text` may hold a form, or the start of one, told by a search
+        # for any form's first character, in C (every streamed delta is asked; few hold one).
+        firsts = sorted({form[0] for form in self._forms})
+        self.may_hold = re.compile("[" + "".join(map(re.escape, firsts)) + "]").search
 
     def __bool__(self) -> bool:
         return bool(self._forms)
@@ -143,6 +143,7 @@ class SafeWriter:
         self.raw = raw
         self.redactor = redactor
         self._held = ""  # the end of the last write, if it may be the start of the key
+        self.flush = raw.flush  # the stream's own: a flush after every streamed delta costs no call of ours
 
     @property
     def encoding(self) -> str:
@@ -169,9 +170,6 @@ class SafeWriter:
         held, self._held = self._held, ""
         if held:
             self.raw.write(held)
-        self.raw.flush()
-
-    def flush(self) -> None:
         self.raw.flush()
 
     def isatty(self) -> bool:
