@@ -788,12 +788,20 @@ class Reply:
     def absorb(self, chunk: dict) -> tuple[str | None, str | None]:
         """Take in a stream chunk (or a whole response); returns the first choice's new
         (reasoning, content) text, for the printer. Tool calls and other choices are collected."""
-        text = _plain_delta(chunk)
-        if text is not None and not self._halves:  # nearly every chunk of a stream: the fast path (_keep, inlined)
-            self.said = True
-            if self.keep_text:
-                self.content_parts.append(text)
-            return None, text
+        # Nearly every chunk of a stream is only choice 0's ASCII content delta (no usage,
+        # reasoning, tool calls or finish_reason): the fast path takes its text and needs none
+        # of the work below (ASCII holds no surrogate half). Per chunk, so written out inline.
+        choices = chunk.get("choices")
+        if type(choices) is list and len(choices) == 1 and not self._halves and not chunk.get("usage"):
+            choice = choices[0]
+            if type(choice) is dict and not choice.get("finish_reason") and choice.get("index", 0) == 0:
+                delta = choice.get("delta")
+                text = delta.get("content") if type(delta) is dict and "message" not in choice else None
+                if type(text) is str and text and text.isascii() and (len(delta) == 1 or _only_content(delta)):
+                    self.said = True
+                    if self.keep_text:
+                        self.content_parts.append(text)
+                    return None, text
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             self.usage = usage
@@ -908,25 +916,9 @@ def _as_text(value) -> str:
     return ""
 
 
-def _plain_delta(chunk: dict) -> str | None:
-    """The text of a chunk that is only choice 0's ASCII content delta (no usage, reasoning,
-    tool calls or finish_reason), else None: such a chunk needs none of absorb's other work,
-    and ASCII text holds no surrogate half."""
-    choices = chunk.get("choices")
-    if type(choices) is not list or len(choices) != 1 or chunk.get("usage"):
-        return None
-    choice = choices[0]
-    if type(choice) is not dict or choice.get("index", 0) != 0 or choice.get("finish_reason") or "message" in choice:
-        return None
-    delta = choice.get("delta")
-    if type(delta) is not dict:
-        return None
-    content = delta.get("content")
-    if type(content) is not str or not content or not content.isascii():
-        return None
-    if len(delta) > 1 and any(value for key, value in delta.items() if key not in ("content", "role")):
-        return None
-    return content
+def _only_content(delta: dict) -> bool:
+    """A delta that says nothing but its content (a role, or empty fields, may come with it)."""
+    return not any(value for key, value in delta.items() if key not in ("content", "role"))
 
 
 def choice_index(choice: dict, default: int = 0) -> int:
