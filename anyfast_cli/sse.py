@@ -4,7 +4,7 @@ A chat-completion stream says everything in its events' data (OpenAI's streams a
 new-api's name no event types, and an `error` event carries its error in the data too),
 so the decoder gives each event's data, a str, and nothing else: `event:`, `id:` and
 `retry:` lines are read past, as comments are. It is the per-chunk hot path of every
-streamed answer, hence the inlined fast paths below.
+streamed answer: a feed is split into whole events first where it can be (_feed_events).
 
 Lines end in CR, LF or CRLF; a CRLF split across two feeds is still one line
 ending. Bytes are split into lines *before* decoding, so a multi-byte character
@@ -73,6 +73,38 @@ class SSEDecoder:
             self._at_start = False
             if chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM) :]
+        events: list[str] = []
+        try:
+            if self._data or b"\r" in chunk:
+                self._feed_lines(chunk, events)
+            else:
+                self._feed_events(chunk, events)
+        except EventTooLarge as exc:
+            exc.events = events  # the events decoded before it are still the caller's to show
+            raise
+        return events
+
+    def _feed_events(self, chunk: bytes, events: list[str]) -> None:
+        """Bytes that begin outside any event and end their lines in LF only: nearly every
+        feed of a stream. They are split into events at their blank lines first, and an event
+        of one `data: ` line, as nearly all are, is taken whole; any other goes line by line."""
+        parts = chunk.split(b"\n\n")
+        tail = parts.pop()  # after the last blank line: lines of an event that goes on, if any
+        check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
+        for part in parts:
+            if part[:6] == b"data: " and b"\n" not in part:
+                if check and len(part) > self._limit:
+                    raise EventTooLarge(self._limit)
+                if len(part) > 6:  # the spec drops events whose data is empty
+                    events.append(part[6:].decode("utf-8", "replace"))
+            else:
+                self._lines(part.split(b"\n"), events, check)
+                self._dispatch(events)
+        if tail:
+            self._feed_lines(tail, events)
+
+    def _feed_lines(self, chunk: bytes, events: list[str]) -> None:
+        """Any bytes, line by line."""
         lines = chunk.splitlines()  # bytes: splits on CR, LF, CRLF only, and drops them
         ending = chunk[-1:]
         # The last line goes on in the next feed; it is held after the whole lines are decoded,
@@ -80,37 +112,21 @@ class SSEDecoder:
         tail = lines.pop() if lines and ending != b"\n" and ending != b"\r" else None
         if ending == b"\r":  # only a CR that ends the feed may pair with the next LF
             self._skip_lf = True
-        check = len(chunk) > self._limit  # no line can be longer than the chunk it came in
-        events: list[str] = []
-        try:
-            for raw in lines:
-                if not raw:  # the blank line that ends an event: half the lines (_dispatch, inlined)
-                    data = self._data
-                    if data:
-                        if len(data) == 1:
-                            if data[0]:  # the spec drops events whose data is empty
-                                events.append(data[0])
-                        else:
-                            events.append("\n".join(data))
-                        self._data = []
-                        self._data_size = 0
-                    continue
-                if check and len(raw) > self._limit:
-                    raise EventTooLarge(self._limit)
-                if raw[:5] == b"data:":  # nearly all the others: the fast path for them (_add_data, inlined)
-                    value = (raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace")
-                    self._data_size += len(value) + 1
-                    if self._data_size > self._limit:
-                        raise EventTooLarge(self._limit)
-                    self._data.append(value)
-                else:
-                    self._process_line(raw, events)
-            if tail is not None:
-                self._hold(tail)
-        except EventTooLarge as exc:
-            exc.events = events  # the events decoded before it are still the caller's to show
-            raise
-        return events
+        self._lines(lines, events, len(chunk) > self._limit)
+        if tail is not None:
+            self._hold(tail)
+
+    def _lines(self, lines: list[bytes], events: list[str], check: bool) -> None:
+        """Whole lines, in order; `check`: some may be longer than the limit."""
+        for raw in lines:
+            if not raw:  # the blank line that ends an event
+                self._dispatch(events)
+            elif check and len(raw) > self._limit:
+                raise EventTooLarge(self._limit)
+            elif raw[:5] == b"data:":
+                self._add_data((raw[6:] if raw[5:6] == b" " else raw[5:]).decode("utf-8", "replace"))
+            else:
+                self._process_line(raw, events)
 
     def close(self) -> list[str]:
         """End of stream: a last line or event without its blank line still counts."""

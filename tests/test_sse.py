@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
@@ -52,6 +54,11 @@ CASES = [
         [ev("p"), ev("q"), ev("e")],
     ),
     ("an event of id and event lines only", b"id: 1\nevent: x\n\ndata: b\n\n", [ev("b")]),
+    ("extra blank lines between events", b"data: a\n\n\n\ndata: b\n\n\ndata: c\n\n", [ev("a"), ev("b"), ev("c")]),
+    ("empty data is no event", b"data: \n\ndata:\n\ndata: x\n\n", [ev("x")]),
+    ("a comment opens an event", b": c\ndata: x\n\n: only a comment\n\n", [ev("x")]),
+    ("a field after the data", b"data: x\nid: 1\n\ndata: y\n\n", [ev("x"), ev("y")]),
+    ("an event left open across blank-line events", b"data: a\n\ndata: b\ndata: c\n\n", [ev("a"), ev("b\nc")]),
     ("retry and unknown fields ignored", b"retry: 100\nfoo: bar\ndata: x\n\n", [ev("x")]),
     ("done at eof without blank line", b"data: x\n\ndata: [DONE]", [ev("x"), ev("[DONE]")]),
     ("done at eof with one newline", b"data: x\n\ndata: [DONE]\n", [ev("x"), ev("[DONE]")]),
@@ -124,3 +131,32 @@ def test_separators_survive_into_json():
 
 def test_invalid_utf8_is_replaced_not_raised():
     assert list(iter_events([b"data: \xff\xfe\n\n"])) == [ev("\ufffd\ufffd")]
+
+
+def reference_decode(raw: bytes) -> list[str]:
+    """The SSE spec's reading of a whole stream, written plainly: the oracle for the decoder."""
+    events, data = [], []
+    for line in re.split(rb"\r\n|\r|\n", raw.removeprefix(BOM)) + [b""]:
+        if not line:
+            if data and "\n".join(data):
+                events.append("\n".join(data))
+            data = []
+        elif not line.startswith(b":"):
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                data.append(value.removeprefix(b" ").decode("utf-8", "replace"))
+    return events
+
+
+TOKENS = [b"data: ", b"data:", b'data: {"a":1}', b"x", b"\xc3\xa9", b": ping", b"id: 1", b"event: e", b"\n", b"\n\n"]
+TOKENS += [b"\r", b"\r\n", b"\n\n\n"]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_random_streams_in_random_pieces_read_as_the_spec_says(seed):
+    generator = random.Random(seed)
+    raw = b"".join(generator.choice(TOKENS) for _ in range(generator.randint(1, 40)))
+    cuts = sorted(generator.sample(range(len(raw) + 1), min(len(raw) + 1, generator.randint(0, 6))))
+    pieces = [raw[start:end] for start, end in zip([0, *cuts], [*cuts, len(raw)])]
+    fed, closed = decode_in_pieces(pieces)
+    assert fed + closed == reference_decode(raw), pieces
