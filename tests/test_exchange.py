@@ -18,6 +18,7 @@ import httpx
 import pytest
 from helpers import NOW
 
+from anyfast_cli import exchange
 from anyfast_cli.errors import (
     ApiAuthError,
     ApiError,
@@ -1248,3 +1249,57 @@ def test_a_choice_index_that_is_no_whole_number_is_choice_0(index):
     reply.absorb({"choices": [{"index": index, "delta": {"content": "x"}}]})
     assert reply.content == "x" and not reply.others
     assert declared_length({"content-length": "1" * 5000}) is None
+
+
+# Random streams: pieces of chunk objects, plain and not, and broken events, in random reads.
+EVENT_DATA = [
+    json.dumps({"choices": [{"index": 0, "delta": {"content": "ok "}}]}),
+    json.dumps(HI),
+    json.dumps({"choices": [{"index": 0, "delta": {"content": "h\u00e9"}}]}),
+    json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
+    json.dumps({"choices": [{"index": 0, "delta": {"reasoning_content": "r"}}]}),
+    json.dumps({"choices": [{"index": 1, "delta": {"content": "b"}}]}),
+    json.dumps({"choices": [{"index": "0", "delta": {"content": "s"}}]}),
+    json.dumps({"choices": [{"index": True, "delta": {"content": "t"}}]}),
+    json.dumps({"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}]}),
+    json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}),
+    json.dumps({"choices": [], "usage": {"prompt_tokens": 1}}),
+    json.dumps({"choices": None, "usage": {"total_tokens": 2}}),
+    json.dumps({"choices": [{"index": 0, "delta": None}]}),
+    json.dumps({"choices": [{"index": 0, "delta": "text"}]}),
+    json.dumps({"choices": [{"index": 0, "delta": {"content": 7}}]}),
+    json.dumps({"choices": "many"}),
+    json.dumps({"error": {"message": "upstream overloaded"}}),
+    json.dumps({"error": {"message": "quota"}, "choices": [{"index": 0, "delta": {"content": "x"}}]}),
+    json.dumps({"choices": [{"index": 0, "delta": {"content": "u"}}], "usage": {"completion_tokens": 3}}),
+    json.dumps([1, 2]),
+    '{"choices": [',
+    "not json",
+    "[DONE]",
+]
+
+
+def stream_outcome(pieces) -> tuple[list, str]:
+    fed, closed, answer = run_stream(pieces)
+    got = [chunk for out in fed for chunk in out]
+    state = f"finished={answer.finished} finish_reason={answer.finish_reason} usage={answer.usage}"
+    if isinstance(closed, BaseException):
+        return got, f"{type(closed).__name__}: {closed}; {state}"
+    return got + closed, state
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_random_streams_need_no_fast_path_and_no_particular_reads(seed, monkeypatch):
+    """Whatever the events and wherever the reads split them: the same chunks and the same
+    end (a failure only of the contract's kinds, never an internal error), with the plain
+    fast path (_is_plain) as without it."""
+    generator = random.Random(seed)
+    weights = [15 if data.startswith('{"choices"') else 1 for data in EVENT_DATA]  # broken events end it: fewer
+    events = generator.choices(EVENT_DATA, weights=weights, k=generator.randint(1, 30))
+    body = b"".join(b"data: " + data.encode() + b"\n\n" for data in events)
+    cuts = sorted(generator.sample(range(len(body) + 1), min(len(body) + 1, 4)))
+    pieces = [body[start:end] for start, end in zip([0, *cuts], [*cuts, len(body)])]
+    expected = stream_outcome([body])
+    assert stream_outcome(pieces) == expected, pieces
+    monkeypatch.setattr(exchange, "_is_plain", lambda chunk: False)
+    assert stream_outcome(pieces) == expected, pieces
