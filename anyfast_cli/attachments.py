@@ -175,6 +175,13 @@ class AttachmentReader:
                 self._add(ref, self._read_url(ref))
         return [self._loaded[_key(ref)] for ref in refs]
 
+    @property
+    def deadline(self) -> float | None:
+        """The --max-time deadline that fetching URLs started, which the request keeps (a fetch
+        that keeps one says so by a `deadline` of its own: commands/attach.UrlFetch); None when
+        nothing was fetched."""
+        return getattr(self._fetch, "deadline", None)
+
     def saved_ref(self, attachment: Attachment) -> str:
         """How a conversation saved with --save refers to an attachment: as given (a path made
         absolute), or, for stdin, which cannot be read again, a data: URI of its bytes."""

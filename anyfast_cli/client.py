@@ -96,6 +96,7 @@ class ApiClient:
         observer: Observer | None = None,
         fallback: tuple[str, ...] = (),
         cache: str | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = endpoint_url(base_url)
@@ -118,6 +119,9 @@ class ApiClient:
         self._failed_models: set[str] = set()  # models this command already fell back from
         self.cache = cache  # what each request's result says of the cache: "miss" when one is in use
         self.last_result: RequestResult | None = None  # of the latest chat request
+        # A --max-time deadline already running (a monotonic reading): URL attachments were
+        # fetched under it, and the first request keeps it (§3: one deadline covers both).
+        self._running_deadline = deadline
 
     def __enter__(self) -> "ApiClient":
         return self
@@ -151,7 +155,7 @@ class ApiClient:
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object, from the first model of the fallback
         chain that answers."""
-        asked, chain, deadline = body.get("model"), self._models(body), None
+        asked, chain, deadline = body.get("model"), self._models(body), self._take_deadline()
         for position, model in enumerate(chain):
             request = body if model == asked else {**body, "model": model}
             attempts = self._attempts(request, deadline=deadline)
@@ -171,7 +175,7 @@ class ApiClient:
         """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
         The chunks that came before a failure are all yielded before it is raised. A model
         falls back to the next only before its first chunk (never once output began)."""
-        asked, chain, deadline = body.get("model"), self._models(body), None
+        asked, chain, deadline = body.get("model"), self._models(body), self._take_deadline()
         for position, model in enumerate(chain):
             request = body if model == asked else {**body, "model": model}
             attempts = self._attempts(request, deadline=deadline)
@@ -192,6 +196,12 @@ class ApiClient:
                 deadline = self._fall_back(error, chain, position, attempts)
                 continue
             return
+
+    def _take_deadline(self) -> float | None:
+        """The running deadline, for the first request only (later ones, a --schema repair or the
+        session's next turn, each have --max-time of their own)."""
+        deadline, self._running_deadline = self._running_deadline, None
+        return deadline
 
     def _models(self, body: dict) -> tuple[str, ...]:
         """The fallback chain for this request (§3 "fallback models"): the body's model, then

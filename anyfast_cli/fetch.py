@@ -46,7 +46,8 @@ def check_fetch_url(url: str, label: str) -> None:
 
 class Fetcher:
     """Fetches URLs for one command: every fetch inside one --max-time deadline (from the
-    first fetch on), none retried. Errors name the URL as the user gave it."""
+    first fetch on; the request then keeps it), none retried. Errors name the URL as the user
+    gave it."""
 
     def __init__(
         self,
@@ -63,6 +64,12 @@ class Fetcher:
         self._log = log or (lambda message: None)
         # One Attempts for every fetch: its clock, started by the first, is the shared deadline.
         self._attempts = Attempts(retries=0, target="", max_time=max_time)
+
+    @property
+    def deadline(self) -> float | None:
+        """The --max-time deadline the first fetch started (a monotonic reading); None before
+        one, or without --max-time. The API request keeps it: one deadline covers both."""
+        return self._attempts.deadline
 
     def fetch(self, url: str, limit: int) -> bytes:
         """The body of `url` (after at most MAX_REDIRECTS redirects), decoded, at most `limit`
@@ -126,7 +133,7 @@ class Fetcher:
         return NetworkError(
             f"-a {label}: fetching took longer than --max-time {self._attempts.max_time:g} s",
             code="timeout",
-            hint="raise --max-time (or the config's max_time): it bounds the fetches together, then the request",
+            hint="raise --max-time (or the config's max_time): it bounds the fetches and the request together",
         )
 
 

@@ -10,7 +10,7 @@ import random
 import re
 
 import pytest
-from gateway import Gateway, Json, Stall, redirect
+from gateway import Drip, Gateway, Json, Sse, Stall, chunk, redirect, sse_events
 from helpers import KEY, closed_port
 from netfixtures import Proxy
 
@@ -312,3 +312,18 @@ def test_stdin_media_saved_as_a_data_uri_is_read_back_by_content(run, gateway, t
     bad = "data:text/plain;base64," + "A" * 5000 + "!"
     result = run("complete", "-a", bad, "x")
     assert result.exit_code == 2 and "-a data:text/plain;base64,…: not valid base64" in result.stderr
+
+
+def test_one_max_time_covers_the_fetches_and_the_request(run, gateway):
+    """§3: a URL is fetched inside the --max-time deadline, and the request keeps that deadline:
+    a fetch of ~0.6 s and a request of ~0.7 s, each within 1 s alone, are past it together."""
+    url = gateway.url.replace("/v1", "/slow.txt")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+    answer = Sse(sse_events(chunk("he"), chunk("llo", finish="stop")), delay=0.25)
+    gateway.script(Drip(b"abcdef", head=head, delay=0.1), answer)
+    result = run("complete", "-a", url, "--max-time", "1", "x")
+    assert result.exit_code == 4, result.stderr
+    assert "longer than --max-time 1 s" in result.stderr
+    gateway.script(Drip(b"abcdef", head=head, delay=0.1), answer)
+    result = run("complete", "-a", url, "--max-time", "5", "x")
+    assert (result.exit_code, result.stdout) == (0, "hello\n"), result.stderr

@@ -15,24 +15,37 @@ from anyfast_cli.streams import Streams
 
 
 def attachment_reader(settings: Settings, streams: Streams, *, verbose: bool = False) -> AttachmentReader:
-    """The reader for this command's -a: stdin as bytes, URLs through one Fetcher, made (and
-    httpx imported) only when a URL is attached."""
-    fetcher = None
+    """The reader for this command's -a: stdin as bytes, URLs through one UrlFetch."""
+    fetch = UrlFetch(settings, streams, verbose=verbose)
+    return AttachmentReader(read_stdin=lambda limit: streams.read_stdin_bytes(limit, "an attachment"), fetch=fetch)
 
-    def fetch(url: str, limit: int) -> bytes:
-        nonlocal fetcher
-        if fetcher is None:
+
+class UrlFetch:
+    """fetch(url, limit) for an AttachmentReader: one Fetcher for the command, made (and httpx
+    imported) only when a URL is attached."""
+
+    def __init__(self, settings: Settings, streams: Streams, *, verbose: bool) -> None:
+        self._settings = settings
+        self._streams = streams
+        self._verbose = verbose
+        self._fetcher = None
+
+    def __call__(self, url: str, limit: int) -> bytes:
+        if self._fetcher is None:
             from anyfast_cli.fetch import Fetcher
 
-            fetcher = Fetcher(
-                env=streams.env,
-                timeout=settings.timeout,
-                max_time=settings.max_time,
-                log=streams.say if verbose else None,
+            self._fetcher = Fetcher(
+                env=self._streams.env,
+                timeout=self._settings.timeout,
+                max_time=self._settings.max_time,
+                log=self._streams.say if self._verbose else None,
             )
-        return fetcher.fetch(url, limit)
+        return self._fetcher.fetch(url, limit)
 
-    return AttachmentReader(read_stdin=lambda limit: streams.read_stdin_bytes(limit, "an attachment"), fetch=fetch)
+    @property
+    def deadline(self) -> float | None:
+        """The --max-time deadline the fetches started (None if nothing was fetched)."""
+        return self._fetcher.deadline if self._fetcher is not None else None
 
 
 def check_attach_flags(attach: Iterable[str], *, no_stdin: bool, stdin_taken_by: str | None = None) -> None:

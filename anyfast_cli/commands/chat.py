@@ -152,9 +152,19 @@ def run_chat(
                     schema=schema,
                     flags=schema_flags or SchemaFlags(),
                     command="chat",
+                    deadline=reader.deadline,
                 )
             else:
-                reply = exchange(settings, messages, fields, out, streams, keep_text=bool(save), command="chat")
+                reply = exchange(
+                    settings,
+                    messages,
+                    fields,
+                    out,
+                    streams,
+                    keep_text=bool(save),
+                    command="chat",
+                    deadline=reader.deadline,
+                )
             if save and reply is not None:
                 conversation.messages.append(assistant_message(reply))
                 if reply.choice_count > 1:

@@ -261,14 +261,16 @@ def exchange(
     *,
     keep_text: bool = True,
     command: str = "complete",
+    deadline: float | None = None,
 ) -> Reply | None:
     """Send one request and render its answer; None for --dry-run. The reply keeps its text
-    only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer."""
+    only with `keep_text` (for --save): otherwise memory does not grow with a streamed answer.
+    `deadline`: the --max-time deadline already running (URL attachments were fetched under it)."""
     body = build_body(settings.model, messages, fields, stream=out.streaming, include_usage=asks_usage(settings, out))
     if out.dry_run:
         print_request(settings, body, streams)
         return None
-    with open_client(settings, out, streams, command=command) as client:
+    with open_client(settings, out, streams, command=command, deadline=deadline) as client:
         return render_answer(
             client, body, out, streams, Reply(keep_text=keep_text), markdown=answers_in_markdown(settings, out, streams)
         )
@@ -314,12 +316,15 @@ def open_meter(settings: Settings, streams: Streams, command: str, models=()) ->
 
 
 @contextmanager
-def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, command: str | None = None):
+def open_client(
+    settings: Settings, out: OutputFlags, streams: Streams, *, command: str | None = None, deadline: float | None = None
+):
     """A client for these settings. With a `command`, its requests are metered (usage log,
     budget) and, with a cache configured, answered from it when they can be (cached.py);
     without one (`anyfast models`), neither. The key is resolved once, only when a request
     must really be sent, and masked in everything written from then on. Retries, fallbacks
-    and -v details are told to the streams' observer (prose, and --events)."""
+    and -v details are told to the streams' observer (prose, and --events). `deadline`: the
+    --max-time deadline already running, which the first request keeps (ApiClient)."""
     observer = streams.observer
     observer.verbose = out.verbose
     if command:
@@ -347,6 +352,7 @@ def open_client(settings: Settings, out: OutputFlags, streams: Streams, *, comma
             cache=cache,
             observer=observer,
             fallback=settings.fallback,
+            deadline=deadline,
         )
 
     try:

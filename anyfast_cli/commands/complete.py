@@ -42,7 +42,8 @@ def run_complete(
         fields = body_fields(settings, request)
         files = command_files(settings, settings_flags, request, attach=attach, schema_flags=schema_flags)
         check_output(output, files, streams, reads_stdin=not no_stdin)  # before any URL is fetched
-        attached = attachment_reader(settings, streams, verbose=out.verbose).read(attach)
+        reader = attachment_reader(settings, streams, verbose=out.verbose)
+        attached = reader.read(attach)
         image_urls, video_parts = load_attachments(
             request.images, request.videos, request.fps, other_videos=any(a.kind == VIDEO for a in attached)
         )
@@ -53,9 +54,18 @@ def run_complete(
             if schema is not None:
                 from anyfast_cli.commands.schema_answer import exchange_structured
 
-                reply = exchange_structured(settings, messages, fields, out, streams, schema=schema, flags=schema_flags)
-            else:
-                reply = exchange(settings, messages, fields, out, streams, keep_text=False)  # printed as it comes
+                reply = exchange_structured(
+                    settings,
+                    messages,
+                    fields,
+                    out,
+                    streams,
+                    schema=schema,
+                    flags=schema_flags,
+                    deadline=reader.deadline,
+                )
+            else:  # printed as it comes
+                reply = exchange(settings, messages, fields, out, streams, keep_text=False, deadline=reader.deadline)
             return ExitCode.TOOL_CALLS if reply is not None and reply.asks_for_tools else ExitCode.OK
 
         return run_with_output(output, streams, send)

@@ -61,6 +61,7 @@ def exchange_structured(
     schema: dict,
     flags: SchemaFlags,
     command: str = "complete",
+    deadline: float | None = None,
 ) -> Reply | None:
     """Send until an answer is valid for `schema` (stepping down the response_format ladder on
     a 400, re-asking `--repair` times); print it; the Reply holds the answer's text for --save."""
@@ -72,7 +73,7 @@ def exchange_structured(
         return None
     level = 0
     conversation = list(base["messages"])
-    with open_client(settings, out, streams, command=command) as client:
+    with open_client(settings, out, streams, command=command, deadline=deadline) as client:
         # With a cache, the command's answer is looked up and stored by its first request;
         # the step-downs and repairs on the way are sent whatever the cache holds (§3 "Cache").
         first = apply_mode(base, schema, ladder[0])
