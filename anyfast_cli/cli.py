@@ -367,6 +367,9 @@ SCHEMA_OPTIONS = [
 
 
 def _schema_flags(**values):
+    """SchemaFlags, or None when no --schema option was given (schema.py then never loads)."""
+    if all(value is None for value in values.values()):
+        return None
     from anyfast_cli.schema import SchemaFlags
 
     return SchemaFlags(**values)

@@ -13,7 +13,6 @@ from anyfast_cli.documents import dump_yaml, load_structured
 from anyfast_cli.errors import UsageError
 from anyfast_cli.request import with_media
 from anyfast_cli.structured import JsonSyntaxError, ValueProblem, parse_json
-from anyfast_cli.template import NAME as PLACEHOLDER_NAME
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 SHORTHAND_ROLES = ("user", "assistant", "system")
@@ -132,6 +131,8 @@ def parse_vars(data, source: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"{source}: 'vars' must be a mapping of names to default values")
+    from anyfast_cli.template import NAME as PLACEHOLDER_NAME  # prompt files only: a plain prompt never loads it
+
     defaults = {}
     for name, value in data.items():
         if not isinstance(name, str) or not PLACEHOLDER_NAME.fullmatch(name):

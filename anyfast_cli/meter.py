@@ -15,7 +15,6 @@ from anyfast_cli.errors import BudgetError, UsageError
 from anyfast_cli.prices import PriceTable, render_cost
 from anyfast_cli.result import RequestContext, RequestResult
 from anyfast_cli.settings import BudgetLimits
-from anyfast_cli.usagelog import LogTally, UsageLog
 
 
 @dataclass(slots=True)
@@ -60,8 +59,12 @@ class Meter:
         self.limits = limits
         self.totals = RunTotals()
         self._warn = warn
-        self._log = UsageLog(log_path) if log_path else None
-        self._tally = LogTally(log_path, context.prices.currency) if log_path and limits else None
+        self._log = self._tally = None
+        if log_path:  # usagelog.py loads only with a log
+            from anyfast_cli.usagelog import LogTally, UsageLog
+
+            self._log = UsageLog(log_path)
+            self._tally = LogTally(log_path, context.prices.currency) if limits else None
         self._skipped_told = 0
         self._defer = None  # batch's scheduler for appending a turn's lines at once (defer_writes)
         self._pending: list = []  # log lines waiting for that

@@ -115,3 +115,36 @@ def test_no_two_modules_import_each_other_even_lazily():
             elif following not in done:
                 path.append(following)
                 branches.append(iter(graph[following]))
+
+
+def test_a_plain_streamed_complete_loads_only_what_it_uses(proc_env, tmp_path):
+    """Start-up counts in every one-shot command: a plain `complete` (no --schema, prompt file,
+    usage log, Markdown or config) loads none of the modules only those need."""
+    listing = tmp_path / "modules.json"
+    code = (
+        "import atexit, json, sys\n"
+        "from anyfast_cli.cli import main\n"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+        "sys.argv = ['anyfast', 'complete', '-n', 'hi']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=proc_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(listing.read_text()))
+    assert "anyfast_cli.client" in loaded  # it did send
+    optional = {
+        "anyfast_cli.schema",
+        "anyfast_cli.commands.schema_answer",
+        "jsonschema",
+        "anyfast_cli.template",
+        "anyfast_cli.templating",
+        "anyfast_cli.usagelog",
+        "anyfast_cli.markdown",
+        "anyfast_cli.mdrender",
+        "anyfast_cli.cache",
+        "anyfast_cli.fetch",
+        "yaml",
+        "aiohttp",
+        "asyncio",
+    }
+    assert not loaded & optional, sorted(loaded & optional)

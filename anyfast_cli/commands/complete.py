@@ -28,9 +28,11 @@ def run_complete(
     output: str | None = None,
 ) -> ExitCode:
     with said_unchanged_on_failure(output, streams):  # -o FILE: stderr says it was left alone
-        from anyfast_cli.commands.schema_answer import schema_of  # --schema: jsonschema loads only then
+        schema = None
+        if schema_flags is not None:  # --schema: its modules (and jsonschema) load only then
+            from anyfast_cli.commands.schema_answer import schema_of
 
-        schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before stdin is read
+            schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before stdin is read
         check_attach_flags(attach, no_stdin=no_stdin, stdin_taken_by="the prompt '-'" if "-" in prompt_args else None)
         stdin_is_attached = "-" in attach
         stdin_text = None if no_stdin or stdin_is_attached else streams.read_stdin()
