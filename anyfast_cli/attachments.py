@@ -156,9 +156,11 @@ class AttachmentReader:
         *,
         read_stdin: Callable[[int], bytes | None],  # at most `limit` bytes (else UsageError); None: no stdin
         fetch: Callable[[str, int], bytes] | None = None,
+        fetch_deadline: Callable[[], float | None] = lambda: None,  # the --max-time deadline fetching began
     ) -> None:
         self._read_stdin = read_stdin
         self._fetch = fetch
+        self._fetch_deadline = fetch_deadline
         self._loaded: dict[str, Attachment] = {}  # by _key: a file by its absolute path
         self._total = 0
 
@@ -177,10 +179,9 @@ class AttachmentReader:
 
     @property
     def deadline(self) -> float | None:
-        """The --max-time deadline that fetching URLs started, which the request keeps (a fetch
-        that keeps one says so by a `deadline` of its own: commands/attach.UrlFetch); None when
-        nothing was fetched."""
-        return getattr(self._fetch, "deadline", None)
+        """The --max-time deadline that fetching URLs began, which the request keeps; None when
+        nothing was fetched (or there is no --max-time)."""
+        return self._fetch_deadline()
 
     def saved_ref(self, attachment: Attachment) -> str:
         """How a conversation saved with --save refers to an attachment: as given (a path made

@@ -129,7 +129,9 @@ class ApiClient:
     def __exit__(self, *exc_info) -> None:
         self._http.close()
 
-    def _attempts(self, body: dict, request_line: str | None = None, deadline: float | None = None) -> Attempts:
+    def _attempts(
+        self, body: dict, request_line: str | None = None, deadline: float | None = None, began: str | None = None
+    ) -> Attempts:
         self._log(
             (request_line or f"POST {self.url} model={body.get('model')} stream={str(body.get('stream')).lower()}")
             + (f" via proxy {redact_userinfo(self.policy.proxy)}" if self.policy.proxy else "")
@@ -144,6 +146,7 @@ class ApiClient:
             clock=self._clock,
             max_time=self.max_time,
             deadline=deadline,
+            began=began,
         )
 
     def _request_options(self, attempts: Attempts) -> dict:
@@ -155,10 +158,12 @@ class ApiClient:
     def send(self, body: dict) -> dict:
         """One whole (non-streamed) response object, from the first model of the fallback
         chain that answers."""
-        asked, chain, deadline = body.get("model"), self._models(body), self._take_deadline()
+        asked, chain, (deadline, began) = body.get("model"), self._models(body), self._take_deadline()
         for position, model in enumerate(chain):
             request = body if model == asked else {**body, "model": model}
-            attempts = self._attempts(request, deadline=deadline)
+            attempts = self._attempts(request, deadline=deadline, began=began)
+            if attempts.expired():  # the fetches used it all: nothing is sent (or logged)
+                raise attempts.out_of_time()
             try:
                 with self._metered(request, attempts) as trace:
                     data = read_answer(*self._whole("POST", self.url, attempts, trace))
@@ -175,10 +180,12 @@ class ApiClient:
         """Chunk objects as they arrive; ends at [DONE] (or a finish_reason and end of body).
         The chunks that came before a failure are all yielded before it is raised. A model
         falls back to the next only before its first chunk (never once output began)."""
-        asked, chain, deadline = body.get("model"), self._models(body), self._take_deadline()
+        asked, chain, (deadline, began) = body.get("model"), self._models(body), self._take_deadline()
         for position, model in enumerate(chain):
             request = body if model == asked else {**body, "model": model}
-            attempts = self._attempts(request, deadline=deadline)
+            attempts = self._attempts(request, deadline=deadline, began=began)
+            if attempts.expired():  # the fetches used it all: nothing is sent (or logged)
+                raise attempts.out_of_time()
             answered = False
             try:
                 with self._metered(request, attempts) as trace:
@@ -197,11 +204,11 @@ class ApiClient:
                 continue
             return
 
-    def _take_deadline(self) -> float | None:
-        """The running deadline, for the first request only (later ones, a --schema repair or the
-        session's next turn, each have --max-time of their own)."""
+    def _take_deadline(self) -> tuple[float | None, str | None]:
+        """The running deadline and what began it, for the first request only (later ones, a
+        --schema repair or the session's next turn, each have --max-time of their own)."""
         deadline, self._running_deadline = self._running_deadline, None
-        return deadline
+        return deadline, ("fetching the attachments" if deadline is not None else None)
 
     def _models(self, body: dict) -> tuple[str, ...]:
         """The fallback chain for this request (§3 "fallback models"): the body's model, then

@@ -317,6 +317,7 @@ class Attempts:
         max_time: float | None = None,
         timer: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
+        began: str | None = None,
     ) -> None:
         self.retries = retries
         self.number = 0  # attempts that failed so far
@@ -331,6 +332,7 @@ class Attempts:
         # Set by the first time_left(), or given: a fallback's request keeps the deadline of the
         # chain's first (--max-time covers the whole chain).
         self._deadline: float | None = deadline
+        self._began = began  # what the given deadline covered before this request, named if it runs out
 
     # --- the deadline (--max-time) ---
 
@@ -359,8 +361,9 @@ class Attempts:
         return self._deadline is None or self._timer() + delay < self._deadline - DEADLINE_SLACK
 
     def out_of_time(self) -> NetworkError:
+        what = f"{self._began} and the request" if self._began else "the request"
         return NetworkError(
-            f"the request took longer than --max-time {self.max_time:g} s",
+            f"{what} took longer than --max-time {self.max_time:g} s",
             code="timeout",
             hint="raise --max-time (or the config's max_time) if the answer needs longer",
         )
@@ -788,20 +791,17 @@ class Reply:
     def absorb(self, chunk: dict) -> tuple[str | None, str | None]:
         """Take in a stream chunk (or a whole response); returns the first choice's new
         (reasoning, content) text, for the printer. Tool calls and other choices are collected."""
-        # Nearly every chunk of a stream is only choice 0's ASCII content delta (no usage,
-        # reasoning, tool calls or finish_reason): the fast path takes its text and needs none
-        # of the work below (ASCII holds no surrogate half). Per chunk, so written out inline.
-        choices = chunk.get("choices")
-        if type(choices) is list and len(choices) == 1 and not self._halves and not chunk.get("usage"):
-            choice = choices[0]
-            if type(choice) is dict and not choice.get("finish_reason") and choice.get("index", 0) == 0:
-                delta = choice.get("delta")
-                text = delta.get("content") if type(delta) is dict and "message" not in choice else None
-                if type(text) is str and text and text.isascii() and (len(delta) == 1 or _only_content(delta)):
-                    self.said = True
-                    if self.keep_text:
-                        self.content_parts.append(text)
-                    return None, text
+        # Nearly every chunk of a stream is plain (_is_plain), its delta only ASCII content (no
+        # reasoning or tool calls): the fast path takes its text and needs none of the work below
+        # (ASCII holds no surrogate half).
+        if not self._halves and _is_plain(chunk):
+            delta = chunk["choices"][0]["delta"]
+            text = delta.get("content")
+            if type(text) is str and text and text.isascii() and (len(delta) == 1 or _only_content(delta)):
+                self.said = True
+                if self.keep_text:
+                    self.content_parts.append(text)
+                return None, text
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             self.usage = usage

@@ -55,6 +55,17 @@ class SSEDecoder:
         self._data_size = 0
 
     def feed(self, chunk: bytes) -> list[str]:
+        if not chunk:
+            return []
+        if self._at_start:  # a UTF-8 BOM may open the stream, split across feeds as anything may be
+            chunk = b"".join(self._pending) + chunk
+            self._pending = []
+            self._pending_size = 0
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._hold(chunk)  # too short to tell yet
+                return []
+            self._at_start = False
+            chunk = chunk.removeprefix(_BOM)
         if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -66,13 +77,6 @@ class SSEDecoder:
             chunk = b"".join(self._pending) + chunk
             self._pending = []
             self._pending_size = 0
-        if self._at_start:
-            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-                self._hold(chunk)  # too short to tell yet
-                return []
-            self._at_start = False
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM) :]
         events: list[str] = []
         try:
             if self._data or b"\r" in chunk:

@@ -323,7 +323,18 @@ def test_one_max_time_covers_the_fetches_and_the_request(run, gateway):
     gateway.script(Drip(b"abcdef", head=head, delay=0.1), answer)
     result = run("complete", "-a", url, "--max-time", "1", "x")
     assert result.exit_code == 4, result.stderr
-    assert "longer than --max-time 1 s" in result.stderr
+    assert "fetching the attachments and the request took longer than --max-time 1 s" in result.stderr
     gateway.script(Drip(b"abcdef", head=head, delay=0.1), answer)
     result = run("complete", "-a", url, "--max-time", "5", "x")
     assert (result.exit_code, result.stdout) == (0, "hello\n"), result.stderr
+
+
+def test_waiting_for_the_key_command_is_not_the_requests_time(run, gateway, tmp_path):
+    """--max-time covers the fetches and the request, not a wait for api_key_command (a PIN)."""
+    config = tmp_path / "config.yaml"
+    config.write_text("profiles:\n  default:\n    api_key_command: sleep 1.2; echo sk-from-command-123\n")
+    config.chmod(0o600)
+    gateway.script(text_reply(b"notes"))
+    url = gateway.url.replace("/v1", "/notes.txt")
+    result = run("complete", "-a", url, "--max-time", "1", "x", key=None, ANYFAST_CONFIG=str(config))
+    assert result.exit_code == 0, result.stderr

@@ -388,3 +388,18 @@ def test_a_held_role_chunk_is_still_delivered_first(gateway, make_client):
 def test_an_empty_answer_still_yields_its_chunks(gateway, make_client):
     gateway.script(Sse(sse_events(ROLE_ONLY)))
     assert list(make_client().stream(stream_body())) == [ROLE_ONLY]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_deadline_the_fetches_used_up_sends_nothing(make_client, gateway, streamed):
+    """URL attachments were fetched under --max-time and left no time: the request is not sent
+    (nor counted), and the error names both; the next request has --max-time of its own."""
+    import time
+
+    client = make_client(max_time=1, deadline=time.monotonic() - 0.5)
+    with pytest.raises(
+        NetworkError, match=r"^fetching the attachments and the request took longer than --max-time 1 s"
+    ):
+        list(client.stream(stream_body())) if streamed else client.send(BODY)
+    assert gateway.requests == [] and client.last_result is None
+    assert client.send(BODY)["choices"]

@@ -129,6 +129,14 @@ def test_separators_survive_into_json():
     assert json.loads(event)["choices"][0]["delta"]["content"] == SEPARATORS_TEXT
 
 
+@pytest.mark.parametrize(
+    "pieces", [[b"\xef", b"\xbb\xbfdata: 1"], [b"", BOM + b"data: 1"], [b"\xef\xbb", b"\xbf", b"data: 1"]]
+)
+def test_a_bom_split_from_a_last_line_left_open_is_still_no_part_of_it(pieces):
+    decoder = SSEDecoder()
+    assert [event for piece in pieces for event in decoder.feed(piece)] + decoder.close() == ["1"]
+
+
 def test_invalid_utf8_is_replaced_not_raised():
     assert list(iter_events([b"data: \xff\xfe\n\n"])) == [ev("\ufffd\ufffd")]
 
@@ -155,8 +163,10 @@ TOKENS += [b"\r", b"\r\n", b"\n\n\n"]
 @pytest.mark.parametrize("seed", range(300))
 def test_random_streams_in_random_pieces_read_as_the_spec_says(seed):
     generator = random.Random(seed)
-    raw = b"".join(generator.choice(TOKENS) for _ in range(generator.randint(1, 40)))
-    cuts = sorted(generator.sample(range(len(raw) + 1), min(len(raw) + 1, generator.randint(0, 6))))
+    raw = (BOM if generator.random() < 0.3 else b"") + b"".join(
+        generator.choice(TOKENS) for _ in range(generator.randint(1, 40))
+    )
+    cuts = sorted(generator.choices(range(len(raw) + 1), k=generator.randint(0, 6)))  # repeated: empty feeds
     pieces = [raw[start:end] for start, end in zip([0, *cuts], [*cuts, len(raw)])]
     fed, closed = decode_in_pieces(pieces)
     assert fed + closed == reference_decode(raw), pieces

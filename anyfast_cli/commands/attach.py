@@ -17,7 +17,11 @@ from anyfast_cli.streams import Streams
 def attachment_reader(settings: Settings, streams: Streams, *, verbose: bool = False) -> AttachmentReader:
     """The reader for this command's -a: stdin as bytes, URLs through one UrlFetch."""
     fetch = UrlFetch(settings, streams, verbose=verbose)
-    return AttachmentReader(read_stdin=lambda limit: streams.read_stdin_bytes(limit, "an attachment"), fetch=fetch)
+    return AttachmentReader(
+        read_stdin=lambda limit: streams.read_stdin_bytes(limit, "an attachment"),
+        fetch=fetch,
+        fetch_deadline=lambda: fetch.deadline,
+    )
 
 
 class UrlFetch:

@@ -70,9 +70,11 @@ def run_chat(
     output: str | None = None,
 ) -> ExitCode:
     with said_unchanged_on_failure(output, streams):  # -o FILE: stderr says it was left alone
-        from anyfast_cli.commands.schema_answer import schema_of
+        schema = None
+        if schema_flags is not None:  # --schema: its modules (and jsonschema) load only then
+            from anyfast_cli.commands.schema_answer import schema_of
 
-        schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before anything is read or sent
+            schema = schema_of(schema_flags)  # a bad SPEC is exit 2 before anything is read or sent
         path = (
             resolve_prompt_ref(messages_file, prompt_dirs(settings_flags.config, streams.env))
             if messages_file
@@ -141,7 +143,6 @@ def run_chat(
         def send(streams: Streams) -> ExitCode:
             if schema is not None:
                 from anyfast_cli.commands.schema_answer import exchange_structured
-                from anyfast_cli.schema import SchemaFlags
 
                 reply = exchange_structured(
                     settings,
@@ -150,7 +151,7 @@ def run_chat(
                     out,
                     streams,
                     schema=schema,
-                    flags=schema_flags or SchemaFlags(),
+                    flags=schema_flags,
                     command="chat",
                     deadline=reader.deadline,
                 )

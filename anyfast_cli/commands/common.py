@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -337,7 +338,9 @@ def open_client(
     )
 
     def connect(cache: str | None = None):
+        waited = time.monotonic()
         api_key = resolve_api_key(settings.key, streams.env)
+        waited = time.monotonic() - waited  # waiting for api_key_command (a PIN, say) is not the request's time
         streams.hide(api_key)
         from anyfast_cli.client import ApiClient  # httpx loads only when something is sent
 
@@ -352,7 +355,7 @@ def open_client(
             cache=cache,
             observer=observer,
             fallback=settings.fallback,
-            deadline=deadline,
+            deadline=deadline + waited if deadline is not None else None,
         )
 
     try:

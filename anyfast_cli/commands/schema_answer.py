@@ -59,14 +59,14 @@ def exchange_structured(
     streams: Streams,
     *,
     schema: dict,
-    flags: SchemaFlags,
+    flags: SchemaFlags | None,
     command: str = "complete",
     deadline: float | None = None,
 ) -> Reply | None:
     """Send until an answer is valid for `schema` (stepping down the response_format ladder on
     a 400, re-asking `--repair` times); print it; the Reply holds the answer's text for --save."""
     ladder = mode_ladder(schema_mode(flags, settings))
-    repairs = flags.repair if flags.repair is not None else DEFAULT_REPAIR
+    repairs = flags.repair if flags is not None and flags.repair is not None else DEFAULT_REPAIR
     base = build_body(settings.model, messages, fields, stream=False)
     if out.dry_run:
         print_request(settings, apply_mode(base, schema, ladder[0]), streams)
