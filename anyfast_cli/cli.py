@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import sys
+from collections.abc import MutableMapping
 from contextlib import contextmanager
 from typing import Annotated, List, Optional
 
@@ -596,8 +597,47 @@ class ExitStatusCommand(ExitStatusEpilog, TyperCommand):
     """A command whose --help ends with the exit statuses, as batch's does."""
 
 
+# The root's commands and groups by name, each a builder of its click object (_defer_building_commands).
+DEFERRED_COMMANDS: dict = {}
+
+
+class LazyCommands(MutableMapping):
+    """A group's commands by name, each built only when it is asked for. Typer builds every
+    command's click object when the app is called, reading each function's signature (~20 ms
+    for all of anyfast's); a run needs only the one it runs, while `--help` and a mistyped
+    name (click's suggestions) still see them all."""
+
+    def __init__(self, builders: dict) -> None:
+        self._builders = dict(builders)  # name -> () -> click command, in the order they were declared
+        self._built: dict = {}
+
+    def __getitem__(self, name: str):
+        if name not in self._built:
+            self._built[name] = self._builders[name]()  # KeyError: no such command
+        return self._built[name]
+
+    def __setitem__(self, name: str, command) -> None:
+        self._built[name] = command
+        self._builders.setdefault(name, lambda: command)
+
+    def __delitem__(self, name: str) -> None:
+        del self._builders[name]
+        self._built.pop(name, None)
+
+    def __iter__(self):
+        return iter(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+
 class AnyfastGroup(ExitStatusEpilog, TyperGroup):
-    """Click's own usage errors become one `anyfast: error:` line and exit 2."""
+    """The root group. Its commands are built when asked for (LazyCommands); Click's own usage
+    errors become one `anyfast: error:` line and exit 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands({**DEFERRED_COMMANDS, **self.commands})
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _refuse_undecodable_arguments(sys.argv[1:] if args is None else list(args))
@@ -1257,6 +1297,24 @@ def cache_prune(
         return run_cache_prune(cache_directory(directory, configured), older_than=older_than, streams=streams)
 
     guarded(run)
+
+
+def _defer_building_commands() -> None:
+    """Take the root's commands and groups out of typer's eager build: each is built by
+    AnyfastGroup's LazyCommands, with the same typer functions, when it is asked for."""
+    options = {"pretty_exceptions_short": app.pretty_exceptions_short, "rich_markup_mode": app.rich_markup_mode}
+    for info in app.registered_commands:
+        name = info.name or typer.main.get_command_name(info.callback.__name__)
+        DEFERRED_COMMANDS[name] = functools.partial(typer.main.get_command_from_info, info, **options)
+    for info in app.registered_groups:
+        name = typer.main.solve_typer_info_defaults(info).name
+        DEFERRED_COMMANDS[name] = functools.partial(
+            typer.main.get_group_from_info, info, suggest_commands=app.suggest_commands, **options
+        )
+    app.registered_commands, app.registered_groups = [], []
+
+
+_defer_building_commands()
 
 
 class _ClosedStdout:

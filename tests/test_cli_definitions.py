@@ -134,3 +134,29 @@ def test_start_up_does_not_import_errors():
     code = "import sys, typer.main, anyfast_cli.cli as c; typer.main.get_command(c.app); print(sorted(m for m in sys.modules if m.startswith('anyfast_cli')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "['anyfast_cli', 'anyfast_cli.cli']"
+
+
+# --- building only the command that runs ------------------------------------------------------
+
+
+def test_lazy_commands_build_each_once_when_asked_for_and_list_them_all():
+    built = []
+    commands = cli.LazyCommands({"a": lambda: built.append("a") or "A", "b": lambda: built.append("b") or "B"})
+    assert list(commands) == ["a", "b"] and len(commands) == 2 and built == []
+    assert commands.get("b") == "B" and commands["b"] == "B" and built == ["b"]
+    assert commands.get("nothing") is None and "nothing" not in commands
+    commands["c"] = "C"  # click's add_command
+    assert list(commands) == ["a", "b", "c"] and commands["c"] == "C" and built == ["b"]
+
+
+def test_a_run_builds_only_the_command_it_runs(monkeypatch):
+    built = []
+    for name, build in list(cli.DEFERRED_COMMANDS.items()):
+        monkeypatch.setitem(cli.DEFERRED_COMMANDS, name, lambda name=name, build=build: built.append(name) or build())
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["--version"]).exit_code == 0 and built == []
+    assert runner.invoke(cli.app, ["complete", "--help"]).exit_code == 0 and built == ["complete"]
+    assert runner.invoke(cli.app, ["cache", "stats", "--help"]).exit_code == 0 and built == ["complete", "cache"]
+    listing = runner.invoke(cli.app, ["--help"])  # the help lists every command, so builds each
+    assert listing.exit_code == 0 and set(built) == set(cli.DEFERRED_COMMANDS)
+    assert all(f"  {name} " in listing.output for name in cli.DEFERRED_COMMANDS)
