@@ -79,18 +79,22 @@ class SSEDecoder:
             self._pending_size = 0
         events: list[str] = []
         try:
-            if self._data or b"\r" in chunk:
+            if self._data:
                 self._feed_lines(chunk, events)
-            else:
+            elif b"\r" not in chunk:
                 self._feed_events(chunk, events)
+            elif chunk.count(b"\r") == chunk.count(b"\r\n"):  # CRLF endings only (a CR that ends it pairs later)
+                self._feed_events(chunk.replace(b"\r\n", b"\n"), events)
+            else:
+                self._feed_lines(chunk, events)
         except EventTooLarge as exc:
             exc.events = events  # the events decoded before it are still the caller's to show
             raise
         return events
 
     def _feed_events(self, chunk: bytes, events: list[str]) -> None:
-        """Bytes that begin outside any event and end their lines in LF only: nearly every
-        feed of a stream. They are split into events at their blank lines first, and an event
+        """Bytes that begin outside any event and end their lines in LF only (CRLF made LF):
+        nearly every feed of a stream. They are split into events at their blank lines first, and an event
         of one `data: ` line, as nearly all are, is taken whole; any other goes line by line."""
         parts = chunk.split(b"\n\n")
         tail = parts.pop()  # after the last blank line: lines of an event that goes on, if any
