@@ -1133,16 +1133,28 @@ beside the config file. A prompt file is a conversation file (chat -f) with a va
     - user: "Review this diff:\\n{input}"   # {input}: the prompt and stdin
 """
 
-prompts_app = typer.Typer(
-    name="prompts",
-    help="List the prompt files that -f NAME finds (NAME, then its description).",
-    epilog=PROMPTS_EXAMPLES,
+
+def command_group(name: str, help: str, epilog: str, **options) -> typer.Typer:
+    """A group of subcommands under the root (`anyfast NAME ...`), written as the root's are."""
+    group = typer.Typer(
+        name=name,
+        help=help,
+        epilog=epilog,
+        rich_markup_mode=None,
+        context_settings=CONTEXT,
+        **{"no_args_is_help": True, **options},
+    )
+    app.add_typer(group)
+    return group
+
+
+prompts_app = command_group(
+    "prompts",
+    "List the prompt files that -f NAME finds (NAME, then its description).",
+    PROMPTS_EXAMPLES,
     invoke_without_command=True,
     no_args_is_help=False,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
 )
-app.add_typer(prompts_app)
 
 
 @prompts_app.callback(invoke_without_command=True)
@@ -1182,15 +1194,11 @@ def prompts_show(
     guarded(run)
 
 
-config_app = typer.Typer(
-    name="config",
-    help="Show which config file and settings are in force.",
-    epilog="\b\nExamples:\n  anyfast config path\n  anyfast config show\n  anyfast config show --profile local --json",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
+config_app = command_group(
+    "config",
+    "Show which config file and settings are in force.",
+    "\b\nExamples:\n  anyfast config path\n  anyfast config show\n  anyfast config show --profile local --json",
 )
-app.add_typer(config_app)
 
 
 @config_app.command(
@@ -1230,15 +1238,11 @@ def config_show(
     guarded(run)
 
 
-cache_app = typer.Typer(
-    name="cache",
-    help="Look after a response cache (--cache DIR): its size, and removing old entries.",
-    epilog="\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache prune --older-than 30d",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
+cache_app = command_group(
+    "cache",
+    "Look after a response cache (--cache DIR): its size, and removing old entries.",
+    "\b\nExamples:\n  anyfast cache stats ~/.cache/anyfast\n  anyfast cache prune --older-than 30d",
 )
-app.add_typer(cache_app)
 
 CacheDir = Annotated[
     Optional[str],

@@ -162,8 +162,6 @@ class ApiClient:
         for position, model in enumerate(chain):
             request = body if model == asked else {**body, "model": model}
             attempts = self._attempts(request, deadline=deadline, began=began)
-            if attempts.expired():  # the fetches used it all: nothing is sent (or logged)
-                raise attempts.out_of_time()
             try:
                 with self._metered(request, attempts) as trace:
                     data = read_answer(*self._whole("POST", self.url, attempts, trace))
@@ -184,8 +182,6 @@ class ApiClient:
         for position, model in enumerate(chain):
             request = body if model == asked else {**body, "model": model}
             attempts = self._attempts(request, deadline=deadline, began=began)
-            if attempts.expired():  # the fetches used it all: nothing is sent (or logged)
-                raise attempts.out_of_time()
             answered = False
             try:
                 with self._metered(request, attempts) as trace:
@@ -264,7 +260,10 @@ class ApiClient:
     def _metered(self, body: dict, attempts: Attempts) -> Iterator[Trace]:
         """One chat request from start to end: the budget is checked before it is sent, and its
         result, however it ends, is built once (result.build_result) and handed to the meter
-        and the observer (the usage log, the budget and --events read that one object)."""
+        and the observer (the usage log, the budget and --events read that one object). A
+        request whose deadline has already run out (the -a fetches used it all) is not begun."""
+        if attempts.expired():
+            raise attempts.out_of_time()
         self.observer.request_started(str(body.get("model")))
         if self.meter is not None:
             self.meter.before_request()

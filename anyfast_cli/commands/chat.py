@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from anyfast_cli.commands.answer import answer
 from anyfast_cli.commands.attach import (
     attachment_reader,
     check_attach_flags,
@@ -15,7 +16,7 @@ from anyfast_cli.commands.attach import (
     join_attachments,
     schema_files,
 )
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings, observed_command
+from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, observed_command
 from anyfast_cli.commands.conversation import (
     add_tool_results,
     api_messages,
@@ -141,31 +142,18 @@ def run_chat(
         messages = api_messages(conversation, reader)
 
         def send(streams: Streams) -> ExitCode:
-            if schema is not None:
-                from anyfast_cli.commands.schema_answer import exchange_structured
-
-                reply = exchange_structured(
-                    settings,
-                    messages,
-                    fields,
-                    out,
-                    streams,
-                    schema=schema,
-                    flags=schema_flags,
-                    command="chat",
-                    deadline=reader.deadline,
-                )
-            else:
-                reply = exchange(
-                    settings,
-                    messages,
-                    fields,
-                    out,
-                    streams,
-                    keep_text=bool(save),
-                    command="chat",
-                    deadline=reader.deadline,
-                )
+            reply = answer(
+                settings,
+                messages,
+                fields,
+                out,
+                streams,
+                schema=schema,
+                schema_flags=schema_flags,
+                command="chat",
+                keep_text=bool(save),
+                deadline=reader.deadline,
+            )
             if save and reply is not None:
                 conversation.messages.append(assistant_message(reply))
                 if reply.choice_count > 1:

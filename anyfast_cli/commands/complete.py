@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from anyfast_cli.attachments import load_attachments, with_attachments
+from anyfast_cli.commands.answer import answer
 from anyfast_cli.commands.attach import attachment_reader, check_attach_flags, check_output, command_files
-from anyfast_cli.commands.common import OutputFlags, body_fields, exchange, load_settings, observed_command
+from anyfast_cli.commands.common import OutputFlags, body_fields, load_settings, observed_command
 from anyfast_cli.errors import ExitCode
 from anyfast_cli.inputs import build_prompt, with_system
 from anyfast_cli.output_file import run_with_output, said_unchanged_on_failure
@@ -53,21 +54,18 @@ def run_complete(
         messages = with_system([message], request.system)
 
         def send(streams: Streams) -> ExitCode:
-            if schema is not None:
-                from anyfast_cli.commands.schema_answer import exchange_structured
-
-                reply = exchange_structured(
-                    settings,
-                    messages,
-                    fields,
-                    out,
-                    streams,
-                    schema=schema,
-                    flags=schema_flags,
-                    deadline=reader.deadline,
-                )
-            else:  # printed as it comes
-                reply = exchange(settings, messages, fields, out, streams, keep_text=False, deadline=reader.deadline)
+            reply = answer(  # a plain answer is printed as it comes, not kept
+                settings,
+                messages,
+                fields,
+                out,
+                streams,
+                schema=schema,
+                schema_flags=schema_flags,
+                command="complete",
+                keep_text=False,
+                deadline=reader.deadline,
+            )
             return ExitCode.TOOL_CALLS if reply is not None and reply.asks_for_tools else ExitCode.OK
 
         return run_with_output(output, streams, send)
