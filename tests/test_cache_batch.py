@@ -164,3 +164,38 @@ def test_the_cache_pass_offers_each_validated_record_once_and_counts_changed_lin
     checked.forget_unchecked()
     assert [r.id for r in checked.records(lines(second), options, None)] == [i for i in expected if i not in answered]
     assert checked.unchecked == sending_pass.unchecked
+
+
+@pytest.mark.parametrize("replay", [False, True], ids=["rw", "replay"])
+def test_a_hit_that_no_longer_answers_its_record_is_a_miss_and_never_counted(tmp_path, replay):
+    """A stored answer the record's schema refuses (an entry another version or command wrote)
+    is a miss: it is not noted in the usage log as a hit (nor, in replay, beside its failure)."""
+    from anyfast_cli.batch.cached import CacheAnswers, record_key
+    from anyfast_cli.batch.jobs import JobOptions, parse_record
+    from anyfast_cli.cache import ResponseCache
+    from anyfast_cli.prices import NO_PRICES
+    from anyfast_cli.result import RequestContext
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    record = parse_record(b'"who?"\n', 1, 0, JobOptions(model="m", schema=schema))
+    store = ResponseCache.open(str(tmp_path / "cache"), "rw")
+    store.store(record_key(record, "http://gw/v1", "auto"), completion('{"title": 1}'))
+    recorded, emitted = [], []
+
+    class Meter:
+        context = RequestContext("batch", "default", NO_PRICES)
+
+        def record(self, result):
+            recorded.append(result)
+
+    answers = CacheAnswers(
+        ResponseCache.open(str(tmp_path / "cache"), "replay" if replay else "rw"),
+        base_url="http://gw/v1",
+        schema_mode="auto",
+        fail_on_tool_calls=False,
+        max_time=None,
+        emit=lambda line, ok, hit: emitted.append((line.get("error") or {}).get("code")),
+        meter=Meter(),
+    )
+    assert answers(record) is replay  # replay: answered, as a failed line; rw: left to be sent
+    assert recorded == [] and emitted == (["not_in_cache"] if replay else [])

@@ -84,16 +84,16 @@ class CacheAnswers:
         started = time.monotonic()
         hit = self._cache.lookup(record_key(record, self._base_url, self._schema_mode))
         if hit is not None:
-            if self._meter is not None:
-                body = first_request(record, self._schema_mode)
-                context = self._meter.context
-                self._meter.record(
-                    hit_result(context, body, hit.response, started=started, now=time.time(), custom_id=record.id)
-                )
             line = cached_line(
                 record, hit.response, fail_on_tool_calls=self._fail_on_tool_calls, max_time=self._max_time
             )
-            if line is not None:
+            if line is not None:  # a hit counts only when it answers (as CachedClient.recall: accept, then meter)
+                if self._meter is not None:
+                    body = first_request(record, self._schema_mode)
+                    context = self._meter.context
+                    self._meter.record(
+                        hit_result(context, body, hit.response, started=started, now=time.time(), custom_id=record.id)
+                    )
                 self._emit(line[0], line[1], True)
                 return True
         if self._cache.replay:
