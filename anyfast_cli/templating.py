@@ -160,6 +160,25 @@ def read_vars(texts: Iterable[str], read_text: Callable[[str], str]) -> dict[str
     return dict(parse_var(text, read_text) for text in texts)
 
 
+def prompt_file_values(
+    conversation: Conversation, path: str | None, text: str, variables: Iterable[str], read_text: Callable[[str], str]
+) -> tuple[PromptTemplate | None, dict[str, str]]:
+    """A prompt file's template and the values it starts from: its vars: defaults, then --var
+    (each must name a placeholder). (None, {}) for a file without vars:, which takes no --var."""
+    source = "standard input" if path == "-" else (path or "the conversation")
+    if not conversation.is_template:
+        if variables:
+            raise UsageError(
+                f"--var: {source} is not a prompt file (it has no vars:), so it has no placeholders",
+                hint="add a vars: mapping (an empty one is fine) to make it a template",
+            )
+        return None, {}
+    template = compile_template(conversation, source, text)
+    given = read_vars(variables, read_text)
+    check_used(template, given)
+    return template, {**template.defaults, **given}
+
+
 def check_used(template: PromptTemplate, given: Mapping[str, str], what: str = "--var") -> None:
     """A value that no placeholder takes is a typo until shown otherwise."""
     unused = [name for name in given if name not in template.names]

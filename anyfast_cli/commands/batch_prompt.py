@@ -22,7 +22,7 @@ from anyfast_cli.prompt_lookup import resolve_prompt_ref
 from anyfast_cli.settings import SettingFlags, Settings, prompt_dirs
 from anyfast_cli.sniff import VIDEO
 from anyfast_cli.streams import Streams
-from anyfast_cli.templating import check_used, compile_template, read_vars
+from anyfast_cli.templating import prompt_file_values
 
 
 @dataclass
@@ -57,15 +57,7 @@ def prompt_file_job(
     conversation = prompt_file.conversation
     if system is not None:
         set_system(conversation, system)
-    source = "standard input" if prompt_file.path == "-" else prompt_file.path
-    template, defaults = None, {}
-    if conversation.is_template:
-        template = compile_template(conversation, source, prompt_file.text)
-        given = read_vars(variables, read_var_file)
-        check_used(template, given)
-        defaults = {**template.defaults, **given}
-    elif variables:
-        raise UsageError(f"--var: {source} is not a prompt file (it has no vars:), so it has no placeholders")
+    template, defaults = prompt_file_values(conversation, prompt_file.path, prompt_file.text, variables, read_var_file)
     reader = attachment_reader(settings, streams)
     media = []
     for message in conversation.messages:

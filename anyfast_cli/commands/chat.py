@@ -38,7 +38,7 @@ from anyfast_cli.prompt_lookup import resolve_prompt_ref
 from anyfast_cli.request import RequestFlags
 from anyfast_cli.settings import SettingFlags, prompt_dirs
 from anyfast_cli.streams import Streams
-from anyfast_cli.templating import check_used, compile_template, read_vars, render_or_explain
+from anyfast_cli.templating import prompt_file_values, render_or_explain
 
 
 @dataclass
@@ -169,19 +169,9 @@ def run_chat(
 def _fill_prompt_file(conversation: Conversation, text: str, prompt: str | None, variables, use: PromptFileUse):
     """A prompt file rendered with its defaults, --var and {input} (the prompt, then used up);
     any other file as it is. Returns the conversation and the prompt still to be appended."""
-    path = use.path
-    if not conversation.is_template:
-        if variables:
-            raise UsageError(
-                f"--var: {path or 'the conversation'} is not a prompt file (it has no vars:), so it has no placeholders",
-                hint="add a vars: mapping (an empty one is fine) to make it a template",
-            )
+    template, values = prompt_file_values(conversation, use.path, text, variables, _var_file_reader(use))
+    if template is None:
         return conversation, prompt
-    source = "standard input" if path == "-" else path
-    template = compile_template(conversation, source, text)
-    given = read_vars(variables, _var_file_reader(use))
-    check_used(template, given)
-    values = {**template.defaults, **given}
     if template.uses_input and prompt is not None:
         values["input"] = prompt
         prompt = None  # it is in the file's message, not a message of its own
