@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from anyfast_cli.attachments import load_attachments
 from anyfast_cli.batch.jobs import PromptFileJob
 from anyfast_cli.commands.attach import attachment_reader
 from anyfast_cli.commands.conversation import (
     file_schema,
+    message_media,
     read_conversation_text,
     read_var_file,
     set_system,
@@ -20,7 +20,6 @@ from anyfast_cli.errors import UsageError
 from anyfast_cli.inputs import Conversation
 from anyfast_cli.prompt_lookup import resolve_prompt_ref
 from anyfast_cli.settings import SettingFlags, Settings, prompt_dirs
-from anyfast_cli.sniff import VIDEO
 from anyfast_cli.streams import Streams
 from anyfast_cli.templating import prompt_file_values
 
@@ -59,17 +58,8 @@ def prompt_file_job(
         set_system(conversation, system)
     template, defaults = prompt_file_values(conversation, prompt_file.path, prompt_file.text, variables, read_var_file)
     reader = attachment_reader(settings, streams)
-    media = []
-    for message in conversation.messages:
-        attached = reader.read(message.get("attach") or ())
-        images, videos = load_attachments(
-            message.get("images", ()),
-            message.get("videos", ()),
-            message.get("fps"),
-            other_videos=any(a.kind == VIDEO for a in attached),
-        )
-        media.append((images, videos, attached))
-    return PromptFileJob(conversation, template, defaults, tuple(media))
+    media = tuple(message_media(message, reader) for message in conversation.messages)
+    return PromptFileJob(conversation, template, defaults, media)
 
 
 def prompt_file_schema(prompt_file: BatchPromptFile) -> dict | None:

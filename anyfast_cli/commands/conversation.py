@@ -59,13 +59,22 @@ def set_system(conversation: Conversation, system: str | None) -> None:
 def api_message(message: dict, reader: AttachmentReader | None = None) -> dict:
     """One message as the API takes it, its attachments loaded: `images`/`videos` by -i's rules,
     `attach` (what -a attached, as --save keeps it) by content, through `reader`."""
-    attached = _read_attach(message, reader)
-    videos = message.get("videos", ())
-    image_urls, video_parts = load_attachments(
-        message.get("images", ()), videos, message.get("fps"), other_videos=any(a.kind == VIDEO for a in attached)
-    )
+    image_urls, video_parts, attached = message_media(message, reader)
     api = to_api_message(message, image_urls, video_parts)
     return with_attachments(api, attached, message.get("fps")) if attached else api
+
+
+def message_media(message: dict, reader: AttachmentReader | None) -> tuple[list, list, list]:
+    """A message's media loaded: (image URLs and video parts by -i's rules, the `attach` list's
+    attachments by content, through `reader`)."""
+    attached = _read_attach(message, reader)
+    image_urls, video_parts = load_attachments(
+        message.get("images", ()),
+        message.get("videos", ()),
+        message.get("fps"),
+        other_videos=any(a.kind == VIDEO for a in attached),
+    )
+    return image_urls, video_parts, attached
 
 
 def _read_attach(message: dict, reader: AttachmentReader | None) -> list:
