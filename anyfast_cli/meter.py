@@ -74,11 +74,6 @@ class Meter:
     def prices(self) -> PriceTable:
         return self.context.prices
 
-    @property
-    def asks_for_usage(self) -> bool:
-        """Streamed requests ask the server for usage when something will read it."""
-        return self._log is not None or bool(self.limits)
-
     def check_models(self, models: Iterable[str]) -> None:
         """Before sending: a money budget needs a price for every model the command may use;
         a glob that prices none of them is only worth a warning."""
